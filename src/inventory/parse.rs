@@ -1,0 +1,782 @@
+//! From a node tree to a validated [`Inventory`].
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use super::error::{InventoryError, nearest};
+use super::node::{Kind, Node, Pos, parse_yaml};
+use super::{
+    Connection, EnvVar, Host, HostConfig, HostKeyChecking, Inventory, Shared, Source, Stage,
+    Timeouts,
+};
+
+/// Keys allowed at the top of the document.
+pub const TOP_KEYS: &[&str] = &["defaults", "stages"];
+/// Keys allowed in `defaults`, a stage and a host alike.
+pub const LAYER_KEYS: &[&str] = &[
+    "connection",
+    "user",
+    "port",
+    "identity_file",
+    "known_hosts",
+    "host_key_checking",
+    "deploy_to",
+    "keep_releases",
+    "source",
+    "shared",
+    "build",
+    "env",
+    "connect_timeout",
+    "step_timeout",
+    "switch_timeout",
+    "keepalive_interval",
+];
+/// Keys allowed only in a stage (besides [`LAYER_KEYS`]).
+pub const STAGE_KEYS: &[&str] = &["hosts"];
+/// Keys allowed only in a host (besides [`LAYER_KEYS`]).
+pub const HOST_KEYS: &[&str] = &["address"];
+
+const SOURCE_KEYS: &[&str] = &["artifact", "git", "ref"];
+const SHARED_KEYS: &[&str] = &["files", "dirs"];
+const SECRET_KEYS: &[&str] = &["value", "secret"];
+
+struct Ctx<'a> {
+    file: &'a Path,
+    lines: Vec<&'a str>,
+}
+
+type Result<T> = std::result::Result<T, InventoryError>;
+
+impl Ctx<'_> {
+    fn err(&self, pos: Pos, path: &str, message: impl Into<String>) -> InventoryError {
+        let source_line = usize::try_from(pos.line)
+            .ok()
+            .and_then(|l| l.checked_sub(1))
+            .and_then(|l| self.lines.get(l))
+            .map(|l| l.to_string());
+        InventoryError {
+            file: self.file.to_path_buf(),
+            pos,
+            key_path: path.to_owned(),
+            message: message.into(),
+            hint: None,
+            source_line,
+        }
+    }
+
+    fn err_hint(
+        &self,
+        pos: Pos,
+        path: &str,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> InventoryError {
+        InventoryError {
+            hint: Some(hint.into()),
+            ..self.err(pos, path, message)
+        }
+    }
+
+    fn expected(&self, node: &Node, path: &str, what: &str) -> InventoryError {
+        self.err(
+            node.pos,
+            path,
+            format!("expected {what}, found {}", node.kind.describe()),
+        )
+    }
+
+    /// The entries of a mapping, each key checked against `allowed`.
+    fn entries<'n>(
+        &self,
+        node: &'n Node,
+        path: &str,
+        allowed: &[&str],
+    ) -> Result<Vec<(&'n str, &'n Node, Pos)>> {
+        let entries = self.map(node, path)?;
+        for (key, _, pos) in &entries {
+            if !allowed.contains(key) {
+                let key_path = join(path, key);
+                let hint = match nearest(key, allowed) {
+                    Some(n) => format!("did you mean `{n}`? valid keys here: {}", allowed.join(", ")),
+                    None => format!("valid keys here: {}", allowed.join(", ")),
+                };
+                return Err(self.err_hint(*pos, &key_path, "unknown key", hint));
+            }
+        }
+        Ok(entries)
+    }
+
+    /// The entries of a mapping whose keys are names chosen by the user (stages, hosts, env).
+    fn map<'n>(&self, node: &'n Node, path: &str) -> Result<Vec<(&'n str, &'n Node, Pos)>> {
+        let Kind::Map(entries) = &node.kind else {
+            return Err(self.expected(node, path, "a mapping"));
+        };
+        entries
+            .iter()
+            .map(|(k, v)| match &k.kind {
+                Kind::Str(s) => Ok((s.as_str(), v, k.pos)),
+                _ => Err(self.expected(k, path, "a string key")),
+            })
+            .collect()
+    }
+
+    fn string(&self, node: &Node, path: &str) -> Result<String> {
+        match &node.kind {
+            Kind::Str(s) if s.contains('\0') => {
+                Err(self.err(node.pos, path, "contains a NUL character"))
+            }
+            Kind::Str(s) => Ok(s.clone()),
+            _ => Err(self.expected(node, path, "a string")),
+        }
+    }
+
+    fn non_empty(&self, node: &Node, path: &str) -> Result<String> {
+        let s = self.string(node, path)?;
+        if s.trim().is_empty() {
+            return Err(self.err(node.pos, path, "must not be empty"));
+        }
+        Ok(s)
+    }
+
+    /// A scalar rendered as text (env values may be written as numbers or booleans).
+    fn scalar_text(&self, node: &Node, path: &str) -> Result<String> {
+        match &node.kind {
+            Kind::Str(_) => self.string(node, path),
+            Kind::Int(i) => Ok(i.to_string()),
+            Kind::Float(f) => Ok(f.to_string()),
+            Kind::Bool(b) => Ok(b.to_string()),
+            _ => Err(self.expected(node, path, "a string, number or boolean")),
+        }
+    }
+
+    fn int(&self, node: &Node, path: &str, min: i64, max: i64) -> Result<i64> {
+        match node.kind {
+            Kind::Int(i) if (min..=max).contains(&i) => Ok(i),
+            Kind::Int(i) => Err(self.err(
+                node.pos,
+                path,
+                format!("{i} is out of range (expected {min} to {max})"),
+            )),
+            _ => Err(self.expected(node, path, "an integer")),
+        }
+    }
+
+    fn list_of_strings(&self, node: &Node, path: &str) -> Result<Vec<(String, Pos)>> {
+        let Kind::Seq(items) = &node.kind else {
+            return Err(self.expected(node, path, "a list of strings"));
+        };
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| Ok((self.non_empty(item, &format!("{path}[{i}]"))?, item.pos)))
+            .collect()
+    }
+
+    fn duration(&self, node: &Node, path: &str) -> Result<Duration> {
+        let bad = || {
+            self.err_hint(
+                node.pos,
+                path,
+                "expected a duration",
+                "write a number with a unit: 500ms, 30s, 5m, 1h (a bare number means seconds)",
+            )
+        };
+        let d = match &node.kind {
+            Kind::Int(i) if *i > 0 => Duration::from_secs(i.unsigned_abs()),
+            Kind::Str(s) => parse_duration(s).ok_or_else(bad)?,
+            _ => return Err(bad()),
+        };
+        if d.is_zero() {
+            return Err(self.err(node.pos, path, "must be longer than zero"));
+        }
+        Ok(d)
+    }
+
+    /// A local path; `~/` expands to the home directory, relative paths are relative to the
+    /// inventory file's directory.
+    fn local_path(&self, node: &Node, path: &str) -> Result<PathBuf> {
+        let s = self.non_empty(node, path)?;
+        Ok(expand_local_path(self.file, &s))
+    }
+}
+
+/// Parse a duration such as `500ms`, `30s`, `5m`, `1h` or `90` (seconds).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    match unit.trim() {
+        "" | "s" => Some(Duration::from_secs(n)),
+        "ms" => Some(Duration::from_millis(n)),
+        "m" => n.checked_mul(60).map(Duration::from_secs),
+        "h" => n.checked_mul(3600).map(Duration::from_secs),
+        _ => None,
+    }
+}
+
+/// Expand `~/` and resolve relative paths against the inventory's directory.
+pub fn expand_local_path(inventory: &Path, s: &str) -> PathBuf {
+    if let Some(rest) = s.strip_prefix("~/") {
+        if let Some(home) = std::env::var_os("HOME") {
+            return PathBuf::from(home).join(rest);
+        }
+    }
+    let p = PathBuf::from(s);
+    if p.is_absolute() {
+        p
+    } else {
+        inventory
+            .parent()
+            .map(|d| d.join(&p))
+            .unwrap_or(p)
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// A value and where it was written, so that resolution errors can still point at it.
+#[derive(Debug, Clone)]
+struct At<T> {
+    value: T,
+    pos: Pos,
+    path: String,
+}
+
+/// The settings one layer (defaults, a stage, a host) writes; `None` means "not set here".
+#[derive(Debug, Clone, Default)]
+struct Layer {
+    connection: Option<Connection>,
+    user: Option<String>,
+    port: Option<u16>,
+    identity_file: Option<PathBuf>,
+    known_hosts: Option<PathBuf>,
+    host_key_checking: Option<HostKeyChecking>,
+    deploy_to: Option<String>,
+    keep_releases: Option<usize>,
+    source: Option<At<Source>>,
+    shared: Option<Shared>,
+    build: Option<Vec<String>>,
+    env: BTreeMap<String, EnvVar>,
+    connect_timeout: Option<Duration>,
+    step_timeout: Option<Duration>,
+    switch_timeout: Option<Duration>,
+    keepalive_interval: Option<Duration>,
+}
+
+impl Layer {
+    /// This layer with `upper`'s settings on top.
+    fn overlay(&self, upper: &Layer) -> Layer {
+        let mut env = self.env.clone();
+        env.extend(upper.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Layer {
+            connection: upper.connection.or(self.connection),
+            user: upper.user.clone().or_else(|| self.user.clone()),
+            port: upper.port.or(self.port),
+            identity_file: upper
+                .identity_file
+                .clone()
+                .or_else(|| self.identity_file.clone()),
+            known_hosts: upper.known_hosts.clone().or_else(|| self.known_hosts.clone()),
+            host_key_checking: upper.host_key_checking.or(self.host_key_checking),
+            deploy_to: upper.deploy_to.clone().or_else(|| self.deploy_to.clone()),
+            keep_releases: upper.keep_releases.or(self.keep_releases),
+            source: upper.source.clone().or_else(|| self.source.clone()),
+            shared: upper.shared.clone().or_else(|| self.shared.clone()),
+            build: upper.build.clone().or_else(|| self.build.clone()),
+            env,
+            connect_timeout: upper.connect_timeout.or(self.connect_timeout),
+            step_timeout: upper.step_timeout.or(self.step_timeout),
+            switch_timeout: upper.switch_timeout.or(self.switch_timeout),
+            keepalive_interval: upper.keepalive_interval.or(self.keepalive_interval),
+        }
+    }
+}
+
+/// Parse and validate inventory text read from `file`.
+pub fn parse_inventory(file: &Path, text: &str) -> Result<Inventory> {
+    let ctx = Ctx {
+        file,
+        lines: text.lines().collect(),
+    };
+    let root = parse_yaml(text).map_err(|e| {
+        let pos = e
+            .location()
+            .map(|l| Pos {
+                line: l.line(),
+                column: l.column(),
+            })
+            .unwrap_or_default();
+        let message = e.to_string();
+        // saphyr's message may already carry a location and a snippet; keep its first line.
+        let first = message.lines().next().unwrap_or("invalid YAML").to_owned();
+        ctx.err_hint(pos, "", format!("invalid YAML: {first}"), "check the indentation and quoting around this line")
+    })?;
+    if matches!(root.kind, Kind::Null) {
+        return Err(ctx.err_hint(
+            root.pos,
+            "",
+            "the inventory is empty",
+            "start from inventory.example.yaml",
+        ));
+    }
+    let mut defaults = Layer::default();
+    let mut stages_node = None;
+    for (key, value, _) in ctx.entries(&root, "", TOP_KEYS)? {
+        match key {
+            "defaults" => defaults = layer(&ctx, value, "defaults", LAYER_KEYS)?.0,
+            "stages" => stages_node = Some(value),
+            _ => {}
+        }
+    }
+    let Some(stages_node) = stages_node else {
+        return Err(ctx.err_hint(
+            root.pos,
+            "stages",
+            "missing key",
+            "add `stages:` with at least one stage and its hosts",
+        ));
+    };
+    let mut stages = Vec::new();
+    for (name, node, pos) in ctx.map(stages_node, "stages")? {
+        let path = join("stages", name);
+        stages.push(stage(&ctx, &defaults, name, node, pos, &path)?);
+    }
+    Ok(Inventory {
+        file: file.to_path_buf(),
+        stages,
+    })
+}
+
+fn stage(ctx: &Ctx, defaults: &Layer, name: &str, node: &Node, pos: Pos, path: &str) -> Result<Stage> {
+    let allowed: Vec<&str> = LAYER_KEYS.iter().chain(STAGE_KEYS).copied().collect();
+    let (own, extra) = layer(ctx, node, path, &allowed)?;
+    let stage_layer = defaults.overlay(&own);
+    let Some(hosts_node) = extra.get("hosts") else {
+        return Err(ctx.err_hint(
+            pos,
+            path,
+            "the stage has no `hosts`",
+            "add `hosts:` with at least one host, e.g. `web-1: { address: 203.0.113.10 }`",
+        ));
+    };
+    let hosts_path = join(path, "hosts");
+    let host_entries = ctx.map(hosts_node, &hosts_path)?;
+    if host_entries.is_empty() {
+        return Err(ctx.err(hosts_node.pos, &hosts_path, "the stage has no hosts"));
+    }
+    let mut hosts = Vec::new();
+    let mut first_source: Option<At<Source>> = None;
+    for (host_name, host_node, host_pos) in host_entries {
+        let host_path = join(&hosts_path, host_name);
+        if !valid_host_name(host_name) {
+            return Err(ctx.err_hint(
+                host_pos,
+                &host_path,
+                "invalid host name",
+                "host names may use letters, digits, `.`, `_` and `-`",
+            ));
+        }
+        let h = host(ctx, &stage_layer, host_name, host_node, host_pos, &host_path)?;
+        if let Some(first) = &first_source {
+            if first.value != h.1.value {
+                return Err(ctx.err_hint(
+                    h.1.pos,
+                    &h.1.path,
+                    "every host of a stage must deploy the same source",
+                    format!("the first host uses the source set at {}", first.path),
+                ));
+            }
+        } else {
+            first_source = Some(h.1.clone());
+        }
+        hosts.push(h.0);
+    }
+    Ok(Stage {
+        name: name.to_owned(),
+        hosts,
+    })
+}
+
+fn valid_host_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+fn host(
+    ctx: &Ctx,
+    stage: &Layer,
+    name: &str,
+    node: &Node,
+    pos: Pos,
+    path: &str,
+) -> Result<(Host, At<Source>)> {
+    let allowed: Vec<&str> = LAYER_KEYS.iter().chain(HOST_KEYS).copied().collect();
+    // `web-1:` with nothing after it is a host with no settings of its own.
+    let (own, extra) = if matches!(node.kind, Kind::Null) {
+        (Layer::default(), BTreeMap::new())
+    } else {
+        layer(ctx, node, path, &allowed)?
+    };
+    let l = stage.overlay(&own);
+    let connection = l.connection.unwrap_or(Connection::Ssh);
+    let address = match extra.get("address") {
+        Some(n) => {
+            let a = ctx.non_empty(n, &join(path, "address"))?;
+            if a.starts_with('-') || a.contains(char::is_whitespace) {
+                return Err(ctx.err(n.pos, &join(path, "address"), "not a valid host name or IP address"));
+            }
+            a
+        }
+        None if connection == Connection::Local => "localhost".to_owned(),
+        None => {
+            return Err(ctx.err_hint(
+                pos,
+                path,
+                "the host has no `address`",
+                format!("write e.g. `{name}: {{ address: 203.0.113.10 }}`"),
+            ));
+        }
+    };
+    let missing = |key: &str, example: &str| {
+        ctx.err_hint(
+            pos,
+            path,
+            format!("no `{key}` is set for this host"),
+            format!("set `{key}` in defaults, in the stage or in the host, e.g. `{key}: {example}`"),
+        )
+    };
+    let deploy_to = l.deploy_to.clone().ok_or_else(|| missing("deploy_to", "/var/www/my-app"))?;
+    let source = l.source.clone().ok_or_else(|| missing("source", "{ artifact: ./build }"))?;
+    let defaults = Timeouts::default();
+    let user = l
+        .user
+        .clone()
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "root".to_owned());
+    let known_hosts = l
+        .known_hosts
+        .clone()
+        .unwrap_or_else(|| expand_local_path(ctx.file, "~/.ssh/known_hosts"));
+    let config = HostConfig {
+        connection,
+        user,
+        port: l.port.unwrap_or(22),
+        identity_file: l.identity_file.clone(),
+        known_hosts,
+        host_key_checking: l.host_key_checking.unwrap_or(HostKeyChecking::Strict),
+        deploy_to,
+        keep_releases: l.keep_releases.unwrap_or(5),
+        source: source.value.clone(),
+        shared: l.shared.clone().unwrap_or_default(),
+        build: l.build.clone().unwrap_or_default(),
+        env: l.env.values().cloned().collect(),
+        timeouts: Timeouts {
+            connect: l.connect_timeout.unwrap_or(defaults.connect),
+            step: l.step_timeout.unwrap_or(defaults.step),
+            switch: l.switch_timeout.unwrap_or(defaults.switch),
+            keepalive: l.keepalive_interval.unwrap_or(defaults.keepalive),
+        },
+    };
+    Ok((
+        Host {
+            name: name.to_owned(),
+            address,
+            config,
+        },
+        source,
+    ))
+}
+
+/// Parse one layer's settings; keys outside [`LAYER_KEYS`] but in `allowed` are returned raw.
+fn layer<'n>(
+    ctx: &Ctx,
+    node: &'n Node,
+    path: &str,
+    allowed: &[&str],
+) -> Result<(Layer, BTreeMap<&'n str, &'n Node>)> {
+    let mut l = Layer::default();
+    let mut extra = BTreeMap::new();
+    for (key, v, _) in ctx.entries(node, path, allowed)? {
+        let p = join(path, key);
+        match key {
+            "connection" => {
+                l.connection = Some(match ctx.string(v, &p)?.as_str() {
+                    "ssh" => Connection::Ssh,
+                    "local" => Connection::Local,
+                    other => {
+                        return Err(ctx.err_hint(
+                            v.pos,
+                            &p,
+                            format!("unknown connection `{other}`"),
+                            "use `ssh` (default) or `local`",
+                        ));
+                    }
+                })
+            }
+            "user" => {
+                let u = ctx.non_empty(v, &p)?;
+                if u.starts_with('-') || u.contains(|c: char| c.is_whitespace() || c == '@') {
+                    return Err(ctx.err(v.pos, &p, "not a valid user name"));
+                }
+                l.user = Some(u);
+            }
+            "port" => l.port = Some(ctx.int(v, &p, 1, 65535)? as u16),
+            "identity_file" => l.identity_file = Some(ctx.local_path(v, &p)?),
+            "known_hosts" => l.known_hosts = Some(ctx.local_path(v, &p)?),
+            "host_key_checking" => {
+                l.host_key_checking = Some(match ctx.string(v, &p)?.as_str() {
+                    "strict" | "yes" => HostKeyChecking::Strict,
+                    "accept-new" => HostKeyChecking::AcceptNew,
+                    other => {
+                        return Err(ctx.err_hint(
+                            v.pos,
+                            &p,
+                            format!("unknown host key policy `{other}`"),
+                            "use `strict` (default) or `accept-new`; a changed key is always refused",
+                        ));
+                    }
+                })
+            }
+            "deploy_to" => l.deploy_to = Some(deploy_to(ctx, v, &p)?),
+            "keep_releases" => l.keep_releases = Some(ctx.int(v, &p, 1, 1000)? as usize),
+            "source" => l.source = Some(source(ctx, v, &p)?),
+            "shared" => l.shared = Some(shared(ctx, v, &p)?),
+            "build" => {
+                l.build = Some(
+                    ctx.list_of_strings(v, &p)?
+                        .into_iter()
+                        .map(|(s, _)| s)
+                        .collect(),
+                )
+            }
+            "env" => l.env = env(ctx, v, &p)?,
+            "connect_timeout" => l.connect_timeout = Some(ctx.duration(v, &p)?),
+            "step_timeout" => l.step_timeout = Some(ctx.duration(v, &p)?),
+            "switch_timeout" => l.switch_timeout = Some(ctx.duration(v, &p)?),
+            "keepalive_interval" => l.keepalive_interval = Some(ctx.duration(v, &p)?),
+            _ => {
+                extra.insert(key, v);
+            }
+        }
+    }
+    Ok((l, extra))
+}
+
+fn deploy_to(ctx: &Ctx, v: &Node, p: &str) -> Result<String> {
+    let s = ctx.non_empty(v, p)?;
+    if !s.starts_with('/') {
+        return Err(ctx.err_hint(
+            v.pos,
+            p,
+            format!("`{s}` is not an absolute path"),
+            "write the full path on the host, e.g. /var/www/my-app",
+        ));
+    }
+    if s.split('/').any(|c| c == "..") {
+        return Err(ctx.err(v.pos, p, "must not contain `..`"));
+    }
+    let trimmed = s.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Err(ctx.err_hint(
+            v.pos,
+            p,
+            "must not be the root directory",
+            "use a directory of its own, e.g. /var/www/my-app",
+        ));
+    }
+    Ok(trimmed.to_owned())
+}
+
+fn source(ctx: &Ctx, v: &Node, p: &str) -> Result<At<Source>> {
+    let entries = ctx.entries(v, p, SOURCE_KEYS)?;
+    let get = |k: &str| entries.iter().find(|(key, _, _)| *key == k).map(|(_, n, _)| *n);
+    let value = match (get("artifact"), get("git")) {
+        (Some(a), None) => {
+            if let Some(r) = get("ref") {
+                return Err(ctx.err_hint(
+                    r.pos,
+                    &join(p, "ref"),
+                    "`ref` only applies to a git source",
+                    "remove `ref`, or use `git:` instead of `artifact:`",
+                ));
+            }
+            Source::Artifact {
+                path: ctx.local_path(a, &join(p, "artifact"))?,
+            }
+        }
+        (None, Some(g)) => {
+            let url = ctx.non_empty(g, &join(p, "git"))?;
+            if url.starts_with('-') {
+                return Err(ctx.err(g.pos, &join(p, "git"), "a repository URL cannot start with `-`"));
+            }
+            let reference = match get("ref") {
+                Some(r) => {
+                    let r_s = ctx.non_empty(r, &join(p, "ref"))?;
+                    if r_s.starts_with('-') || r_s.contains(char::is_whitespace) {
+                        return Err(ctx.err(r.pos, &join(p, "ref"), "not a valid git ref"));
+                    }
+                    r_s
+                }
+                None => "HEAD".to_owned(),
+            };
+            Source::Git { url, reference }
+        }
+        (Some(_), Some(g)) => {
+            return Err(ctx.err_hint(
+                g.pos,
+                p,
+                "both `artifact` and `git` are set",
+                "choose one source: `artifact: ./build` or `git: <url>` with `ref:`",
+            ));
+        }
+        (None, None) => {
+            return Err(ctx.err_hint(
+                v.pos,
+                p,
+                "no source given",
+                "write `artifact: ./build` (a directory or tarball) or `git: <url>` with `ref: main`",
+            ));
+        }
+    };
+    Ok(At {
+        value,
+        pos: v.pos,
+        path: p.to_owned(),
+    })
+}
+
+fn shared(ctx: &Ctx, v: &Node, p: &str) -> Result<Shared> {
+    let mut out = Shared::default();
+    let mut all: Vec<(String, Pos, String)> = Vec::new();
+    for (key, list, _) in ctx.entries(v, p, SHARED_KEYS)? {
+        let kp = join(p, key);
+        for (i, (path, pos)) in ctx.list_of_strings(list, &kp)?.into_iter().enumerate() {
+            let item_path = format!("{kp}[{i}]");
+            let clean = shared_path(ctx, &path, pos, &item_path)?;
+            if let Some((other, _, other_path)) = all.iter().find(|(o, _, _)| overlaps(o, &clean)) {
+                return Err(ctx.err_hint(
+                    pos,
+                    &item_path,
+                    format!("`{clean}` overlaps `{other}`"),
+                    format!("shared paths must not contain one another; see {other_path}"),
+                ));
+            }
+            all.push((clean.clone(), pos, item_path));
+            if key == "files" {
+                out.files.push(clean);
+            } else {
+                out.dirs.push(clean);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn overlaps(a: &str, b: &str) -> bool {
+    a == b || b.starts_with(&format!("{a}/")) || a.starts_with(&format!("{b}/"))
+}
+
+/// A shared path: relative, inside the release, normalised (no `.`, no trailing `/`).
+fn shared_path(ctx: &Ctx, path: &str, pos: Pos, key_path: &str) -> Result<String> {
+    let p = Path::new(path);
+    if p.is_absolute() {
+        return Err(ctx.err_hint(
+            pos,
+            key_path,
+            format!("`{path}` is absolute"),
+            "shared paths are relative to the release, e.g. `storage` or `.env`",
+        ));
+    }
+    let mut parts = Vec::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(s) => parts.push(s.to_string_lossy().into_owned()),
+            Component::CurDir => {}
+            _ => {
+                return Err(ctx.err_hint(
+                    pos,
+                    key_path,
+                    format!("`{path}` leaves the release directory"),
+                    "shared paths must stay inside the release: no `..`",
+                ));
+            }
+        }
+    }
+    if parts.is_empty() {
+        return Err(ctx.err(pos, key_path, "must name a path inside the release"));
+    }
+    let clean = parts.join("/");
+    if clean == "REVISION" {
+        return Err(ctx.err(pos, key_path, "`REVISION` is written by ship and cannot be shared"));
+    }
+    Ok(clean)
+}
+
+fn env(ctx: &Ctx, v: &Node, p: &str) -> Result<BTreeMap<String, EnvVar>> {
+    let mut out = BTreeMap::new();
+    for (name, value, pos) in ctx.map(v, p)? {
+        let kp = join(p, name);
+        let valid = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(ctx.err_hint(
+                pos,
+                &kp,
+                "invalid environment variable name",
+                "use letters, digits and `_`, not starting with a digit",
+            ));
+        }
+        let var = match &value.kind {
+            Kind::Map(_) => {
+                let mut val = None;
+                let mut secret = false;
+                for (k, n, _) in ctx.entries(value, &kp, SECRET_KEYS)? {
+                    match k {
+                        "value" => val = Some(ctx.scalar_text(n, &join(&kp, k))?),
+                        _ => {
+                            secret = match n.kind {
+                                Kind::Bool(b) => b,
+                                _ => return Err(ctx.expected(n, &join(&kp, k), "true or false")),
+                            }
+                        }
+                    }
+                }
+                let Some(val) = val else {
+                    return Err(ctx.err_hint(
+                        value.pos,
+                        &kp,
+                        "missing `value`",
+                        format!("write `{name}: {{ value: \"...\", secret: true }}`"),
+                    ));
+                };
+                EnvVar {
+                    name: name.to_owned(),
+                    value: val,
+                    secret,
+                }
+            }
+            _ => EnvVar {
+                name: name.to_owned(),
+                value: ctx.scalar_text(value, &kp)?,
+                secret: false,
+            },
+        };
+        out.insert(name.to_owned(), var);
+    }
+    Ok(out)
+}

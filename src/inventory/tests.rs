@@ -1,0 +1,218 @@
+//! Inventory parsing and the exact text of its errors.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+
+const GOOD: &str = "\
+defaults:
+  user: deploy
+  deploy_to: /var/www/app/
+  keep_releases: 3
+  source:
+    artifact: ./build
+  shared:
+    files: [.env]
+    dirs: [storage, ./bootstrap/cache]
+  build:
+    - composer install
+  env:
+    APP_ENV: production
+    DEBUG: false
+    DB_PASSWORD: { value: hunter2, secret: true }
+  connect_timeout: 5s
+stages:
+  production:
+    port: 2222
+    env:
+      APP_ENV: prod
+    hosts:
+      web-1: { address: 203.0.113.10 }
+      web-2:
+        address: 203.0.113.11
+        port: 22
+        user: other
+  local:
+    connection: local
+    hosts:
+      here:
+";
+
+fn parse(text: &str) -> Result<Inventory, InventoryError> {
+    parse_inventory(Path::new("/srv/inv/inventory.yaml"), text)
+}
+
+fn error(text: &str) -> String {
+    match parse(text) {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn resolves_layers_defaults_then_stage_then_host() {
+    let inv = parse(GOOD).expect("valid inventory");
+    let prod = inv.stage("production").expect("stage");
+    let [w1, w2] = &prod.hosts[..] else {
+        panic!("two hosts expected")
+    };
+    assert_eq!(w1.name, "web-1");
+    assert_eq!(w1.address, "203.0.113.10");
+    assert_eq!(w1.config.port, 2222, "stage overrides defaults");
+    assert_eq!(w2.config.port, 22, "host overrides stage");
+    assert_eq!(w1.config.user, "deploy");
+    assert_eq!(w2.config.user, "other");
+    assert_eq!(w1.config.deploy_to, "/var/www/app", "trailing slash trimmed");
+    assert_eq!(w1.config.keep_releases, 3);
+    assert_eq!(
+        w1.config.source,
+        Source::Artifact {
+            path: "/srv/inv/./build".into()
+        }
+    );
+    assert_eq!(w1.config.shared.files, vec![".env"]);
+    assert_eq!(w1.config.shared.dirs, vec!["storage", "bootstrap/cache"]);
+    assert_eq!(w1.config.build, vec!["composer install"]);
+    let env: Vec<(&str, &str, bool)> = w1
+        .config
+        .env
+        .iter()
+        .map(|v| (v.name.as_str(), v.value.as_str(), v.secret))
+        .collect();
+    assert_eq!(
+        env,
+        vec![
+            ("APP_ENV", "prod", false),
+            ("DB_PASSWORD", "hunter2", true),
+            ("DEBUG", "false", false)
+        ]
+    );
+    assert_eq!(w1.config.secrets().collect::<Vec<_>>(), vec!["hunter2"]);
+    assert_eq!(w1.config.timeouts.connect, Duration::from_secs(5));
+    assert_eq!(w1.config.host_key_checking, HostKeyChecking::Strict);
+    let local = inv.stage("local").expect("stage");
+    assert_eq!(local.hosts[0].config.connection, Connection::Local);
+    assert_eq!(local.hosts[0].address, "localhost");
+}
+
+#[test]
+fn unknown_key_names_file_line_column_path_and_nearest_key() {
+    let text = GOOD.replace("        port: 22\n", "        prot: 22\n");
+    assert_eq!(
+        error(&text),
+        "/srv/inv/inventory.yaml:26:9: stages.production.hosts.web-2.prot: unknown key
+    |
+ 26 |         prot: 22
+    |         ^
+  hint: did you mean `port`? valid keys here: connection, user, port, identity_file, \
+known_hosts, host_key_checking, deploy_to, keep_releases, source, shared, build, env, \
+connect_timeout, step_timeout, switch_timeout, keepalive_interval, address"
+    );
+}
+
+#[test]
+fn wrong_type_says_what_was_expected() {
+    let text = GOOD.replace("port: 2222", "port: [1]");
+    let e = parse(&text).expect_err("must fail");
+    assert_eq!(e.key_path, "stages.production.port");
+    assert_eq!(e.message, "expected an integer, found a list");
+    assert_eq!(e.pos.line, 19);
+}
+
+#[test]
+fn port_out_of_range() {
+    let e = parse(&GOOD.replace("port: 2222", "port: 70000")).expect_err("must fail");
+    assert_eq!(e.message, "70000 is out of range (expected 1 to 65535)");
+}
+
+#[test]
+fn missing_stage_lists_the_stages() {
+    let inv = parse(GOOD).expect("valid");
+    let e = inv.stage("prodution").expect_err("no such stage");
+    assert_eq!(
+        e.to_string(),
+        "/srv/inv/inventory.yaml: stages: no stage named `prodution`\n  \
+         hint: did you mean `production`? stages here: production, local"
+    );
+}
+
+#[test]
+fn deploy_to_must_be_absolute() {
+    let e = parse(&GOOD.replace("/var/www/app/", "var/www/app")).expect_err("relative");
+    assert_eq!(e.key_path, "defaults.deploy_to");
+    assert_eq!(e.message, "`var/www/app` is not an absolute path");
+    assert_eq!((e.pos.line, e.pos.column), (3, 14));
+    let e = parse(&GOOD.replace("/var/www/app/", "/")).expect_err("root");
+    assert_eq!(e.message, "must not be the root directory");
+    let e = parse(&GOOD.replace("/var/www/app/", "/var/../etc")).expect_err("dotdot");
+    assert_eq!(e.message, "must not contain `..`");
+}
+
+#[test]
+fn shared_paths_must_stay_inside_the_release() {
+    let e = parse(&GOOD.replace("[.env]", "[../.env]")).expect_err("dotdot");
+    assert_eq!(e.key_path, "defaults.shared.files[0]");
+    assert_eq!(e.message, "`../.env` leaves the release directory");
+    let e = parse(&GOOD.replace("[.env]", "[/etc/passwd]")).expect_err("absolute");
+    assert_eq!(e.message, "`/etc/passwd` is absolute");
+    let e = parse(&GOOD.replace("[.env]", "[storage/app/.env]")).expect_err("overlap");
+    assert_eq!(e.key_path, "defaults.shared.dirs[0]");
+    assert_eq!(e.message, "`storage` overlaps `storage/app/.env`");
+}
+
+#[test]
+fn missing_required_settings_point_at_the_host() {
+    let text = GOOD.replace("  deploy_to: /var/www/app/\n", "");
+    let e = parse(&text).expect_err("no deploy_to");
+    assert_eq!(e.key_path, "stages.production.hosts.web-1");
+    assert_eq!(e.message, "no `deploy_to` is set for this host");
+    let e = parse(&GOOD.replace("web-1: { address: 203.0.113.10 }", "web-1: { port: 22 }"))
+        .expect_err("no address");
+    assert_eq!(e.message, "the host has no `address`");
+}
+
+#[test]
+fn yaml_syntax_errors_have_a_position() {
+    let e = parse("stages:\n  production:\n    hosts: [a\n").expect_err("syntax");
+    assert!(e.message.starts_with("invalid YAML"), "{}", e.message);
+    assert!(e.pos.line >= 3, "{:?}", e.pos);
+}
+
+#[test]
+fn duplicate_keys_are_errors() {
+    let e = parse("stages:\n  a:\n    hosts: {h: {address: x}}\n  a:\n    hosts: {}\n")
+        .expect_err("duplicate");
+    assert!(e.message.contains("uplicate"), "{}", e.message);
+}
+
+#[test]
+fn yes_and_on_are_strings_not_booleans() {
+    let inv = parse(&GOOD.replace("DEBUG: false", "DEBUG: on")).expect("valid");
+    let host = &inv.stage("production").expect("stage").hosts[0];
+    let debug = host.config.env.iter().find(|v| v.name == "DEBUG").expect("DEBUG");
+    assert_eq!(debug.value, "on");
+}
+
+#[test]
+fn a_stage_deploys_one_source() {
+    let text = GOOD.replace(
+        "        user: other\n",
+        "        user: other\n        source: { git: https://example.com/r.git }\n",
+    );
+    let e = parse(&text).expect_err("two sources");
+    assert_eq!(e.message, "every host of a stage must deploy the same source");
+}
+
+#[test]
+fn durations() {
+    use super::parse::parse_duration;
+    assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+    assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+    assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+    assert_eq!(parse_duration("2h"), Some(Duration::from_secs(7200)));
+    assert_eq!(parse_duration("90"), Some(Duration::from_secs(90)));
+    assert_eq!(parse_duration("5 minutes"), None);
+    let e = parse(&GOOD.replace("connect_timeout: 5s", "connect_timeout: soon")).expect_err("bad");
+    assert_eq!(e.message, "expected a duration");
+}

@@ -1,0 +1,7 @@
+//! ship: fleet-atomic deploys over SSH.
+//!
+//! The library never prints: it reports through [`report::Reporter`]; only the CLI chooses how
+//! events are shown.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+pub mod inventory;
