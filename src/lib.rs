@@ -5,3 +5,4 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod inventory;
+pub mod remote;

@@ -1,0 +1,407 @@
+//! Remote commands as data.
+//!
+//! Every command ship runs on a host is rendered here, by pure functions from typed inputs, so
+//! the exact shell text is reviewable and unit-tested without SSH, and `--dry-run` can print the
+//! same commands a real run sends. Values are quoted in one place ([`quote`]). Paths inside
+//! `deploy_to` are relative to it (every script starts with `cd`), and every link ship makes is
+//! relative, so a deploy directory can be inspected or moved without dangling links.
+
+mod quote;
+
+pub use quote::quote;
+
+use crate::inventory::EnvVar;
+
+/// Exit status a lock command uses when the lock is held by someone else.
+pub const LOCK_HELD: u32 = 75;
+/// Exit status of the armed switch when it was told not to switch (controller went away).
+pub const SWITCH_CANCELLED: u32 = 76;
+
+/// A step of the prepare phase: a name for progress and errors, and the script to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub name: String,
+    pub script: String,
+    /// The step reads the release payload on stdin.
+    pub takes_payload: bool,
+}
+
+/// What a release is made from, as the host sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// A tarball streamed on stdin; `gzip` says whether it is gzip-compressed.
+    Tarball { gzip: bool },
+    /// A git repository mirrored in `repo/`, exported at `commit`.
+    Git { url: String, commit: String },
+}
+
+/// Everything the commands of one release on one host are built from.
+#[derive(Debug, Clone)]
+pub struct Plan<'a> {
+    pub deploy_to: &'a str,
+    pub release_id: &'a str,
+    pub revision: &'a str,
+    pub delivery: &'a Delivery,
+    pub shared_files: &'a [String],
+    pub shared_dirs: &'a [String],
+    pub build: &'a [String],
+    pub env: &'a [EnvVar],
+}
+
+fn cd(deploy_to: &str) -> String {
+    format!("cd {}", quote(deploy_to))
+}
+
+/// Inspect a host without changing anything. Prints `key=value` lines read by
+/// [`Preflight::parse`].
+pub fn preflight(deploy_to: &str, tools: &[&str]) -> String {
+    let mut s = format!(
+        "D={d}\n\
+         if [ -d \"$D\" ]; then\n\
+         \x20 cd \"$D\" || exit 1\n\
+         \x20 if [ -w . ]; then echo writable=yes; else echo writable=no; fi\n\
+         \x20 if [ -L current ]; then echo \"current=$(readlink current)\"; \
+         elif [ -e current ]; then echo current_not_a_link=yes; fi\n\
+         \x20 for r in releases/*; do [ -d \"$r\" ] && echo \"release=${{r#releases/}}\"; done\n\
+         \x20 if [ -d .ship/lock ]; then echo \"lock=$(head -c 4000 .ship/lock/owner 2>/dev/null | tr '\\n' ' ')\"; fi\n\
+         else\n\
+         \x20 P=\"$D\"; while [ ! -d \"$P\" ]; do P=$(dirname \"$P\"); done\n\
+         \x20 if [ -w \"$P\" ]; then echo writable=yes; else echo writable=no; fi\n\
+         \x20 cd \"$P\" || exit 1\n\
+         fi\n\
+         echo \"disk_free_kb=$(df -Pk . 2>/dev/null | awk 'NR==2 {{print $4}}')\"\n",
+        d = quote(deploy_to)
+    );
+    for tool in tools {
+        s.push_str(&format!(
+            "command -v {t} >/dev/null 2>&1 && echo tool={t}\n",
+            t = quote(tool)
+        ));
+    }
+    s.push_str("true\n");
+    s
+}
+
+/// What [`preflight`] found on a host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Preflight {
+    pub writable: bool,
+    /// Where `current` points, as written in the link.
+    pub current: Option<String>,
+    /// `current` exists but is not a symlink (a server set up by hand).
+    pub current_not_a_link: bool,
+    /// Entries of `releases/`, sorted by name.
+    pub releases: Vec<String>,
+    /// Owner details of a held lock.
+    pub lock: Option<String>,
+    pub tools: Vec<String>,
+    pub disk_free_kb: Option<u64>,
+}
+
+impl Preflight {
+    /// Read the `key=value` lines printed by [`preflight`]; unknown lines are ignored.
+    pub fn parse(output: &str) -> Self {
+        let mut p = Preflight::default();
+        for line in output.lines() {
+            let Some((key, value)) = line.split_once('=') else {
+                continue;
+            };
+            match key {
+                "writable" => p.writable = value == "yes",
+                "current" => p.current = Some(value.to_owned()),
+                "current_not_a_link" => p.current_not_a_link = true,
+                "release" => p.releases.push(value.to_owned()),
+                "lock" => p.lock = Some(value.trim().to_owned()),
+                "tool" => p.tools.push(value.to_owned()),
+                "disk_free_kb" => p.disk_free_kb = value.trim().parse().ok(),
+                _ => {}
+            }
+        }
+        p.releases.sort();
+        p
+    }
+
+    /// The release id `current` points to, when it points into `releases/`.
+    pub fn current_release(&self) -> Option<&str> {
+        let target = self.current.as_deref()?.trim_end_matches('/');
+        let (_, id) = target.rsplit_once("releases/")?;
+        (!id.is_empty() && !id.contains('/')).then_some(id)
+    }
+}
+
+/// Take the deploy lock: an atomic `mkdir`, then the owner details. Creates the directory
+/// skeleton on a first deploy. Exits [`LOCK_HELD`] and prints the holder when already locked.
+pub fn lock(deploy_to: &str, owner_json: &str) -> String {
+    format!(
+        "mkdir -p {d}/releases {d}/shared {d}/.ship && {cd} && \
+         if mkdir .ship/lock 2>/dev/null; then printf '%s\\n' {owner} > .ship/lock/owner; \
+         else echo \"lock held: $(head -c 4000 .ship/lock/owner 2>/dev/null)\"; exit {held}; fi",
+        d = quote(deploy_to),
+        cd = cd(deploy_to),
+        owner = quote(owner_json),
+        held = LOCK_HELD,
+    )
+}
+
+/// Release the lock, but only if it is still ours (its owner record carries our token).
+pub fn unlock(deploy_to: &str, token: &str) -> String {
+    format!(
+        "{cd} && if grep -qF {t} .ship/lock/owner 2>/dev/null; then rm -rf .ship/lock; fi",
+        cd = cd(deploy_to),
+        t = quote(token),
+    )
+}
+
+/// Remove the lock whoever holds it (`ship unlock`).
+pub fn force_unlock(deploy_to: &str) -> String {
+    format!("{} && rm -rf .ship/lock", cd(deploy_to))
+}
+
+/// Append one line to the host's deploy journal.
+pub fn journal(deploy_to: &str, json_line: &str) -> String {
+    format!(
+        "{} && printf '%s\\n' {} >> .ship/history",
+        cd(deploy_to),
+        quote(json_line)
+    )
+}
+
+/// The link target for a shared path, relative to where the link sits in the release.
+pub fn shared_link_target(path: &str) -> String {
+    let depth = path.split('/').count();
+    format!("{}shared/{}", "../".repeat(depth + 1), path)
+}
+
+fn parent(path: &str) -> Option<&str> {
+    path.rsplit_once('/').map(|(p, _)| p)
+}
+
+/// The steps that stage a release on a host, in order. Nothing here touches `current`, and
+/// nothing in `shared/` is ever overwritten or removed: a shared path is only created when it
+/// does not exist yet (seeded from the release when the release has it).
+pub fn prepare(plan: &Plan) -> Vec<Step> {
+    let rel = format!("releases/{}", plan.release_id);
+    let q_rel = quote(&rel).into_owned();
+    let cd = cd(plan.deploy_to);
+    let mut steps = vec![Step {
+        name: "create".into(),
+        // No -p: an existing release directory is never written into.
+        script: format!("{cd} && mkdir {q_rel}"),
+        takes_payload: false,
+    }];
+    match plan.delivery {
+        Delivery::Tarball { gzip } => steps.push(Step {
+            name: "upload".into(),
+            script: format!(
+                "{cd} && tar -x{z}f - -C {q_rel}",
+                z = if *gzip { "z" } else { "" }
+            ),
+            takes_payload: true,
+        }),
+        Delivery::Git { url, commit } => {
+            steps.push(Step {
+                name: "fetch".into(),
+                script: format!(
+                    "{cd} && if [ -d repo ]; then git --git-dir=repo remote set-url origin {u} && \
+                     git --git-dir=repo fetch --quiet --prune origin; \
+                     else git clone --quiet --mirror {u} repo; fi",
+                    u = quote(url)
+                ),
+                takes_payload: false,
+            });
+            let tmp = quote(&format!(".ship/{}.tar", plan.release_id)).into_owned();
+            steps.push(Step {
+                name: "checkout".into(),
+                script: format!(
+                    "{cd} && git --git-dir=repo cat-file -e {c}^{{commit}} && \
+                     git --git-dir=repo archive --format=tar -o {tmp} {c} && \
+                     tar -xf {tmp} -C {q_rel}; rc=$?; rm -f {tmp}; exit $rc",
+                    c = quote(commit)
+                ),
+                takes_payload: false,
+            });
+        }
+    }
+    let mut link = vec![cd.clone()];
+    for (path, is_dir) in plan
+        .shared_files
+        .iter()
+        .map(|p| (p, false))
+        .chain(plan.shared_dirs.iter().map(|p| (p, true)))
+    {
+        let shared = quote(&format!("shared/{path}")).into_owned();
+        let in_release = quote(&format!("{rel}/{path}")).into_owned();
+        if let Some(dir) = parent(path) {
+            link.push(format!("mkdir -p {}", quote(&format!("shared/{dir}"))));
+            link.push(format!("mkdir -p {}", quote(&format!("{rel}/{dir}"))));
+        }
+        let seed = if is_dir {
+            format!(
+                "if [ -d {in_release} ] && [ ! -L {in_release} ]; then cp -Rp {in_release} {shared}; \
+                 else mkdir -p {shared}; fi"
+            )
+        } else {
+            format!(
+                "if [ -f {in_release} ] && [ ! -L {in_release} ]; then cp -p {in_release} {shared}; \
+                 else : > {shared}; fi"
+            )
+        };
+        link.push(format!(
+            "{{ [ -e {shared} ] || [ -L {shared} ] || {{ {seed}; }}; }}"
+        ));
+        link.push(format!("rm -rf {in_release}"));
+        link.push(format!(
+            "ln -s {} {in_release}",
+            quote(&shared_link_target(path))
+        ));
+    }
+    link.push(format!(
+        "printf '%s\\n' {} > {}",
+        quote(plan.revision),
+        quote(&format!("{rel}/REVISION"))
+    ));
+    steps.push(Step {
+        name: "link".into(),
+        script: link.join(" && "),
+        takes_payload: false,
+    });
+    let exports: String = build_env(plan)
+        .iter()
+        .map(|(k, v)| format!("export {k}={} && ", quote(v)))
+        .collect();
+    for cmd in plan.build {
+        steps.push(Step {
+            name: format!("build: {cmd}"),
+            script: format!(
+                "cd {} && {exports}{cmd}",
+                quote(&format!("{}/{rel}", plan.deploy_to))
+            ),
+            takes_payload: false,
+        });
+    }
+    steps.push(Step {
+        name: "stage switch".into(),
+        script: stage_switch(plan.deploy_to, plan.release_id),
+        takes_payload: false,
+    });
+    steps
+}
+
+/// The environment of build steps: ship's own variables, then the inventory's.
+fn build_env(plan: &Plan) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("SHIP_RELEASE_ID".to_owned(), plan.release_id.to_owned()),
+        (
+            "SHIP_RELEASE_PATH".to_owned(),
+            format!("{}/releases/{}", plan.deploy_to, plan.release_id),
+        ),
+        ("SHIP_DEPLOY_TO".to_owned(), plan.deploy_to.to_owned()),
+        ("SHIP_REVISION".to_owned(), plan.revision.to_owned()),
+    ];
+    env.extend(plan.env.iter().map(|v| (v.name.clone(), v.value.clone())));
+    env
+}
+
+fn stage_dir(release_id: &str) -> String {
+    format!(".ship/stage-{release_id}")
+}
+
+/// Make, ahead of the switch, the link that will become `current`: a link named `current` in a
+/// staging directory, so that switching is a single rename into `deploy_to`.
+pub fn stage_switch(deploy_to: &str, release_id: &str) -> String {
+    let dir = quote(&stage_dir(release_id)).into_owned();
+    format!(
+        "{} && rm -rf {dir} && mkdir -p {dir} && ln -s {} {dir}/current",
+        cd(deploy_to),
+        quote(&format!("releases/{release_id}"))
+    )
+}
+
+/// The switch, armed: it waits for one line on stdin and renames the staged link over `current`
+/// only if that line is `go`. A controller that dies or cancels sends EOF instead, and the host
+/// does not switch. `mv -f <dir>/current .` is one `rename(2)` (GNU coreutils and BusyBox alike):
+/// `current` never stops existing. The host's clock is read right after the rename, for the
+/// switch spread.
+pub fn armed_switch(deploy_to: &str, release_id: &str) -> String {
+    let dir = quote(&stage_dir(release_id)).into_owned();
+    format!(
+        "{} || exit 1; read -r go && [ \"$go\" = go ] || exit {SWITCH_CANCELLED}; \
+         mv -f {dir}/current . && date +%s%N && rmdir {dir}",
+        cd(deploy_to)
+    )
+}
+
+/// Switch `current` back to `previous` (by rename), or remove it when there was no previous
+/// release and it still points at `release_id`.
+pub fn revert(deploy_to: &str, release_id: &str, previous: Option<&str>) -> String {
+    match previous {
+        Some(prev) => format!(
+            "{} && rm -rf .ship/revert && mkdir -p .ship/revert && ln -s {} .ship/revert/current && \
+             mv -f .ship/revert/current . && rmdir .ship/revert",
+            cd(deploy_to),
+            quote(prev)
+        ),
+        None => format!(
+            "{} && if [ \"$(readlink current)\" = {} ]; then rm -f current; fi",
+            cd(deploy_to),
+            quote(&format!("releases/{release_id}"))
+        ),
+    }
+}
+
+/// Remove a staged release that never became current (abort), and its staged link.
+pub fn discard(deploy_to: &str, release_id: &str) -> String {
+    let rel = quote(&format!("releases/{release_id}")).into_owned();
+    format!(
+        "{} && if [ \"$(readlink current 2>/dev/null)\" != {rel} ]; then rm -rf {rel}; fi; \
+         rm -rf {}",
+        cd(deploy_to),
+        quote(&stage_dir(release_id))
+    )
+}
+
+/// Remove old releases (ids chosen by [`releases_to_remove`]).
+pub fn remove_releases(deploy_to: &str, ids: &[String]) -> Option<String> {
+    if ids.is_empty() {
+        return None;
+    }
+    let paths: Vec<String> = ids
+        .iter()
+        .map(|id| quote(&format!("releases/{id}")).into_owned())
+        .collect();
+    Some(format!("{} && rm -rf {}", cd(deploy_to), paths.join(" ")))
+}
+
+/// Whether a directory name is a release id ship made (`YYYYMMDDHHMMSS`, optional `-N`).
+/// Cleanup only ever considers these; anything else in `releases/` is left alone.
+pub fn is_release_id(name: &str) -> bool {
+    let (stamp, suffix) = match name.split_once('-') {
+        Some((s, n)) => (s, Some(n)),
+        None => (name, None),
+    };
+    stamp.len() == 14
+        && stamp.bytes().all(|b| b.is_ascii_digit())
+        && suffix.is_none_or(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Which releases to delete so that `keep` remain: the oldest by id first, never `current`
+/// nor `previous`, never anything that is not a release id.
+pub fn releases_to_remove(
+    releases: &[String],
+    keep: usize,
+    current: &str,
+    previous: Option<&str>,
+) -> Vec<String> {
+    let mut ids: Vec<&String> = releases.iter().filter(|r| is_release_id(r)).collect();
+    ids.sort();
+    ids.dedup();
+    let excess = ids.len().saturating_sub(keep);
+    ids.into_iter()
+        .take(excess)
+        .filter(|r| r.as_str() != current && Some(r.as_str()) != previous)
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,304 @@
+//! Exact rendered commands, and the same commands run by a real `sh` on a temp dir.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use super::*;
+
+fn sh(script: &str, stdin: &[u8]) -> (i32, String) {
+    use std::io::Write;
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("sh starts");
+    if let Some(mut input) = child.stdin.take() {
+        input.write_all(stdin).expect("stdin");
+    }
+    let out = child.wait_with_output().expect("sh ends");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+fn plan<'a>(deploy_to: &'a str, delivery: &'a Delivery, env: &'a [EnvVar]) -> Plan<'a> {
+    static FILES: std::sync::LazyLock<Vec<String>> =
+        std::sync::LazyLock::new(|| vec![".env".into(), "config/app.ini".into()]);
+    static DIRS: std::sync::LazyLock<Vec<String>> =
+        std::sync::LazyLock::new(|| vec!["storage".into()]);
+    static BUILD: std::sync::LazyLock<Vec<String>> =
+        std::sync::LazyLock::new(|| vec!["echo \"built $APP_ENV\" > built.txt".into()]);
+    Plan {
+        deploy_to,
+        release_id: "20261122103000",
+        revision: "abc123",
+        delivery,
+        shared_files: &FILES,
+        shared_dirs: &DIRS,
+        build: &BUILD,
+        env,
+    }
+}
+
+#[test]
+fn renders_exact_commands() {
+    let env = [EnvVar {
+        name: "APP_ENV".into(),
+        value: "prod $(x)".into(),
+        secret: false,
+    }];
+    let d = Delivery::Tarball { gzip: true };
+    let steps = prepare(&plan("/var/www/my app", &d, &env));
+    let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["create", "upload", "link", "build: echo \"built $APP_ENV\" > built.txt", "stage switch"]
+    );
+    assert_eq!(steps[0].script, "cd '/var/www/my app' && mkdir releases/20261122103000");
+    assert_eq!(
+        steps[1].script,
+        "cd '/var/www/my app' && tar -xzf - -C releases/20261122103000"
+    );
+    assert!(steps[1].takes_payload);
+    assert_eq!(
+        steps[3].script,
+        "cd '/var/www/my app/releases/20261122103000' && \
+         export SHIP_RELEASE_ID=20261122103000 && \
+         export SHIP_RELEASE_PATH='/var/www/my app/releases/20261122103000' && \
+         export SHIP_DEPLOY_TO='/var/www/my app' && export SHIP_REVISION=abc123 && \
+         export APP_ENV='prod $(x)' && echo \"built $APP_ENV\" > built.txt"
+    );
+    assert_eq!(
+        steps[4].script,
+        "cd '/var/www/my app' && rm -rf .ship/stage-20261122103000 && \
+         mkdir -p .ship/stage-20261122103000 && \
+         ln -s releases/20261122103000 .ship/stage-20261122103000/current"
+    );
+    assert_eq!(
+        armed_switch("/srv/app", "20261122103000"),
+        "cd /srv/app || exit 1; read -r go && [ \"$go\" = go ] || exit 76; \
+         mv -f .ship/stage-20261122103000/current . && date +%s%N && \
+         rmdir .ship/stage-20261122103000"
+    );
+    assert_eq!(
+        lock("/srv/app", "{\"a\":1}"),
+        "mkdir -p /srv/app/releases /srv/app/shared /srv/app/.ship && cd /srv/app && \
+         if mkdir .ship/lock 2>/dev/null; then printf '%s\\n' '{\"a\":1}' > .ship/lock/owner; \
+         else echo \"lock held: $(head -c 4000 .ship/lock/owner 2>/dev/null)\"; exit 75; fi"
+    );
+    assert_eq!(
+        unlock("/srv/app", "tok-1"),
+        "cd /srv/app && if grep -qF tok-1 .ship/lock/owner 2>/dev/null; then rm -rf .ship/lock; fi"
+    );
+    assert_eq!(
+        revert("/srv/app", "2", Some("releases/1")),
+        "cd /srv/app && rm -rf .ship/revert && mkdir -p .ship/revert && \
+         ln -s releases/1 .ship/revert/current && mv -f .ship/revert/current . && rmdir .ship/revert"
+    );
+    assert_eq!(
+        remove_releases("/srv/app", &["1".into(), "2".into()]).as_deref(),
+        Some("cd /srv/app && rm -rf releases/1 releases/2")
+    );
+    assert_eq!(remove_releases("/srv/app", &[]), None);
+}
+
+#[test]
+fn git_delivery_exports_exactly_one_commit() {
+    let d = Delivery::Git {
+        url: "git@example.com:acme/app.git".into(),
+        commit: "0123abcd".into(),
+    };
+    let steps = prepare(&plan("/srv/app", &d, &[]));
+    assert_eq!(steps[1].name, "fetch");
+    assert_eq!(
+        steps[1].script,
+        "cd /srv/app && if [ -d repo ]; then git --git-dir=repo remote set-url origin \
+         git@example.com:acme/app.git && git --git-dir=repo fetch --quiet --prune origin; \
+         else git clone --quiet --mirror git@example.com:acme/app.git repo; fi"
+    );
+    assert_eq!(
+        steps[2].script,
+        "cd /srv/app && git --git-dir=repo cat-file -e 0123abcd^{commit} && \
+         git --git-dir=repo archive --format=tar -o .ship/20261122103000.tar 0123abcd && \
+         tar -xf .ship/20261122103000.tar -C releases/20261122103000; rc=$?; \
+         rm -f .ship/20261122103000.tar; exit $rc"
+    );
+}
+
+#[test]
+fn shared_links_are_relative_to_the_release() {
+    assert_eq!(shared_link_target(".env"), "../../shared/.env");
+    assert_eq!(shared_link_target("storage/app"), "../../../shared/storage/app");
+}
+
+#[test]
+fn preflight_output_is_parsed() {
+    let p = Preflight::parse(
+        "writable=yes\ncurrent=releases/20261122103000\nrelease=20261122103000\n\
+         release=20261121000000\nlock=alice at 12:00 \ndisk_free_kb=1234\ntool=tar\nnoise\n",
+    );
+    assert!(p.writable);
+    assert_eq!(p.current_release(), Some("20261122103000"));
+    assert_eq!(p.releases, ["20261121000000", "20261122103000"]);
+    assert_eq!(p.lock.as_deref(), Some("alice at 12:00"));
+    assert_eq!(p.tools, ["tar"]);
+    assert_eq!(p.disk_free_kb, Some(1234));
+    let abs = Preflight::parse("current=/var/www/app/releases/1/\n");
+    assert_eq!(abs.current_release(), Some("1"));
+    assert_eq!(Preflight::parse("current=/opt/other\n").current_release(), None);
+}
+
+#[test]
+fn cleanup_keeps_the_newest_and_never_current_or_previous() {
+    let r = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let all = r(&[
+        "20260101000000",
+        "20260102000000",
+        "20260103000000",
+        "20260104000000",
+        "20260105000000",
+        "notes",
+    ]);
+    assert_eq!(
+        releases_to_remove(&all, 2, "20260105000000", Some("20260104000000")),
+        r(&["20260101000000", "20260102000000", "20260103000000"])
+    );
+    // A rollback made an old release current: it survives even though it is among the oldest.
+    assert_eq!(
+        releases_to_remove(&all, 2, "20260101000000", Some("20260105000000")),
+        r(&["20260102000000", "20260103000000"])
+    );
+    assert!(releases_to_remove(&all, 10, "20260105000000", None).is_empty());
+    assert!(is_release_id("20261122103000-2"));
+    assert!(!is_release_id("2026112210300"));
+    assert!(!is_release_id("20261122103000-"));
+    assert!(!is_release_id("../x"));
+}
+
+/// Runs the whole sequence with a real shell: prepare twice (so that existing shared content
+/// must survive), armed switch, revert, discard.
+#[test]
+fn scripts_behave_on_a_real_shell() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("app dir");
+    let deploy_to = root.to_str().expect("utf-8 path");
+    // A tarball with a build-time .env and storage/ content that must seed shared/ once.
+    let payload = {
+        let src = tmp.path().join("src");
+        fs::create_dir_all(src.join("storage/logs")).expect("mkdir");
+        fs::write(src.join(".env"), "FROM_RELEASE=1\n").expect("write");
+        fs::write(src.join("storage/logs/seed.log"), "seed\n").expect("write");
+        fs::write(src.join("index.html"), "v1\n").expect("write");
+        let out = Command::new("tar")
+            .args(["-cf", "-", "-C"])
+            .arg(&src)
+            .arg(".")
+            .output()
+            .expect("tar");
+        out.stdout
+    };
+    let delivery = Delivery::Tarball { gzip: false };
+    let env = [EnvVar {
+        name: "APP_ENV".into(),
+        value: "it's $(prod)".into(),
+        secret: false,
+    }];
+    let (rc, out) = sh(&lock(deploy_to, "{\"token\":\"t1\"}"), b"");
+    assert_eq!(rc, 0, "{out}");
+    let (rc, out) = sh(&lock(deploy_to, "{\"token\":\"t2\"}"), b"");
+    assert_eq!(rc, LOCK_HELD as i32, "second lock must be refused: {out}");
+    assert!(out.contains("lock held: {\"token\":\"t1\"}"), "{out}");
+
+    let p = plan(deploy_to, &delivery, &env);
+    for step in prepare(&p) {
+        let input: &[u8] = if step.takes_payload { &payload } else { b"" };
+        let (rc, out) = sh(&step.script, input);
+        assert_eq!(rc, 0, "step {} failed: {out}", step.name);
+    }
+    let rel = root.join("releases/20261122103000");
+    assert_eq!(fs::read_to_string(rel.join("REVISION")).expect("REVISION"), "abc123\n");
+    assert_eq!(
+        fs::read_to_string(rel.join("built.txt")).expect("built"),
+        "built it's $(prod)\n"
+    );
+    assert_eq!(fs::read_link(rel.join(".env")).expect("link"), Path::new("../../shared/.env"));
+    assert_eq!(fs::read_to_string(rel.join(".env")).expect("env"), "FROM_RELEASE=1\n");
+    assert_eq!(
+        fs::read_to_string(rel.join("storage/logs/seed.log")).expect("seeded"),
+        "seed\n"
+    );
+    assert_eq!(fs::read_to_string(rel.join("config/app.ini")).expect("ini"), "");
+    assert!(!root.join("current").exists(), "prepare must not touch current");
+
+    // Cancelled switch (EOF): nothing changes.
+    let (rc, _) = sh(&armed_switch(deploy_to, "20261122103000"), b"");
+    assert_eq!(rc, SWITCH_CANCELLED as i32);
+    assert!(fs::symlink_metadata(root.join("current")).is_err());
+    // Armed switch fired.
+    let (rc, out) = sh(&armed_switch(deploy_to, "20261122103000"), b"go\n");
+    assert_eq!(rc, 0, "{out}");
+    assert!(out.trim().parse::<u128>().is_ok(), "a timestamp: {out}");
+    assert_eq!(
+        fs::read_link(root.join("current")).expect("current"),
+        Path::new("releases/20261122103000")
+    );
+    assert_eq!(fs::read_to_string(root.join("current/index.html")).expect("read"), "v1\n");
+
+    // The operator edits shared content; a second release must not overwrite it.
+    fs::write(root.join("shared/.env"), "EDITED=1\n").expect("write");
+    fs::write(root.join("shared/storage/logs/app.log"), "live\n").expect("write");
+    let p2 = Plan {
+        release_id: "20261122110000",
+        ..p.clone()
+    };
+    for step in prepare(&p2) {
+        let input: &[u8] = if step.takes_payload { &payload } else { b"" };
+        let (rc, out) = sh(&step.script, input);
+        assert_eq!(rc, 0, "step {} failed: {out}", step.name);
+    }
+    assert_eq!(fs::read_to_string(root.join("shared/.env")).expect("env"), "EDITED=1\n");
+    assert_eq!(
+        fs::read_to_string(root.join("shared/storage/logs/app.log")).expect("log"),
+        "live\n"
+    );
+    let (rc, _) = sh(&armed_switch(deploy_to, "20261122110000"), b"go\n");
+    assert_eq!(rc, 0);
+    // Compensation: back to the previous release.
+    let (rc, out) = sh(&revert(deploy_to, "20261122110000", Some("releases/20261122103000")), b"");
+    assert_eq!(rc, 0, "{out}");
+    assert_eq!(
+        fs::read_link(root.join("current")).expect("current"),
+        Path::new("releases/20261122103000")
+    );
+    // Discard never removes the live release, and removes a staged one.
+    let (rc, _) = sh(&discard(deploy_to, "20261122103000"), b"");
+    assert_eq!(rc, 0);
+    assert!(root.join("releases/20261122103000").is_dir());
+    let (rc, _) = sh(&discard(deploy_to, "20261122110000"), b"");
+    assert_eq!(rc, 0);
+    assert!(!root.join("releases/20261122110000").exists());
+    assert_eq!(fs::read_to_string(root.join("shared/.env")).expect("env"), "EDITED=1\n");
+    // Our unlock leaves someone else's lock alone; our own token removes it.
+    let (rc, _) = sh(&unlock(deploy_to, "t2"), b"");
+    assert_eq!(rc, 0);
+    assert!(root.join(".ship/lock").is_dir());
+    let (rc, _) = sh(&unlock(deploy_to, "t1"), b"");
+    assert_eq!(rc, 0);
+    assert!(!root.join(".ship/lock").exists());
+    // An existing release directory is never written into.
+    let (rc, _) = sh(&prepare(&p)[0].script, b"");
+    assert_ne!(rc, 0);
+    // Preflight sees it all.
+    let (rc, out) = sh(&preflight(deploy_to, &["tar", "no-such-tool"]), b"");
+    assert_eq!(rc, 0);
+    let pf = Preflight::parse(&out);
+    assert_eq!(pf.current_release(), Some("20261122103000"));
+    assert_eq!(pf.releases, ["20261122103000"]);
+    assert_eq!(pf.tools, ["tar"]);
+    assert!(pf.writable && pf.lock.is_none());
+}
