@@ -6,3 +6,5 @@
 
 pub mod inventory;
 pub mod remote;
+pub mod transport;
+pub mod util;

@@ -1,0 +1,254 @@
+//! The transport seam: run a command on a host with streamed output and an exit status, and
+//! stream bytes to its stdin.
+//!
+//! Implementations: [`ssh`] (production: one connection per host, one channel per command) and
+//! [`local`] (`sh -c` on the controller, for deploying to this machine and for tests on temp
+//! dirs). The fleet logic only sees [`Connection`] and [`Process`].
+
+pub mod known_hosts;
+pub mod local;
+pub mod ssh;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::inventory::{Connection as Kind, Host};
+
+/// Which output stream a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Called for every complete line a remote command prints, as it arrives.
+pub type OnLine = Arc<dyn Fn(Stream, &str) + Send + Sync>;
+
+/// Failures of the transport itself (not of the command it ran).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TransportError {
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect { addr: String, reason: String },
+    #[error("timed out after {} while {what}", crate::util::human_duration(*after))]
+    Timeout { after: Duration, what: &'static str },
+    #[error(
+        "host key of {name} is not known ({fingerprint}); nothing was changed on any host\n  \
+         hint: verify the fingerprint, then add the key to {known_hosts} (e.g. `ssh-keyscan`) \
+         or run once with --accept-new-host-keys"
+    )]
+    UnknownHostKey {
+        name: String,
+        fingerprint: String,
+        known_hosts: String,
+    },
+    #[error(
+        "HOST KEY CHANGED for {name}: it presented {fingerprint}, but {known_hosts}:{line} records \
+         {recorded}. This may be an attack; the connection was refused\n  \
+         hint: if the server was really reinstalled, remove line {line} of {known_hosts} \
+         (`ssh-keygen -R`) and verify the new key"
+    )]
+    ChangedHostKey {
+        name: String,
+        fingerprint: String,
+        known_hosts: String,
+        line: usize,
+        recorded: String,
+    },
+    #[error("host key of {name} ({fingerprint}) is marked @revoked in {known_hosts}:{line}")]
+    RevokedHostKey {
+        name: String,
+        fingerprint: String,
+        known_hosts: String,
+        line: usize,
+    },
+    #[error("authentication as `{user}` failed: {reason}")]
+    Auth { user: String, reason: String },
+    #[error("the connection was lost: {0}")]
+    Lost(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Everything a finished command produced.
+#[derive(Debug, Clone, Default)]
+pub struct Output {
+    /// `None` when the command ended without an exit status (killed, connection lost).
+    pub status: Option<u32>,
+    /// The signal that ended the command, if it was killed.
+    pub signal: Option<String>,
+    /// Stdout, up to [`STDOUT_LIMIT`] bytes (the rest is dropped).
+    pub stdout: Vec<u8>,
+    /// The last [`TAIL_LIMIT`] bytes of stdout and stderr interleaved as they arrived.
+    pub tail: Vec<u8>,
+}
+
+/// How much stdout is kept (commands whose output ship parses print a few lines).
+pub const STDOUT_LIMIT: usize = 4 << 20;
+/// How much combined output is kept for error messages.
+pub const TAIL_LIMIT: usize = 64 << 10;
+
+impl Output {
+    pub fn success(&self) -> bool {
+        self.status == Some(0)
+    }
+
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    /// The last `n` lines of combined output.
+    pub fn last_lines(&self, n: usize) -> Vec<String> {
+        let text = String::from_utf8_lossy(&self.tail);
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..]
+            .iter()
+            .map(|l| l.to_string())
+            .collect()
+    }
+}
+
+/// Collects output and forwards complete lines to an [`OnLine`] callback.
+pub(crate) struct Collector {
+    out: Output,
+    on_line: Option<OnLine>,
+    partial: [Vec<u8>; 2],
+}
+
+impl Collector {
+    pub(crate) fn new(on_line: Option<OnLine>) -> Self {
+        Collector {
+            out: Output::default(),
+            on_line,
+            partial: [Vec::new(), Vec::new()],
+        }
+    }
+
+    pub(crate) fn push(&mut self, stream: Stream, data: &[u8]) {
+        if stream == Stream::Stdout {
+            let room = STDOUT_LIMIT.saturating_sub(self.out.stdout.len());
+            self.out.stdout.extend_from_slice(&data[..data.len().min(room)]);
+        }
+        self.out.tail.extend_from_slice(data);
+        if self.out.tail.len() > TAIL_LIMIT {
+            let cut = self.out.tail.len() - TAIL_LIMIT;
+            self.out.tail.drain(..cut);
+        }
+        if let Some(cb) = &self.on_line {
+            let buf = &mut self.partial[stream as usize];
+            buf.extend_from_slice(data);
+            while let Some(i) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=i).collect();
+                cb(stream, String::from_utf8_lossy(&line[..i]).trim_end_matches('\r'));
+            }
+        }
+    }
+
+    pub(crate) fn finish(mut self, status: Option<u32>, signal: Option<String>) -> Output {
+        if let Some(cb) = &self.on_line {
+            for (i, stream) in [Stream::Stdout, Stream::Stderr].into_iter().enumerate() {
+                if !self.partial[i].is_empty() {
+                    cb(stream, &String::from_utf8_lossy(&self.partial[i]));
+                }
+            }
+        }
+        self.out.status = status;
+        self.out.signal = signal;
+        self.out
+    }
+}
+
+/// A command started on a host. Its output is drained from the moment it starts (an unread
+/// SSH channel would stall the whole connection).
+pub enum Process {
+    Ssh(ssh::SshProcess),
+    Local(local::LocalProcess),
+}
+
+impl Process {
+    /// Send bytes to the command's stdin.
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), TransportError> {
+        match self {
+            Process::Ssh(p) => p.write(data).await,
+            Process::Local(p) => p.write(data).await,
+        }
+    }
+
+    /// Close the command's stdin (EOF).
+    pub async fn close_stdin(&mut self) -> Result<(), TransportError> {
+        match self {
+            Process::Ssh(p) => p.close_stdin().await,
+            Process::Local(p) => p.close_stdin().await,
+        }
+    }
+
+    /// Wait for the command to end. Dropping the future abandons the command (its channel or
+    /// process is closed).
+    pub async fn wait(self) -> Result<Output, TransportError> {
+        match self {
+            Process::Ssh(p) => p.wait().await,
+            Process::Local(p) => p.wait().await,
+        }
+    }
+}
+
+/// An open connection to one host.
+pub enum Connection {
+    Ssh(ssh::SshConnection),
+    Local(local::LocalConnection),
+}
+
+impl Connection {
+    /// Open the connection this host's inventory entry asks for.
+    pub async fn open(host: &Host, options: &ConnectOptions) -> Result<Self, TransportError> {
+        match host.config.connection {
+            Kind::Ssh => Ok(Connection::Ssh(ssh::SshConnection::connect(host, options).await?)),
+            Kind::Local => Ok(Connection::Local(local::LocalConnection)),
+        }
+    }
+
+    /// Start `script` (POSIX sh) on the host.
+    pub async fn spawn(&self, script: &str, on_line: Option<OnLine>) -> Result<Process, TransportError> {
+        match self {
+            Connection::Ssh(c) => Ok(Process::Ssh(c.spawn(script, on_line).await?)),
+            Connection::Local(c) => Ok(Process::Local(c.spawn(script, on_line)?)),
+        }
+    }
+
+    /// Run `script` to the end, optionally feeding `stdin`, within `timeout`.
+    pub async fn run(
+        &self,
+        script: &str,
+        stdin: Option<&[u8]>,
+        on_line: Option<OnLine>,
+        timeout: Duration,
+    ) -> Result<Output, TransportError> {
+        let work = async {
+            let mut p = self.spawn(script, on_line).await?;
+            if let Some(data) = stdin {
+                p.write(data).await?;
+            }
+            p.close_stdin().await?;
+            p.wait().await
+        };
+        tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| TransportError::Timeout {
+                after: timeout,
+                what: "waiting for the command",
+            })?
+    }
+
+    /// Close the connection politely.
+    pub async fn close(&self) {
+        if let Connection::Ssh(c) = self {
+            c.close().await;
+        }
+    }
+}
+
+/// Controller-side options for opening connections.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    /// Trust unknown host keys and record them (a changed key is still refused).
+    pub accept_new_host_keys: bool,
+}

@@ -1,0 +1,390 @@
+//! The SSH transport, on russh: one connection per host, one channel per command.
+//!
+//! Traps handled here (each was observed against OpenSSH): no connect timeout in russh (we wrap
+//! connect and auth in one); bursts of connects get reset by sshd's MaxStartups (we retry with
+//! backoff); an inactivity timeout without keepalive kills long silent commands (we use
+//! keepalives only, and a missing exit status is a failure); unread channels stall the connection
+//! (every channel is drained from the start); the exit status may arrive before the last output
+//! (we read until the channel closes).
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use russh::client::{self, Handle, Msg};
+use russh::keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
+use russh::{ChannelMsg, ChannelWriteHalf};
+use tokio::task::JoinHandle;
+
+use super::known_hosts::{self, Verdict};
+use super::{Collector, ConnectOptions, OnLine, Output, Stream, TransportError};
+use crate::inventory::{Host, HostKeyChecking};
+use crate::remote::quote;
+
+/// What the host-key check decided, kept so a refused handshake gets a precise error.
+#[derive(Default)]
+struct KeyCheck {
+    refusal: Option<TransportError>,
+}
+
+struct Client {
+    name: String,
+    port: u16,
+    known_hosts: PathBuf,
+    policy: HostKeyChecking,
+    check: Arc<Mutex<KeyCheck>>,
+}
+
+impl Client {
+    fn verify(&self, key: &PublicKey) -> Result<(), TransportError> {
+        let fingerprint = key.fingerprint(HashAlg::Sha256).to_string();
+        let kh = self.known_hosts.display().to_string();
+        let verdict = known_hosts::check(&self.known_hosts, &self.name, self.port, key)
+            .map_err(|e| TransportError::Other(format!("cannot read {kh}: {e}")))?;
+        match verdict {
+            Verdict::Known => Ok(()),
+            Verdict::Unknown if self.policy == HostKeyChecking::AcceptNew => {
+                known_hosts::append(&self.known_hosts, &self.name, self.port, key)
+                    .map_err(|e| TransportError::Other(format!("cannot record the host key in {kh}: {e}")))
+            }
+            Verdict::Unknown => Err(TransportError::UnknownHostKey {
+                name: known_hosts::lookup_name(&self.name, self.port),
+                fingerprint,
+                known_hosts: kh,
+            }),
+            Verdict::Changed {
+                line,
+                recorded_fingerprint,
+            } => Err(TransportError::ChangedHostKey {
+                name: known_hosts::lookup_name(&self.name, self.port),
+                fingerprint,
+                known_hosts: kh,
+                line,
+                recorded: recorded_fingerprint,
+            }),
+            Verdict::Revoked { line } => Err(TransportError::RevokedHostKey {
+                name: known_hosts::lookup_name(&self.name, self.port),
+                fingerprint,
+                known_hosts: kh,
+                line,
+            }),
+        }
+    }
+}
+
+impl client::Handler for Client {
+    type Error = russh::Error;
+
+    async fn check_server_key(&mut self, key: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+        let result = match key {
+            PublicKeyOrCertificate::PublicKey { key, .. } => self.verify(key),
+            PublicKeyOrCertificate::Certificate(_) => Err(TransportError::Other(
+                "the host presented a certificate; host certificates are not supported yet".into(),
+            )),
+        };
+        match result {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                if let Ok(mut c) = self.check.lock() {
+                    c.refusal = Some(e);
+                }
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// An authenticated SSH connection.
+pub struct SshConnection {
+    handle: Arc<Handle<Client>>,
+    /// Channels are opened one at a time per connection (sshd caps sessions per connection).
+    open_timeout: Duration,
+}
+
+/// A command running in an SSH channel.
+pub struct SshProcess {
+    write: ChannelWriteHalf<Msg>,
+    drain: JoinHandle<(Option<u32>, Option<String>, Collector)>,
+}
+
+fn is_retryable(e: &russh::Error) -> bool {
+    match e {
+        russh::Error::IO(io) => matches!(
+            io.kind(),
+            std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::ConnectionAborted
+                | std::io::ErrorKind::UnexpectedEof
+                | std::io::ErrorKind::BrokenPipe
+        ),
+        russh::Error::Disconnect | russh::Error::HUP => true,
+        _ => false,
+    }
+}
+
+impl SshConnection {
+    /// Connect, verify the host key and authenticate, all within the host's connect timeout.
+    pub async fn connect(host: &Host, options: &ConnectOptions) -> Result<Self, TransportError> {
+        let timeout = host.config.timeouts.connect;
+        tokio::time::timeout(timeout, Self::connect_with_retry(host, options))
+            .await
+            .map_err(|_| TransportError::Timeout {
+                after: timeout,
+                what: "connecting and authenticating",
+            })?
+    }
+
+    async fn connect_with_retry(host: &Host, options: &ConnectOptions) -> Result<Self, TransportError> {
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match Self::connect_once(host, options).await {
+                Err(Attempt::Retry(_)) => {
+                    // sshd's MaxStartups drops bursts of new connections: back off and retry
+                    // (the overall connect timeout bounds this loop).
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+                Err(Attempt::Fatal(e)) => return Err(e),
+                Ok(c) => return Ok(c),
+            }
+        }
+    }
+
+    async fn connect_once(host: &Host, options: &ConnectOptions) -> Result<Self, Attempt> {
+        let cfg = &host.config;
+        let check = Arc::new(Mutex::new(KeyCheck::default()));
+        let policy = if options.accept_new_host_keys {
+            HostKeyChecking::AcceptNew
+        } else {
+            cfg.host_key_checking
+        };
+        let handler = Client {
+            name: host.address.clone(),
+            port: cfg.port,
+            known_hosts: cfg.known_hosts.clone(),
+            policy,
+            check: check.clone(),
+        };
+        let mut preferred = russh::Preferred::default();
+        let recorded = known_hosts::recorded_algorithms(&cfg.known_hosts, &host.address, cfg.port);
+        if !recorded.is_empty() {
+            // Ask for a key type that known_hosts has, then the rest.
+            let mut keys = recorded.clone();
+            keys.extend(preferred.key.iter().filter(|a| !recorded.contains(a)).cloned());
+            preferred.key = Cow::Owned(keys);
+        }
+        let config = client::Config {
+            keepalive_interval: Some(cfg.timeouts.keepalive),
+            keepalive_max: 3,
+            inactivity_timeout: None,
+            nodelay: true,
+            preferred,
+            ..Default::default()
+        };
+        let addr = format!("{}:{}", host.address, cfg.port);
+        let mut handle = match client::connect(Arc::new(config), (host.address.as_str(), cfg.port), handler).await {
+            Ok(h) => h,
+            Err(e) => {
+                if let Some(refusal) = check.lock().ok().and_then(|mut c| c.refusal.take()) {
+                    return Err(Attempt::Fatal(refusal));
+                }
+                if is_retryable(&e) {
+                    return Err(Attempt::Retry(e.to_string()));
+                }
+                return Err(Attempt::Fatal(TransportError::Connect {
+                    addr,
+                    reason: describe_russh_error(&e),
+                }));
+            }
+        };
+        authenticate(&mut handle, host).await.map_err(Attempt::Fatal)?;
+        Ok(SshConnection {
+            handle: Arc::new(handle),
+            open_timeout: cfg.timeouts.connect,
+        })
+    }
+
+    /// Start `script` under `sh -c` (so the user's login shell, even fish, does not matter).
+    pub async fn spawn(&self, script: &str, on_line: Option<OnLine>) -> Result<SshProcess, TransportError> {
+        let channel = tokio::time::timeout(self.open_timeout, self.handle.channel_open_session())
+            .await
+            .map_err(|_| TransportError::Timeout {
+                after: self.open_timeout,
+                what: "opening a channel",
+            })?
+            .map_err(|e| TransportError::Lost(describe_russh_error(&e)))?;
+        let command = format!("sh -c {}", quote(script));
+        channel
+            .exec(true, command)
+            .await
+            .map_err(|e| TransportError::Lost(describe_russh_error(&e)))?;
+        let (mut read, write) = channel.split();
+        let drain = tokio::spawn(async move {
+            let mut collector = Collector::new(on_line);
+            let (mut status, mut signal) = (None, None);
+            while let Some(msg) = read.wait().await {
+                match msg {
+                    ChannelMsg::Data { data } => collector.push(Stream::Stdout, &data),
+                    ChannelMsg::ExtendedData { data, ext: 1 } => collector.push(Stream::Stderr, &data),
+                    ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
+                    ChannelMsg::ExitSignal { signal_name, .. } => signal = Some(format!("{signal_name:?}")),
+                    ChannelMsg::Close => break,
+                    _ => {}
+                }
+            }
+            (status, signal, collector)
+        });
+        Ok(SshProcess { write, drain })
+    }
+
+    pub async fn close(&self) {
+        let _ = self
+            .handle
+            .disconnect(russh::Disconnect::ByApplication, "", "en")
+            .await;
+    }
+}
+
+enum Attempt {
+    Retry(#[allow(dead_code)] String),
+    Fatal(TransportError),
+}
+
+impl SshProcess {
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), TransportError> {
+        self.write
+            .data(data)
+            .await
+            .map_err(|e| TransportError::Lost(describe_russh_error(&e)))
+    }
+
+    pub async fn close_stdin(&mut self) -> Result<(), TransportError> {
+        self.write
+            .eof()
+            .await
+            .map_err(|e| TransportError::Lost(describe_russh_error(&e)))
+    }
+
+    pub async fn wait(self) -> Result<Output, TransportError> {
+        let SshProcess { write, drain } = self;
+        // Abandoning the wait (timeout, cancellation) closes the channel via this guard.
+        struct Abort(tokio::task::AbortHandle);
+        impl Drop for Abort {
+            fn drop(&mut self) {
+                self.0.abort();
+            }
+        }
+        let _guard = Abort(drain.abort_handle());
+        let (status, signal, collector) = drain
+            .await
+            .map_err(|e| TransportError::Other(format!("output reader failed: {e}")))?;
+        drop(write);
+        if status.is_none() && signal.is_none() {
+            return Err(TransportError::Lost(
+                "the command ended without an exit status (the connection dropped or the host \
+                 stopped answering keepalives)"
+                    .into(),
+            ));
+        }
+        Ok(collector.finish(status, signal))
+    }
+}
+
+fn describe_russh_error(e: &russh::Error) -> String {
+    match e {
+        russh::Error::IO(io) => io.to_string(),
+        russh::Error::KeepaliveTimeout => "the host stopped answering keepalives".into(),
+        russh::Error::InactivityTimeout => "no data for too long".into(),
+        other => other.to_string(),
+    }
+}
+
+/// The keys tried when the inventory names none, in OpenSSH's order.
+fn default_identities() -> Vec<PathBuf> {
+    let Some(home) = std::env::var_os("HOME") else {
+        return Vec::new();
+    };
+    let ssh = Path::new(&home).join(".ssh");
+    ["id_ed25519", "id_ecdsa", "id_rsa"]
+        .iter()
+        .map(|n| ssh.join(n))
+        .filter(|p| p.exists())
+        .collect()
+}
+
+fn load_key(path: &Path) -> Result<PrivateKey, TransportError> {
+    russh::keys::load_secret_key(path, None).map_err(|e| {
+        let reason = match e {
+            russh::keys::Error::KeyIsEncrypted => format!(
+                "{} is encrypted; load it into ssh-agent (`ssh-add {}`) and unset identity_file",
+                path.display(),
+                path.display()
+            ),
+            other => format!("cannot load {}: {other}", path.display()),
+        };
+        TransportError::Auth {
+            user: String::new(),
+            reason,
+        }
+    })
+}
+
+async fn authenticate(handle: &mut Handle<Client>, host: &Host) -> Result<(), TransportError> {
+    let user = host.config.user.clone();
+    let auth_err = |reason: String| TransportError::Auth {
+        user: user.clone(),
+        reason,
+    };
+    let mut tried = Vec::new();
+    let explicit = host.config.identity_file.clone();
+    let files = match &explicit {
+        Some(p) => vec![p.clone()],
+        None => default_identities(),
+    };
+    // The agent first when no key is named (the user's usual setup), then key files.
+    if explicit.is_none() && std::env::var_os("SSH_AUTH_SOCK").is_some() {
+        if let Ok(mut agent) = russh::keys::agent::client::AgentClient::connect_env().await {
+            let identities = agent.request_identities().await.unwrap_or_default();
+            for id in identities {
+                let key = id.public_key().into_owned();
+                let hash = rsa_hash(handle, &key).await;
+                match handle.authenticate_publickey_with(&user, key, hash, &mut agent).await {
+                    Ok(r) if r.success() => return Ok(()),
+                    _ => tried.push("a key from ssh-agent".to_owned()),
+                }
+            }
+        }
+    }
+    for path in files {
+        let key = match load_key(&path) {
+            Ok(k) => k,
+            Err(TransportError::Auth { reason, .. }) => return Err(auth_err(reason)),
+            Err(e) => return Err(e),
+        };
+        let hash = rsa_hash(handle, key.public_key()).await;
+        let result = handle
+            .authenticate_publickey(&user, PrivateKeyWithHashAlg::new(Arc::new(key), hash))
+            .await
+            .map_err(|e| auth_err(describe_russh_error(&e)))?;
+        if result.success() {
+            return Ok(());
+        }
+        tried.push(path.display().to_string());
+    }
+    Err(auth_err(if tried.is_empty() {
+        "no key to offer: set identity_file, or load a key into ssh-agent".into()
+    } else {
+        format!(
+            "the server refused {}\n  hint: check that the public key is in ~{}/.ssh/authorized_keys on the host",
+            tried.join(", "),
+            user
+        )
+    }))
+}
+
+async fn rsa_hash(handle: &Handle<Client>, key: &PublicKey) -> Option<HashAlg> {
+    if !matches!(key.algorithm(), russh::keys::Algorithm::Rsa { .. }) {
+        return None;
+    }
+    handle.best_supported_rsa_hash().await.ok().flatten().flatten()
+}

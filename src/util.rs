@@ -1,0 +1,80 @@
+//! Small helpers shared across modules: durations for humans, UTC timestamps.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// `1.2s`, `350ms`, `2m05s`.
+pub fn human_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", d.as_secs_f64())
+    } else {
+        let s = d.as_secs();
+        format!("{}m{:02}s", s / 60, s % 60)
+    }
+}
+
+/// Civil UTC date and time (year, month, day, hour, minute, second) of a Unix time.
+pub fn utc_parts(secs: u64) -> (i64, u32, u32, u32, u32, u32) {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (
+        year,
+        month,
+        day,
+        (rem / 3600) as u32,
+        (rem % 3600 / 60) as u32,
+        (rem % 60) as u32,
+    )
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A release id for this moment: UTC `YYYYMMDDHHMMSS`.
+pub fn release_id_at(secs: u64) -> String {
+    let (y, mo, d, h, mi, s) = utc_parts(secs);
+    format!("{y:04}{mo:02}{d:02}{h:02}{mi:02}{s:02}")
+}
+
+/// RFC 3339 UTC timestamp, for journals and JSON.
+pub fn rfc3339(secs: u64) -> String {
+    let (y, mo, d, h, mi, s) = utc_parts(secs);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_ids_are_utc_civil_time() {
+        assert_eq!(release_id_at(0), "19700101000000");
+        assert_eq!(release_id_at(951_782_400), "20000229000000");
+        assert_eq!(release_id_at(1_795_319_788), "20261121034628");
+        assert_eq!(rfc3339(1_795_319_788), "2026-11-21T03:46:28Z");
+    }
+
+    #[test]
+    fn durations_for_humans() {
+        assert_eq!(human_duration(Duration::from_millis(350)), "350ms");
+        assert_eq!(human_duration(Duration::from_millis(1250)), "1.2s");
+        assert_eq!(human_duration(Duration::from_secs(125)), "2m05s");
+    }
+}
