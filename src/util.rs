@@ -67,8 +67,8 @@ mod tests {
     fn release_ids_are_utc_civil_time() {
         assert_eq!(release_id_at(0), "19700101000000");
         assert_eq!(release_id_at(951_782_400), "20000229000000");
-        assert_eq!(release_id_at(1_795_319_788), "20261121034628");
-        assert_eq!(rfc3339(1_795_319_788), "2026-11-21T03:46:28Z");
+        assert_eq!(release_id_at(1_795_319_788), "20261122035628");
+        assert_eq!(rfc3339(1_795_319_788), "2026-11-22T03:56:28Z");
     }
 
     #[test]
