@@ -5,6 +5,7 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod inventory;
+pub mod fleet;
 pub mod remote;
 pub mod transport;
 pub mod util;
