@@ -7,5 +7,7 @@
 pub mod inventory;
 pub mod fleet;
 pub mod remote;
+pub mod report;
+pub mod source;
 pub mod transport;
 pub mod util;

@@ -1,1 +1,4 @@
 pub mod protocol;
+pub mod run;
+
+pub use run::{Deploy, Masker, deploy};

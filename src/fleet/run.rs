@@ -1,0 +1,779 @@
+//! The tokio runner: drives [`Protocol`] over real connections, one host per task.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use super::protocol::{Action, Event as P, Outcome, Protocol, SwitchState};
+use crate::inventory::{Host, Stage};
+use crate::remote::{self, LOCK_HELD, Preflight, SWITCH_CANCELLED};
+use crate::report::{Event, Failure, HostResult, HostSummary, Phase, PhaseTiming, Reporter, Summary};
+use crate::source::Prepared;
+use crate::transport::{ConnectOptions, Connection, OnLine, Output, Stream, TransportError};
+use crate::util;
+
+/// How many SSH handshakes may be in flight at once (sshd drops bursts: MaxStartups).
+const CONNECT_CONCURRENCY: usize = 32;
+/// Lines of output kept in a failure.
+const TAIL_LINES: usize = 15;
+
+/// What to deploy where.
+pub struct Deploy {
+    pub stage: Stage,
+    pub source: Prepared,
+    pub connect: ConnectOptions,
+    /// Keep a failed release's directory on the hosts for inspection instead of removing it.
+    pub keep_failed: bool,
+}
+
+/// Replaces secret values in anything shown.
+#[derive(Clone, Default)]
+pub struct Masker(Arc<Vec<String>>);
+
+impl Masker {
+    pub fn new(secrets: impl IntoIterator<Item = String>) -> Self {
+        let mut v: Vec<String> = secrets.into_iter().filter(|s| !s.is_empty()).collect();
+        v.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        v.dedup();
+        Masker(Arc::new(v))
+    }
+
+    pub fn mask(&self, text: &str) -> String {
+        self.0
+            .iter()
+            .fold(text.to_owned(), |t, s| t.replace(s.as_str(), "****"))
+    }
+}
+
+struct HostRun {
+    host: Host,
+    conn: Option<Arc<Connection>>,
+    preflight: Preflight,
+    failure: Option<Failure>,
+    prepare_time: Option<Duration>,
+    switched_at: Option<u128>,
+    remedy: Option<String>,
+}
+
+struct Ctx {
+    reporter: Arc<dyn Reporter>,
+    masker: Masker,
+    release: String,
+    token: String,
+}
+
+impl Ctx {
+    fn phase(&self, host: &str, phase: Phase) {
+        self.reporter.report(&Event::Phase {
+            host: host.to_owned(),
+            phase,
+        });
+    }
+
+    fn on_line(&self, host: &str) -> OnLine {
+        let reporter = self.reporter.clone();
+        let masker = self.masker.clone();
+        let host = host.to_owned();
+        Arc::new(move |stream: Stream, line: &str| {
+            reporter.report(&Event::Output {
+                host: host.clone(),
+                stream: match stream {
+                    Stream::Stdout => "stdout",
+                    Stream::Stderr => "stderr",
+                },
+                line: masker.mask(line),
+            });
+        })
+    }
+
+    fn failure(&self, phase: Phase, step: Option<&str>, out: Option<&Output>, message: String) -> Failure {
+        Failure {
+            phase,
+            step: step.map(str::to_owned),
+            exit_status: out.and_then(|o| o.status),
+            message: self.masker.mask(&message),
+            output_tail: out
+                .map(|o| o.last_lines(TAIL_LINES).iter().map(|l| self.masker.mask(l)).collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    fn failed(&self, host: &str, failure: &Failure) {
+        self.reporter.report(&Event::HostFailed {
+            host: host.to_owned(),
+            failure: failure.clone(),
+        });
+    }
+}
+
+fn transport_failure(ctx: &Ctx, phase: Phase, step: Option<&str>, e: &TransportError) -> Failure {
+    ctx.failure(phase, step, None, e.to_string())
+}
+
+fn command_failure(ctx: &Ctx, phase: Phase, step: Option<&str>, out: &Output) -> Failure {
+    let message = match (out.status, &out.signal) {
+        (_, Some(sig)) => format!("killed by {sig}"),
+        (Some(code), None) => format!("exited with status {code}"),
+        (None, None) => "ended without an exit status".to_owned(),
+    };
+    ctx.failure(phase, step, Some(out), message)
+}
+
+/// Choose the release id: now, in UTC, unless a host already has a release of that name.
+pub fn choose_release_id(now: &str, existing: &[&[String]]) -> String {
+    let taken = |id: &str| existing.iter().any(|r| r.iter().any(|x| x == id));
+    if !taken(now) {
+        return now.to_owned();
+    }
+    (2..)
+        .map(|n| format!("{now}-{n}"))
+        .find(|id| !taken(id))
+        .unwrap_or_else(|| now.to_owned())
+}
+
+fn controller_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn ci_job() -> Option<String> {
+    ["GITHUB_RUN_ID", "CI_JOB_ID", "BUILD_ID", "BUILDKITE_JOB_ID", "CIRCLE_WORKFLOW_JOB_ID"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().map(|v| format!("{k}={v}")))
+}
+
+fn operator() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Run a deploy to the end and return its summary. `cancel` is the operator's interruption:
+/// before the barrier it aborts cleanly (staged releases removed, locks released); after it, the
+/// switch and any compensation run to completion.
+pub async fn deploy(d: Deploy, reporter: Arc<dyn Reporter>, cancel: CancellationToken) -> Summary {
+    let started = Instant::now();
+    let started_unix = util::unix_now();
+    let masker = Masker::new(
+        d.stage
+            .hosts
+            .iter()
+            .flat_map(|h| h.config.secrets().map(str::to_owned).collect::<Vec<_>>()),
+    );
+    let mut hosts: Vec<HostRun> = d
+        .stage
+        .hosts
+        .iter()
+        .map(|h| HostRun {
+            host: h.clone(),
+            conn: None,
+            preflight: Preflight::default(),
+            failure: None,
+            prepare_time: None,
+            switched_at: None,
+            remedy: None,
+        })
+        .collect();
+    let mut ctx = Ctx {
+        reporter,
+        masker,
+        release: util::release_id_at(started_unix),
+        token: String::new(),
+    };
+    let mut proto = Protocol::new(hosts.len());
+    let mut phases: Vec<PhaseTiming> = Vec::new();
+    let mut announced = false;
+
+    let outcome = loop {
+        let action = proto.next();
+        let t0 = Instant::now();
+        let phase = match &action {
+            Action::Connect(_) => Phase::Connect,
+            Action::Lock(_) => Phase::Lock,
+            Action::Prepare(_) => Phase::Prepare,
+            Action::Switch(_) => Phase::Switch,
+            Action::Revert(_) => Phase::Revert,
+            Action::Discard(_) => Phase::Discard,
+            Action::Cleanup(_) => Phase::Cleanup,
+            Action::Unlock(_) => Phase::Unlock,
+            Action::Finish(o) => break *o,
+        };
+        // Before the barrier, an interruption abandons the phase in flight.
+        let interruptible = matches!(phase, Phase::Connect | Phase::Lock | Phase::Prepare);
+        let events = {
+            let work = run_action(&action, &mut hosts, &ctx, &d);
+            if interruptible {
+                tokio::select! {
+                    ev = work => ev,
+                    _ = cancel.cancelled() => {
+                        ctx.reporter.report(&Event::Interrupted {
+                            message: format!(
+                                "interrupted during {phase}: no host has switched; removing the \
+                                 staged release and releasing locks"
+                            ),
+                        });
+                        vec![P::Interrupted]
+                    }
+                }
+            } else {
+                work.await
+            }
+        };
+        for e in events {
+            proto.on(e);
+        }
+        if cancel.is_cancelled() && !proto.interrupted() {
+            proto.on(P::Interrupted);
+            if proto.past_barrier() {
+                ctx.reporter.report(&Event::Interrupted {
+                    message: "interrupted after the switch began: finishing it so that no host is \
+                              left on a different release"
+                        .into(),
+                });
+            }
+        }
+        phases.push(PhaseTiming {
+            phase,
+            ms: t0.elapsed().as_millis() as u64,
+        });
+        if phase == Phase::Connect && !announced {
+            // The id is chosen once every host has been inspected, so it is free everywhere.
+            let existing: Vec<&[String]> = hosts.iter().map(|h| h.preflight.releases.as_slice()).collect();
+            ctx.release = choose_release_id(&ctx.release, &existing);
+            ctx.token = format!(
+                "ship-{}-{}-{}",
+                ctx.release,
+                std::process::id(),
+                started.elapsed().as_nanos() % 1_000_000_007
+            );
+            announced = true;
+            ctx.reporter.report(&Event::Started {
+                stage: d.stage.name.clone(),
+                release: ctx.release.clone(),
+                revision: d.source.revision.clone(),
+                hosts: hosts.iter().map(|h| h.host.name.clone()).collect(),
+            });
+        }
+    };
+
+    let states = proto.hosts.clone();
+    let host_summaries = hosts
+        .iter()
+        .zip(states.iter())
+        .map(|(h, s)| {
+            let previous = h.preflight.current_release().map(str::to_owned);
+            let (result, current) = match s.switch {
+                SwitchState::Switched => (HostResult::Switched, Some(ctx.release.clone())),
+                SwitchState::Reverted => (HostResult::Reverted, previous),
+                SwitchState::NotSwitched => (HostResult::Unchanged, previous),
+                SwitchState::Unknown => (HostResult::Unknown, None),
+            };
+            HostSummary {
+                host: h.host.name.clone(),
+                result,
+                current,
+                prepare_ms: h.prepare_time.map(|t| t.as_millis() as u64),
+                switched_at_unix_ns: h.switched_at,
+                failure: h.failure.clone(),
+                remedy: h.remedy.clone(),
+            }
+        })
+        .collect::<Vec<_>>();
+    let stamps: Vec<u128> = hosts.iter().filter_map(|h| h.switched_at).collect();
+    let flip_skew_ms = match (stamps.iter().min(), stamps.iter().max()) {
+        (Some(a), Some(b)) if outcome == Outcome::Deployed => Some((b - a) as f64 / 1e6),
+        _ => None,
+    };
+    for h in &hosts {
+        if let Some(c) = &h.conn {
+            c.close().await;
+        }
+    }
+    let summary = Summary {
+        stage: d.stage.name.clone(),
+        release: ctx.release.clone(),
+        revision: d.source.revision.clone(),
+        outcome,
+        hosts: host_summaries,
+        flip_skew_ms,
+        phases,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    };
+    ctx.reporter.report(&Event::Finished {
+        summary: summary.clone(),
+    });
+    summary
+}
+
+async fn run_action(action: &Action, hosts: &mut [HostRun], ctx: &Ctx, d: &Deploy) -> Vec<P> {
+    match action {
+        Action::Connect(ids) => connect(ids, hosts, ctx, d).await,
+        Action::Lock(ids) => lock(ids, hosts, ctx).await,
+        Action::Prepare(ids) => prepare(ids, hosts, ctx, d).await,
+        Action::Switch(ids) => switch(ids, hosts, ctx).await,
+        Action::Revert(ids) => revert(ids, hosts, ctx).await,
+        Action::Discard(ids) => {
+            if d.keep_failed {
+                Vec::new()
+            } else {
+                simple(ids, hosts, ctx, Phase::Discard, |h, c| {
+                    remote::discard(&h.host.config.deploy_to, &c.release)
+                })
+                    .await;
+                Vec::new()
+            }
+        }
+        Action::Cleanup(ids) => {
+            simple(ids, hosts, ctx, Phase::Cleanup, |h, c| {
+                let mut releases = h.preflight.releases.clone();
+                releases.push(c.release.clone());
+                let old = remote::releases_to_remove(
+                    &releases,
+                    h.host.config.keep_releases,
+                    &c.release,
+                    h.preflight.current_release(),
+                );
+                remote::remove_releases(&h.host.config.deploy_to, &old).unwrap_or_default()
+            })
+            .await;
+            Vec::new()
+        }
+        Action::Unlock(ids) => {
+            simple(ids, hosts, ctx, Phase::Unlock, |h, c| {
+                format!(
+                    "{}; {}",
+                    remote::journal(&h.host.config.deploy_to, &journal_line(&h.host, c)),
+                    remote::unlock(&h.host.config.deploy_to, &c.token)
+                )
+            })
+            .await;
+            Vec::new()
+        }
+        Action::Finish(_) => Vec::new(),
+    }
+}
+
+fn journal_line(h: &Host, ctx: &Ctx) -> String {
+    serde_json::json!({
+        "release": ctx.release,
+        "host": h.name,
+        "user": operator(),
+        "controller": controller_name(),
+        "at": util::rfc3339(util::unix_now()),
+        "token": ctx.token,
+    })
+    .to_string()
+}
+
+async fn connect(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, d: &Deploy) -> Vec<P> {
+    let gate = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
+    let tools = d.source.tools.clone();
+    let work = ids.iter().map(|&i| {
+        let host = hosts[i].host.clone();
+        let gate = gate.clone();
+        let options = d.connect.clone();
+        let tools = tools.clone();
+        async move {
+            ctx.phase(&host.name, Phase::Connect);
+            let conn = {
+                let _permit = gate.acquire().await;
+                match Connection::open(&host, &options).await {
+                    Ok(c) => Arc::new(c),
+                    Err(e) => return (i, None, Err(transport_failure(ctx, Phase::Connect, None, &e))),
+                }
+            };
+            let script = remote::preflight(&host.config.deploy_to, &tools);
+            let out = match conn.run(&script, None, None, host.config.timeouts.step).await {
+                Ok(o) if o.success() => o,
+                Ok(o) => return (i, Some(conn), Err(command_failure(ctx, Phase::Connect, Some("preflight"), &o))),
+                Err(e) => return (i, Some(conn), Err(transport_failure(ctx, Phase::Connect, Some("preflight"), &e))),
+            };
+            let pf = Preflight::parse(&out.stdout_text());
+            let problem = preflight_problem(&host, &pf, &tools);
+            match problem {
+                Some(msg) => (i, Some(conn), Err(ctx.failure(Phase::Connect, Some("preflight"), None, msg)).map(|()| pf)),
+                None => (i, Some(conn), Ok(pf)),
+            }
+        }
+    });
+    let results = join_all(work).await;
+    let mut events = Vec::new();
+    for (i, conn, result) in results {
+        hosts[i].conn = conn;
+        match result {
+            Ok(pf) => {
+                hosts[i].preflight = pf;
+                events.push(P::Connected(i));
+            }
+            Err(f) => {
+                ctx.failed(&hosts[i].host.name, &f);
+                hosts[i].failure = Some(f);
+                events.push(P::ConnectFailed(i));
+            }
+        }
+    }
+    events
+}
+
+/// Why a host that answered cannot take this deploy, if it cannot.
+fn preflight_problem(host: &Host, pf: &Preflight, tools: &[&str]) -> Option<String> {
+    let d = &host.config.deploy_to;
+    if !pf.writable {
+        return Some(format!(
+            "{d} is not writable by `{}` (hint: create it and chown it to the deploy user)",
+            host.config.user
+        ));
+    }
+    if pf.current_not_a_link {
+        return Some(format!(
+            "{d}/current exists but is not a symlink (a directory set up by hand?); ship will not \
+             touch it (hint: move it aside, e.g. into releases/, and link current to it)"
+        ));
+    }
+    let missing: Vec<&str> = tools
+        .iter()
+        .filter(|t| !pf.tools.iter().any(|x| x == *t))
+        .copied()
+        .collect();
+    if !missing.is_empty() {
+        return Some(format!(
+            "missing on the host: {} (hint: install it, e.g. `apt-get install {}`)",
+            missing.join(", "),
+            missing.join(" ")
+        ));
+    }
+    if let Some(holder) = &pf.lock {
+        return Some(format!(
+            "{d} is locked by another deploy: {holder}\n  hint: wait for it to finish; if it \
+             died, check `ship status` and remove the lock with `ship unlock`"
+        ));
+    }
+    None
+}
+
+async fn lock(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx) -> Vec<P> {
+    let owner = serde_json::json!({
+        "token": ctx.token,
+        "user": operator(),
+        "controller": controller_name(),
+        "pid": std::process::id(),
+        "release": ctx.release,
+        "started": util::rfc3339(util::unix_now()),
+        "ci_job": ci_job(),
+    })
+    .to_string();
+    // A fixed order (the inventory's) for every controller, so two deploys cannot each hold
+    // half of the fleet waiting for the other: the loser fails at its first host.
+    let mut events = Vec::new();
+    let results = join_all(ids.iter().map(|&i| {
+        let h = &hosts[i];
+        let conn = h.conn.clone();
+        let script = remote::lock(&h.host.config.deploy_to, &owner);
+        let name = h.host.name.clone();
+        let t = h.host.config.timeouts.step;
+        async move {
+            ctx.phase(&name, Phase::Lock);
+            let Some(conn) = conn else {
+                return (i, Err(ctx.failure(Phase::Lock, None, None, "not connected".into())));
+            };
+            match conn.run(&script, None, None, t).await {
+                Ok(o) if o.success() => (i, Ok(())),
+                Ok(o) if o.status == Some(LOCK_HELD) => {
+                    let msg = o.stdout_text().trim().to_owned();
+                    (i, Err(ctx.failure(Phase::Lock, None, None, format!("{msg}\n  hint: another deploy is running; wait for it, or check `ship status`"))))
+                }
+                Ok(o) => (i, Err(command_failure(ctx, Phase::Lock, None, &o))),
+                Err(e) => (i, Err(transport_failure(ctx, Phase::Lock, None, &e))),
+            }
+        }
+    }))
+    .await;
+    for (i, r) in results {
+        match r {
+            Ok(()) => events.push(P::Locked(i)),
+            Err(f) => {
+                ctx.failed(&hosts[i].host.name, &f);
+                hosts[i].failure = Some(f);
+                events.push(P::LockFailed(i));
+            }
+        }
+    }
+    events
+}
+
+async fn prepare(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, d: &Deploy) -> Vec<P> {
+    // Recorded before any work starts: an interruption mid-prepare must still discard.
+    let mut events: Vec<P> = ids.iter().map(|&i| P::Staging(i)).collect();
+    let results = join_all(ids.iter().map(|&i| {
+        let h = &hosts[i];
+        let conn = h.conn.clone();
+        let host = h.host.clone();
+        async move {
+            ctx.phase(&host.name, Phase::Prepare);
+            let t0 = Instant::now();
+            let Some(conn) = conn else {
+                return (i, t0.elapsed(), Err(ctx.failure(Phase::Prepare, None, None, "not connected".into())));
+            };
+            let plan = remote::Plan {
+                deploy_to: &host.config.deploy_to,
+                release_id: &ctx.release,
+                revision: &d.source.revision,
+                delivery: &d.source.delivery,
+                shared_files: &host.config.shared.files,
+                shared_dirs: &host.config.shared.dirs,
+                build: &host.config.build,
+                env: &host.config.env,
+            };
+            for step in remote::prepare(&plan) {
+                let s0 = Instant::now();
+                ctx.reporter.report(&Event::StepStarted {
+                    host: host.name.clone(),
+                    step: step.name.clone(),
+                });
+                let stdin = step.takes_payload.then(|| d.source.payload.as_slice());
+                let result = conn
+                    .run(&step.script, stdin, Some(ctx.on_line(&host.name)), host.config.timeouts.step)
+                    .await;
+                let ok = matches!(&result, Ok(o) if o.success());
+                ctx.reporter.report(&Event::StepFinished {
+                    host: host.name.clone(),
+                    step: step.name.clone(),
+                    ok,
+                    elapsed_ms: s0.elapsed().as_millis() as u64,
+                });
+                let failure = match result {
+                    Ok(o) if o.success() => continue,
+                    Ok(o) => {
+                        let mut f = command_failure(ctx, Phase::Prepare, Some(&step.name), &o);
+                        if o.last_lines(TAIL_LINES).iter().any(|l| l.contains("No space left on device")) {
+                            f.message = format!("{}: the disk is full on this host", f.message);
+                        }
+                        f
+                    }
+                    Err(e) => transport_failure(ctx, Phase::Prepare, Some(&step.name), &e),
+                };
+                return (i, t0.elapsed(), Err(failure));
+            }
+            (i, t0.elapsed(), Ok(()))
+        }
+    }))
+    .await;
+    for (i, took, r) in results {
+        hosts[i].prepare_time = Some(took);
+        match r {
+            Ok(()) => events.push(P::Prepared(i)),
+            Err(f) => {
+                ctx.failed(&hosts[i].host.name, &f);
+                hosts[i].failure = Some(f);
+                events.push(P::PrepareFailed(i));
+            }
+        }
+    }
+    events
+}
+
+/// Parse the host's `date +%s%N` (BusyBox prints a literal `%N`: seconds precision then).
+fn parse_stamp(stdout: &str) -> Option<u128> {
+    let line = stdout.lines().next()?.trim();
+    if let Ok(ns) = line.parse::<u128>() {
+        return Some(ns);
+    }
+    let secs = line.strip_suffix("%N").or_else(|| line.strip_suffix('N'))?;
+    secs.parse::<u128>().ok().map(|s| s * 1_000_000_000)
+}
+
+async fn switch(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx) -> Vec<P> {
+    // 1. Arm: start the switch command on every host; it waits for our word.
+    let armed = join_all(ids.iter().map(|&i| {
+        let h = &hosts[i];
+        let conn = h.conn.clone();
+        let script = remote::armed_switch(&h.host.config.deploy_to, &ctx.release);
+        let t = h.host.config.timeouts.switch;
+        let name = h.host.name.clone();
+        async move {
+            ctx.phase(&name, Phase::Switch);
+            let conn = conn.ok_or_else(|| TransportError::Other("not connected".into()))?;
+            tokio::time::timeout(t, conn.spawn(&script, None))
+                .await
+                .map_err(|_| TransportError::Timeout { after: t, what: "arming the switch" })?
+        }
+    }))
+    .await;
+    let mut events = Vec::new();
+    if armed.iter().any(|a| a.is_err()) {
+        // Some host cannot be armed: tell every armed host not to switch (EOF). Nothing changes.
+        for (&i, a) in ids.iter().zip(armed) {
+            match a {
+                Ok(mut p) => {
+                    let _ = p.close_stdin().await;
+                    let _ = tokio::time::timeout(hosts[i].host.config.timeouts.switch, p.wait()).await;
+                }
+                Err(e) => {
+                    let f = transport_failure(ctx, Phase::Switch, None, &e);
+                    ctx.failed(&hosts[i].host.name, &f);
+                    hosts[i].failure = Some(f);
+                }
+            }
+            events.push(P::SwitchRefused(i));
+        }
+        return events;
+    }
+    // 2. Fire: one short write per host, all at once, then collect the confirmations.
+    let results = join_all(ids.iter().zip(armed).map(|(&i, a)| {
+        let t = hosts[i].host.config.timeouts.switch;
+        async move {
+            let Ok(mut p) = a else {
+                return (i, Err(TransportError::Other("not armed".into())));
+            };
+            let r = tokio::time::timeout(t, async {
+                p.write(b"go\n").await?;
+                p.close_stdin().await?;
+                p.wait().await
+            })
+            .await
+            .unwrap_or(Err(TransportError::Timeout { after: t, what: "waiting for the switch" }));
+            (i, r)
+        }
+    }))
+    .await;
+    for (i, r) in results {
+        let name = hosts[i].host.name.clone();
+        match r {
+            Ok(o) if o.success() => {
+                let at = parse_stamp(&o.stdout_text());
+                hosts[i].switched_at = at;
+                ctx.reporter.report(&Event::Switched { host: name, at_unix_ns: at });
+                events.push(P::Switched(i));
+            }
+            Ok(o) => {
+                // The rename failed or was cancelled: `current` is unchanged there.
+                let mut f = command_failure(ctx, Phase::Switch, None, &o);
+                if o.status == Some(SWITCH_CANCELLED) {
+                    f.message = "the switch was cancelled before it ran".into();
+                }
+                ctx.failed(&name, &f);
+                hosts[i].failure = Some(f);
+                events.push(P::SwitchRefused(i));
+            }
+            Err(e) => {
+                let f = transport_failure(ctx, Phase::Switch, None, &e);
+                ctx.failed(&name, &f);
+                hosts[i].failure = Some(f);
+                events.push(P::SwitchUnknown(i));
+            }
+        }
+    }
+    events
+}
+
+async fn revert(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx) -> Vec<P> {
+    let results = join_all(ids.iter().map(|&i| {
+        let h = &hosts[i];
+        let conn = h.conn.clone();
+        let script = remote::revert(&h.host.config.deploy_to, &ctx.release, h.preflight.current.as_deref());
+        let t = h.host.config.timeouts.switch;
+        let name = h.host.name.clone();
+        async move {
+            ctx.phase(&name, Phase::Revert);
+            let r = match conn {
+                Some(c) => c.run(&script, None, None, t).await,
+                None => Err(TransportError::Other("not connected".into())),
+            };
+            (i, script, r)
+        }
+    }))
+    .await;
+    let mut events = Vec::new();
+    for (i, script, r) in results {
+        match r {
+            Ok(o) if o.success() => events.push(P::Reverted(i)),
+            other => {
+                let f = match other {
+                    Ok(o) => command_failure(ctx, Phase::Revert, None, &o),
+                    Err(e) => transport_failure(ctx, Phase::Revert, None, &e),
+                };
+                ctx.failed(&hosts[i].host.name, &f);
+                hosts[i].remedy = Some(script);
+                hosts[i].failure = Some(f);
+                events.push(P::RevertFailed(i));
+            }
+        }
+    }
+    events
+}
+
+/// Run one command per host; failures are reported but do not change the protocol's course
+/// (discard, cleanup and unlock are best-effort and idempotent).
+async fn simple(
+    ids: &[usize],
+    hosts: &mut [HostRun],
+    ctx: &Ctx,
+    phase: Phase,
+    script: impl Fn(&HostRun, &Ctx) -> String,
+) {
+    let results = join_all(ids.iter().map(|&i| {
+        let h = &hosts[i];
+        let conn = h.conn.clone();
+        let s = script(h, ctx);
+        let t = h.host.config.timeouts.step.min(Duration::from_secs(120));
+        let name = h.host.name.clone();
+        async move {
+            if s.is_empty() {
+                return (i, s, Ok(Output { status: Some(0), ..Default::default() }));
+            }
+            ctx.phase(&name, phase);
+            let r = match conn {
+                Some(c) => c.run(&s, None, None, t).await,
+                None => Err(TransportError::Other("not connected".into())),
+            };
+            (i, s, r)
+        }
+    }))
+    .await;
+    for (i, s, r) in results {
+        let f = match r {
+            Ok(o) if o.success() => continue,
+            Ok(o) => command_failure(ctx, phase, None, &o),
+            Err(e) => transport_failure(ctx, phase, None, &e),
+        };
+        ctx.failed(&hosts[i].host.name, &f);
+        if hosts[i].failure.is_none() {
+            hosts[i].failure = Some(f);
+        }
+        if hosts[i].remedy.is_none() && phase == Phase::Unlock {
+            hosts[i].remedy = Some(s);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_id_gets_a_suffix_only_when_taken() {
+        let a = vec!["20261122103000".to_owned()];
+        let b = vec!["20261122103000-2".to_owned()];
+        assert_eq!(choose_release_id("20261122110000", &[&a]), "20261122110000");
+        assert_eq!(choose_release_id("20261122103000", &[&a]), "20261122103000-2");
+        assert_eq!(choose_release_id("20261122103000", &[&a, &b]), "20261122103000-3");
+    }
+
+    #[test]
+    fn stamps_from_gnu_and_busybox_date() {
+        assert_eq!(parse_stamp("1795319788123456789\n"), Some(1_795_319_788_123_456_789));
+        assert_eq!(parse_stamp("1795319788%N\n"), Some(1_795_319_788_000_000_000));
+        assert_eq!(parse_stamp(""), None);
+    }
+
+    #[test]
+    fn masks_secrets_longest_first() {
+        let m = Masker::new(["abc".to_owned(), "abcdef".to_owned(), String::new()]);
+        assert_eq!(m.mask("x abcdef y abc"), "x **** y ****");
+    }
+}

@@ -1,0 +1,162 @@
+//! What a deploy tells the outside world. The library never prints: it sends [`Event`]s to a
+//! [`Reporter`], and the CLI decides how to show them (live rows, plain lines, JSON).
+
+use serde::Serialize;
+
+pub use crate::fleet::protocol::Outcome;
+
+/// The phases a host goes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Connect,
+    Lock,
+    Prepare,
+    Switch,
+    Revert,
+    Discard,
+    Cleanup,
+    Unlock,
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self {
+            Phase::Connect => "connect",
+            Phase::Lock => "lock",
+            Phase::Prepare => "prepare",
+            Phase::Switch => "switch",
+            Phase::Revert => "revert",
+            Phase::Discard => "discard",
+            Phase::Cleanup => "cleanup",
+            Phase::Unlock => "unlock",
+        };
+        f.write_str(s)
+    }
+}
+
+/// Why a host failed: where, what, and the end of what it printed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Failure {
+    pub phase: Phase,
+    /// The step that failed, for prepare (`upload`, `build: composer install`…).
+    pub step: Option<String>,
+    pub exit_status: Option<u32>,
+    pub message: String,
+    /// Last lines of the step's output (secrets masked).
+    pub output_tail: Vec<String>,
+}
+
+/// Where a host ended up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostResult {
+    /// `current` is the new release.
+    Switched,
+    /// `current` was switched and then switched back.
+    Reverted,
+    /// `current` was never changed.
+    Unchanged,
+    /// The host did not confirm; `current` may be either release.
+    Unknown,
+}
+
+/// One host's line in the summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostSummary {
+    pub host: String,
+    pub result: HostResult,
+    /// The release `current` points to after the deploy, when known.
+    pub current: Option<String>,
+    pub prepare_ms: Option<u64>,
+    /// The host's clock right after its rename, in Unix nanoseconds.
+    pub switched_at_unix_ns: Option<u128>,
+    pub failure: Option<Failure>,
+    /// A command an operator should run on this host to finish what ship could not.
+    pub remedy: Option<String>,
+}
+
+/// Time spent in one phase across the fleet.
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseTiming {
+    pub phase: Phase,
+    pub ms: u64,
+}
+
+/// The result of a deploy.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub stage: String,
+    pub release: String,
+    pub revision: String,
+    pub outcome: Outcome,
+    pub hosts: Vec<HostSummary>,
+    /// Spread between the first and the last host's switch (host clocks), in milliseconds:
+    /// how long the fleet served two versions.
+    pub flip_skew_ms: Option<f64>,
+    pub phases: Vec<PhaseTiming>,
+    pub elapsed_ms: u64,
+}
+
+/// Something that happened during a deploy.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    Started {
+        stage: String,
+        release: String,
+        revision: String,
+        hosts: Vec<String>,
+    },
+    Phase {
+        host: String,
+        phase: Phase,
+    },
+    StepStarted {
+        host: String,
+        step: String,
+    },
+    StepFinished {
+        host: String,
+        step: String,
+        ok: bool,
+        elapsed_ms: u64,
+    },
+    Output {
+        host: String,
+        stream: &'static str,
+        line: String,
+    },
+    HostFailed {
+        host: String,
+        failure: Failure,
+    },
+    Switched {
+        host: String,
+        at_unix_ns: Option<u128>,
+    },
+    /// An interruption was received; what ship does about it.
+    Interrupted {
+        message: String,
+    },
+    Finished {
+        summary: Summary,
+    },
+}
+
+/// Receives events. Called from many tasks at once, so implementations synchronise internally.
+pub trait Reporter: Send + Sync {
+    fn report(&self, event: &Event);
+}
+
+/// A reporter that keeps every event (for tests and for callers that render at the end).
+#[derive(Default)]
+pub struct Recorder(pub std::sync::Mutex<Vec<Event>>);
+
+impl Reporter for Recorder {
+    fn report(&self, event: &Event) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(event.clone());
+        }
+    }
+}
