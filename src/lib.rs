@@ -11,3 +11,5 @@ pub mod report;
 pub mod source;
 pub mod transport;
 pub mod util;
+
+pub mod cli;

@@ -121,6 +121,11 @@ impl Protocol {
         }
     }
 
+    /// How the deploy ends, once that is decided (before cleanup and unlock run).
+    pub fn outcome(&self) -> Option<Outcome> {
+        self.outcome
+    }
+
     pub fn interrupted(&self) -> bool {
         self.interrupted
     }

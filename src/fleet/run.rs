@@ -63,6 +63,10 @@ struct Ctx {
     masker: Masker,
     release: String,
     token: String,
+    revision: String,
+    started: String,
+    /// Decided before cleanup and unlock, for the journal.
+    outcome: Option<Outcome>,
 }
 
 impl Ctx {
@@ -184,6 +188,9 @@ pub async fn deploy(d: Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellation
         masker,
         release: util::release_id_at(started_unix),
         token: String::new(),
+        revision: d.source.revision.clone(),
+        started: util::rfc3339(started_unix),
+        outcome: None,
     };
     let mut proto = Protocol::new(hosts.len());
     let mut phases: Vec<PhaseTiming> = Vec::new();
@@ -191,6 +198,7 @@ pub async fn deploy(d: Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellation
 
     let outcome = loop {
         let action = proto.next();
+        ctx.outcome = proto.outcome();
         let t0 = Instant::now();
         let phase = match &action {
             Action::Connect(_) => Phase::Connect,
@@ -347,7 +355,7 @@ async fn run_action(action: &Action, hosts: &mut [HostRun], ctx: &Ctx, d: &Deplo
             simple(ids, hosts, ctx, Phase::Unlock, |h, c| {
                 format!(
                     "{}; {}",
-                    remote::journal(&h.host.config.deploy_to, &journal_line(&h.host, c)),
+                    remote::journal(&h.host.config.deploy_to, &journal_line(h, c)),
                     remote::unlock(&h.host.config.deploy_to, &c.token)
                 )
             })
@@ -358,14 +366,20 @@ async fn run_action(action: &Action, hosts: &mut [HostRun], ctx: &Ctx, d: &Deplo
     }
 }
 
-fn journal_line(h: &Host, ctx: &Ctx) -> String {
+/// One line of the host's `.ship/history`.
+fn journal_line(h: &HostRun, ctx: &Ctx) -> String {
     serde_json::json!({
+        "kind": "deploy",
         "release": ctx.release,
-        "host": h.name,
+        "revision": ctx.revision,
+        "outcome": ctx.outcome,
+        "previous": h.preflight.current_release(),
+        "host": h.host.name,
         "user": operator(),
         "controller": controller_name(),
-        "at": util::rfc3339(util::unix_now()),
-        "token": ctx.token,
+        "ci_job": ci_job(),
+        "started": ctx.started,
+        "finished": util::rfc3339(util::unix_now()),
     })
     .to_string()
 }

@@ -1,0 +1,124 @@
+//! The command line: argument parsing, output rendering and exit codes. The only layer that
+//! prints.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod deploy;
+mod output;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Exit codes, documented in docs/cli.md.
+pub mod exit {
+    /// Every host is on the new release.
+    pub const OK: u8 = 0;
+    /// The deploy failed and the fleet is as it was (nothing switched, or everything reverted).
+    pub const FAILED: u8 = 1;
+    /// Bad command line or inventory.
+    pub const USAGE: u8 = 2;
+    /// Hosts may be on different releases, or a lock may be left: needs an operator.
+    pub const ATTENTION: u8 = 3;
+    /// Another deploy holds the lock; nothing was changed.
+    pub const LOCKED: u8 = 4;
+    /// Interrupted (Ctrl-C, SIGTERM); the fleet is as it was.
+    pub const INTERRUPTED: u8 = 130;
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ship",
+    version,
+    about = "Fleet-atomic deploys over SSH: every host or none, at one instant, with proof.",
+    after_help = "`ship <stage>` is short for `ship deploy <stage>`."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Build a release on every host of a stage, then switch them all at once.
+    Deploy(DeployArgs),
+    #[command(external_subcommand)]
+    Stage(Vec<OsString>),
+}
+
+/// Options shared by commands that read the inventory.
+#[derive(Args, Debug, Clone)]
+pub struct Global {
+    /// The inventory file.
+    #[arg(short, long, env = "SHIP_INVENTORY", default_value = "inventory.yaml", global = true)]
+    pub inventory: PathBuf,
+    /// Print one JSON event per line instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Show every line the hosts print.
+    #[arg(short, long, global = true, conflicts_with = "quiet")]
+    pub verbose: bool,
+    /// Print only the summary and errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DeployArgs {
+    /// The stage to deploy (a key under `stages:` in the inventory).
+    pub stage: String,
+    /// Trust hosts whose key is not yet in known_hosts, and record it. A changed key is still
+    /// refused.
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+    /// After a failure, keep the staged release on the hosts for inspection.
+    #[arg(long)]
+    pub keep_failed: bool,
+    #[command(flatten)]
+    pub global: Global,
+}
+
+/// Parse the command line, run, and map the result to an exit code.
+pub fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
+        }
+    };
+    let command = match cli.command {
+        Command::Stage(rest) => {
+            // `ship production …` → `ship deploy production …`
+            let mut argv = vec![OsString::from("ship deploy")];
+            argv.extend(rest);
+            match DeployArgs::augment_args(clap::Command::new("ship deploy"))
+                .try_get_matches_from(argv)
+                .and_then(|m| <DeployArgs as clap::FromArgMatches>::from_arg_matches(&m))
+            {
+                Ok(a) => Command::Deploy(a),
+                Err(e) => {
+                    let _ = e.print();
+                    return ExitCode::from(exit::USAGE);
+                }
+            }
+        }
+        c => c,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    let code = runtime.block_on(async {
+        match command {
+            Command::Deploy(a) => deploy::run(a).await,
+            Command::Stage(_) => exit::USAGE,
+        }
+    });
+    ExitCode::from(code)
+}

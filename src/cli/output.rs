@@ -1,0 +1,265 @@
+//! How events are shown: live rows on a terminal, plain prefixed lines elsewhere (CI logs), or
+//! JSON lines. And the final summary.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::report::{Event, Failure, HostResult, Outcome, Reporter, Summary};
+use crate::util::human_duration;
+
+/// How much to print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verbosity {
+    Quiet,
+    Normal,
+    Verbose,
+}
+
+/// One JSON object per line on stdout; the schema version is in every `started` event.
+pub struct Json;
+
+impl Reporter for Json {
+    fn report(&self, event: &Event) {
+        let mut value = match serde_json::to_value(event) {
+            Ok(v) => v,
+            Err(_) => return,
+        };
+        if let Some(obj) = value.as_object_mut() {
+            obj.insert("schema".into(), serde_json::json!(1));
+        }
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{value}");
+        let _ = out.flush();
+    }
+}
+
+fn failure_lines(host: &str, f: &Failure) -> Vec<String> {
+    let mut head = format!("[{host}] FAILED at {}", f.phase);
+    if let Some(step) = &f.step {
+        head.push_str(&format!(" ({step})"));
+    }
+    head.push_str(&format!(": {}", f.message));
+    let mut lines = vec![head];
+    lines.extend(f.output_tail.iter().map(|l| format!("[{host}]   | {l}")));
+    lines
+}
+
+/// Plain lines, for CI logs and pipes: `[web-1] build: npm ci … ok 3.2s`.
+pub struct Plain {
+    pub verbosity: Verbosity,
+}
+
+impl Plain {
+    fn line(&self, s: &str) {
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "{s}");
+    }
+}
+
+impl Reporter for Plain {
+    fn report(&self, event: &Event) {
+        let v = self.verbosity;
+        match event {
+            Event::Started {
+                stage,
+                release,
+                revision,
+                hosts,
+            } if v != Verbosity::Quiet => self.line(&format!(
+                "deploying {release} ({revision}) to {stage}: {} host(s)",
+                hosts.len()
+            )),
+            Event::Phase { host, phase } if v == Verbosity::Verbose => {
+                self.line(&format!("[{host}] {phase}"))
+            }
+            Event::StepFinished {
+                host,
+                step,
+                ok,
+                elapsed_ms,
+            } if v != Verbosity::Quiet => self.line(&format!(
+                "[{host}] {step} … {} {}",
+                if *ok { "ok" } else { "FAILED" },
+                human_duration(Duration::from_millis(*elapsed_ms))
+            )),
+            Event::Output { host, line, .. } if v == Verbosity::Verbose => {
+                self.line(&format!("[{host}] | {line}"))
+            }
+            Event::HostFailed { host, failure } => {
+                for l in failure_lines(host, failure) {
+                    self.line(&l);
+                }
+            }
+            Event::Switched { host, .. } if v != Verbosity::Quiet => {
+                self.line(&format!("[{host}] switched"))
+            }
+            Event::Interrupted { message } => self.line(&format!("interrupted: {message}")),
+            _ => {}
+        }
+    }
+}
+
+/// A row per host with its phase, step and elapsed time, on a terminal.
+pub struct Live {
+    multi: MultiProgress,
+    bars: HashMap<String, ProgressBar>,
+    verbosity: Verbosity,
+    failures: Mutex<Vec<String>>,
+}
+
+impl Live {
+    pub fn new(hosts: &[String], verbosity: Verbosity) -> Self {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        let width = hosts.iter().map(|h| h.len()).max().unwrap_or(4);
+        let style = ProgressStyle::with_template(&format!(
+            "{{prefix:<{width}.bold}} {{spinner}} {{wide_msg}} {{elapsed:>4}}"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_spinner());
+        let bars = hosts
+            .iter()
+            .map(|h| {
+                let bar = multi.add(ProgressBar::new_spinner());
+                bar.set_style(style.clone());
+                bar.set_prefix(h.clone());
+                bar.set_message("waiting");
+                bar.enable_steady_tick(Duration::from_millis(120));
+                (h.clone(), bar)
+            })
+            .collect();
+        Live {
+            multi,
+            bars,
+            verbosity,
+            failures: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn set(&self, host: &str, msg: String) {
+        if let Some(b) = self.bars.get(host) {
+            b.set_message(msg);
+        }
+    }
+
+    /// Stop the rows and print failures kept for the end.
+    pub fn finish(&self) {
+        for b in self.bars.values() {
+            b.finish();
+        }
+        let _ = self.multi.clear();
+    }
+}
+
+impl Reporter for Live {
+    fn report(&self, event: &Event) {
+        match event {
+            Event::Phase { host, phase } => self.set(host, phase.to_string()),
+            Event::StepStarted { host, step } => self.set(host, format!("prepare: {step}")),
+            Event::Output { host, line, .. } if self.verbosity == Verbosity::Verbose => {
+                let _ = self.multi.println(format!("[{host}] | {line}"));
+            }
+            Event::HostFailed { host, failure } => {
+                self.set(host, format!("FAILED at {}", failure.phase));
+                for l in failure_lines(host, failure) {
+                    let _ = self.multi.println(&l);
+                    if let Ok(mut f) = self.failures.lock() {
+                        f.push(l);
+                    }
+                }
+            }
+            Event::Switched { host, .. } => self.set(host, "switched".into()),
+            Event::Interrupted { message } => {
+                let _ = self.multi.println(format!("interrupted: {message}"));
+            }
+            Event::Finished { .. } => self.finish(),
+            _ => {}
+        }
+    }
+}
+
+/// The human summary printed at the end of a deploy.
+pub fn summary_text(s: &Summary) -> String {
+    let mut out = String::new();
+    let total = s.hosts.len();
+    let switched = s.hosts.iter().filter(|h| h.result == HostResult::Switched).count();
+    let headline = match s.outcome {
+        Outcome::Deployed => format!(
+            "deployed {} to {}: {switched}/{total} hosts switched",
+            s.release, s.stage
+        ),
+        Outcome::Aborted => format!(
+            "deploy of {} to {} aborted: no host was switched; the fleet is unchanged",
+            s.release, s.stage
+        ),
+        Outcome::RolledBack => format!(
+            "deploy of {} to {} failed during the switch; every switched host was switched back: \
+             the fleet is unchanged",
+            s.release, s.stage
+        ),
+        Outcome::Mixed => format!(
+            "deploy of {} to {} left the fleet MIXED: some hosts could not be reverted; see below",
+            s.release, s.stage
+        ),
+    };
+    out.push_str(&headline);
+    out.push('\n');
+    out.push_str(&format!("  revision {}\n", s.revision));
+    let width = s.hosts.iter().map(|h| h.host.len()).max().unwrap_or(4).max(4);
+    let first_switch = s.hosts.iter().filter_map(|h| h.switched_at_unix_ns).min();
+    out.push_str(&format!(
+        "  {:<width$}  {:<9}  {:<16}  {:>8}  {:>10}\n",
+        "host", "result", "current", "prepare", "switched"
+    ));
+    for h in &s.hosts {
+        let result = match h.result {
+            HostResult::Switched => "switched",
+            HostResult::Reverted => "reverted",
+            HostResult::Unchanged => "unchanged",
+            HostResult::Unknown => "UNKNOWN",
+        };
+        let prepare = h
+            .prepare_ms
+            .map(|ms| human_duration(Duration::from_millis(ms)))
+            .unwrap_or_else(|| "-".into());
+        let switched = match (h.switched_at_unix_ns, first_switch) {
+            (Some(t), Some(t0)) => format!("+{:.2}ms", (t - t0) as f64 / 1e6),
+            _ => "-".into(),
+        };
+        out.push_str(&format!(
+            "  {:<width$}  {:<9}  {:<16}  {:>8}  {:>10}\n",
+            h.host,
+            result,
+            h.current.as_deref().unwrap_or("-"),
+            prepare,
+            switched
+        ));
+    }
+    if let Some(skew) = s.flip_skew_ms {
+        out.push_str(&format!(
+            "  flip skew {skew:.2} ms (spread of the hosts' switch instants, by their clocks)\n"
+        ));
+    }
+    let phases: Vec<String> = s
+        .phases
+        .iter()
+        .map(|p| format!("{} {}", p.phase, human_duration(Duration::from_millis(p.ms))))
+        .collect();
+    out.push_str(&format!(
+        "  took {} ({})\n",
+        human_duration(Duration::from_millis(s.elapsed_ms)),
+        phases.join(", ")
+    ));
+    for h in &s.hosts {
+        if let Some(f) = &h.failure {
+            let step = f.step.as_deref().map(|s| format!(" ({s})")).unwrap_or_default();
+            out.push_str(&format!("  {}: failed at {}{step}: {}\n", h.host, f.phase, f.message));
+        }
+        if let Some(r) = &h.remedy {
+            out.push_str(&format!("  {}: run this on the host to finish: {r}\n", h.host));
+        }
+    }
+    out
+}
