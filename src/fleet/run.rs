@@ -126,16 +126,15 @@ fn command_failure(ctx: &Ctx, phase: Phase, step: Option<&str>, out: &Output) ->
     ctx.failure(phase, step, Some(out), message)
 }
 
-/// Choose the release id: now, in UTC, unless a host already has a release of that name.
-pub fn choose_release_id(now: &str, existing: &[&[String]]) -> String {
+/// Choose the release id: UTC `YYYYMMDDHHMMSS` of `start`, moved forward a second at a time
+/// while any host already has a release of that name, so ids stay plain timestamps that sort by
+/// name (a `-N` suffix would sort `-10` before `-2`).
+pub fn choose_release_id(start: u64, existing: &[&[String]]) -> String {
     let taken = |id: &str| existing.iter().any(|r| r.iter().any(|x| x == id));
-    if !taken(now) {
-        return now.to_owned();
-    }
-    (2..)
-        .map(|n| format!("{now}-{n}"))
+    (start..)
+        .map(util::release_id_at)
         .find(|id| !taken(id))
-        .unwrap_or_else(|| now.to_owned())
+        .unwrap_or_else(|| util::release_id_at(start))
 }
 
 fn controller_name() -> String {
@@ -252,7 +251,7 @@ pub async fn deploy(d: Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellation
         if phase == Phase::Connect && !announced {
             // The id is chosen once every host has been inspected, so it is free everywhere.
             let existing: Vec<&[String]> = hosts.iter().map(|h| h.preflight.releases.as_slice()).collect();
-            ctx.release = choose_release_id(&ctx.release, &existing);
+            ctx.release = choose_release_id(started_unix, &existing);
             ctx.token = format!(
                 "ship-{}-{}-{}",
                 ctx.release,
@@ -770,12 +769,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn release_id_gets_a_suffix_only_when_taken() {
-        let a = vec!["20261122103000".to_owned()];
-        let b = vec!["20261122103000-2".to_owned()];
-        assert_eq!(choose_release_id("20261122110000", &[&a]), "20261122110000");
-        assert_eq!(choose_release_id("20261122103000", &[&a]), "20261122103000-2");
-        assert_eq!(choose_release_id("20261122103000", &[&a, &b]), "20261122103000-3");
+    fn release_id_moves_forward_only_when_taken() {
+        let t = 1_795_319_788; // 20261122035628
+        let a = vec!["20261122035628".to_owned()];
+        let b = vec!["20261122035629".to_owned()];
+        assert_eq!(choose_release_id(t + 100, &[&a]), "20261122035808");
+        assert_eq!(choose_release_id(t, &[&a]), "20261122035629");
+        assert_eq!(choose_release_id(t, &[&a, &b]), "20261122035630");
     }
 
     #[test]

@@ -1,0 +1,349 @@
+//! Test fleet: real OpenSSH servers, one per host, each on its own loopback address and in its
+//! own mount namespace (so every host has its own `/var/www` at the same path, as real servers
+//! do). Needs root, `unshare` and `/usr/sbin/sshd`; `.ci/run` installs them.
+//!
+//! Host state is read from the controller side through each host's directory: ship makes every
+//! link relative, so `current` resolves the same from outside.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub const DEPLOY_TO: &str = "/var/www/app";
+static NEXT_FLEET: AtomicU32 = AtomicU32::new(0);
+
+/// One test host.
+pub struct TestHost {
+    pub name: String,
+    pub address: String,
+    /// What the host sees as `/var/www`.
+    pub www: PathBuf,
+    pub host_key_pub: String,
+    sshd: Option<Child>,
+    mnt_ns: Option<String>,
+}
+
+impl TestHost {
+    /// A path inside the host's deploy directory, seen from the controller.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        let base = self.www.join("app");
+        if rel.is_empty() { base } else { base.join(rel) }
+    }
+
+    /// Where `current` points (`releases/<id>`), if it exists.
+    pub fn current(&self) -> Option<String> {
+        fs::read_link(self.path("current"))
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned())
+    }
+
+    /// The release id `current` points to.
+    pub fn current_id(&self) -> Option<String> {
+        self.current()
+            .and_then(|c| c.strip_prefix("releases/").map(str::to_owned))
+    }
+
+    /// Names in `releases/`, sorted.
+    pub fn releases(&self) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(self.path("releases"))
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    pub fn locked(&self) -> bool {
+        self.path(".ship/lock").exists()
+    }
+
+    /// Every file, directory and link under `shared/` with its content or target: compare two
+    /// snapshots to prove shared/ is byte-identical.
+    pub fn shared_snapshot(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        snapshot(&self.path("shared"), "", &mut out);
+        out
+    }
+
+    /// Journal lines (`.ship/history`) as JSON values.
+    pub fn journal(&self) -> Vec<serde_json::Value> {
+        fs::read_to_string(self.path(".ship/history"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("journal line is JSON"))
+            .collect()
+    }
+
+    /// Every process of this host (its sshd and all sessions), found by mount namespace.
+    pub fn pids(&self) -> Vec<i32> {
+        let Some(ns) = &self.mnt_ns else { return Vec::new() };
+        let mut pids = Vec::new();
+        for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+            if fs::read_link(e.path().join("ns/mnt")).ok().map(|p| p.to_string_lossy().into_owned()).as_deref() == Some(ns.as_str()) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    fn signal_all(&self, sig: &str) {
+        for pid in self.pids() {
+            let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
+        }
+    }
+
+    /// The host crashes: every process of it dies at once.
+    pub fn kill(&mut self) {
+        self.signal_all("-KILL");
+        if let Some(mut c) = self.sshd.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The host hangs: every process stops answering (packets are still accepted by the kernel).
+    pub fn freeze(&self) {
+        self.signal_all("-STOP");
+    }
+
+    pub fn thaw(&self) {
+        self.signal_all("-CONT");
+    }
+}
+
+fn snapshot(dir: &Path, prefix: &str, out: &mut BTreeMap<String, String>) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let name = format!("{prefix}{}", e.file_name().to_string_lossy());
+        let p = e.path();
+        let meta = fs::symlink_metadata(&p).expect("metadata");
+        if meta.file_type().is_symlink() {
+            out.insert(name, format!("-> {}", fs::read_link(&p).expect("link").display()));
+        } else if meta.is_dir() {
+            out.insert(name.clone(), "<dir>".into());
+            snapshot(&p, &format!("{name}/"), out);
+        } else {
+            out.insert(name, String::from_utf8_lossy(&fs::read(&p).expect("read")).into_owned());
+        }
+    }
+}
+
+/// What a `ship` run produced.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+/// N real sshd hosts and the controller-side files that go with them.
+pub struct Fleet {
+    pub dir: tempfile::TempDir,
+    pub hosts: Vec<TestHost>,
+    pub client_key: PathBuf,
+    pub known_hosts: PathBuf,
+}
+
+fn run_ok(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn require_tools() {
+    for tool in ["/usr/sbin/sshd", "/usr/bin/ssh-keygen", "/usr/bin/unshare"] {
+        assert!(
+            Path::new(tool).exists(),
+            "{tool} is missing: the end-to-end tests need real OpenSSH servers \
+             (apt-get install openssh-server openssh-client util-linux; see .ci/run)"
+        );
+    }
+    let _ = fs::create_dir_all("/run/sshd");
+    let _ = fs::create_dir_all("/var/www");
+}
+
+fn keygen(path: &Path) {
+    run_ok(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "ship-test", "-f"]).arg(path));
+}
+
+impl Fleet {
+    /// Start `n` hosts named `web-1` … `web-n`.
+    pub fn start(n: usize) -> Fleet {
+        require_tools();
+        let dir = tempfile::Builder::new().prefix("ship-fleet-").tempdir().expect("tempdir");
+        let client_key = dir.path().join("client_key");
+        keygen(&client_key);
+        let authorized = dir.path().join("authorized_keys");
+        fs::copy(client_key.with_extension("pub"), &authorized).expect("authorized_keys");
+        // A loopback /24 of our own: pid and a per-process counter keep parallel tests apart.
+        let pid = std::process::id();
+        let k = NEXT_FLEET.fetch_add(1, Ordering::SeqCst);
+        let net = format!("127.{}.{}", 100 + (pid % 150), ((pid / 150) * 7 + k * 31) % 250 + 1);
+        let mut fleet = Fleet {
+            known_hosts: dir.path().join("known_hosts"),
+            client_key,
+            hosts: Vec::new(),
+            dir,
+        };
+        let mut known = String::new();
+        for i in 0..n {
+            let name = format!("web-{}", i + 1);
+            let hdir = fleet.dir.path().join(&name);
+            let www = hdir.join("www");
+            fs::create_dir_all(&www).expect("www");
+            let key = hdir.join("host_key");
+            keygen(&key);
+            let host_key_pub = fs::read_to_string(key.with_extension("pub")).expect("pub");
+            let address = format!("{net}.{}", i + 1);
+            let config = hdir.join("sshd_config");
+            fs::write(
+                &config,
+                format!(
+                    "ListenAddress {address}\nPort 22\nHostKey {}\nAuthorizedKeysFile {}\n\
+                     PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+                     PermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\n\
+                     PidFile {}\nMaxStartups 1000\nMaxSessions 100\nLogLevel VERBOSE\n",
+                    key.display(),
+                    authorized.display(),
+                    hdir.join("sshd.pid").display()
+                ),
+            )
+            .expect("sshd_config");
+            let log = fs::File::create(hdir.join("sshd.log")).expect("log");
+            let child = Command::new("unshare")
+                .args(["--mount", "--propagation", "private", "sh", "-c"])
+                .arg(format!(
+                    "mount --bind {} /var/www && exec /usr/sbin/sshd -D -e -f {}",
+                    www.display(),
+                    config.display()
+                ))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("start sshd");
+            let key_fields: Vec<&str> = host_key_pub.split_whitespace().take(2).collect();
+            known.push_str(&format!("{address} {}\n", key_fields.join(" ")));
+            fleet.hosts.push(TestHost {
+                name,
+                address,
+                www,
+                host_key_pub: key_fields.join(" "),
+                sshd: Some(child),
+                mnt_ns: None,
+            });
+        }
+        fs::write(&fleet.known_hosts, known).expect("known_hosts");
+        for h in &mut fleet.hosts {
+            wait_listening(h);
+        }
+        fleet
+    }
+
+    pub fn host(&self, i: usize) -> &TestHost {
+        &self.hosts[i]
+    }
+
+    /// The example app shipped in the repository.
+    pub fn example_app() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/app")
+    }
+
+    /// Write an inventory for this fleet: stage `production` with every host, the example app
+    /// as the artifact. `defaults_extra` and `stage_extra` are YAML lines added to `defaults:`
+    /// and to the stage (indented by the caller's two spaces).
+    pub fn inventory(&self, defaults_extra: &str, stage_extra: &str) -> PathBuf {
+        let mut hosts = String::new();
+        for h in &self.hosts {
+            hosts.push_str(&format!("      {}: {{ address: {} }}\n", h.name, h.address));
+        }
+        let text = format!(
+            "defaults:\n  user: root\n  identity_file: {key}\n  known_hosts: {kh}\n  \
+             deploy_to: {DEPLOY_TO}\n  keep_releases: 3\n  connect_timeout: 5s\n  \
+             switch_timeout: 5s\n  keepalive_interval: 1s\n  \
+             source: {{ artifact: {app} }}\n  shared: {{ files: [.env], dirs: [storage] }}\n  \
+             build: [\"sh build.sh\"]\n{defaults_extra}\
+             stages:\n  production:\n{stage_extra}    hosts:\n{hosts}",
+            key = self.client_key.display(),
+            kh = self.known_hosts.display(),
+            app = Self::example_app().display(),
+        );
+        let path = self.dir.path().join("inventory.yaml");
+        fs::write(&path, text).expect("inventory");
+        path
+    }
+
+    /// Run the ship binary with `args`, in the fleet's directory.
+    pub fn ship(&self, args: &[&str]) -> Run {
+        let out = Command::new(env!("CARGO_BIN_EXE_ship"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env_remove("SSH_AUTH_SOCK")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ship");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// `ship deploy production` with the fleet's inventory.
+    pub fn deploy(&self) -> Run {
+        self.ship(&["deploy", "production"])
+    }
+
+    /// How many SSH connections each host accepted so far (from its sshd log).
+    pub fn connections(&self, i: usize) -> usize {
+        fs::read_to_string(self.dir.path().join(&self.hosts[i].name).join("sshd.log"))
+            .unwrap_or_default()
+            .matches("Accepted publickey")
+            .count()
+    }
+}
+
+fn wait_listening(h: &mut TestHost) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let addr: std::net::SocketAddr = format!("{}:22", h.address).parse().expect("addr");
+    loop {
+        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            break;
+        }
+        if let Some(c) = &mut h.sshd {
+            if let Ok(Some(status)) = c.try_wait() {
+                panic!("sshd for {} exited at start: {status}", h.name);
+            }
+        }
+        assert!(Instant::now() < deadline, "sshd for {} did not start listening", h.name);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = h.sshd.as_ref().map(|c| c.id()).expect("pid");
+    h.mnt_ns = fs::read_link(format!("/proc/{pid}/ns/mnt"))
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned());
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for h in &mut self.hosts {
+            h.thaw();
+            h.kill();
+        }
+    }
+}
