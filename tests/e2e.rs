@@ -187,3 +187,13 @@ fn a_changed_host_key_is_refused_even_with_accept_new() {
         }
     }
 }
+
+#[test]
+#[ignore = "diagnostic"]
+fn print_one_deploy() {
+    let fleet = Fleet::start(3);
+    fleet.inventory("", "");
+    let t = std::time::Instant::now();
+    let run = fleet.deploy();
+    eprintln!("{}\n{}\nwall {:?}", run.stdout, run.stderr, t.elapsed());
+}

@@ -600,8 +600,20 @@ fn parse_stamp(stdout: &str) -> Option<u128> {
     secs.parse::<u128>().ok().map(|s| s * 1_000_000_000)
 }
 
+/// Parse the host's `date +%s%N` after the ready line (BusyBox prints a literal `%N`: seconds
+/// precision then).
+fn switch_stamp(stdout: &str) -> Option<u128> {
+    let rest: String = stdout
+        .lines()
+        .filter(|l| l.trim() != remote::SWITCH_READY)
+        .collect::<Vec<_>>()
+        .join("\n");
+    parse_stamp(&rest)
+}
+
 async fn switch(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx) -> Vec<P> {
-    // 1. Arm: start the switch command on every host; it waits for our word.
+    // 1. Arm: start the switch command on every host, and wait until each one says it is
+    //    waiting for our word. Until we fire, nothing has changed anywhere.
     let armed = join_all(ids.iter().map(|&i| {
         let h = &hosts[i];
         let conn = h.conn.clone();
@@ -611,9 +623,22 @@ async fn switch(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx) -> Vec<P> {
         async move {
             ctx.phase(&name, Phase::Switch);
             let conn = conn.ok_or_else(|| TransportError::Other("not connected".into()))?;
-            tokio::time::timeout(t, conn.spawn(&script, None))
-                .await
-                .map_err(|_| TransportError::Timeout { after: t, what: "arming the switch" })?
+            let (ready_tx, mut ready_rx) = tokio::sync::watch::channel(false);
+            let on_line: OnLine = Arc::new(move |_, line: &str| {
+                if line.trim() == remote::SWITCH_READY {
+                    let _ = ready_tx.send(true);
+                }
+            });
+            tokio::time::timeout(t, async {
+                let p = conn.spawn(&script, Some(on_line)).await?;
+                ready_rx
+                    .wait_for(|r| *r)
+                    .await
+                    .map_err(|_| TransportError::Lost("the switch command ended before it was ready".into()))?;
+                Ok(p)
+            })
+            .await
+            .map_err(|_| TransportError::Timeout { after: t, what: "arming the switch" })?
         }
     }))
     .await;
@@ -636,20 +661,23 @@ async fn switch(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx) -> Vec<P> {
         }
         return events;
     }
-    // 2. Fire: one short write per host, all at once, then collect the confirmations.
-    let results = join_all(ids.iter().zip(armed).map(|(&i, a)| {
+    let mut armed: Vec<_> = armed.into_iter().flatten().collect();
+    // 2. Fire: one short write per host, back to back, before waiting for any answer.
+    let fire: Vec<Result<(), TransportError>> = join_all(armed.iter_mut().map(|p| async move {
+        p.write(b"go\n").await?;
+        p.close_stdin().await
+    }))
+    .await;
+    // 3. Collect the confirmations.
+    let results = join_all(ids.iter().zip(armed).zip(fire).map(|((&i, p), fired)| {
         let t = hosts[i].host.config.timeouts.switch;
         async move {
-            let Ok(mut p) = a else {
-                return (i, Err(TransportError::Other("not armed".into())));
+            let r = match fired {
+                Err(e) => Err(e),
+                Ok(()) => tokio::time::timeout(t, p.wait())
+                    .await
+                    .unwrap_or(Err(TransportError::Timeout { after: t, what: "waiting for the switch" })),
             };
-            let r = tokio::time::timeout(t, async {
-                p.write(b"go\n").await?;
-                p.close_stdin().await?;
-                p.wait().await
-            })
-            .await
-            .unwrap_or(Err(TransportError::Timeout { after: t, what: "waiting for the switch" }));
             (i, r)
         }
     }))
@@ -658,7 +686,7 @@ async fn switch(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx) -> Vec<P> {
         let name = hosts[i].host.name.clone();
         match r {
             Ok(o) if o.success() => {
-                let at = parse_stamp(&o.stdout_text());
+                let at = switch_stamp(&o.stdout_text());
                 hosts[i].switched_at = at;
                 ctx.reporter.report(&Event::Switched { host: name, at_unix_ns: at });
                 events.push(P::Switched(i));

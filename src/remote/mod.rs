@@ -16,6 +16,9 @@ use crate::inventory::EnvVar;
 pub const LOCK_HELD: u32 = 75;
 /// Exit status of the armed switch when it was told not to switch (controller went away).
 pub const SWITCH_CANCELLED: u32 = 76;
+/// The line the armed switch prints once it waits for the word: the controller fires only when
+/// every host has printed it, so slow shell start-up (login rc files) cannot spread the switch.
+pub const SWITCH_READY: &str = "ship-switch-ready";
 
 /// A step of the prepare phase: a name for progress and errors, and the script to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -317,7 +320,7 @@ pub fn stage_switch(deploy_to: &str, release_id: &str) -> String {
     )
 }
 
-/// The switch, armed: it waits for one line on stdin and renames the staged link over `current`
+/// The switch, armed: it prints [`SWITCH_READY`], then waits for one line on stdin and renames the staged link over `current`
 /// only if that line is `go`. A controller that dies or cancels sends EOF instead, and the host
 /// does not switch. `mv -f <dir>/current .` is one `rename(2)` (GNU coreutils and BusyBox alike):
 /// `current` never stops existing. The host's clock is read right after the rename, for the
@@ -325,7 +328,7 @@ pub fn stage_switch(deploy_to: &str, release_id: &str) -> String {
 pub fn armed_switch(deploy_to: &str, release_id: &str) -> String {
     let dir = quote(&stage_dir(release_id)).into_owned();
     format!(
-        "{} || exit 1; read -r go && [ \"$go\" = go ] || exit {SWITCH_CANCELLED}; \
+        "{} || exit 1; echo {SWITCH_READY}; read -r go && [ \"$go\" = go ] || exit {SWITCH_CANCELLED}; \
          mv -f {dir}/current . && date +%s%N && rmdir {dir}",
         cd(deploy_to)
     )

@@ -81,7 +81,7 @@ fn renders_exact_commands() {
     );
     assert_eq!(
         armed_switch("/srv/app", "20261122103000"),
-        "cd /srv/app || exit 1; read -r go && [ \"$go\" = go ] || exit 76; \
+        "cd /srv/app || exit 1; echo ship-switch-ready; read -r go && [ \"$go\" = go ] || exit 76; \
          mv -f .ship/stage-20261122103000/current . && date +%s%N && \
          rmdir .ship/stage-20261122103000"
     );
@@ -242,7 +242,9 @@ fn scripts_behave_on_a_real_shell() {
     // Armed switch fired.
     let (rc, out) = sh(&armed_switch(deploy_to, "20261122103000"), b"go\n");
     assert_eq!(rc, 0, "{out}");
-    assert!(out.trim().parse::<u128>().is_ok(), "a timestamp: {out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], SWITCH_READY);
+    assert!(lines[1].parse::<u128>().is_ok(), "a timestamp: {out}");
     assert_eq!(
         fs::read_link(root.join("current")).expect("current"),
         Path::new("releases/20261122103000")
