@@ -4,8 +4,8 @@
 //! events are shown.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
-pub mod inventory;
 pub mod fleet;
+pub mod inventory;
 pub mod remote;
 pub mod report;
 pub mod source;

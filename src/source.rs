@@ -64,7 +64,10 @@ fn artifact(path: &Path) -> Result<Prepared, SourceError> {
     let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
     let name = path.to_string_lossy().to_lowercase();
     let (bytes, gzip) = if meta.is_dir() {
-        (pack_dir(path).map_err(|e| err(format!("cannot pack the directory: {e}")))?, true)
+        (
+            pack_dir(path).map_err(|e| err(format!("cannot pack the directory: {e}")))?,
+            true,
+        )
     } else if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
         (std::fs::read(path).map_err(|e| err(e.to_string()))?, true)
     } else if name.ends_with(".tar") {
@@ -80,7 +83,11 @@ fn artifact(path: &Path) -> Result<Prepared, SourceError> {
         delivery: Delivery::Tarball { gzip },
         revision: format!("sha256:{digest}"),
         payload: std::sync::Arc::new(bytes),
-        tools: if gzip { vec!["tar", "gzip"] } else { vec!["tar"] },
+        tools: if gzip {
+            vec!["tar", "gzip"]
+        } else {
+            vec!["tar"]
+        },
     })
 }
 
@@ -93,8 +100,8 @@ pub fn pack_dir(dir: &Path) -> std::io::Result<Vec<u8>> {
     tar.mode(tar::HeaderMode::Deterministic);
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
-        let mut entries: Vec<_> = std::fs::read_dir(dir.join(&rel))?
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut entries: Vec<_> =
+            std::fs::read_dir(dir.join(&rel))?.collect::<Result<Vec<_>, _>>()?;
         entries.sort_by_key(|e| e.file_name());
         for e in entries.into_iter().rev() {
             let rel_path = rel.join(e.file_name());
@@ -141,10 +148,7 @@ pub fn resolve_git(url: &str, reference: &str) -> Result<String, SourceError> {
 /// Choose the commit for `reference` from `git ls-remote` output: a branch, then a tag (peeled,
 /// so an annotated tag gives the commit it points at), then a full ref name such as `HEAD`.
 pub fn pick_ref(listing: &str, reference: &str) -> Option<String> {
-    let refs: Vec<(&str, &str)> = listing
-        .lines()
-        .filter_map(|l| l.split_once('\t'))
-        .collect();
+    let refs: Vec<(&str, &str)> = listing.lines().filter_map(|l| l.split_once('\t')).collect();
     let find = |name: &str| {
         refs.iter()
             .find(|(_, r)| *r == name)
@@ -193,9 +197,17 @@ mod tests {
             .spawn()
             .expect("tar");
         use std::io::Write;
-        child.stdin.take().expect("stdin").write_all(&b).expect("write");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(&b)
+            .expect("write");
         assert!(child.wait().expect("wait").success());
-        assert_eq!(std::fs::read_to_string(out.path().join("public/css/a.css")).expect("read"), "a{}\n");
+        assert_eq!(
+            std::fs::read_to_string(out.path().join("public/css/a.css")).expect("read"),
+            "a{}\n"
+        );
         assert_eq!(
             std::fs::read_link(out.path().join("public/home.html")).expect("link"),
             Path::new("index.html")
@@ -208,6 +220,10 @@ mod tests {
         let f = dir.path().join("app.zip");
         std::fs::write(&f, "x").expect("write");
         let e = prepare(&Source::Artifact { path: f }).expect_err("zip");
-        assert!(e.to_string().contains("not a directory, .tar.gz, .tgz or .tar"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("not a directory, .tar.gz, .tgz or .tar"),
+            "{e}"
+        );
     }
 }

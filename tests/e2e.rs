@@ -25,15 +25,25 @@ fn first_deploy_switches_every_host_with_shared_links_and_revision() {
     let id = fleet.host(0).current_id().expect("current on web-1");
     assert_eq!(id.len(), 14, "release id is YYYYMMDDHHMMSS: {id}");
     for h in &fleet.hosts {
-        assert_eq!(h.current_id().as_deref(), Some(id.as_str()), "{} current", h.name);
+        assert_eq!(
+            h.current_id().as_deref(),
+            Some(id.as_str()),
+            "{} current",
+            h.name
+        );
         assert_eq!(h.releases(), vec![id.clone()], "{} releases", h.name);
         assert!(!h.locked(), "{} lock released", h.name);
         let rel = h.path(&format!("releases/{id}"));
         assert_eq!(
-            fs::read_to_string(rel.join("REVISION")).expect("REVISION").trim(),
+            fs::read_to_string(rel.join("REVISION"))
+                .expect("REVISION")
+                .trim(),
             sha256_revision()
         );
-        assert_eq!(fs::read_link(rel.join(".env")).expect(".env link"), Path::new("../../shared/.env"));
+        assert_eq!(
+            fs::read_link(rel.join(".env")).expect(".env link"),
+            Path::new("../../shared/.env")
+        );
         assert_eq!(
             fs::read_link(rel.join("storage")).expect("storage link"),
             Path::new("../../shared/storage")
@@ -41,7 +51,9 @@ fn first_deploy_switches_every_host_with_shared_links_and_revision() {
         assert!(h.path("shared/.env").is_file() && h.path("shared/storage").is_dir());
         // The build ran in the release, on the host.
         assert_eq!(
-            fs::read_to_string(h.path("current/public/release.txt")).expect("built").trim(),
+            fs::read_to_string(h.path("current/public/release.txt"))
+                .expect("built")
+                .trim(),
             id
         );
         let journal = h.journal();
@@ -49,9 +61,23 @@ fn first_deploy_switches_every_host_with_shared_links_and_revision() {
         assert_eq!(journal[0]["outcome"], "deployed");
         assert_eq!(journal[0]["release"], id.as_str());
         // One SSH connection per host per deploy.
-        assert_eq!(fleet.connections(fleet.hosts.iter().position(|x| x.name == h.name).unwrap_or(0)), 1);
+        assert_eq!(
+            fleet.connections(
+                fleet
+                    .hosts
+                    .iter()
+                    .position(|x| x.name == h.name)
+                    .unwrap_or(0)
+            ),
+            1
+        );
     }
-    assert!(run.stdout.contains(&format!("deployed {id} to production: 3/3 hosts switched")), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains(&format!("deployed {id} to production: 3/3 hosts switched")),
+        "{}",
+        run.stdout
+    );
     assert!(run.stdout.contains("flip skew"), "{}", run.stdout);
 }
 
@@ -67,7 +93,11 @@ fn later_deploys_keep_shared_content_and_clean_up_old_releases() {
         if n == 0 {
             // The operator puts real content in shared/ after the first deploy.
             for h in &fleet.hosts {
-                fs::write(h.path("shared/.env"), format!("APP_KEY=secret-of-{}\n", h.name)).expect("write");
+                fs::write(
+                    h.path("shared/.env"),
+                    format!("APP_KEY=secret-of-{}\n", h.name),
+                )
+                .expect("write");
                 fs::write(h.path("shared/storage/uploaded.jpg"), [0u8, 1, 2, 255]).expect("write");
             }
         }
@@ -84,9 +114,16 @@ fn later_deploys_keep_shared_content_and_clean_up_old_releases() {
             fs::read_to_string(h.path("shared/.env")).expect("env"),
             format!("APP_KEY=secret-of-{}\n", h.name)
         );
-        assert_eq!(fs::read(h.path("current/storage/uploaded.jpg")).expect("upload"), [0u8, 1, 2, 255]);
+        assert_eq!(
+            fs::read(h.path("current/storage/uploaded.jpg")).expect("upload"),
+            [0u8, 1, 2, 255]
+        );
         assert!(!h.locked());
-        let outcomes: Vec<String> = h.journal().iter().map(|j| j["outcome"].to_string()).collect();
+        let outcomes: Vec<String> = h
+            .journal()
+            .iter()
+            .map(|j| j["outcome"].to_string())
+            .collect();
         assert_eq!(outcomes, vec!["\"deployed\""; 4]);
         assert_eq!(h.journal()[3]["previous"], ids[2].as_str());
     }
@@ -105,20 +142,45 @@ fn a_failed_build_on_one_host_changes_no_host() {
     let run = fleet.deploy();
     assert_eq!(run.code, 1, "{}", run.all());
     for (h, snap) in fleet.hosts.iter().zip(&before) {
-        assert_eq!(h.current_id().as_deref(), Some(live.as_str()), "{} still on the old release", h.name);
-        assert_eq!(h.releases(), vec![live.clone()], "{}: staged release removed", h.name);
-        assert_eq!(&h.shared_snapshot(), snap, "{}: shared/ byte-identical", h.name);
+        assert_eq!(
+            h.current_id().as_deref(),
+            Some(live.as_str()),
+            "{} still on the old release",
+            h.name
+        );
+        assert_eq!(
+            h.releases(),
+            vec![live.clone()],
+            "{}: staged release removed",
+            h.name
+        );
+        assert_eq!(
+            &h.shared_snapshot(),
+            snap,
+            "{}: shared/ byte-identical",
+            h.name
+        );
         assert!(!h.locked(), "{}: lock released", h.name);
         assert!(!h.path(".ship").read_dir().expect("ship dir").any(|e| {
-            e.map(|e| e.file_name().to_string_lossy().starts_with("stage-")).unwrap_or(false)
+            e.map(|e| e.file_name().to_string_lossy().starts_with("stage-"))
+                .unwrap_or(false)
         }));
         assert_eq!(h.journal().last().expect("journal")["outcome"], "aborted");
     }
     // The message names the host, the step, the exit status and the build's own output.
     let all = run.all();
-    assert!(all.contains("[web-2] FAILED at prepare (build: sh build.sh): exited with status 3"), "{all}");
-    assert!(all.contains("build failed: /var/www/app/shared/FAIL_BUILD exists on this host"), "{all}");
-    assert!(all.contains("aborted: no host was switched; the fleet is unchanged"), "{all}");
+    assert!(
+        all.contains("[web-2] FAILED at prepare (build: sh build.sh): exited with status 3"),
+        "{all}"
+    );
+    assert!(
+        all.contains("build failed: /var/www/app/shared/FAIL_BUILD exists on this host"),
+        "{all}"
+    );
+    assert!(
+        all.contains("aborted: no host was switched; the fleet is unchanged"),
+        "{all}"
+    );
 }
 
 #[test]
@@ -127,22 +189,45 @@ fn an_unknown_host_key_stops_everything_before_any_change() {
     fleet.inventory("", "");
     // Forget web-3's key.
     let known = fs::read_to_string(&fleet.known_hosts).expect("known_hosts");
-    let kept: Vec<&str> = known.lines().filter(|l| !l.starts_with(&fleet.host(2).address)).collect();
+    let kept: Vec<&str> = known
+        .lines()
+        .filter(|l| !l.starts_with(&fleet.host(2).address))
+        .collect();
     fs::write(&fleet.known_hosts, kept.join("\n") + "\n").expect("write");
 
     let run = fleet.deploy();
     assert_eq!(run.code, 1, "{}", run.all());
-    assert!(run.all().contains(&format!("host key of {} is not known", fleet.host(2).address)), "{}", run.all());
+    assert!(
+        run.all().contains(&format!(
+            "host key of {} is not known",
+            fleet.host(2).address
+        )),
+        "{}",
+        run.all()
+    );
     for h in &fleet.hosts {
-        assert!(!h.path("").exists(), "{}: nothing created on any host", h.name);
+        assert!(
+            !h.path("").exists(),
+            "{}: nothing created on any host",
+            h.name
+        );
     }
 
     // With --accept-new-host-keys the key is recorded and the deploy goes through.
     let run = fleet.ship(&["deploy", "production", "--accept-new-host-keys"]);
     assert_eq!(run.code, 0, "{}", run.all());
-    assert!(fs::read_to_string(&fleet.known_hosts).expect("kh").contains(&fleet.host(2).address));
+    assert!(
+        fs::read_to_string(&fleet.known_hosts)
+            .expect("kh")
+            .contains(&fleet.host(2).address)
+    );
     let id = fleet.host(0).current_id().expect("current");
-    assert!(fleet.hosts.iter().all(|h| h.current_id().as_deref() == Some(id.as_str())));
+    assert!(
+        fleet
+            .hosts
+            .iter()
+            .all(|h| h.current_id().as_deref() == Some(id.as_str()))
+    );
 }
 
 #[test]
@@ -174,12 +259,24 @@ fn a_changed_host_key_is_refused_even_with_accept_new() {
         .collect();
     fs::write(&fleet.known_hosts, replaced).expect("write");
 
-    for args in [&["deploy", "production"][..], &["deploy", "production", "--accept-new-host-keys"]] {
+    for args in [
+        &["deploy", "production"][..],
+        &["deploy", "production", "--accept-new-host-keys"],
+    ] {
         let run = fleet.ship(args);
         assert_eq!(run.code, 1, "{}", run.all());
         let all = run.all();
-        assert!(all.contains(&format!("HOST KEY CHANGED for {}", fleet.host(1).address)), "{all}");
-        assert!(all.contains(&format!("{}:2 records SHA256:", fleet.known_hosts.display())), "{all}");
+        assert!(
+            all.contains(&format!("HOST KEY CHANGED for {}", fleet.host(1).address)),
+            "{all}"
+        );
+        assert!(
+            all.contains(&format!(
+                "{}:2 records SHA256:",
+                fleet.known_hosts.display()
+            )),
+            "{all}"
+        );
         for h in &fleet.hosts {
             assert_eq!(h.current_id().as_deref(), Some(live.as_str()));
             assert_eq!(h.releases(), vec![live.clone()]);

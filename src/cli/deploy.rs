@@ -33,7 +33,8 @@ pub async fn run(args: DeployArgs) -> u8 {
         return exit::USAGE;
     };
     // Pack or resolve once, before any host is touched.
-    let prepared = match tokio::task::spawn_blocking(move || crate::source::prepare(&source)).await {
+    let prepared = match tokio::task::spawn_blocking(move || crate::source::prepare(&source)).await
+    {
         Ok(Ok(p)) => p,
         Ok(Err(e)) => {
             eprintln!("error: {e}\n  nothing was changed on any host");

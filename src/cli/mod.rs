@@ -51,7 +51,13 @@ enum Command {
 #[derive(Args, Debug, Clone)]
 pub struct Global {
     /// The inventory file.
-    #[arg(short, long, env = "SHIP_INVENTORY", default_value = "inventory.yaml", global = true)]
+    #[arg(
+        short,
+        long,
+        env = "SHIP_INVENTORY",
+        default_value = "inventory.yaml",
+        global = true
+    )]
     pub inventory: PathBuf,
     /// Print one JSON event per line instead of text.
     #[arg(long, global = true)]
@@ -86,7 +92,11 @@ pub fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
+            return ExitCode::from(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            });
         }
     };
     let command = match cli.command {
@@ -107,7 +117,10 @@ pub fn main() -> ExitCode {
         }
         c => c,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

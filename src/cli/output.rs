@@ -184,7 +184,11 @@ impl Reporter for Live {
 pub fn summary_text(s: &Summary) -> String {
     let mut out = String::new();
     let total = s.hosts.len();
-    let switched = s.hosts.iter().filter(|h| h.result == HostResult::Switched).count();
+    let switched = s
+        .hosts
+        .iter()
+        .filter(|h| h.result == HostResult::Switched)
+        .count();
     let headline = match s.outcome {
         Outcome::Deployed => format!(
             "deployed {} to {}: {switched}/{total} hosts switched",
@@ -207,7 +211,13 @@ pub fn summary_text(s: &Summary) -> String {
     out.push_str(&headline);
     out.push('\n');
     out.push_str(&format!("  revision {}\n", s.revision));
-    let width = s.hosts.iter().map(|h| h.host.len()).max().unwrap_or(4).max(4);
+    let width = s
+        .hosts
+        .iter()
+        .map(|h| h.host.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
     let first_switch = s.hosts.iter().filter_map(|h| h.switched_at_unix_ns).min();
     out.push_str(&format!(
         "  {:<width$}  {:<9}  {:<16}  {:>8}  {:>10}\n",
@@ -245,7 +255,13 @@ pub fn summary_text(s: &Summary) -> String {
     let phases: Vec<String> = s
         .phases
         .iter()
-        .map(|p| format!("{} {}", p.phase, human_duration(Duration::from_millis(p.ms))))
+        .map(|p| {
+            format!(
+                "{} {}",
+                p.phase,
+                human_duration(Duration::from_millis(p.ms))
+            )
+        })
         .collect();
     out.push_str(&format!(
         "  took {} ({})\n",
@@ -254,11 +270,21 @@ pub fn summary_text(s: &Summary) -> String {
     ));
     for h in &s.hosts {
         if let Some(f) = &h.failure {
-            let step = f.step.as_deref().map(|s| format!(" ({s})")).unwrap_or_default();
-            out.push_str(&format!("  {}: failed at {}{step}: {}\n", h.host, f.phase, f.message));
+            let step = f
+                .step
+                .as_deref()
+                .map(|s| format!(" ({s})"))
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "  {}: failed at {}{step}: {}\n",
+                h.host, f.phase, f.message
+            ));
         }
         if let Some(r) = &h.remedy {
-            out.push_str(&format!("  {}: run this on the host to finish: {r}\n", h.host));
+            out.push_str(&format!(
+                "  {}: run this on the host to finish: {r}\n",
+                h.host
+            ));
         }
     }
     out

@@ -134,7 +134,11 @@ impl Protocol {
     pub fn past_barrier(&self) -> bool {
         matches!(
             self.stage,
-            Stage::Switching | Stage::Reverting | Stage::CleaningUp | Stage::Unlocking | Stage::Done
+            Stage::Switching
+                | Stage::Reverting
+                | Stage::CleaningUp
+                | Stage::Unlocking
+                | Stage::Done
         )
     }
 
@@ -184,7 +188,7 @@ impl Protocol {
     }
 
     /// After the previous action's results are in: what to do next.
-    pub fn next(&mut self) -> Action {
+    pub fn next_action(&mut self) -> Action {
         loop {
             let (stage, action) = match self.stage {
                 Stage::Start => (Stage::Connecting, Action::Connect(self.all())),
@@ -251,7 +255,9 @@ impl Protocol {
             self.stage = stage;
             // Skip actions with nothing to do, so the runner only sees real work.
             match &action {
-                Action::Discard(v) | Action::Unlock(v) | Action::Revert(v) if v.is_empty() => continue,
+                Action::Discard(v) | Action::Unlock(v) | Action::Revert(v) if v.is_empty() => {
+                    continue;
+                }
                 _ => return action,
             }
         }

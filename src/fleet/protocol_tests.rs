@@ -44,12 +44,16 @@ fn run(s: &Scenario) -> (Outcome, World, Vec<Action>) {
         if s.interrupt_after == Some(step) {
             p.on(Event::Interrupted);
         }
-        let action = p.next();
+        let action = p.next_action();
         log.push(action.clone());
         match action {
             Action::Connect(hs) => {
                 for h in hs {
-                    p.on(if s.connect[h] { Event::Connected(h) } else { Event::ConnectFailed(h) });
+                    p.on(if s.connect[h] {
+                        Event::Connected(h)
+                    } else {
+                        Event::ConnectFailed(h)
+                    });
                 }
             }
             Action::Lock(hs) => {
@@ -66,7 +70,11 @@ fn run(s: &Scenario) -> (Outcome, World, Vec<Action>) {
                 for h in hs {
                     p.on(Event::Staging(h));
                     w.staged[h] = true;
-                    p.on(if s.prepare[h] { Event::Prepared(h) } else { Event::PrepareFailed(h) });
+                    p.on(if s.prepare[h] {
+                        Event::Prepared(h)
+                    } else {
+                        Event::PrepareFailed(h)
+                    });
                 }
             }
             Action::Switch(hs) => {
@@ -103,7 +111,11 @@ fn run(s: &Scenario) -> (Outcome, World, Vec<Action>) {
             }
             Action::Discard(hs) => {
                 for h in hs {
-                    assert_ne!(w.current[h], Current::New, "discarded the live release: {s:?}");
+                    assert_ne!(
+                        w.current[h],
+                        Current::New,
+                        "discarded the live release: {s:?}"
+                    );
                     w.staged[h] = false;
                 }
             }
@@ -136,13 +148,22 @@ fn scenarios() -> Vec<Scenario> {
             interrupt_after,
         };
         for connect in bools() {
-            out.push(Scenario { connect, ..base.clone() });
+            out.push(Scenario {
+                connect,
+                ..base.clone()
+            });
         }
         for lock in bools() {
-            out.push(Scenario { lock, ..base.clone() });
+            out.push(Scenario {
+                lock,
+                ..base.clone()
+            });
         }
         for prepare in bools() {
-            out.push(Scenario { prepare, ..base.clone() });
+            out.push(Scenario {
+                prepare,
+                ..base.clone()
+            });
         }
         for code in 0..(4u32.pow(N as u32)) {
             let switch: [u8; N] = std::array::from_fn(|i| ((code / 4u32.pow(i as u32)) % 4) as u8);
@@ -165,7 +186,10 @@ fn invariants_hold_in_every_scenario() {
     for s in &all {
         let (outcome, w, log) = run(s);
         // Never leave a lock behind on a host that answered.
-        assert!(w.locked.iter().all(|l| !l), "lock left behind: {s:?} {log:?}");
+        assert!(
+            w.locked.iter().all(|l| !l),
+            "lock left behind: {s:?} {log:?}"
+        );
         let news = w.current.iter().filter(|c| **c == Current::New).count();
         match outcome {
             Outcome::Deployed => assert_eq!(news, N, "{s:?}"),
@@ -180,7 +204,10 @@ fn invariants_hold_in_every_scenario() {
         }
         // Switching only ever happens with all hosts prepared and no interruption before it.
         if log.iter().any(|a| matches!(a, Action::Switch(_))) {
-            let before = log.iter().position(|a| matches!(a, Action::Switch(_))).unwrap_or(0);
+            let before = log
+                .iter()
+                .position(|a| matches!(a, Action::Switch(_)))
+                .unwrap_or(0);
             assert!(
                 s.interrupt_after.is_none_or(|i| i > before),
                 "switched after an interruption: {s:?} {log:?}"
@@ -192,55 +219,55 @@ fn invariants_hold_in_every_scenario() {
 #[test]
 fn happy_path_sequence() {
     let mut p = Protocol::new(2);
-    assert_eq!(p.next(), Action::Connect(vec![0, 1]));
+    assert_eq!(p.next_action(), Action::Connect(vec![0, 1]));
     p.on(Event::Connected(0));
     p.on(Event::Connected(1));
-    assert_eq!(p.next(), Action::Lock(vec![0, 1]));
+    assert_eq!(p.next_action(), Action::Lock(vec![0, 1]));
     p.on(Event::Locked(0));
     p.on(Event::Locked(1));
-    assert_eq!(p.next(), Action::Prepare(vec![0, 1]));
+    assert_eq!(p.next_action(), Action::Prepare(vec![0, 1]));
     for h in 0..2 {
         p.on(Event::Staging(h));
         p.on(Event::Prepared(h));
     }
-    assert_eq!(p.next(), Action::Switch(vec![0, 1]));
+    assert_eq!(p.next_action(), Action::Switch(vec![0, 1]));
     assert!(p.past_barrier());
     p.on(Event::Switched(0));
     p.on(Event::Switched(1));
-    assert_eq!(p.next(), Action::Cleanup(vec![0, 1]));
-    assert_eq!(p.next(), Action::Unlock(vec![0, 1]));
-    assert_eq!(p.next(), Action::Finish(Outcome::Deployed));
+    assert_eq!(p.next_action(), Action::Cleanup(vec![0, 1]));
+    assert_eq!(p.next_action(), Action::Unlock(vec![0, 1]));
+    assert_eq!(p.next_action(), Action::Finish(Outcome::Deployed));
 }
 
 #[test]
 fn one_failed_build_discards_everywhere_and_unlocks() {
     let mut p = Protocol::new(3);
-    p.next();
+    p.next_action();
     (0..3).for_each(|h| p.on(Event::Connected(h)));
-    p.next();
+    p.next_action();
     (0..3).for_each(|h| p.on(Event::Locked(h)));
-    p.next();
+    p.next_action();
     (0..3).for_each(|h| p.on(Event::Staging(h)));
     p.on(Event::Prepared(0));
     p.on(Event::PrepareFailed(1));
     p.on(Event::Prepared(2));
-    assert_eq!(p.next(), Action::Discard(vec![0, 1, 2]));
-    assert_eq!(p.next(), Action::Unlock(vec![0, 1, 2]));
-    assert_eq!(p.next(), Action::Finish(Outcome::Aborted));
+    assert_eq!(p.next_action(), Action::Discard(vec![0, 1, 2]));
+    assert_eq!(p.next_action(), Action::Unlock(vec![0, 1, 2]));
+    assert_eq!(p.next_action(), Action::Finish(Outcome::Aborted));
 }
 
 #[test]
 fn interruption_after_the_barrier_does_not_stop_the_switch() {
     let mut p = Protocol::new(1);
-    p.next();
+    p.next_action();
     p.on(Event::Connected(0));
-    p.next();
+    p.next_action();
     p.on(Event::Locked(0));
-    p.next();
+    p.next_action();
     p.on(Event::Staging(0));
     p.on(Event::Prepared(0));
-    assert_eq!(p.next(), Action::Switch(vec![0]));
+    assert_eq!(p.next_action(), Action::Switch(vec![0]));
     p.on(Event::Interrupted);
     p.on(Event::Switched(0));
-    assert_eq!(p.next(), Action::Cleanup(vec![0]));
+    assert_eq!(p.next_action(), Action::Cleanup(vec![0]));
 }

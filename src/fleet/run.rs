@@ -10,7 +10,9 @@ use tokio_util::sync::CancellationToken;
 use super::protocol::{Action, Event as P, Outcome, Protocol, SwitchState};
 use crate::inventory::{Host, Stage};
 use crate::remote::{self, LOCK_HELD, Preflight, SWITCH_CANCELLED};
-use crate::report::{Event, Failure, HostResult, HostSummary, Phase, PhaseTiming, Reporter, Summary};
+use crate::report::{
+    Event, Failure, HostResult, HostSummary, Phase, PhaseTiming, Reporter, Summary,
+};
 use crate::source::Prepared;
 use crate::transport::{ConnectOptions, Connection, OnLine, Output, Stream, TransportError};
 use crate::util;
@@ -93,14 +95,25 @@ impl Ctx {
         })
     }
 
-    fn failure(&self, phase: Phase, step: Option<&str>, out: Option<&Output>, message: String) -> Failure {
+    fn failure(
+        &self,
+        phase: Phase,
+        step: Option<&str>,
+        out: Option<&Output>,
+        message: String,
+    ) -> Failure {
         Failure {
             phase,
             step: step.map(str::to_owned),
             exit_status: out.and_then(|o| o.status),
             message: self.masker.mask(&message),
             output_tail: out
-                .map(|o| o.last_lines(TAIL_LINES).iter().map(|l| self.masker.mask(l)).collect())
+                .map(|o| {
+                    o.last_lines(TAIL_LINES)
+                        .iter()
+                        .map(|l| self.masker.mask(l))
+                        .collect()
+                })
                 .unwrap_or_default(),
         }
     }
@@ -145,9 +158,15 @@ fn controller_name() -> String {
 }
 
 fn ci_job() -> Option<String> {
-    ["GITHUB_RUN_ID", "CI_JOB_ID", "BUILD_ID", "BUILDKITE_JOB_ID", "CIRCLE_WORKFLOW_JOB_ID"]
-        .iter()
-        .find_map(|k| std::env::var(k).ok().map(|v| format!("{k}={v}")))
+    [
+        "GITHUB_RUN_ID",
+        "CI_JOB_ID",
+        "BUILD_ID",
+        "BUILDKITE_JOB_ID",
+        "CIRCLE_WORKFLOW_JOB_ID",
+    ]
+    .iter()
+    .find_map(|k| std::env::var(k).ok().map(|v| format!("{k}={v}")))
 }
 
 fn operator() -> String {
@@ -196,7 +215,7 @@ pub async fn deploy(d: Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellation
     let mut announced = false;
 
     let outcome = loop {
-        let action = proto.next();
+        let action = proto.next_action();
         ctx.outcome = proto.outcome();
         let t0 = Instant::now();
         let phase = match &action {
@@ -250,7 +269,10 @@ pub async fn deploy(d: Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellation
         });
         if phase == Phase::Connect && !announced {
             // The id is chosen once every host has been inspected, so it is free everywhere.
-            let existing: Vec<&[String]> = hosts.iter().map(|h| h.preflight.releases.as_slice()).collect();
+            let existing: Vec<&[String]> = hosts
+                .iter()
+                .map(|h| h.preflight.releases.as_slice())
+                .collect();
             ctx.release = choose_release_id(started_unix, &existing);
             ctx.token = format!(
                 "ship-{}-{}-{}",
@@ -331,7 +353,7 @@ async fn run_action(action: &Action, hosts: &mut [HostRun], ctx: &Ctx, d: &Deplo
                 simple(ids, hosts, ctx, Phase::Discard, |h, c| {
                     remote::discard(&h.host.config.deploy_to, &c.release)
                 })
-                    .await;
+                .await;
                 Vec::new()
             }
         }
@@ -397,19 +419,49 @@ async fn connect(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, d: &Deploy) ->
                 let _permit = gate.acquire().await;
                 match Connection::open(&host, &options).await {
                     Ok(c) => Arc::new(c),
-                    Err(e) => return (i, None, Err(transport_failure(ctx, Phase::Connect, None, &e))),
+                    Err(e) => {
+                        return (
+                            i,
+                            None,
+                            Err(transport_failure(ctx, Phase::Connect, None, &e)),
+                        );
+                    }
                 }
             };
             let script = remote::preflight(&host.config.deploy_to, &tools);
-            let out = match conn.run(&script, None, None, host.config.timeouts.step).await {
+            let out = match conn
+                .run(&script, None, None, host.config.timeouts.step)
+                .await
+            {
                 Ok(o) if o.success() => o,
-                Ok(o) => return (i, Some(conn), Err(command_failure(ctx, Phase::Connect, Some("preflight"), &o))),
-                Err(e) => return (i, Some(conn), Err(transport_failure(ctx, Phase::Connect, Some("preflight"), &e))),
+                Ok(o) => {
+                    return (
+                        i,
+                        Some(conn),
+                        Err(command_failure(ctx, Phase::Connect, Some("preflight"), &o)),
+                    );
+                }
+                Err(e) => {
+                    return (
+                        i,
+                        Some(conn),
+                        Err(transport_failure(
+                            ctx,
+                            Phase::Connect,
+                            Some("preflight"),
+                            &e,
+                        )),
+                    );
+                }
             };
             let pf = Preflight::parse(&out.stdout_text());
             let problem = preflight_problem(&host, &pf, &tools);
             match problem {
-                Some(msg) => (i, Some(conn), Err(ctx.failure(Phase::Connect, Some("preflight"), None, msg)).map(|()| pf)),
+                Some(msg) => (
+                    i,
+                    Some(conn),
+                    Err(ctx.failure(Phase::Connect, Some("preflight"), None, msg)).map(|()| pf),
+                ),
                 None => (i, Some(conn), Ok(pf)),
             }
         }
@@ -530,7 +582,11 @@ async fn prepare(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, d: &Deploy) ->
             ctx.phase(&host.name, Phase::Prepare);
             let t0 = Instant::now();
             let Some(conn) = conn else {
-                return (i, t0.elapsed(), Err(ctx.failure(Phase::Prepare, None, None, "not connected".into())));
+                return (
+                    i,
+                    t0.elapsed(),
+                    Err(ctx.failure(Phase::Prepare, None, None, "not connected".into())),
+                );
             };
             let plan = remote::Plan {
                 deploy_to: &host.config.deploy_to,
@@ -550,7 +606,12 @@ async fn prepare(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, d: &Deploy) ->
                 });
                 let stdin = step.takes_payload.then(|| d.source.payload.as_slice());
                 let result = conn
-                    .run(&step.script, stdin, Some(ctx.on_line(&host.name)), host.config.timeouts.step)
+                    .run(
+                        &step.script,
+                        stdin,
+                        Some(ctx.on_line(&host.name)),
+                        host.config.timeouts.step,
+                    )
                     .await;
                 let ok = matches!(&result, Ok(o) if o.success());
                 ctx.reporter.report(&Event::StepFinished {
@@ -563,7 +624,10 @@ async fn prepare(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, d: &Deploy) ->
                     Ok(o) if o.success() => continue,
                     Ok(o) => {
                         let mut f = command_failure(ctx, Phase::Prepare, Some(&step.name), &o);
-                        if o.last_lines(TAIL_LINES).iter().any(|l| l.contains("No space left on device")) {
+                        if o.last_lines(TAIL_LINES)
+                            .iter()
+                            .any(|l| l.contains("No space left on device"))
+                        {
                             f.message = format!("{}: the disk is full on this host", f.message);
                         }
                         f
@@ -631,14 +695,16 @@ async fn switch(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx) -> Vec<P> {
             });
             tokio::time::timeout(t, async {
                 let p = conn.spawn(&script, Some(on_line)).await?;
-                ready_rx
-                    .wait_for(|r| *r)
-                    .await
-                    .map_err(|_| TransportError::Lost("the switch command ended before it was ready".into()))?;
+                ready_rx.wait_for(|r| *r).await.map_err(|_| {
+                    TransportError::Lost("the switch command ended before it was ready".into())
+                })?;
                 Ok(p)
             })
             .await
-            .map_err(|_| TransportError::Timeout { after: t, what: "arming the switch" })?
+            .map_err(|_| TransportError::Timeout {
+                after: t,
+                what: "arming the switch",
+            })?
         }
     }))
     .await;
@@ -649,7 +715,8 @@ async fn switch(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx) -> Vec<P> {
             match a {
                 Ok(mut p) => {
                     let _ = p.close_stdin().await;
-                    let _ = tokio::time::timeout(hosts[i].host.config.timeouts.switch, p.wait()).await;
+                    let _ =
+                        tokio::time::timeout(hosts[i].host.config.timeouts.switch, p.wait()).await;
                 }
                 Err(e) => {
                     let f = transport_failure(ctx, Phase::Switch, None, &e);
@@ -674,9 +741,12 @@ async fn switch(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx) -> Vec<P> {
         async move {
             let r = match fired {
                 Err(e) => Err(e),
-                Ok(()) => tokio::time::timeout(t, p.wait())
-                    .await
-                    .unwrap_or(Err(TransportError::Timeout { after: t, what: "waiting for the switch" })),
+                Ok(()) => tokio::time::timeout(t, p.wait()).await.unwrap_or(Err(
+                    TransportError::Timeout {
+                        after: t,
+                        what: "waiting for the switch",
+                    },
+                )),
             };
             (i, r)
         }
@@ -688,7 +758,10 @@ async fn switch(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx) -> Vec<P> {
             Ok(o) if o.success() => {
                 let at = switch_stamp(&o.stdout_text());
                 hosts[i].switched_at = at;
-                ctx.reporter.report(&Event::Switched { host: name, at_unix_ns: at });
+                ctx.reporter.report(&Event::Switched {
+                    host: name,
+                    at_unix_ns: at,
+                });
                 events.push(P::Switched(i));
             }
             Ok(o) => {
@@ -716,7 +789,11 @@ async fn revert(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx) -> Vec<P> {
     let results = join_all(ids.iter().map(|&i| {
         let h = &hosts[i];
         let conn = h.conn.clone();
-        let script = remote::revert(&h.host.config.deploy_to, &ctx.release, h.preflight.current.as_deref());
+        let script = remote::revert(
+            &h.host.config.deploy_to,
+            &ctx.release,
+            h.preflight.current.as_deref(),
+        );
         let t = h.host.config.timeouts.switch;
         let name = h.host.name.clone();
         async move {
@@ -765,7 +842,14 @@ async fn simple(
         let name = h.host.name.clone();
         async move {
             if s.is_empty() {
-                return (i, s, Ok(Output { status: Some(0), ..Default::default() }));
+                return (
+                    i,
+                    s,
+                    Ok(Output {
+                        status: Some(0),
+                        ..Default::default()
+                    }),
+                );
             }
             ctx.phase(&name, phase);
             let r = match conn {
@@ -808,8 +892,14 @@ mod tests {
 
     #[test]
     fn stamps_from_gnu_and_busybox_date() {
-        assert_eq!(parse_stamp("1795319788123456789\n"), Some(1_795_319_788_123_456_789));
-        assert_eq!(parse_stamp("1795319788%N\n"), Some(1_795_319_788_000_000_000));
+        assert_eq!(
+            parse_stamp("1795319788123456789\n"),
+            Some(1_795_319_788_123_456_789)
+        );
+        assert_eq!(
+            parse_stamp("1795319788%N\n"),
+            Some(1_795_319_788_000_000_000)
+        );
         assert_eq!(parse_stamp(""), None);
     }
 

@@ -98,7 +98,10 @@ impl Ctx<'_> {
             if !allowed.contains(key) {
                 let key_path = join(path, key);
                 let hint = match nearest(key, allowed) {
-                    Some(n) => format!("did you mean `{n}`? valid keys here: {}", allowed.join(", ")),
+                    Some(n) => format!(
+                        "did you mean `{n}`? valid keys here: {}",
+                        allowed.join(", ")
+                    ),
                     None => format!("valid keys here: {}", allowed.join(", ")),
                 };
                 return Err(self.err_hint(*pos, &key_path, "unknown key", hint));
@@ -229,10 +232,7 @@ pub fn expand_local_path(inventory: &Path, s: &str) -> PathBuf {
     if p.is_absolute() {
         p
     } else {
-        inventory
-            .parent()
-            .map(|d| d.join(&p))
-            .unwrap_or(p)
+        inventory.parent().map(|d| d.join(&p)).unwrap_or(p)
     }
 }
 
@@ -286,7 +286,10 @@ impl Layer {
                 .identity_file
                 .clone()
                 .or_else(|| self.identity_file.clone()),
-            known_hosts: upper.known_hosts.clone().or_else(|| self.known_hosts.clone()),
+            known_hosts: upper
+                .known_hosts
+                .clone()
+                .or_else(|| self.known_hosts.clone()),
             host_key_checking: upper.host_key_checking.or(self.host_key_checking),
             deploy_to: upper.deploy_to.clone().or_else(|| self.deploy_to.clone()),
             keep_releases: upper.keep_releases.or(self.keep_releases),
@@ -319,7 +322,12 @@ pub fn parse_inventory(file: &Path, text: &str) -> Result<Inventory> {
         let message = e.to_string();
         // saphyr's message may already carry a location and a snippet; keep its first line.
         let first = message.lines().next().unwrap_or("invalid YAML").to_owned();
-        ctx.err_hint(pos, "", format!("invalid YAML: {first}"), "check the indentation and quoting around this line")
+        ctx.err_hint(
+            pos,
+            "",
+            format!("invalid YAML: {first}"),
+            "check the indentation and quoting around this line",
+        )
     })?;
     if matches!(root.kind, Kind::Null) {
         return Err(ctx.err_hint(
@@ -357,7 +365,14 @@ pub fn parse_inventory(file: &Path, text: &str) -> Result<Inventory> {
     })
 }
 
-fn stage(ctx: &Ctx, defaults: &Layer, name: &str, node: &Node, pos: Pos, path: &str) -> Result<Stage> {
+fn stage(
+    ctx: &Ctx,
+    defaults: &Layer,
+    name: &str,
+    node: &Node,
+    pos: Pos,
+    path: &str,
+) -> Result<Stage> {
     let allowed: Vec<&str> = LAYER_KEYS.iter().chain(STAGE_KEYS).copied().collect();
     let (own, extra) = layer(ctx, node, path, &allowed)?;
     let stage_layer = defaults.overlay(&own);
@@ -386,7 +401,14 @@ fn stage(ctx: &Ctx, defaults: &Layer, name: &str, node: &Node, pos: Pos, path: &
                 "host names may use letters, digits, `.`, `_` and `-`",
             ));
         }
-        let h = host(ctx, &stage_layer, host_name, host_node, host_pos, &host_path)?;
+        let h = host(
+            ctx,
+            &stage_layer,
+            host_name,
+            host_node,
+            host_pos,
+            &host_path,
+        )?;
         if let Some(first) = &first_source {
             if first.value != h.1.value {
                 return Err(ctx.err_hint(
@@ -435,7 +457,11 @@ fn host(
         Some(n) => {
             let a = ctx.non_empty(n, &join(path, "address"))?;
             if a.starts_with('-') || a.contains(char::is_whitespace) {
-                return Err(ctx.err(n.pos, &join(path, "address"), "not a valid host name or IP address"));
+                return Err(ctx.err(
+                    n.pos,
+                    &join(path, "address"),
+                    "not a valid host name or IP address",
+                ));
             }
             a
         }
@@ -454,11 +480,19 @@ fn host(
             pos,
             path,
             format!("no `{key}` is set for this host"),
-            format!("set `{key}` in defaults, in the stage or in the host, e.g. `{key}: {example}`"),
+            format!(
+                "set `{key}` in defaults, in the stage or in the host, e.g. `{key}: {example}`"
+            ),
         )
     };
-    let deploy_to = l.deploy_to.clone().ok_or_else(|| missing("deploy_to", "/var/www/my-app"))?;
-    let source = l.source.clone().ok_or_else(|| missing("source", "{ artifact: ./build }"))?;
+    let deploy_to = l
+        .deploy_to
+        .clone()
+        .ok_or_else(|| missing("deploy_to", "/var/www/my-app"))?;
+    let source = l
+        .source
+        .clone()
+        .ok_or_else(|| missing("source", "{ artifact: ./build }"))?;
     let defaults = Timeouts::default();
     let user = l
         .user
@@ -601,7 +635,12 @@ fn deploy_to(ctx: &Ctx, v: &Node, p: &str) -> Result<String> {
 
 fn source(ctx: &Ctx, v: &Node, p: &str) -> Result<At<Source>> {
     let entries = ctx.entries(v, p, SOURCE_KEYS)?;
-    let get = |k: &str| entries.iter().find(|(key, _, _)| *key == k).map(|(_, n, _)| *n);
+    let get = |k: &str| {
+        entries
+            .iter()
+            .find(|(key, _, _)| *key == k)
+            .map(|(_, n, _)| *n)
+    };
     let value = match (get("artifact"), get("git")) {
         (Some(a), None) => {
             if let Some(r) = get("ref") {
@@ -619,7 +658,11 @@ fn source(ctx: &Ctx, v: &Node, p: &str) -> Result<At<Source>> {
         (None, Some(g)) => {
             let url = ctx.non_empty(g, &join(p, "git"))?;
             if url.starts_with('-') {
-                return Err(ctx.err(g.pos, &join(p, "git"), "a repository URL cannot start with `-`"));
+                return Err(ctx.err(
+                    g.pos,
+                    &join(p, "git"),
+                    "a repository URL cannot start with `-`",
+                ));
             }
             let reference = match get("ref") {
                 Some(r) => {
@@ -719,7 +762,11 @@ fn shared_path(ctx: &Ctx, path: &str, pos: Pos, key_path: &str) -> Result<String
     }
     let clean = parts.join("/");
     if clean == "REVISION" {
-        return Err(ctx.err(pos, key_path, "`REVISION` is written by ship and cannot be shared"));
+        return Err(ctx.err(
+            pos,
+            key_path,
+            "`REVISION` is written by ship and cannot be shared",
+        ));
     }
     Ok(clean)
 }

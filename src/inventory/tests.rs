@@ -63,7 +63,10 @@ fn resolves_layers_defaults_then_stage_then_host() {
     assert_eq!(w2.config.port, 22, "host overrides stage");
     assert_eq!(w1.config.user, "deploy");
     assert_eq!(w2.config.user, "other");
-    assert_eq!(w1.config.deploy_to, "/var/www/app", "trailing slash trimmed");
+    assert_eq!(
+        w1.config.deploy_to, "/var/www/app",
+        "trailing slash trimmed"
+    );
     assert_eq!(w1.config.keep_releases, 3);
     assert_eq!(
         w1.config.source,
@@ -190,7 +193,12 @@ fn duplicate_keys_are_errors() {
 fn yes_and_on_are_strings_not_booleans() {
     let inv = parse(&GOOD.replace("DEBUG: false", "DEBUG: on")).expect("valid");
     let host = &inv.stage("production").expect("stage").hosts[0];
-    let debug = host.config.env.iter().find(|v| v.name == "DEBUG").expect("DEBUG");
+    let debug = host
+        .config
+        .env
+        .iter()
+        .find(|v| v.name == "DEBUG")
+        .expect("DEBUG");
     assert_eq!(debug.value, "on");
 }
 
@@ -201,7 +209,10 @@ fn a_stage_deploys_one_source() {
         "        user: other\n        source: { git: https://example.com/r.git }\n",
     );
     let e = parse(&text).expect_err("two sources");
-    assert_eq!(e.message, "every host of a stage must deploy the same source");
+    assert_eq!(
+        e.message,
+        "every host of a stage must deploy the same source"
+    );
 }
 
 #[test]

@@ -7,8 +7,7 @@ use std::borrow::Cow;
 /// `\`, `"`, spaces and newlines inert. The inventory rejects NUL, the one byte no shell can carry.
 pub fn quote(s: &str) -> Cow<'_, str> {
     let safe = !s.is_empty()
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"@%+=:,./-_".contains(&b));
     if safe {
         Cow::Borrowed(s)
@@ -40,7 +39,16 @@ mod tests {
 
     #[test]
     fn quoted_values_round_trip_through_a_real_shell() {
-        for value in ["a b", "$(echo pwned)", "`echo pwned`", "it's \"q\"", "x\ny", "\\", "*", "~"] {
+        for value in [
+            "a b",
+            "$(echo pwned)",
+            "`echo pwned`",
+            "it's \"q\"",
+            "x\ny",
+            "\\",
+            "*",
+            "~",
+        ] {
             let out = std::process::Command::new("sh")
                 .arg("-c")
                 .arg(format!("printf '%s' {}", quote(value)))

@@ -57,9 +57,18 @@ fn renders_exact_commands() {
     let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(
         names,
-        ["create", "upload", "link", "build: echo \"built $APP_ENV\" > built.txt", "stage switch"]
+        [
+            "create",
+            "upload",
+            "link",
+            "build: echo \"built $APP_ENV\" > built.txt",
+            "stage switch"
+        ]
     );
-    assert_eq!(steps[0].script, "cd '/var/www/my app' && mkdir releases/20261122103000");
+    assert_eq!(
+        steps[0].script,
+        "cd '/var/www/my app' && mkdir releases/20261122103000"
+    );
     assert_eq!(
         steps[1].script,
         "cd '/var/www/my app' && tar -xzf - -C releases/20261122103000"
@@ -133,7 +142,10 @@ fn git_delivery_exports_exactly_one_commit() {
 #[test]
 fn shared_links_are_relative_to_the_release() {
     assert_eq!(shared_link_target(".env"), "../../shared/.env");
-    assert_eq!(shared_link_target("storage/app"), "../../../shared/storage/app");
+    assert_eq!(
+        shared_link_target("storage/app"),
+        "../../../shared/storage/app"
+    );
 }
 
 #[test]
@@ -150,7 +162,10 @@ fn preflight_output_is_parsed() {
     assert_eq!(p.disk_free_kb, Some(1234));
     let abs = Preflight::parse("current=/var/www/app/releases/1/\n");
     assert_eq!(abs.current_release(), Some("1"));
-    assert_eq!(Preflight::parse("current=/opt/other\n").current_release(), None);
+    assert_eq!(
+        Preflight::parse("current=/opt/other\n").current_release(),
+        None
+    );
 }
 
 #[test]
@@ -221,19 +236,34 @@ fn scripts_behave_on_a_real_shell() {
         assert_eq!(rc, 0, "step {} failed: {out}", step.name);
     }
     let rel = root.join("releases/20261122103000");
-    assert_eq!(fs::read_to_string(rel.join("REVISION")).expect("REVISION"), "abc123\n");
+    assert_eq!(
+        fs::read_to_string(rel.join("REVISION")).expect("REVISION"),
+        "abc123\n"
+    );
     assert_eq!(
         fs::read_to_string(rel.join("built.txt")).expect("built"),
         "built it's $(prod)\n"
     );
-    assert_eq!(fs::read_link(rel.join(".env")).expect("link"), Path::new("../../shared/.env"));
-    assert_eq!(fs::read_to_string(rel.join(".env")).expect("env"), "FROM_RELEASE=1\n");
+    assert_eq!(
+        fs::read_link(rel.join(".env")).expect("link"),
+        Path::new("../../shared/.env")
+    );
+    assert_eq!(
+        fs::read_to_string(rel.join(".env")).expect("env"),
+        "FROM_RELEASE=1\n"
+    );
     assert_eq!(
         fs::read_to_string(rel.join("storage/logs/seed.log")).expect("seeded"),
         "seed\n"
     );
-    assert_eq!(fs::read_to_string(rel.join("config/app.ini")).expect("ini"), "");
-    assert!(!root.join("current").exists(), "prepare must not touch current");
+    assert_eq!(
+        fs::read_to_string(rel.join("config/app.ini")).expect("ini"),
+        ""
+    );
+    assert!(
+        !root.join("current").exists(),
+        "prepare must not touch current"
+    );
 
     // Cancelled switch (EOF): nothing changes.
     let (rc, _) = sh(&armed_switch(deploy_to, "20261122103000"), b"");
@@ -249,7 +279,10 @@ fn scripts_behave_on_a_real_shell() {
         fs::read_link(root.join("current")).expect("current"),
         Path::new("releases/20261122103000")
     );
-    assert_eq!(fs::read_to_string(root.join("current/index.html")).expect("read"), "v1\n");
+    assert_eq!(
+        fs::read_to_string(root.join("current/index.html")).expect("read"),
+        "v1\n"
+    );
 
     // The operator edits shared content; a second release must not overwrite it.
     fs::write(root.join("shared/.env"), "EDITED=1\n").expect("write");
@@ -263,7 +296,10 @@ fn scripts_behave_on_a_real_shell() {
         let (rc, out) = sh(&step.script, input);
         assert_eq!(rc, 0, "step {} failed: {out}", step.name);
     }
-    assert_eq!(fs::read_to_string(root.join("shared/.env")).expect("env"), "EDITED=1\n");
+    assert_eq!(
+        fs::read_to_string(root.join("shared/.env")).expect("env"),
+        "EDITED=1\n"
+    );
     assert_eq!(
         fs::read_to_string(root.join("shared/storage/logs/app.log")).expect("log"),
         "live\n"
@@ -271,7 +307,10 @@ fn scripts_behave_on_a_real_shell() {
     let (rc, _) = sh(&armed_switch(deploy_to, "20261122110000"), b"go\n");
     assert_eq!(rc, 0);
     // Compensation: back to the previous release.
-    let (rc, out) = sh(&revert(deploy_to, "20261122110000", Some("releases/20261122103000")), b"");
+    let (rc, out) = sh(
+        &revert(deploy_to, "20261122110000", Some("releases/20261122103000")),
+        b"",
+    );
     assert_eq!(rc, 0, "{out}");
     assert_eq!(
         fs::read_link(root.join("current")).expect("current"),
@@ -284,7 +323,10 @@ fn scripts_behave_on_a_real_shell() {
     let (rc, _) = sh(&discard(deploy_to, "20261122110000"), b"");
     assert_eq!(rc, 0);
     assert!(!root.join("releases/20261122110000").exists());
-    assert_eq!(fs::read_to_string(root.join("shared/.env")).expect("env"), "EDITED=1\n");
+    assert_eq!(
+        fs::read_to_string(root.join("shared/.env")).expect("env"),
+        "EDITED=1\n"
+    );
     // Our unlock leaves someone else's lock alone; our own token removes it.
     let (rc, _) = sh(&unlock(deploy_to, "t2"), b"");
     assert_eq!(rc, 0);

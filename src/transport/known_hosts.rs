@@ -20,7 +20,10 @@ pub enum Verdict {
     /// Nothing is recorded for this host and key type.
     Unknown,
     /// A different key of the same type is recorded: possibly an attack.
-    Changed { line: usize, recorded_fingerprint: String },
+    Changed {
+        line: usize,
+        recorded_fingerprint: String,
+    },
     /// The key is marked `@revoked`.
     Revoked { line: usize },
 }
@@ -99,13 +102,18 @@ fn hashed_match(pattern: &str, name: &str) -> bool {
     let (Some(salt), Some(hash)) = (parts.next(), parts.next()) else {
         return false;
     };
-    let (Ok(salt), Ok(hash)) = (BASE64.decode(salt.as_bytes()), BASE64.decode(hash.as_bytes())) else {
+    let (Ok(salt), Ok(hash)) = (
+        BASE64.decode(salt.as_bytes()),
+        BASE64.decode(hash.as_bytes()),
+    ) else {
         return false;
     };
     let Ok(mac) = <Hmac<Sha1> as KeyInit>::new_from_slice(&salt) else {
         return false;
     };
-    mac.chain_update(name.as_bytes()).verify_slice(&hash).is_ok()
+    mac.chain_update(name.as_bytes())
+        .verify_slice(&hash)
+        .is_ok()
 }
 
 /// `*` and `?` wildcards, case-insensitive like host names.
@@ -143,7 +151,10 @@ pub fn check(path: &Path, host: &str, port: u16, key: &PublicKey) -> std::io::Re
 }
 
 fn verdict(entries: &[Entry], key: &PublicKey) -> Verdict {
-    if let Some(e) = entries.iter().find(|e| e.revoked && e.key.key_data() == key.key_data()) {
+    if let Some(e) = entries
+        .iter()
+        .find(|e| e.revoked && e.key.key_data() == key.key_data())
+    {
         return Verdict::Revoked { line: e.line };
     }
     let same_type: Vec<&Entry> = entries
@@ -229,8 +240,14 @@ mod tests {
         assert_eq!(verdict_for(&text, "10.0.0.1", 22, ED), Verdict::Known);
         assert_eq!(verdict_for(&text, "web-2", 2222, ED), Verdict::Known);
         assert_eq!(verdict_for(&text, "web-2", 22, ED), Verdict::Unknown);
-        assert_eq!(verdict_for(&text, "app.example.com", 22, ED), Verdict::Known);
-        assert_eq!(verdict_for(&text, "bad.example.com", 22, ED), Verdict::Unknown);
+        assert_eq!(
+            verdict_for(&text, "app.example.com", 22, ED),
+            Verdict::Known
+        );
+        assert_eq!(
+            verdict_for(&text, "bad.example.com", 22, ED),
+            Verdict::Unknown
+        );
         assert_eq!(verdict_for(&text, "other", 22, ED2), Verdict::Unknown);
     }
 
@@ -252,7 +269,10 @@ mod tests {
     #[test]
     fn revoked_keys_are_refused() {
         let text = format!("web-1 ssh-ed25519 {ED}\n@revoked * ssh-ed25519 {ED}\n");
-        assert_eq!(verdict_for(&text, "web-1", 22, ED), Verdict::Revoked { line: 2 });
+        assert_eq!(
+            verdict_for(&text, "web-1", 22, ED),
+            Verdict::Revoked { line: 2 }
+        );
     }
 
     #[test]
@@ -275,7 +295,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("sub/known_hosts");
         append(&path, "web-1", 2222, &key(ED)).expect("append");
-        assert_eq!(check(&path, "web-1", 2222, &key(ED)).expect("check"), Verdict::Known);
+        assert_eq!(
+            check(&path, "web-1", 2222, &key(ED)).expect("check"),
+            Verdict::Known
+        );
         assert_eq!(
             recorded_algorithms(&path, "web-1", 2222),
             vec![Algorithm::Ed25519]

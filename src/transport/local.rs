@@ -23,7 +23,11 @@ pub struct LocalProcess {
 }
 
 impl LocalConnection {
-    pub fn spawn(&self, script: &str, on_line: Option<OnLine>) -> Result<LocalProcess, TransportError> {
+    pub fn spawn(
+        &self,
+        script: &str,
+        on_line: Option<OnLine>,
+    ) -> Result<LocalProcess, TransportError> {
         let mut child = tokio::process::Command::new("sh")
             .arg("-c")
             .arg(script)
@@ -36,8 +40,20 @@ impl LocalConnection {
         let stdin = child.stdin.take();
         let (tx, mut rx) = mpsc::channel::<(Stream, Vec<u8>)>(64);
         for (stream, reader) in [
-            (Stream::Stdout, child.stdout.take().map(|r| Box::new(r) as Box<dyn tokio::io::AsyncRead + Unpin + Send>)),
-            (Stream::Stderr, child.stderr.take().map(|r| Box::new(r) as Box<dyn tokio::io::AsyncRead + Unpin + Send>)),
+            (
+                Stream::Stdout,
+                child
+                    .stdout
+                    .take()
+                    .map(|r| Box::new(r) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+            ),
+            (
+                Stream::Stderr,
+                child
+                    .stderr
+                    .take()
+                    .map(|r| Box::new(r) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+            ),
         ] {
             let Some(mut reader) = reader else { continue };
             let tx = tx.clone();
@@ -58,7 +74,11 @@ impl LocalConnection {
             }
             collector
         });
-        Ok(LocalProcess { child, stdin, drain })
+        Ok(LocalProcess {
+            child,
+            stdin,
+            drain,
+        })
     }
 }
 

@@ -126,7 +126,9 @@ impl Collector {
     pub(crate) fn push(&mut self, stream: Stream, data: &[u8]) {
         if stream == Stream::Stdout {
             let room = STDOUT_LIMIT.saturating_sub(self.out.stdout.len());
-            self.out.stdout.extend_from_slice(&data[..data.len().min(room)]);
+            self.out
+                .stdout
+                .extend_from_slice(&data[..data.len().min(room)]);
         }
         self.out.tail.extend_from_slice(data);
         if self.out.tail.len() > TAIL_LIMIT {
@@ -138,7 +140,10 @@ impl Collector {
             buf.extend_from_slice(data);
             while let Some(i) = buf.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = buf.drain(..=i).collect();
-                cb(stream, String::from_utf8_lossy(&line[..i]).trim_end_matches('\r'));
+                cb(
+                    stream,
+                    String::from_utf8_lossy(&line[..i]).trim_end_matches('\r'),
+                );
             }
         }
     }
@@ -201,13 +206,19 @@ impl Connection {
     /// Open the connection this host's inventory entry asks for.
     pub async fn open(host: &Host, options: &ConnectOptions) -> Result<Self, TransportError> {
         match host.config.connection {
-            Kind::Ssh => Ok(Connection::Ssh(ssh::SshConnection::connect(host, options).await?)),
+            Kind::Ssh => Ok(Connection::Ssh(
+                ssh::SshConnection::connect(host, options).await?,
+            )),
             Kind::Local => Ok(Connection::Local(local::LocalConnection)),
         }
     }
 
     /// Start `script` (POSIX sh) on the host.
-    pub async fn spawn(&self, script: &str, on_line: Option<OnLine>) -> Result<Process, TransportError> {
+    pub async fn spawn(
+        &self,
+        script: &str,
+        on_line: Option<OnLine>,
+    ) -> Result<Process, TransportError> {
         match self {
             Connection::Ssh(c) => Ok(Process::Ssh(c.spawn(script, on_line).await?)),
             Connection::Local(c) => Ok(Process::Local(c.spawn(script, on_line)?)),

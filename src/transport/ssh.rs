@@ -45,8 +45,9 @@ impl Client {
         match verdict {
             Verdict::Known => Ok(()),
             Verdict::Unknown if self.policy == HostKeyChecking::AcceptNew => {
-                known_hosts::append(&self.known_hosts, &self.name, self.port, key)
-                    .map_err(|e| TransportError::Other(format!("cannot record the host key in {kh}: {e}")))
+                known_hosts::append(&self.known_hosts, &self.name, self.port, key).map_err(|e| {
+                    TransportError::Other(format!("cannot record the host key in {kh}: {e}"))
+                })
             }
             Verdict::Unknown => Err(TransportError::UnknownHostKey {
                 name: known_hosts::lookup_name(&self.name, self.port),
@@ -76,7 +77,10 @@ impl Client {
 impl client::Handler for Client {
     type Error = russh::Error;
 
-    async fn check_server_key(&mut self, key: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+    async fn check_server_key(
+        &mut self,
+        key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
         let result = match key {
             PublicKeyOrCertificate::PublicKey { key, .. } => self.verify(key),
             PublicKeyOrCertificate::Certificate(_) => Err(TransportError::Other(
@@ -134,7 +138,10 @@ impl SshConnection {
             })?
     }
 
-    async fn connect_with_retry(host: &Host, options: &ConnectOptions) -> Result<Self, TransportError> {
+    async fn connect_with_retry(
+        host: &Host,
+        options: &ConnectOptions,
+    ) -> Result<Self, TransportError> {
         let mut delay = Duration::from_millis(50);
         loop {
             match Self::connect_once(host, options).await {
@@ -170,7 +177,13 @@ impl SshConnection {
         if !recorded.is_empty() {
             // Ask for a key type that known_hosts has, then the rest.
             let mut keys = recorded.clone();
-            keys.extend(preferred.key.iter().filter(|a| !recorded.contains(a)).cloned());
+            keys.extend(
+                preferred
+                    .key
+                    .iter()
+                    .filter(|a| !recorded.contains(a))
+                    .cloned(),
+            );
             preferred.key = Cow::Owned(keys);
         }
         let config = client::Config {
@@ -182,22 +195,27 @@ impl SshConnection {
             ..Default::default()
         };
         let addr = format!("{}:{}", host.address, cfg.port);
-        let mut handle = match client::connect(Arc::new(config), (host.address.as_str(), cfg.port), handler).await {
-            Ok(h) => h,
-            Err(e) => {
-                if let Some(refusal) = check.lock().ok().and_then(|mut c| c.refusal.take()) {
-                    return Err(Attempt::Fatal(refusal));
+        let mut handle =
+            match client::connect(Arc::new(config), (host.address.as_str(), cfg.port), handler)
+                .await
+            {
+                Ok(h) => h,
+                Err(e) => {
+                    if let Some(refusal) = check.lock().ok().and_then(|mut c| c.refusal.take()) {
+                        return Err(Attempt::Fatal(refusal));
+                    }
+                    if is_retryable(&e) {
+                        return Err(Attempt::Retry(e.to_string()));
+                    }
+                    return Err(Attempt::Fatal(TransportError::Connect {
+                        addr,
+                        reason: describe_russh_error(&e),
+                    }));
                 }
-                if is_retryable(&e) {
-                    return Err(Attempt::Retry(e.to_string()));
-                }
-                return Err(Attempt::Fatal(TransportError::Connect {
-                    addr,
-                    reason: describe_russh_error(&e),
-                }));
-            }
-        };
-        authenticate(&mut handle, host).await.map_err(Attempt::Fatal)?;
+            };
+        authenticate(&mut handle, host)
+            .await
+            .map_err(Attempt::Fatal)?;
         Ok(SshConnection {
             handle: Arc::new(handle),
             open_timeout: cfg.timeouts.connect,
@@ -205,7 +223,11 @@ impl SshConnection {
     }
 
     /// Start `script` under `sh -c` (so the user's login shell, even fish, does not matter).
-    pub async fn spawn(&self, script: &str, on_line: Option<OnLine>) -> Result<SshProcess, TransportError> {
+    pub async fn spawn(
+        &self,
+        script: &str,
+        on_line: Option<OnLine>,
+    ) -> Result<SshProcess, TransportError> {
         let channel = tokio::time::timeout(self.open_timeout, self.handle.channel_open_session())
             .await
             .map_err(|_| TransportError::Timeout {
@@ -225,9 +247,13 @@ impl SshConnection {
             while let Some(msg) = read.wait().await {
                 match msg {
                     ChannelMsg::Data { data } => collector.push(Stream::Stdout, &data),
-                    ChannelMsg::ExtendedData { data, ext: 1 } => collector.push(Stream::Stderr, &data),
+                    ChannelMsg::ExtendedData { data, ext: 1 } => {
+                        collector.push(Stream::Stderr, &data)
+                    }
                     ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
-                    ChannelMsg::ExitSignal { signal_name, .. } => signal = Some(format!("{signal_name:?}")),
+                    ChannelMsg::ExitSignal { signal_name, .. } => {
+                        signal = Some(format!("{signal_name:?}"))
+                    }
                     ChannelMsg::Close => break,
                     _ => {}
                 }
@@ -348,7 +374,10 @@ async fn authenticate(handle: &mut Handle<Client>, host: &Host) -> Result<(), Tr
             for id in identities {
                 let key = id.public_key().into_owned();
                 let hash = rsa_hash(handle, &key).await;
-                match handle.authenticate_publickey_with(&user, key, hash, &mut agent).await {
+                match handle
+                    .authenticate_publickey_with(&user, key, hash, &mut agent)
+                    .await
+                {
                     Ok(r) if r.success() => return Ok(()),
                     _ => tried.push("a key from ssh-agent".to_owned()),
                 }
@@ -386,5 +415,10 @@ async fn rsa_hash(handle: &Handle<Client>, key: &PublicKey) -> Option<HashAlg> {
     if !matches!(key.algorithm(), russh::keys::Algorithm::Rsa { .. }) {
         return None;
     }
-    handle.best_supported_rsa_hash().await.ok().flatten().flatten()
+    handle
+        .best_supported_rsa_hash()
+        .await
+        .ok()
+        .flatten()
+        .flatten()
 }

@@ -84,11 +84,20 @@ impl TestHost {
 
     /// Every process of this host (its sshd and all sessions), found by mount namespace.
     pub fn pids(&self) -> Vec<i32> {
-        let Some(ns) = &self.mnt_ns else { return Vec::new() };
+        let Some(ns) = &self.mnt_ns else {
+            return Vec::new();
+        };
         let mut pids = Vec::new();
         for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-            if fs::read_link(e.path().join("ns/mnt")).ok().map(|p| p.to_string_lossy().into_owned()).as_deref() == Some(ns.as_str()) {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            if fs::read_link(e.path().join("ns/mnt"))
+                .ok()
+                .map(|p| p.to_string_lossy().into_owned())
+                .as_deref()
+                == Some(ns.as_str())
+            {
                 pids.push(pid);
             }
         }
@@ -121,18 +130,26 @@ impl TestHost {
 }
 
 fn snapshot(dir: &Path, prefix: &str, out: &mut BTreeMap<String, String>) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.flatten() {
         let name = format!("{prefix}{}", e.file_name().to_string_lossy());
         let p = e.path();
         let meta = fs::symlink_metadata(&p).expect("metadata");
         if meta.file_type().is_symlink() {
-            out.insert(name, format!("-> {}", fs::read_link(&p).expect("link").display()));
+            out.insert(
+                name,
+                format!("-> {}", fs::read_link(&p).expect("link").display()),
+            );
         } else if meta.is_dir() {
             out.insert(name.clone(), "<dir>".into());
             snapshot(&p, &format!("{name}/"), out);
         } else {
-            out.insert(name, String::from_utf8_lossy(&fs::read(&p).expect("read")).into_owned());
+            out.insert(
+                name,
+                String::from_utf8_lossy(&fs::read(&p).expect("read")).into_owned(),
+            );
         }
     }
 }
@@ -160,8 +177,14 @@ pub struct Fleet {
 }
 
 fn run_ok(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn require_tools() {
@@ -177,14 +200,21 @@ fn require_tools() {
 }
 
 fn keygen(path: &Path) {
-    run_ok(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "ship-test", "-f"]).arg(path));
+    run_ok(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "ship-test", "-f"])
+            .arg(path),
+    );
 }
 
 impl Fleet {
     /// Start `n` hosts named `web-1` … `web-n`.
     pub fn start(n: usize) -> Fleet {
         require_tools();
-        let dir = tempfile::Builder::new().prefix("ship-fleet-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("ship-fleet-")
+            .tempdir()
+            .expect("tempdir");
         let client_key = dir.path().join("client_key");
         keygen(&client_key);
         let authorized = dir.path().join("authorized_keys");
@@ -192,7 +222,11 @@ impl Fleet {
         // A loopback /24 of our own: pid and a per-process counter keep parallel tests apart.
         let pid = std::process::id();
         let k = NEXT_FLEET.fetch_add(1, Ordering::SeqCst);
-        let net = format!("127.{}.{}", 100 + (pid % 150), ((pid / 150) * 7 + k * 31) % 250 + 1);
+        let net = format!(
+            "127.{}.{}",
+            100 + (pid % 150),
+            ((pid / 150) * 7 + k * 31) % 250 + 1
+        );
         let mut fleet = Fleet {
             known_hosts: dir.path().join("known_hosts"),
             client_key,
@@ -330,7 +364,11 @@ fn wait_listening(h: &mut TestHost) {
                 panic!("sshd for {} exited at start: {status}", h.name);
             }
         }
-        assert!(Instant::now() < deadline, "sshd for {} did not start listening", h.name);
+        assert!(
+            Instant::now() < deadline,
+            "sshd for {} did not start listening",
+            h.name
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let pid = h.sshd.as_ref().map(|c| c.id()).expect("pid");

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The whole test suite: unit tests, integration tests, and end-to-end tests against real OpenSSH
+# servers (one sshd per test host, each on its own loopback address and mount namespace).
+# Installs what the end-to-end tests need when run as root on Debian/Ubuntu.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
+command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
+command -v git >/dev/null 2>&1 || missing+=(git)
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing ${missing[*]}"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+        echo "error: the end-to-end tests need: ${missing[*]} (and root, for mount namespaces)" >&2
+        exit 1
+    fi
+fi
+if [ "$(id -u)" != 0 ]; then
+    echo "error: the end-to-end tests start sshd in mount namespaces and need root" >&2
+    exit 1
+fi
+
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --no-fail-fast "$@"
+    # nextest does not run doctests
+    cargo test --doc --quiet
+else
+    cargo test --no-fail-fast "$@"
+fi
