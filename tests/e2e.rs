@@ -294,3 +294,247 @@ fn print_one_deploy() {
     let run = fleet.deploy();
     eprintln!("{}\n{}\nwall {:?}", run.stdout, run.stderr, t.elapsed());
 }
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("mkdir");
+    for e in fs::read_dir(from).expect("read_dir").flatten() {
+        let target = to.join(e.file_name());
+        if e.file_type().expect("type").is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            fs::copy(e.path(), &target).expect("copy");
+        }
+    }
+}
+
+#[test]
+fn git_source_exports_exactly_the_resolved_commit_on_every_host() {
+    let fleet = Fleet::start(2);
+    // A repository the hosts can reach (same filesystem, outside their /var/www).
+    let work = fleet.dir.path().join("app-src");
+    copy_dir(&Fleet::example_app(), &work);
+    git(&work, &["init", "-q", "-b", "main"]);
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "-q", "-m", "first"]);
+    git(&work, &["tag", "-a", "v1", "-m", "release 1"]);
+    let v1 = git(&work, &["rev-parse", "HEAD"]);
+    fs::write(work.join("public/index.html"), "second\n").expect("write");
+    git(&work, &["commit", "-q", "-am", "second"]);
+    let main = git(&work, &["rev-parse", "HEAD"]);
+    let url = work.display().to_string();
+    let inv = fleet.inventory("", "");
+    let text = fs::read_to_string(&inv).expect("inv");
+    let app = Fleet::example_app().display().to_string();
+
+    // An annotated tag resolves to the commit it points at.
+    fs::write(
+        &inv,
+        text.replace(
+            &format!("{{ artifact: {app} }}"),
+            &format!("{{ git: {url}, ref: v1 }}"),
+        ),
+    )
+    .expect("write");
+    let run = fleet.deploy();
+    assert_eq!(run.code, 0, "{}", run.all());
+    for h in &fleet.hosts {
+        let id = h.current_id().expect("current");
+        assert_eq!(
+            fs::read_to_string(h.path(&format!("releases/{id}/REVISION")))
+                .expect("rev")
+                .trim(),
+            v1
+        );
+        assert!(
+            fs::read_to_string(h.path("current/public/index.html"))
+                .expect("index")
+                .contains("Hello")
+        );
+        assert!(h.path("repo").is_dir(), "bare mirror kept on the host");
+    }
+
+    // A branch: the mirror is fetched again and the new commit exported.
+    fs::write(
+        &inv,
+        text.replace(
+            &format!("{{ artifact: {app} }}"),
+            &format!("{{ git: {url}, ref: main }}"),
+        ),
+    )
+    .expect("write");
+    let run = fleet.deploy();
+    assert_eq!(run.code, 0, "{}", run.all());
+    for h in &fleet.hosts {
+        assert_eq!(
+            fs::read_to_string(h.path("current/REVISION"))
+                .expect("rev")
+                .trim(),
+            main
+        );
+        assert_eq!(
+            fs::read_to_string(h.path("current/public/index.html")).expect("index"),
+            "second\n"
+        );
+        assert_eq!(h.releases().len(), 2);
+        assert!(!h.locked());
+    }
+
+    // A ref that does not exist stops before anything is touched.
+    fs::write(
+        &inv,
+        text.replace(
+            &format!("{{ artifact: {app} }}"),
+            &format!("{{ git: {url}, ref: nope }}"),
+        ),
+    )
+    .expect("write");
+    let run = fleet.deploy();
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.stderr.contains("cannot resolve `nope`"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("nothing was changed on any host"),
+        "{}",
+        run.stderr
+    );
+    for h in &fleet.hosts {
+        assert_eq!(h.releases().len(), 2);
+    }
+}
+
+/// Reads `current/public/index.html` from the host's directory as fast as it can until told to
+/// stop; returns (reads, failed reads).
+fn probe(
+    index: std::path::PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<(u64, u64)> {
+    std::thread::spawn(move || {
+        let (mut reads, mut failed) = (0u64, 0u64);
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            reads += 1;
+            if fs::read(&index).is_err() {
+                failed += 1;
+            }
+        }
+        (reads, failed)
+    })
+}
+
+/// Run a script on the host through its real sshd (the test's own ssh client).
+fn ssh(fleet: &Fleet, host: usize, script: &str) -> std::process::Output {
+    std::process::Command::new("ssh")
+        .arg("-i")
+        .arg(&fleet.client_key)
+        .arg("-o")
+        .arg(format!(
+            "UserKnownHostsFile={}",
+            fleet.known_hosts.display()
+        ))
+        .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
+        .arg(format!("root@{}", fleet.host(host).address))
+        .arg(script)
+        .output()
+        .expect("ssh")
+}
+
+#[test]
+fn the_switch_never_leaves_current_missing_under_read_load() {
+    let fleet = Fleet::start(1);
+    fleet.inventory("", "");
+    for _ in 0..2 {
+        let run = fleet.deploy();
+        assert_eq!(run.code, 0, "{}", run.all());
+    }
+    let h = fleet.host(0);
+    let ids = h.releases();
+    assert_eq!(ids.len(), 2);
+    // 200 switches back and forth, each made of exactly the commands ship sends: stage the link,
+    // then the armed switch fed `go`.
+    let mut script = String::new();
+    for n in 0..200 {
+        let id = &ids[n % 2];
+        script.push_str(&ship::remote::stage_switch(support::DEPLOY_TO, id));
+        script.push_str(" && echo go | sh -c ");
+        script.push_str(&ship::remote::quote(&ship::remote::armed_switch(
+            support::DEPLOY_TO,
+            id,
+        )));
+        script.push_str(" >/dev/null || exit 1\n");
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = probe(h.path("current/public/index.html"), stop.clone());
+    let out = ssh(&fleet, 0, &script);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (reads, failed) = reader.join().expect("probe");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        reads > 1000,
+        "the probe must actually hammer: {reads} reads"
+    );
+    assert_eq!(
+        failed, 0,
+        "{failed} of {reads} reads failed during 200 renames"
+    );
+    assert_eq!(
+        h.current_id().as_ref(),
+        ids.get(1),
+        "ends where the last switch put it"
+    );
+
+    // Control: the same probe catches unlink + symlink (what `ln -nfs` does on BusyBox).
+    let mut naive = format!("cd {} || exit 1\n", support::DEPLOY_TO);
+    for n in 0..200 {
+        naive.push_str(&format!(
+            "rm -f current && ln -s releases/{} current\n",
+            ids[n % 2]
+        ));
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = probe(h.path("current/public/index.html"), stop.clone());
+    let out = ssh(&fleet, 0, &naive);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (_, failed) = reader.join().expect("probe");
+    assert!(out.status.success());
+    assert!(failed > 0, "the probe must detect a non-atomic switch");
+}
+
+#[test]
+fn the_example_inventory_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("inventory.example.yaml");
+    let inv = ship::inventory::Inventory::load(&path).expect("inventory.example.yaml parses");
+    let prod = inv.stage("production").expect("production");
+    assert_eq!(prod.hosts.len(), 3);
+    assert_eq!(prod.hosts[1].config.port, 2222);
+    assert_eq!(prod.hosts[2].config.user, "deployer");
+    assert_eq!(
+        inv.stage("staging").expect("staging").hosts[0]
+            .config
+            .keep_releases,
+        2
+    );
+}
