@@ -285,16 +285,6 @@ fn a_changed_host_key_is_refused_even_with_accept_new() {
     }
 }
 
-#[test]
-#[ignore = "diagnostic"]
-fn print_one_deploy() {
-    let fleet = Fleet::start(3);
-    fleet.inventory("", "");
-    let t = std::time::Instant::now();
-    let run = fleet.deploy();
-    eprintln!("{}\n{}\nwall {:?}", run.stdout, run.stderr, t.elapsed());
-}
-
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = std::process::Command::new("git")
         .args(args)
@@ -537,4 +527,21 @@ fn the_example_inventory_is_valid() {
             .keep_releases,
         2
     );
+}
+
+#[test]
+fn the_inventory_reference_documents_every_key_the_parser_accepts() {
+    let doc = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/inventory.md"))
+        .expect("docs/inventory.md");
+    let keys = ship::inventory::LAYER_KEYS
+        .iter()
+        .chain(ship::inventory::HOST_KEYS)
+        .chain(ship::inventory::STAGE_KEYS)
+        .chain(["artifact", "git", "ref", "files", "dirs"].iter());
+    for key in keys {
+        assert!(
+            doc.contains(&format!("| `{key}` |")),
+            "docs/inventory.md does not document `{key}`"
+        );
+    }
 }
