@@ -545,3 +545,92 @@ fn the_inventory_reference_documents_every_key_the_parser_accepts() {
         );
     }
 }
+
+#[test]
+fn hostile_values_stay_inert_and_secrets_are_masked() {
+    let fleet = Fleet::start(2);
+    let inv = fleet.inventory(
+        "  env:\n    \
+         EVIL: \"$(touch /var/www/pwned-dollar) `touch /var/www/pwned-tick` it's \\\"q\\\"\\nline2\"\n    \
+         API_TOKEN: { value: \"tok-7c1d-very-secret\", secret: true }\n",
+        "",
+    );
+    // A deploy path with a space, a quote and a command substitution in it.
+    let weird = "/var/www/my app's $(touch /var/www/pwned-path)";
+    let text = fs::read_to_string(&inv).expect("inv");
+    let text = text
+        .replace(
+            &format!("deploy_to: {}", support::DEPLOY_TO),
+            &format!("deploy_to: \"{weird}\""),
+        )
+        .replace(
+            "build: [\"sh build.sh\"]",
+            "build: [\"sh build.sh\", \"printf '%s' \\\"$EVIL\\\" > evil.txt\", \"echo token=$API_TOKEN\"]",
+        );
+    fs::write(&inv, text).expect("write");
+    let run = fleet.ship(&["deploy", "production", "-v"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    for h in &fleet.hosts {
+        assert!(!h.www.join("pwned-dollar").exists() && !h.www.join("pwned-tick").exists());
+        assert!(!h.www.join("pwned-path").exists());
+        let base = h.www.join("my app's $(touch /var/www/pwned-path)");
+        let current = fs::read_link(base.join("current")).expect("current in the weird path");
+        assert_eq!(
+            fs::read_to_string(base.join(&current).join("evil.txt")).expect("evil.txt"),
+            "$(touch /var/www/pwned-dollar) `touch /var/www/pwned-tick` it's \"q\"\nline2"
+        );
+    }
+    let all = run.all();
+    assert!(all.contains("token=****"), "{all}");
+    assert!(
+        !all.contains("tok-7c1d-very-secret"),
+        "secret leaked: {all}"
+    );
+}
+
+#[test]
+fn a_host_down_at_start_or_refusing_auth_changes_nothing_anywhere() {
+    let mut fleet = Fleet::start(3);
+    fleet.inventory("", "");
+    fleet.hosts[1].kill();
+    let run = fleet.deploy();
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.all()
+            .contains("[web-2] FAILED at connect: cannot connect to"),
+        "{}",
+        run.all()
+    );
+    for h in &fleet.hosts {
+        assert!(!h.path("").exists(), "{}: nothing created", h.name);
+    }
+
+    // A key the hosts do not accept.
+    let fleet = Fleet::start(2);
+    let inv = fleet.inventory("", "");
+    let stranger = fleet.dir.path().join("stranger");
+    std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&stranger)
+        .status()
+        .expect("keygen");
+    let text = fs::read_to_string(&inv).expect("inv");
+    fs::write(
+        &inv,
+        text.replace(
+            &fleet.client_key.display().to_string(),
+            &stranger.display().to_string(),
+        ),
+    )
+    .expect("write");
+    let run = fleet.deploy();
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.all().contains("authentication as `root` failed"),
+        "{}",
+        run.all()
+    );
+    for h in &fleet.hosts {
+        assert!(!h.path("").exists(), "{}: nothing created", h.name);
+    }
+}
