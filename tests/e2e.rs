@@ -333,16 +333,17 @@ fn git_source_exports_exactly_the_resolved_commit_on_every_host() {
     let inv = fleet.inventory("", "");
     let text = fs::read_to_string(&inv).expect("inv");
     let app = Fleet::example_app().display().to_string();
+    let use_ref = |reference: &str| {
+        let source = format!("{{ git: {url}, ref: {reference} }}");
+        fs::write(
+            &inv,
+            text.replace(&format!("{{ artifact: {app} }}"), &source),
+        )
+        .expect("write");
+    };
 
     // An annotated tag resolves to the commit it points at.
-    fs::write(
-        &inv,
-        text.replace(
-            &format!("{{ artifact: {app} }}"),
-            &format!("{{ git: {url}, ref: v1 }}"),
-        ),
-    )
-    .expect("write");
+    use_ref("v1");
     let run = fleet.deploy();
     assert_eq!(run.code, 0, "{}", run.all());
     for h in &fleet.hosts {
@@ -362,14 +363,7 @@ fn git_source_exports_exactly_the_resolved_commit_on_every_host() {
     }
 
     // A branch: the mirror is fetched again and the new commit exported.
-    fs::write(
-        &inv,
-        text.replace(
-            &format!("{{ artifact: {app} }}"),
-            &format!("{{ git: {url}, ref: main }}"),
-        ),
-    )
-    .expect("write");
+    use_ref("main");
     let run = fleet.deploy();
     assert_eq!(run.code, 0, "{}", run.all());
     for h in &fleet.hosts {
@@ -388,14 +382,7 @@ fn git_source_exports_exactly_the_resolved_commit_on_every_host() {
     }
 
     // A ref that does not exist stops before anything is touched.
-    fs::write(
-        &inv,
-        text.replace(
-            &format!("{{ artifact: {app} }}"),
-            &format!("{{ git: {url}, ref: nope }}"),
-        ),
-    )
-    .expect("write");
+    use_ref("nope");
     let run = fleet.deploy();
     assert_eq!(run.code, 1, "{}", run.all());
     assert!(

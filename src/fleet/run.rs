@@ -60,6 +60,16 @@ struct HostRun {
     remedy: Option<String>,
 }
 
+impl HostRun {
+    /// Report a failure and keep it (the first one wins: it is the cause, later ones follow).
+    fn fail(&mut self, ctx: &Ctx, f: Failure) {
+        ctx.failed(&self.host.name, &f);
+        if self.failure.is_none() {
+            self.failure = Some(f);
+        }
+    }
+}
+
 struct Ctx {
     reporter: Arc<dyn Reporter>,
     masker: Masker,
@@ -476,8 +486,7 @@ async fn connect(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, d: &Deploy) ->
                 events.push(P::Connected(i));
             }
             Err(f) => {
-                ctx.failed(&hosts[i].host.name, &f);
-                hosts[i].failure = Some(f);
+                hosts[i].fail(ctx, f);
                 events.push(P::ConnectFailed(i));
             }
         }
@@ -562,8 +571,7 @@ async fn lock(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx) -> Vec<P> {
         match r {
             Ok(()) => events.push(P::Locked(i)),
             Err(f) => {
-                ctx.failed(&hosts[i].host.name, &f);
-                hosts[i].failure = Some(f);
+                hosts[i].fail(ctx, f);
                 events.push(P::LockFailed(i));
             }
         }
@@ -645,8 +653,7 @@ async fn prepare(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, d: &Deploy) ->
         match r {
             Ok(()) => events.push(P::Prepared(i)),
             Err(f) => {
-                ctx.failed(&hosts[i].host.name, &f);
-                hosts[i].failure = Some(f);
+                hosts[i].fail(ctx, f);
                 events.push(P::PrepareFailed(i));
             }
         }
@@ -720,8 +727,7 @@ async fn switch(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx) -> Vec<P> {
                 }
                 Err(e) => {
                     let f = transport_failure(ctx, Phase::Switch, None, &e);
-                    ctx.failed(&hosts[i].host.name, &f);
-                    hosts[i].failure = Some(f);
+                    hosts[i].fail(ctx, f);
                 }
             }
             events.push(P::SwitchRefused(i));
@@ -770,14 +776,12 @@ async fn switch(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx) -> Vec<P> {
                 if o.status == Some(SWITCH_CANCELLED) {
                     f.message = "the switch was cancelled before it ran".into();
                 }
-                ctx.failed(&name, &f);
-                hosts[i].failure = Some(f);
+                hosts[i].fail(ctx, f);
                 events.push(P::SwitchRefused(i));
             }
             Err(e) => {
                 let f = transport_failure(ctx, Phase::Switch, None, &e);
-                ctx.failed(&name, &f);
-                hosts[i].failure = Some(f);
+                hosts[i].fail(ctx, f);
                 events.push(P::SwitchUnknown(i));
             }
         }
@@ -815,9 +819,8 @@ async fn revert(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx) -> Vec<P> {
                     Ok(o) => command_failure(ctx, Phase::Revert, None, &o),
                     Err(e) => transport_failure(ctx, Phase::Revert, None, &e),
                 };
-                ctx.failed(&hosts[i].host.name, &f);
                 hosts[i].remedy = Some(script);
-                hosts[i].failure = Some(f);
+                hosts[i].fail(ctx, f);
                 events.push(P::RevertFailed(i));
             }
         }
@@ -866,13 +869,10 @@ async fn simple(
             Ok(o) => command_failure(ctx, phase, None, &o),
             Err(e) => transport_failure(ctx, phase, None, &e),
         };
-        ctx.failed(&hosts[i].host.name, &f);
-        if hosts[i].failure.is_none() {
-            hosts[i].failure = Some(f);
-        }
         if hosts[i].remedy.is_none() && phase == Phase::Unlock {
             hosts[i].remedy = Some(s);
         }
+        hosts[i].fail(ctx, f);
     }
 }
 
