@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::inventory::Source;
-use crate::remote::Delivery;
+use crate::remote::{Compression, Delivery};
 
 /// What could go wrong getting the source ready.
 #[derive(Debug, thiserror::Error)]
@@ -63,31 +63,34 @@ fn artifact(path: &Path) -> Result<Prepared, SourceError> {
     };
     let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
     let name = path.to_string_lossy().to_lowercase();
-    let (bytes, gzip) = if meta.is_dir() {
-        (
-            pack_dir(path).map_err(|e| err(format!("cannot pack the directory: {e}")))?,
-            true,
-        )
+    let read = || std::fs::read(path).map_err(|e| err(e.to_string()));
+    let (bytes, compression) = if meta.is_dir() {
+        let packed = pack_dir(path).map_err(|e| err(format!("cannot pack the directory: {e}")))?;
+        (packed, Compression::Gzip)
     } else if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
-        (std::fs::read(path).map_err(|e| err(e.to_string()))?, true)
+        (read()?, Compression::Gzip)
+    } else if name.ends_with(".tar.zst") || name.ends_with(".tzst") {
+        (read()?, Compression::Zstd)
     } else if name.ends_with(".tar") {
-        (std::fs::read(path).map_err(|e| err(e.to_string()))?, false)
+        (read()?, Compression::None)
     } else {
         return Err(err(
-            "not a directory, .tar.gz, .tgz or .tar (hint: pack it with `tar -czf build.tar.gz -C build .`)"
+            "not a directory, .tar.gz, .tgz, .tar.zst, .tzst or .tar \
+             (hint: pack it with `tar -czf build.tar.gz -C build .`)"
                 .into(),
         ));
     };
     let digest = hex::encode(Sha256::digest(&bytes));
+    let tools = match compression {
+        Compression::None => vec!["tar"],
+        Compression::Gzip => vec!["tar", "gzip"],
+        Compression::Zstd => vec!["tar", "zstd"],
+    };
     Ok(Prepared {
-        delivery: Delivery::Tarball { gzip },
+        delivery: Delivery::Tarball { compression },
         revision: format!("sha256:{digest}"),
         payload: std::sync::Arc::new(bytes),
-        tools: if gzip {
-            vec!["tar", "gzip"]
-        } else {
-            vec!["tar"]
-        },
+        tools,
     })
 }
 
@@ -222,7 +225,7 @@ mod tests {
         let e = prepare(&Source::Artifact { path: f }).expect_err("zip");
         assert!(
             e.to_string()
-                .contains("not a directory, .tar.gz, .tgz or .tar"),
+                .contains("not a directory, .tar.gz, .tgz, .tar.zst, .tzst or .tar"),
             "{e}"
         );
     }

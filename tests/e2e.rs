@@ -621,3 +621,78 @@ fn a_host_down_at_start_or_refusing_auth_changes_nothing_anywhere() {
         assert!(!h.path("").exists(), "{}: nothing created", h.name);
     }
 }
+
+#[test]
+fn tarball_artifacts_gzip_and_zstd_and_a_corrupt_one() {
+    let fleet = Fleet::start(2);
+    let inv = fleet.inventory("", "");
+    let text = fs::read_to_string(&inv).expect("inv");
+    let app = Fleet::example_app().display().to_string();
+    let tar = fleet.dir.path().join("app.tar");
+    let status = std::process::Command::new("tar")
+        .arg("-cf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(&app)
+        .arg(".")
+        .status()
+        .expect("tar");
+    assert!(status.success());
+    let zst = fleet.dir.path().join("app.tar.zst");
+    let status = std::process::Command::new("zstd")
+        .args(["-q", "-f"])
+        .arg(&tar)
+        .arg("-o")
+        .arg(&zst)
+        .status()
+        .expect("zstd (apt-get install zstd)");
+    assert!(status.success());
+    let use_artifact = |path: &Path| {
+        let source = format!("{{ artifact: {} }}", path.display());
+        fs::write(
+            &inv,
+            text.replace(&format!("{{ artifact: {app} }}"), &source),
+        )
+        .expect("write");
+    };
+
+    use_artifact(&zst);
+    let run = fleet.deploy();
+    assert_eq!(run.code, 0, "{}", run.all());
+    let digest = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(fs::read(&zst).expect("read")))
+    };
+    let live = fleet.host(0).current_id().expect("current");
+    for h in &fleet.hosts {
+        assert_eq!(h.current_id().as_deref(), Some(live.as_str()));
+        assert_eq!(
+            fs::read_to_string(h.path("current/REVISION"))
+                .expect("rev")
+                .trim(),
+            format!("sha256:{digest}")
+        );
+        assert!(
+            h.path("current/public/release.txt").is_file(),
+            "built from the zstd tarball"
+        );
+    }
+
+    // A corrupt tarball fails the upload step everywhere and changes nothing.
+    let bad = fleet.dir.path().join("bad.tar.zst");
+    fs::write(&bad, b"this is not zstd").expect("write");
+    use_artifact(&bad);
+    let run = fleet.deploy();
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.all().contains("FAILED at prepare (upload)"),
+        "{}",
+        run.all()
+    );
+    for h in &fleet.hosts {
+        assert_eq!(h.current_id().as_deref(), Some(live.as_str()));
+        assert_eq!(h.releases(), vec![live.clone()]);
+        assert!(!h.locked());
+        assert!(!h.path(&format!(".ship/{live}.tar")).exists());
+    }
+}

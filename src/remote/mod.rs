@@ -29,11 +29,20 @@ pub struct Step {
     pub takes_payload: bool,
 }
 
+/// How a streamed tarball is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    /// Needs `zstd` on the host.
+    Zstd,
+}
+
 /// What a release is made from, as the host sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {
-    /// A tarball streamed on stdin; `gzip` says whether it is gzip-compressed.
-    Tarball { gzip: bool },
+    /// A tarball streamed on stdin.
+    Tarball { compression: Compression },
     /// A git repository mirrored in `repo/`, exported at `commit`.
     Git { url: String, commit: String },
 }
@@ -193,12 +202,20 @@ pub fn prepare(plan: &Plan) -> Vec<Step> {
         takes_payload: false,
     }];
     match plan.delivery {
-        Delivery::Tarball { gzip } => steps.push(Step {
+        Delivery::Tarball { compression } => steps.push(Step {
             name: "upload".into(),
-            script: format!(
-                "{cd} && tar -x{z}f - -C {q_rel}",
-                z = if *gzip { "z" } else { "" }
-            ),
+            script: match compression {
+                Compression::None => format!("{cd} && tar -xf - -C {q_rel}"),
+                Compression::Gzip => format!("{cd} && tar -xzf - -C {q_rel}"),
+                // Through a file, not a pipe: a failed decompression must fail the step.
+                Compression::Zstd => {
+                    let tmp = quote(&format!(".ship/{}.tar", plan.release_id)).into_owned();
+                    format!(
+                        "{cd} && zstd -q -d -c > {tmp} && tar -xf {tmp} -C {q_rel}; rc=$?; \
+                         rm -f {tmp}; exit $rc"
+                    )
+                }
+            },
             takes_payload: true,
         }),
         Delivery::Git { url, commit } => {

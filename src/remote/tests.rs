@@ -52,7 +52,9 @@ fn renders_exact_commands() {
         value: "prod $(x)".into(),
         secret: false,
     }];
-    let d = Delivery::Tarball { gzip: true };
+    let d = Delivery::Tarball {
+        compression: Compression::Gzip,
+    };
     let steps = prepare(&plan("/var/www/my app", &d, &env));
     let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(
@@ -114,6 +116,20 @@ fn renders_exact_commands() {
         Some("cd /srv/app && rm -rf releases/1 releases/2")
     );
     assert_eq!(remove_releases("/srv/app", &[]), None);
+}
+
+#[test]
+fn zstd_tarballs_go_through_a_file_so_failures_count() {
+    let d = Delivery::Tarball {
+        compression: Compression::Zstd,
+    };
+    let steps = prepare(&plan("/srv/app", &d, &[]));
+    assert_eq!(
+        steps[1].script,
+        "cd /srv/app && zstd -q -d -c > .ship/20261122103000.tar && \
+         tar -xf .ship/20261122103000.tar -C releases/20261122103000; rc=$?; \
+         rm -f .ship/20261122103000.tar; exit $rc"
+    );
 }
 
 #[test]
@@ -217,7 +233,9 @@ fn scripts_behave_on_a_real_shell() {
             .expect("tar");
         out.stdout
     };
-    let delivery = Delivery::Tarball { gzip: false };
+    let delivery = Delivery::Tarball {
+        compression: Compression::None,
+    };
     let env = [EnvVar {
         name: "APP_ENV".into(),
         value: "it's $(prod)".into(),
