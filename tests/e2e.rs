@@ -696,3 +696,38 @@ fn tarball_artifacts_gzip_and_zstd_and_a_corrupt_one() {
         assert!(!h.path(&format!(".ship/{live}.tar")).exists());
     }
 }
+
+#[test]
+fn a_lock_held_by_another_deploy_stops_everything_and_is_left_alone() {
+    let fleet = Fleet::start(3);
+    fleet.inventory("", "");
+    let first = fleet.deploy();
+    assert_eq!(first.code, 0, "{}", first.all());
+    let live = fleet.host(0).current_id().expect("current");
+    // Another deploy (from another machine) holds web-3's lock.
+    let holder = r#"{"token":"someone-else","user":"alice","controller":"laptop","pid":4242}"#;
+    fs::create_dir(fleet.host(2).path(".ship/lock")).expect("mkdir lock");
+    fs::write(fleet.host(2).path(".ship/lock/owner"), holder).expect("owner");
+
+    let run = fleet.deploy();
+    assert_eq!(run.code, 4, "exit 4 = lock held: {}", run.all());
+    let all = run.all();
+    assert!(all.contains("[web-3] FAILED at lock (preflight)"), "{all}");
+    assert!(
+        all.contains("is locked by another deploy") && all.contains("\"user\":\"alice\""),
+        "{all}"
+    );
+    for h in &fleet.hosts {
+        assert_eq!(h.current_id().as_deref(), Some(live.as_str()));
+        assert_eq!(h.releases(), vec![live.clone()]);
+    }
+    assert!(
+        !fleet.host(0).locked() && !fleet.host(1).locked(),
+        "no lock of ours left"
+    );
+    assert_eq!(
+        fs::read_to_string(fleet.host(2).path(".ship/lock/owner")).expect("owner"),
+        holder,
+        "the other deploy's lock is untouched"
+    );
+}

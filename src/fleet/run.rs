@@ -465,12 +465,17 @@ async fn connect(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, d: &Deploy) ->
                 }
             };
             let pf = Preflight::parse(&out.stdout_text());
-            let problem = preflight_problem(&host, &pf, &tools);
-            match problem {
+            // A lock held by another deploy is a lock failure (exit 4), seen early.
+            let phase = if pf.lock.is_some() {
+                Phase::Lock
+            } else {
+                Phase::Connect
+            };
+            match preflight_problem(&host, &pf, &tools) {
                 Some(msg) => (
                     i,
                     Some(conn),
-                    Err(ctx.failure(Phase::Connect, Some("preflight"), None, msg)).map(|()| pf),
+                    Err(ctx.failure(phase, Some("preflight"), None, msg)),
                 ),
                 None => (i, Some(conn), Ok(pf)),
             }
