@@ -79,6 +79,10 @@ struct Ctx {
     started: String,
     /// Decided before cleanup and unlock, for the journal.
     outcome: Option<Outcome>,
+    /// Who runs this deploy, from where: read once, written to the lock and the journal.
+    user: String,
+    controller: String,
+    ci_job: Option<String>,
 }
 
 impl Ctx {
@@ -219,6 +223,9 @@ pub async fn deploy(d: Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellation
         revision: d.source.revision.clone(),
         started: util::rfc3339(started_unix),
         outcome: None,
+        user: operator(),
+        controller: controller_name(),
+        ci_job: ci_job(),
     };
     let mut proto = Protocol::new(hosts.len());
     let mut phases: Vec<PhaseTiming> = Vec::new();
@@ -406,9 +413,9 @@ fn journal_line(h: &HostRun, ctx: &Ctx) -> String {
         "outcome": ctx.outcome,
         "previous": h.preflight.current_release(),
         "host": h.host.name,
-        "user": operator(),
-        "controller": controller_name(),
-        "ci_job": ci_job(),
+        "user": ctx.user,
+        "controller": ctx.controller,
+        "ci_job": ctx.ci_job,
         "started": ctx.started,
         "finished": util::rfc3339(util::unix_now()),
     })
@@ -538,16 +545,16 @@ fn preflight_problem(host: &Host, pf: &Preflight, tools: &[&str]) -> Option<Stri
 async fn lock(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx) -> Vec<P> {
     let owner = serde_json::json!({
         "token": ctx.token,
-        "user": operator(),
-        "controller": controller_name(),
+        "user": ctx.user,
+        "controller": ctx.controller,
         "pid": std::process::id(),
         "release": ctx.release,
-        "started": util::rfc3339(util::unix_now()),
-        "ci_job": ci_job(),
+        "started": ctx.started,
+        "ci_job": ctx.ci_job,
     })
     .to_string();
-    // A fixed order (the inventory's) for every controller, so two deploys cannot each hold
-    // half of the fleet waiting for the other: the loser fails at its first host.
+    // Every host at once. A held lock fails at once (no waiting), so two deploys can never
+    // deadlock; if each wins some hosts, both abort and release what they took.
     let mut events = Vec::new();
     let results = join_all(ids.iter().map(|&i| {
         let h = &hosts[i];
@@ -666,25 +673,18 @@ async fn prepare(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, d: &Deploy) ->
     events
 }
 
-/// Parse the host's `date +%s%N` (BusyBox prints a literal `%N`: seconds precision then).
-fn parse_stamp(stdout: &str) -> Option<u128> {
-    let line = stdout.lines().next()?.trim();
+/// The host's clock after its rename: the first line of the switch's output that is not the
+/// ready line, from `date +%s%N` (BusyBox prints a literal `%N`: seconds precision then).
+fn switch_stamp(stdout: &str) -> Option<u128> {
+    let line = stdout
+        .lines()
+        .map(str::trim)
+        .find(|l| *l != remote::SWITCH_READY)?;
     if let Ok(ns) = line.parse::<u128>() {
         return Some(ns);
     }
     let secs = line.strip_suffix("%N").or_else(|| line.strip_suffix('N'))?;
     secs.parse::<u128>().ok().map(|s| s * 1_000_000_000)
-}
-
-/// Parse the host's `date +%s%N` after the ready line (BusyBox prints a literal `%N`: seconds
-/// precision then).
-fn switch_stamp(stdout: &str) -> Option<u128> {
-    let rest: String = stdout
-        .lines()
-        .filter(|l| l.trim() != remote::SWITCH_READY)
-        .collect::<Vec<_>>()
-        .join("\n");
-    parse_stamp(&rest)
 }
 
 async fn switch(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx) -> Vec<P> {
@@ -898,14 +898,15 @@ mod tests {
     #[test]
     fn stamps_from_gnu_and_busybox_date() {
         assert_eq!(
-            parse_stamp("1795319788123456789\n"),
+            switch_stamp("ship-switch-ready\n1795319788123456789\n"),
             Some(1_795_319_788_123_456_789)
         );
         assert_eq!(
-            parse_stamp("1795319788%N\n"),
+            switch_stamp("ship-switch-ready\n1795319788%N\n"),
             Some(1_795_319_788_000_000_000)
         );
-        assert_eq!(parse_stamp(""), None);
+        assert_eq!(switch_stamp(""), None);
+        assert_eq!(switch_stamp("ship-switch-ready\n"), None);
     }
 
     #[test]

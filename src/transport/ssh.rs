@@ -145,7 +145,7 @@ impl SshConnection {
         let mut delay = Duration::from_millis(50);
         loop {
             match Self::connect_once(host, options).await {
-                Err(Attempt::Retry(_)) => {
+                Err(Attempt::Retry) => {
                     // sshd's MaxStartups drops bursts of new connections: back off and retry
                     // (the overall connect timeout bounds this loop).
                     tokio::time::sleep(delay).await;
@@ -205,7 +205,7 @@ impl SshConnection {
                         return Err(Attempt::Fatal(refusal));
                     }
                     if is_retryable(&e) {
-                        return Err(Attempt::Retry(e.to_string()));
+                        return Err(Attempt::Retry);
                     }
                     return Err(Attempt::Fatal(TransportError::Connect {
                         addr,
@@ -271,8 +271,9 @@ impl SshConnection {
     }
 }
 
+/// One connection attempt: worth retrying (sshd dropped a burst), or a final answer.
 enum Attempt {
-    Retry(#[allow(dead_code)] String),
+    Retry,
     Fatal(TransportError),
 }
 
