@@ -239,11 +239,7 @@ fn a_changed_host_key_is_refused_even_with_accept_new() {
     let live = fleet.host(0).current_id().expect("current");
     // Record a different key for web-2, as after a reinstall or an attack.
     let other = fleet.dir.path().join("other_key");
-    std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&other)
-        .status()
-        .expect("keygen");
+    support::keygen(&other);
     let other_pub = fs::read_to_string(other.with_extension("pub")).expect("pub");
     let fields: Vec<&str> = other_pub.split_whitespace().take(2).collect();
     let known = fs::read_to_string(&fleet.known_hosts).expect("kh");
@@ -277,11 +273,7 @@ fn a_changed_host_key_is_refused_even_with_accept_new() {
             )),
             "{all}"
         );
-        for h in &fleet.hosts {
-            assert_eq!(h.current_id().as_deref(), Some(live.as_str()));
-            assert_eq!(h.releases(), vec![live.clone()]);
-            assert!(!h.locked());
-        }
+        fleet.assert_all_on(&live);
     }
 }
 
@@ -330,19 +322,10 @@ fn git_source_exports_exactly_the_resolved_commit_on_every_host() {
     git(&work, &["commit", "-q", "-am", "second"]);
     let main = git(&work, &["rev-parse", "HEAD"]);
     let url = work.display().to_string();
-    let inv = fleet.inventory("", "");
-    let text = fs::read_to_string(&inv).expect("inv");
-    let app = Fleet::example_app().display().to_string();
     let use_ref = |reference: &str| {
-        let source = format!("{{ git: {url}, ref: {reference} }}");
-        fs::write(
-            &inv,
-            text.replace(&format!("{{ artifact: {app} }}"), &source),
-        )
-        .expect("write");
+        fleet.inventory("", "");
+        fleet.set_source(&format!("{{ git: {url}, ref: {reference} }}"));
     };
-
-    // An annotated tag resolves to the commit it points at.
     use_ref("v1");
     let run = fleet.deploy();
     assert_eq!(run.code, 0, "{}", run.all());
@@ -596,11 +579,7 @@ fn a_host_down_at_start_or_refusing_auth_changes_nothing_anywhere() {
     let fleet = Fleet::start(2);
     let inv = fleet.inventory("", "");
     let stranger = fleet.dir.path().join("stranger");
-    std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&stranger)
-        .status()
-        .expect("keygen");
+    support::keygen(&stranger);
     let text = fs::read_to_string(&inv).expect("inv");
     fs::write(
         &inv,
@@ -625,8 +604,6 @@ fn a_host_down_at_start_or_refusing_auth_changes_nothing_anywhere() {
 #[test]
 fn tarball_artifacts_gzip_and_zstd_and_a_corrupt_one() {
     let fleet = Fleet::start(2);
-    let inv = fleet.inventory("", "");
-    let text = fs::read_to_string(&inv).expect("inv");
     let app = Fleet::example_app().display().to_string();
     let tar = fleet.dir.path().join("app.tar");
     let status = std::process::Command::new("tar")
@@ -648,14 +625,9 @@ fn tarball_artifacts_gzip_and_zstd_and_a_corrupt_one() {
         .expect("zstd (apt-get install zstd)");
     assert!(status.success());
     let use_artifact = |path: &Path| {
-        let source = format!("{{ artifact: {} }}", path.display());
-        fs::write(
-            &inv,
-            text.replace(&format!("{{ artifact: {app} }}"), &source),
-        )
-        .expect("write");
+        fleet.inventory("", "");
+        fleet.set_source(&format!("{{ artifact: {} }}", path.display()));
     };
-
     use_artifact(&zst);
     let run = fleet.deploy();
     assert_eq!(run.code, 0, "{}", run.all());
@@ -689,10 +661,8 @@ fn tarball_artifacts_gzip_and_zstd_and_a_corrupt_one() {
         "{}",
         run.all()
     );
+    fleet.assert_all_on(&live);
     for h in &fleet.hosts {
-        assert_eq!(h.current_id().as_deref(), Some(live.as_str()));
-        assert_eq!(h.releases(), vec![live.clone()]);
-        assert!(!h.locked());
         assert!(!h.path(&format!(".ship/{live}.tar")).exists());
     }
 }

@@ -26,6 +26,15 @@ fn sh(script: &str, stdin: &[u8]) -> (i32, String) {
     )
 }
 
+/// Run every prepare step of `plan` in a real shell; each must succeed.
+fn run_prepare(plan: &Plan, payload: &[u8]) {
+    for step in prepare(plan) {
+        let input: &[u8] = if step.takes_payload { payload } else { b"" };
+        let (rc, out) = sh(&step.script, input);
+        assert_eq!(rc, 0, "step {} failed: {out}", step.name);
+    }
+}
+
 fn plan<'a>(deploy_to: &'a str, delivery: &'a Delivery, env: &'a [EnvVar]) -> Plan<'a> {
     static FILES: std::sync::LazyLock<Vec<String>> =
         std::sync::LazyLock::new(|| vec![".env".into(), "config/app.ini".into()]);
@@ -248,11 +257,7 @@ fn scripts_behave_on_a_real_shell() {
     assert!(out.contains("lock held: {\"token\":\"t1\"}"), "{out}");
 
     let p = plan(deploy_to, &delivery, &env);
-    for step in prepare(&p) {
-        let input: &[u8] = if step.takes_payload { &payload } else { b"" };
-        let (rc, out) = sh(&step.script, input);
-        assert_eq!(rc, 0, "step {} failed: {out}", step.name);
-    }
+    run_prepare(&p, &payload);
     let rel = root.join("releases/20261122103000");
     assert_eq!(
         fs::read_to_string(rel.join("REVISION")).expect("REVISION"),
@@ -309,11 +314,7 @@ fn scripts_behave_on_a_real_shell() {
         release_id: "20261122110000",
         ..p.clone()
     };
-    for step in prepare(&p2) {
-        let input: &[u8] = if step.takes_payload { &payload } else { b"" };
-        let (rc, out) = sh(&step.script, input);
-        assert_eq!(rc, 0, "step {} failed: {out}", step.name);
-    }
+    run_prepare(&p2, &payload);
     assert_eq!(
         fs::read_to_string(root.join("shared/.env")).expect("env"),
         "EDITED=1\n"

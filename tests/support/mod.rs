@@ -199,7 +199,8 @@ fn require_tools() {
     let _ = fs::create_dir_all("/var/www");
 }
 
-fn keygen(path: &Path) {
+/// Make an unencrypted ed25519 key pair at `path` and `path.pub`.
+pub fn keygen(path: &Path) {
     run_ok(
         Command::new("ssh-keygen")
             .args(["-q", "-t", "ed25519", "-N", "", "-C", "ship-test", "-f"])
@@ -319,6 +320,35 @@ impl Fleet {
         let path = self.dir.path().join("inventory.yaml");
         fs::write(&path, text).expect("inventory");
         path
+    }
+
+    /// Replace the inventory's source (the example app artifact) with `source`, a YAML flow
+    /// mapping such as `{ git: /path, ref: main }`.
+    pub fn set_source(&self, source: &str) {
+        let path = self.dir.path().join("inventory.yaml");
+        let text = fs::read_to_string(&path).expect("inventory written by Fleet::inventory");
+        let line = format!("source: {{ artifact: {} }}", Self::example_app().display());
+        assert!(text.contains(&line), "the inventory has the default source");
+        fs::write(&path, text.replace(&line, &format!("source: {source}"))).expect("write");
+    }
+
+    /// Every host is on `release`, has no other release, and holds no lock.
+    pub fn assert_all_on(&self, release: &str) {
+        for h in &self.hosts {
+            assert_eq!(
+                h.current_id().as_deref(),
+                Some(release),
+                "{}: current",
+                h.name
+            );
+            assert_eq!(
+                h.releases(),
+                vec![release.to_owned()],
+                "{}: releases",
+                h.name
+            );
+            assert!(!h.locked(), "{}: lock", h.name);
+        }
     }
 
     /// Run the ship binary with `args`, in the fleet's directory.
