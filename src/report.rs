@@ -135,6 +135,11 @@ pub enum Event {
         host: String,
         at_unix_ns: Option<u128>,
     },
+    /// Ship is waiting for something outside its control (a lock held by another run).
+    Waiting {
+        host: String,
+        message: String,
+    },
     /// An interruption was received; what ship does about it.
     Interrupted {
         message: String,

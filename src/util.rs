@@ -9,9 +9,15 @@ pub fn human_duration(d: Duration) -> String {
         format!("{ms}ms")
     } else if ms < 60_000 {
         format!("{:.1}s", d.as_secs_f64())
-    } else {
+    } else if ms < 3_600_000 {
         let s = d.as_secs();
         format!("{}m{:02}s", s / 60, s % 60)
+    } else if ms < 86_400_000 {
+        let m = d.as_secs() / 60;
+        format!("{}h{:02}m", m / 60, m % 60)
+    } else {
+        let h = d.as_secs() / 3600;
+        format!("{}d{:02}h", h / 24, h % 24)
     }
 }
 
@@ -59,6 +65,29 @@ pub fn rfc3339(secs: u64) -> String {
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
 }
 
+/// Read back a timestamp written by [`rfc3339`] (`YYYY-MM-DDTHH:MM:SSZ`, UTC only).
+pub fn parse_rfc3339(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    if b.len() != 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[19] != b'Z' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    // Howard Hinnant's days-from-civil algorithm.
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + h * 3600 + mi * 60 + se).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,9 +101,20 @@ mod tests {
     }
 
     #[test]
+    fn timestamps_read_back() {
+        for t in [0, 951_782_400, 1_795_319_788, 4_102_444_800] {
+            assert_eq!(parse_rfc3339(&rfc3339(t)), Some(t));
+        }
+        assert_eq!(parse_rfc3339("2026-13-01T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339("2026-11-22 03:56:28"), None);
+    }
+
+    #[test]
     fn durations_for_humans() {
         assert_eq!(human_duration(Duration::from_millis(350)), "350ms");
         assert_eq!(human_duration(Duration::from_millis(1250)), "1.2s");
         assert_eq!(human_duration(Duration::from_secs(125)), "2m05s");
+        assert_eq!(human_duration(Duration::from_secs(7500)), "2h05m");
+        assert_eq!(human_duration(Duration::from_secs(90_000)), "1d01h");
     }
 }

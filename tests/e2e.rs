@@ -682,10 +682,15 @@ fn a_lock_held_by_another_deploy_stops_everything_and_is_left_alone() {
     let run = fleet.deploy();
     assert_eq!(run.code, 4, "exit 4 = lock held: {}", run.all());
     let all = run.all();
-    assert!(all.contains("[web-3] FAILED at lock (preflight)"), "{all}");
     assert!(
-        all.contains("is locked by another deploy") && all.contains("\"user\":\"alice\""),
+        all.contains(
+            "[web-3] FAILED at lock: /var/www/app is locked by deploy by alice on laptop (pid 4242)"
+        ),
         "{all}"
+    );
+    assert!(
+        all.contains("--lock-wait"),
+        "the hint names --lock-wait: {all}"
     );
     for h in &fleet.hosts {
         assert_eq!(h.current_id().as_deref(), Some(live.as_str()));

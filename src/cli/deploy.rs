@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use super::output::{Json, Live, Plain, Verbosity, summary_text};
+use super::output::{Board, Json, Live, Plain, Verbosity, summary_text};
 use super::{DeployArgs, exit};
 use crate::fleet::{self, Deploy};
 use crate::inventory::Inventory;
@@ -28,6 +28,15 @@ pub async fn run(args: DeployArgs) -> u8 {
             return exit::USAGE;
         }
     };
+    let mut stage = stage;
+    for h in &mut stage.hosts {
+        if let Some(t) = args.connect_timeout {
+            h.config.timeouts.connect = t;
+        }
+        if let Some(t) = args.step_timeout {
+            h.config.timeouts.step = t;
+        }
+    }
     let Some(source) = stage.source().cloned() else {
         eprintln!("error: stage `{}` has no hosts", stage.name);
         return exit::USAGE;
@@ -54,16 +63,17 @@ pub async fn run(args: DeployArgs) -> u8 {
     };
     let live_terminal = !g.json && verbosity != Verbosity::Quiet && std::io::stderr().is_terminal();
     let names: Vec<String> = stage.hosts.iter().map(|h| h.name.clone()).collect();
-    let reporter: Arc<dyn Reporter> = if g.json {
+    let shown: Arc<dyn Reporter> = if g.json {
         Arc::new(Json)
     } else if live_terminal {
         Arc::new(Live::new(&names, verbosity))
     } else {
         Arc::new(Plain { verbosity })
     };
+    let board = Arc::new(Board::new(&names, shown));
 
     let cancel = CancellationToken::new();
-    spawn_signal_watch(cancel.clone());
+    spawn_signal_watch(cancel.clone(), board.clone());
 
     let summary = fleet::deploy(
         Deploy {
@@ -73,8 +83,9 @@ pub async fn run(args: DeployArgs) -> u8 {
                 accept_new_host_keys: args.accept_new_host_keys,
             },
             keep_failed: args.keep_failed,
+            lock_wait: args.lock_wait.unwrap_or_default(),
         },
-        reporter,
+        board,
         cancel.clone(),
     )
     .await;
@@ -103,7 +114,7 @@ pub async fn run(args: DeployArgs) -> u8 {
 
 /// First SIGINT/SIGTERM/SIGHUP: cancel (the deploy aborts cleanly, or finishes its switch).
 /// Second: exit at once.
-fn spawn_signal_watch(cancel: CancellationToken) {
+fn spawn_signal_watch(cancel: CancellationToken, board: Arc<Board>) {
     use tokio::signal::unix::{SignalKind, signal};
     tokio::spawn(async move {
         let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
@@ -128,7 +139,11 @@ fn spawn_signal_watch(cancel: CancellationToken) {
                 );
                 cancel.cancel();
             } else {
-                eprintln!("ship: exiting at once");
+                eprintln!(
+                    "ship: exiting at once. Where each host stood:\n{}\n\
+                     hosts may keep a lock and a staged release: `ship status` shows them",
+                    board.snapshot().join("\n")
+                );
                 std::process::exit(i32::from(exit::INTERRUPTED));
             }
         }

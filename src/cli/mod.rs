@@ -8,6 +8,7 @@ mod output;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -81,8 +82,24 @@ pub struct DeployArgs {
     /// After a failure, keep the staged release on the hosts for inspection.
     #[arg(long)]
     pub keep_failed: bool,
+    /// Wait this long for a lock held by another deploy instead of stopping at once
+    /// (e.g. `10m`).
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub lock_wait: Option<Duration>,
+    /// Override `timeouts.connect` for every host (TCP, handshake and authentication).
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub connect_timeout: Option<Duration>,
+    /// Override `timeouts.step` for every host (each remote step of prepare).
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub step_timeout: Option<Duration>,
     #[command(flatten)]
     pub global: Global,
+}
+
+/// A duration on the command line: `90s`, `10m`, `1h`, `500ms`.
+fn duration(text: &str) -> Result<Duration, String> {
+    crate::inventory::parse_duration(text)
+        .ok_or_else(|| format!("`{text}` is not a duration (examples: 30s, 10m, 1h, 500ms)"))
 }
 
 /// Parse the command line, run, and map the result to an exit code.

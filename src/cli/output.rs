@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -98,6 +98,7 @@ impl Reporter for Plain {
                 self.line(&format!("[{host}] switched"))
             }
             Event::Interrupted { message } => self.line(&format!("interrupted: {message}")),
+            Event::Waiting { host, message } => self.line(&format!("[{host}] {message}")),
             _ => {}
         }
     }
@@ -171,12 +172,70 @@ impl Reporter for Live {
                 }
             }
             Event::Switched { host, .. } => self.set(host, "switched".into()),
+            Event::Waiting { host, message } => {
+                self.set(host, "waiting for the lock".into());
+                let _ = self.multi.println(format!("[{host}] {message}"));
+            }
             Event::Interrupted { message } => {
                 let _ = self.multi.println(format!("interrupted: {message}"));
             }
             Event::Finished { .. } => self.finish(),
             _ => {}
         }
+    }
+}
+
+/// Remembers where each host stands, for a second Ctrl-C that exits at once: what was each
+/// host doing when ship gave up on it. Passes every event on.
+pub struct Board {
+    inner: Arc<dyn Reporter>,
+    states: Mutex<Vec<(String, String)>>,
+}
+
+impl Board {
+    pub fn new(hosts: &[String], inner: Arc<dyn Reporter>) -> Self {
+        Board {
+            inner,
+            states: Mutex::new(
+                hosts
+                    .iter()
+                    .map(|h| (h.clone(), "not started".to_owned()))
+                    .collect(),
+            ),
+        }
+    }
+
+    fn set(&self, host: &str, state: String) {
+        if let Ok(mut v) = self.states.lock()
+            && let Some(slot) = v.iter_mut().find(|(h, _)| h == host)
+        {
+            slot.1 = state;
+        }
+    }
+
+    /// One line per host: its last known state.
+    pub fn snapshot(&self) -> Vec<String> {
+        self.states
+            .lock()
+            .map(|v| v.iter().map(|(h, s)| format!("  {h}: {s}")).collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Reporter for Board {
+    fn report(&self, event: &Event) {
+        match event {
+            Event::Phase { host, phase } => self.set(host, format!("in {phase}")),
+            Event::StepStarted { host, step } => self.set(host, format!("in prepare: {step}")),
+            Event::HostFailed { host, failure } => self.set(
+                host,
+                format!("failed at {}: {}", failure.phase, failure.message),
+            ),
+            Event::Switched { host, .. } => self.set(host, "switched to the new release".into()),
+            Event::Waiting { host, .. } => self.set(host, "waiting for the lock".into()),
+            _ => {}
+        }
+        self.inner.report(event);
     }
 }
 

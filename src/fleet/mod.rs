@@ -1,3 +1,4 @@
+pub mod lock;
 pub mod protocol;
 pub mod run;
 

@@ -7,9 +7,10 @@ use futures::future::join_all;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use super::lock::HeldLock;
 use super::protocol::{Action, Event as P, Outcome, Protocol, SwitchState};
 use crate::inventory::{Host, Stage};
-use crate::remote::{self, LOCK_HELD, Preflight, SWITCH_CANCELLED};
+use crate::remote::{self, LOCK_HELD, LockOwner, Preflight, SWITCH_CANCELLED};
 use crate::report::{
     Event, Failure, HostResult, HostSummary, Phase, PhaseTiming, Reporter, Summary,
 };
@@ -19,6 +20,10 @@ use crate::util;
 
 /// How many SSH handshakes may be in flight at once (sshd drops bursts: MaxStartups).
 const CONNECT_CONCURRENCY: usize = 32;
+/// Upper bound for commands that do little (lock, unlock, discard, cleanup).
+const SHORT_COMMAND: Duration = Duration::from_secs(120);
+/// How often a held lock is tried again under `--lock-wait`.
+const LOCK_POLL: Duration = Duration::from_secs(2);
 /// Lines of output kept in a failure.
 const TAIL_LINES: usize = 15;
 
@@ -29,6 +34,8 @@ pub struct Deploy {
     pub connect: ConnectOptions,
     /// Keep a failed release's directory on the hosts for inspection instead of removing it.
     pub keep_failed: bool,
+    /// How long to wait for a lock held by another run (zero: fail at once).
+    pub lock_wait: Duration,
 }
 
 /// Replaces secret values in anything shown.
@@ -72,6 +79,7 @@ impl HostRun {
 
 struct Ctx {
     reporter: Arc<dyn Reporter>,
+    stage: String,
     masker: Masker,
     release: String,
     token: String,
@@ -83,6 +91,8 @@ struct Ctx {
     user: String,
     controller: String,
     ci_job: Option<String>,
+    /// The operator's interruption: long remote steps watch it and stop on the host.
+    cancel: CancellationToken,
 }
 
 impl Ctx {
@@ -217,6 +227,7 @@ pub async fn deploy(d: Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellation
         .collect();
     let mut ctx = Ctx {
         reporter,
+        stage: d.stage.name.clone(),
         masker,
         release: util::release_id_at(started_unix),
         token: String::new(),
@@ -226,6 +237,7 @@ pub async fn deploy(d: Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellation
         user: operator(),
         controller: controller_name(),
         ci_job: ci_job(),
+        cancel: cancel.clone(),
     };
     let mut proto = Protocol::new(hosts.len());
     let mut phases: Vec<PhaseTiming> = Vec::new();
@@ -246,8 +258,10 @@ pub async fn deploy(d: Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellation
             Action::Unlock(_) => Phase::Unlock,
             Action::Finish(o) => break *o,
         };
-        // Before the barrier, an interruption abandons the phase in flight.
-        let interruptible = matches!(phase, Phase::Connect | Phase::Lock | Phase::Prepare);
+        // Connecting changes nothing on the hosts, so an interruption abandons it. Later
+        // phases see the interruption themselves (a running step is stopped on its host) and
+        // report what they did, so the protocol knows what to undo.
+        let interruptible = phase == Phase::Connect;
         let events = {
             let work = run_action(&action, &mut hosts, &ctx, &d);
             if interruptible {
@@ -359,7 +373,7 @@ pub async fn deploy(d: Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellation
 async fn run_action(action: &Action, hosts: &mut [HostRun], ctx: &Ctx, d: &Deploy) -> Vec<P> {
     match action {
         Action::Connect(ids) => connect(ids, hosts, ctx, d).await,
-        Action::Lock(ids) => lock(ids, hosts, ctx).await,
+        Action::Lock(ids) => lock(ids, hosts, ctx, d).await,
         Action::Prepare(ids) => prepare(ids, hosts, ctx, d).await,
         Action::Switch(ids) => switch(ids, hosts, ctx).await,
         Action::Revert(ids) => revert(ids, hosts, ctx).await,
@@ -472,19 +486,21 @@ async fn connect(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, d: &Deploy) ->
                 }
             };
             let pf = Preflight::parse(&out.stdout_text());
-            // A lock held by another deploy is a lock failure (exit 4), seen early.
-            let phase = if pf.lock.is_some() {
-                Phase::Lock
-            } else {
-                Phase::Connect
-            };
-            match preflight_problem(&host, &pf, &tools) {
-                Some(msg) => (
+            if let Some(msg) = preflight_problem(&host, &pf, &tools) {
+                return (
                     i,
                     Some(conn),
-                    Err(ctx.failure(phase, Some("preflight"), None, msg)),
-                ),
-                None => (i, Some(conn), Ok(pf)),
+                    Err(ctx.failure(Phase::Connect, Some("preflight"), None, msg)),
+                );
+            }
+            // A lock held by another run stops everything at once (exit 4), before the lock
+            // phase, unless we were asked to wait for it.
+            match &pf.lock {
+                Some(raw) if d.lock_wait.is_zero() => {
+                    let f = held_lock_failure(ctx, &host, raw, Duration::ZERO);
+                    (i, Some(conn), Err(f))
+                }
+                _ => (i, Some(conn), Ok(pf)),
             }
         }
     });
@@ -533,62 +549,158 @@ fn preflight_problem(host: &Host, pf: &Preflight, tools: &[&str]) -> Option<Stri
             missing.join(" ")
         ));
     }
-    if let Some(holder) = &pf.lock {
-        return Some(format!(
-            "{d} is locked by another deploy: {holder}\n  hint: wait for it to finish; if it \
-             died, check `ship status` and remove the lock with `ship unlock`"
-        ));
-    }
     None
 }
 
-async fn lock(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx) -> Vec<P> {
-    let owner = serde_json::json!({
-        "token": ctx.token,
-        "user": ctx.user,
-        "controller": ctx.controller,
-        "pid": std::process::id(),
-        "release": ctx.release,
-        "started": ctx.started,
-        "ci_job": ctx.ci_job,
-    })
-    .to_string();
-    // Every host at once. A held lock fails at once (no waiting), so two deploys can never
-    // deadlock; if each wins some hosts, both abort and release what they took.
-    let mut events = Vec::new();
-    let results = join_all(ids.iter().map(|&i| {
+/// What happened when one host's lock was tried.
+enum LockTry {
+    Taken,
+    /// Another run holds it (its owner record, raw).
+    Held(String),
+    Failed(Failure),
+}
+
+async fn try_lock(
+    ids: &[usize],
+    hosts: &[HostRun],
+    ctx: &Ctx,
+    owner: &str,
+) -> Vec<(usize, LockTry)> {
+    join_all(ids.iter().map(|&i| {
         let h = &hosts[i];
         let conn = h.conn.clone();
-        let script = remote::lock(&h.host.config.deploy_to, &owner);
+        let script = remote::lock(&h.host.config.deploy_to, owner);
         let name = h.host.name.clone();
-        let t = h.host.config.timeouts.step;
+        let t = h.host.config.timeouts.step.min(SHORT_COMMAND);
         async move {
             ctx.phase(&name, Phase::Lock);
             let Some(conn) = conn else {
-                return (i, Err(ctx.failure(Phase::Lock, None, None, "not connected".into())));
+                return (
+                    i,
+                    LockTry::Failed(ctx.failure(Phase::Lock, None, None, "not connected".into())),
+                );
             };
-            match conn.run(&script, None, None, t).await {
-                Ok(o) if o.success() => (i, Ok(())),
+            let r = match conn.run(&script, None, None, t).await {
+                Ok(o) if o.success() => LockTry::Taken,
                 Ok(o) if o.status == Some(LOCK_HELD) => {
-                    let msg = o.stdout_text().trim().to_owned();
-                    (i, Err(ctx.failure(Phase::Lock, None, None, format!("{msg}\n  hint: another deploy is running; wait for it, or check `ship status`"))))
+                    let text = o.stdout_text();
+                    LockTry::Held(
+                        text.trim()
+                            .trim_start_matches("lock held:")
+                            .trim()
+                            .to_owned(),
+                    )
                 }
-                Ok(o) => (i, Err(command_failure(ctx, Phase::Lock, None, &o))),
-                Err(e) => (i, Err(transport_failure(ctx, Phase::Lock, None, &e))),
-            }
+                Ok(o) => LockTry::Failed(command_failure(ctx, Phase::Lock, None, &o)),
+                Err(e) => LockTry::Failed(transport_failure(ctx, Phase::Lock, None, &e)),
+            };
+            (i, r)
         }
     }))
-    .await;
-    for (i, r) in results {
-        match r {
-            Ok(()) => events.push(P::Locked(i)),
-            Err(f) => {
-                hosts[i].fail(ctx, f);
-                events.push(P::LockFailed(i));
+    .await
+}
+
+/// Lock every host. Hosts are locked in a fixed order — the first host by name alone, then
+/// the rest at once — so of two runs started together exactly one gets past the first host and
+/// the other stops there, having changed nothing. A held lock stops the run at once, or, with
+/// `--lock-wait`, releases whatever this run took and tries again until the wait is over.
+async fn lock(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, d: &Deploy) -> Vec<P> {
+    let owner = serde_json::to_string(&LockOwner {
+        token: ctx.token.clone(),
+        kind: "deploy".into(),
+        user: ctx.user.clone(),
+        controller: ctx.controller.clone(),
+        pid: std::process::id(),
+        release: ctx.release.clone(),
+        started: ctx.started.clone(),
+        ci_job: ctx.ci_job.clone(),
+    })
+    .unwrap_or_default();
+    let mut order = ids.to_vec();
+    order.sort_by(|a, b| hosts[*a].host.name.cmp(&hosts[*b].host.name));
+    let deadline = Instant::now() + d.lock_wait;
+    let mut announced = false;
+    loop {
+        let Some((first, rest)) = order.split_first() else {
+            return Vec::new();
+        };
+        let mut results = try_lock(&[*first], hosts, ctx, &owner).await;
+        if matches!(results.first(), Some((_, LockTry::Taken))) {
+            results.extend(try_lock(rest, hosts, ctx, &owner).await);
+        }
+        let held: Vec<(usize, String)> = results
+            .iter()
+            .filter_map(|(i, r)| match r {
+                LockTry::Held(raw) => Some((*i, raw.clone())),
+                _ => None,
+            })
+            .collect();
+        let other_failure = results.iter().any(|(_, r)| matches!(r, LockTry::Failed(_)));
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if !held.is_empty() && !other_failure && !remaining.is_zero() && !ctx.cancel.is_cancelled()
+        {
+            // Give back what we took, so the holder (or a run waiting like us) can finish.
+            let taken: Vec<usize> = results
+                .iter()
+                .filter(|(_, r)| matches!(r, LockTry::Taken))
+                .map(|(i, _)| *i)
+                .collect();
+            simple(&taken, hosts, ctx, Phase::Lock, |h, c| {
+                remote::unlock(&h.host.config.deploy_to, &c.token)
+            })
+            .await;
+            if !announced {
+                announced = true;
+                let (i, raw) = &held[0];
+                let lock = HeldLock::read(raw, &ctx.controller);
+                ctx.reporter.report(&Event::Waiting {
+                    host: hosts[*i].host.name.clone(),
+                    message: format!(
+                        "locked by {}; waiting up to {} for it (--lock-wait)",
+                        lock.who(),
+                        util::human_duration(remaining)
+                    ),
+                });
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(remaining.min(LOCK_POLL)) => continue,
+                _ = ctx.cancel.cancelled() => {}
             }
         }
+        let mut events = Vec::new();
+        for (i, r) in results {
+            match r {
+                LockTry::Taken => events.push(P::Locked(i)),
+                LockTry::Held(raw) => {
+                    let f = held_lock_failure(ctx, &hosts[i].host, &raw, d.lock_wait);
+                    hosts[i].fail(ctx, f);
+                    events.push(P::LockFailed(i));
+                }
+                LockTry::Failed(f) => {
+                    hosts[i].fail(ctx, f);
+                    events.push(P::LockFailed(i));
+                }
+            }
+        }
+        return events;
     }
-    events
+}
+
+/// The failure for a lock held by another run: who, since when, alive or not, what to do.
+fn held_lock_failure(ctx: &Ctx, host: &Host, raw: &str, waited: Duration) -> Failure {
+    let lock = HeldLock::read(raw, &ctx.controller);
+    let mut msg = format!("{} is locked by {}", host.config.deploy_to, lock.who());
+    if let Some(r) = lock.release() {
+        msg.push_str(&format!(" (it may have left releases/{r} unfinished)"));
+    }
+    if !waited.is_zero() {
+        msg.push_str(&format!(
+            "; still held after waiting {}",
+            util::human_duration(waited)
+        ));
+    }
+    msg.push_str(&format!("\n  {}", lock.hint(&ctx.stage)));
+    ctx.failure(Phase::Lock, None, None, msg)
 }
 
 async fn prepare(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, d: &Deploy) -> Vec<P> {
@@ -626,11 +738,12 @@ async fn prepare(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, d: &Deploy) ->
                 });
                 let stdin = step.takes_payload.then(|| d.source.payload.as_slice());
                 let result = conn
-                    .run(
-                        &step.script,
+                    .run_step(
+                        &step.command(),
                         stdin,
                         Some(ctx.on_line(&host.name)),
                         host.config.timeouts.step,
+                        &ctx.cancel,
                     )
                     .await;
                 let ok = matches!(&result, Ok(o) if o.success());
@@ -747,7 +860,7 @@ async fn switch(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx) -> Vec<P> {
     }))
     .await;
     // 3. Collect the confirmations.
-    let results = join_all(ids.iter().zip(armed).zip(fire).map(|((&i, p), fired)| {
+    let results = join_all(ids.iter().zip(armed).zip(fire).map(|((&i, mut p), fired)| {
         let t = hosts[i].host.config.timeouts.switch;
         async move {
             let r = match fired {
@@ -846,7 +959,7 @@ async fn simple(
         let h = &hosts[i];
         let conn = h.conn.clone();
         let s = script(h, ctx);
-        let t = h.host.config.timeouts.step.min(Duration::from_secs(120));
+        let t = h.host.config.timeouts.step.min(SHORT_COMMAND);
         let name = h.host.name.clone();
         async move {
             if s.is_empty() {

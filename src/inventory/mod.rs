@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::{InventoryError, edit_distance, nearest};
-pub use parse::{HOST_KEYS, LAYER_KEYS, STAGE_KEYS, TOP_KEYS, parse_inventory};
+pub use parse::{HOST_KEYS, LAYER_KEYS, STAGE_KEYS, TOP_KEYS, parse_duration, parse_inventory};
 
 /// A parsed inventory file.
 #[derive(Debug, Clone)]

@@ -29,6 +29,39 @@ pub struct Step {
     pub takes_payload: bool,
 }
 
+impl Step {
+    /// The command sent to the host: the script itself when it reads the payload (a cut
+    /// stream stops it), otherwise the script [`supervised`].
+    pub fn command(&self) -> String {
+        if self.takes_payload {
+            self.script.clone()
+        } else {
+            supervised(&self.script)
+        }
+    }
+}
+
+/// Run `script` so that it lives only as long as the controller holds its stdin open: the
+/// script runs in a session of its own (so its whole process tree can be signalled), and a
+/// watcher waits for end-of-file on stdin. When stdin closes before the script ends (the
+/// controller timed out, was interrupted, or died and took its connection with it), the
+/// watcher sends SIGTERM to the script's process group, then SIGKILL 5 s later. Without it, a
+/// build abandoned by a dead controller would keep running, and writing into a release that
+/// is being removed. The exit status is the script's (143 when stopped).
+pub fn supervised(script: &str) -> String {
+    format!(
+        "exec 3<&0 </dev/null\n\
+         if command -v setsid >/dev/null 2>&1; then setsid sh -c {s} & p=$!; g=-$p; \
+         else sh -c {s} & p=$!; g=$p; fi\n\
+         {{ read -r _ <&3; kill -TERM $g; sleep 5; kill -KILL $g; }} >/dev/null 2>&1 & w=$!\n\
+         exec 3<&-\n\
+         wait $p; rc=$?\n\
+         kill $w 2>/dev/null\n\
+         exit $rc\n",
+        s = quote(script)
+    )
+}
+
 /// How a streamed tarball is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
@@ -138,6 +171,33 @@ impl Preflight {
         let target = self.current.as_deref()?.trim_end_matches('/');
         let (_, id) = target.rsplit_once("releases/")?;
         (!id.is_empty() && !id.contains('/')).then_some(id)
+    }
+}
+
+/// The lock's owner record (`.ship/lock/owner`, one JSON object): who holds the lock, from
+/// where, for which release. Unknown or missing fields are tolerated (older or newer ship).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct LockOwner {
+    /// Unique per run: only the run that took the lock releases it.
+    pub token: String,
+    /// `deploy` or `rollback`.
+    pub kind: String,
+    pub user: String,
+    /// Host name of the machine ship ran on.
+    pub controller: String,
+    pub pid: u32,
+    /// The release being deployed (or rolled back to).
+    pub release: String,
+    /// RFC 3339, UTC.
+    pub started: String,
+    pub ci_job: Option<String>,
+}
+
+impl LockOwner {
+    /// Read an owner record; `None` when it is not one (a lock made by hand, a torn write).
+    pub fn parse(raw: &str) -> Option<LockOwner> {
+        serde_json::from_str(raw.trim()).ok()
     }
 }
 

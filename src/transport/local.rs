@@ -19,7 +19,7 @@ pub struct LocalConnection;
 pub struct LocalProcess {
     child: Child,
     stdin: Option<ChildStdin>,
-    drain: JoinHandle<Collector>,
+    drain: Option<JoinHandle<Collector>>,
 }
 
 impl LocalConnection {
@@ -77,7 +77,7 @@ impl LocalConnection {
         Ok(LocalProcess {
             child,
             stdin,
-            drain,
+            drain: Some(drain),
         })
     }
 }
@@ -100,15 +100,21 @@ impl LocalProcess {
         Ok(())
     }
 
-    pub async fn wait(mut self) -> Result<Output, TransportError> {
-        drop(self.stdin.take());
+    /// Wait for the command to end. Stdin stays open until then unless closed: a supervised
+    /// step lives only as long as its stdin. Safe to call again after an abandoned wait.
+    pub async fn wait(&mut self) -> Result<Output, TransportError> {
         let status = self
             .child
             .wait()
             .await
             .map_err(|e| TransportError::Other(format!("waiting for sh failed: {e}")))?;
-        let collector = self
-            .drain
+        drop(self.stdin.take());
+        let Some(drain) = self.drain.take() else {
+            return Err(TransportError::Other(
+                "the command was already waited for".into(),
+            ));
+        };
+        let collector = drain
             .await
             .map_err(|e| TransportError::Other(format!("output reader failed: {e}")))?;
         use std::os::unix::process::ExitStatusExt;

@@ -12,7 +12,13 @@ pub mod ssh;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::inventory::{Connection as Kind, Host};
+
+/// How long a stopped step gets to end on the host before ship stops waiting for it. A
+/// supervised step is sent SIGTERM, then SIGKILL 5 s later, so this covers both.
+pub const STOP_GRACE: Duration = Duration::from_secs(8);
 
 /// Which output stream a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +69,9 @@ pub enum TransportError {
     },
     #[error("authentication as `{user}` failed: {reason}")]
     Auth { user: String, reason: String },
+    /// A supervised step was stopped by the controller (timeout or interruption).
+    #[error("{why}; {}", if *confirmed { "it was stopped on the host" } else { "the host did not confirm that it stopped" })]
+    Stopped { why: String, confirmed: bool },
     #[error("the connection was lost: {0}")]
     Lost(String),
     #[error("{0}")]
@@ -186,9 +195,9 @@ impl Process {
         }
     }
 
-    /// Wait for the command to end. Dropping the future abandons the command (its channel or
-    /// process is closed).
-    pub async fn wait(self) -> Result<Output, TransportError> {
+    /// Wait for the command to end. An abandoned wait can be resumed; dropping the process
+    /// abandons the command (its channel or process is closed).
+    pub async fn wait(&mut self) -> Result<Output, TransportError> {
         match self {
             Process::Ssh(p) => p.wait().await,
             Process::Local(p) => p.wait().await,
@@ -225,7 +234,8 @@ impl Connection {
         }
     }
 
-    /// Run `script` to the end, optionally feeding `stdin`, within `timeout`.
+    /// Run `script` to the end, optionally feeding `stdin`, within `timeout`. For short
+    /// commands; long ones go through [`Connection::run_step`].
     pub async fn run(
         &self,
         script: &str,
@@ -247,6 +257,58 @@ impl Connection {
                 after: timeout,
                 what: "waiting for the command",
             })?
+    }
+
+    /// Run a step that may take long and must be stoppable: `script` should be
+    /// [`crate::remote::supervised`] (it stops itself when its stdin closes) unless it reads
+    /// `stdin`. On `timeout` or `cancel`, stdin is closed and the host gets [`STOP_GRACE`] to
+    /// confirm the step ended; the error says whether it did.
+    pub async fn run_step(
+        &self,
+        script: &str,
+        stdin: Option<&[u8]>,
+        on_line: Option<OnLine>,
+        timeout: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<Output, TransportError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let why = |cancelled: bool| {
+            if cancelled {
+                "interrupted by the operator".to_owned()
+            } else {
+                format!(
+                    "timed out after {} (timeouts.step)",
+                    crate::util::human_duration(timeout)
+                )
+            }
+        };
+        let mut p = tokio::select! {
+            p = self.spawn(script, on_line) => p?,
+            _ = tokio::time::sleep_until(deadline) => return Err(TransportError::Timeout { after: timeout, what: "starting the step" }),
+            _ = cancel.cancelled() => return Err(TransportError::Stopped { why: why(true), confirmed: true }),
+        };
+        let fed = async {
+            if let Some(data) = stdin {
+                p.write(data).await?;
+                p.close_stdin().await?;
+            }
+            p.wait().await
+        };
+        let cancelled = tokio::select! {
+            r = fed => return r,
+            _ = tokio::time::sleep_until(deadline) => false,
+            _ = cancel.cancelled() => true,
+        };
+        // Closing stdin is the stop signal of a supervised step (and cuts a stream short).
+        let stop = async {
+            let _ = p.close_stdin().await;
+            p.wait().await
+        };
+        let confirmed = matches!(tokio::time::timeout(STOP_GRACE, stop).await, Ok(Ok(_)));
+        Err(TransportError::Stopped {
+            why: why(cancelled),
+            confirmed,
+        })
     }
 
     /// Close the connection politely.

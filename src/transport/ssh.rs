@@ -110,6 +110,8 @@ pub struct SshConnection {
 pub struct SshProcess {
     write: ChannelWriteHalf<Msg>,
     drain: JoinHandle<(Option<u32>, Option<String>, Collector)>,
+    /// The reader has been joined (a join handle must not be polled again).
+    finished: bool,
 }
 
 fn is_retryable(e: &russh::Error) -> bool {
@@ -260,7 +262,11 @@ impl SshConnection {
             }
             (status, signal, collector)
         });
-        Ok(SshProcess { write, drain })
+        Ok(SshProcess {
+            write,
+            drain,
+            finished: false,
+        })
     }
 
     pub async fn close(&self) {
@@ -292,20 +298,18 @@ impl SshProcess {
             .map_err(|e| TransportError::Lost(describe_russh_error(&e)))
     }
 
-    pub async fn wait(self) -> Result<Output, TransportError> {
-        let SshProcess { write, drain } = self;
-        // Abandoning the wait (timeout, cancellation) closes the channel via this guard.
-        struct Abort(tokio::task::AbortHandle);
-        impl Drop for Abort {
-            fn drop(&mut self) {
-                self.0.abort();
-            }
+    /// Wait for the command to end. Safe to call again after an abandoned wait (the output
+    /// reader keeps running until the command ends or the process is dropped).
+    pub async fn wait(&mut self) -> Result<Output, TransportError> {
+        if self.finished {
+            return Err(TransportError::Other(
+                "the command was already waited for".into(),
+            ));
         }
-        let _guard = Abort(drain.abort_handle());
-        let (status, signal, collector) = drain
-            .await
-            .map_err(|e| TransportError::Other(format!("output reader failed: {e}")))?;
-        drop(write);
+        let joined = (&mut self.drain).await;
+        self.finished = true;
+        let (status, signal, collector) =
+            joined.map_err(|e| TransportError::Other(format!("output reader failed: {e}")))?;
         if status.is_none() && signal.is_none() {
             return Err(TransportError::Lost(
                 "the command ended without an exit status (the connection dropped or the host \
@@ -314,6 +318,13 @@ impl SshProcess {
             ));
         }
         Ok(collector.finish(status, signal))
+    }
+}
+
+impl Drop for SshProcess {
+    /// Abandoning a command stops reading its channel (the channel closes with it).
+    fn drop(&mut self) {
+        self.drain.abort();
     }
 }
 
