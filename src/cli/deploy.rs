@@ -8,25 +8,14 @@ use tokio_util::sync::CancellationToken;
 use super::output::{Board, Json, Live, Plain, Verbosity, summary_text};
 use super::{DeployArgs, exit};
 use crate::fleet::{self, Deploy};
-use crate::inventory::Inventory;
 use crate::report::{Outcome, Phase, Reporter};
 use crate::transport::ConnectOptions;
 
 pub async fn run(args: DeployArgs) -> u8 {
     let g = &args.global;
-    let inventory = match Inventory::load(&g.inventory) {
-        Ok(i) => i,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::USAGE;
-        }
-    };
-    let stage = match inventory.stage(&args.stage) {
-        Ok(s) => s.clone(),
-        Err(e) => {
-            eprintln!("error: {e}");
-            return exit::USAGE;
-        }
+    let stage = match super::inspect::load_stage(g, &args.stage) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
     let mut stage = stage;
     for h in &mut stage.hosts {

@@ -3,6 +3,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod deploy;
+mod inspect;
 mod output;
 
 use std::ffi::OsString;
@@ -44,6 +45,12 @@ struct Cli {
 enum Command {
     /// Build a release on every host of a stage, then switch them all at once.
     Deploy(DeployArgs),
+    /// Show where every host of a stage stands: current release, locks, unfinished releases,
+    /// last journal entry, and whether the fleet is consistent.
+    Status(StageArgs),
+    /// Show or release the deploy lock of a stage.
+    #[command(subcommand)]
+    Lock(LockCommand),
     #[command(external_subcommand)]
     Stage(Vec<OsString>),
 }
@@ -69,6 +76,29 @@ pub struct Global {
     /// Print only the summary and errors.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct StageArgs {
+    /// The stage (a key under `stages:` in the inventory).
+    pub stage: String,
+    #[command(flatten)]
+    pub global: Global,
+}
+
+#[derive(Subcommand, Debug)]
+enum LockCommand {
+    /// Show who holds the lock on each host.
+    Status(StageArgs),
+    /// Remove the lock left by a run that died, with the release it was staging (never
+    /// `current`, never `shared/`).
+    Release {
+        #[command(flatten)]
+        target: StageArgs,
+        /// Do not ask for confirmation (required when not on a terminal).
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -147,6 +177,13 @@ pub fn main() -> ExitCode {
     let code = runtime.block_on(async {
         match command {
             Command::Deploy(a) => deploy::run(a).await,
+            Command::Status(a) => inspect::status(&a.global, &a.stage).await,
+            Command::Lock(LockCommand::Status(a)) => {
+                inspect::lock_status(&a.global, &a.stage).await
+            }
+            Command::Lock(LockCommand::Release { target, yes }) => {
+                inspect::lock_release(&target.global, &target.stage, yes).await
+            }
             Command::Stage(_) => exit::USAGE,
         }
     });

@@ -1,3 +1,4 @@
+pub mod inspect;
 pub mod lock;
 pub mod protocol;
 pub mod run;

@@ -174,7 +174,7 @@ pub fn choose_release_id(start: u64, existing: &[&[String]]) -> String {
         .unwrap_or_else(|| util::release_id_at(start))
 }
 
-fn controller_name() -> String {
+pub(crate) fn controller_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_owned())
         .or_else(|_| std::env::var("HOSTNAME"))
@@ -193,7 +193,7 @@ fn ci_job() -> Option<String> {
     .find_map(|k| std::env::var(k).ok().map(|v| format!("{k}={v}")))
 }
 
-fn operator() -> String {
+pub(crate) fn operator() -> String {
     std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .unwrap_or_else(|_| "unknown".into())
@@ -706,10 +706,14 @@ fn held_lock_failure(ctx: &Ctx, host: &Host, raw: &str, waited: Duration) -> Fai
 async fn prepare(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, d: &Deploy) -> Vec<P> {
     // Recorded before any work starts: an interruption mid-prepare must still discard.
     let mut events: Vec<P> = ids.iter().map(|&i| P::Staging(i)).collect();
+    // The first failure closes the barrier: the other hosts' steps are stopped at once rather
+    // than left to finish a build nobody will switch to. An interruption does the same.
+    let stop = ctx.cancel.child_token();
     let results = join_all(ids.iter().map(|&i| {
         let h = &hosts[i];
         let conn = h.conn.clone();
         let host = h.host.clone();
+        let stop = &stop;
         async move {
             ctx.phase(&host.name, Phase::Prepare);
             let t0 = Instant::now();
@@ -743,7 +747,7 @@ async fn prepare(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, d: &Deploy) ->
                         stdin,
                         Some(ctx.on_line(&host.name)),
                         host.config.timeouts.step,
-                        &ctx.cancel,
+                        stop,
                     )
                     .await;
                 let ok = matches!(&result, Ok(o) if o.success());
@@ -755,6 +759,10 @@ async fn prepare(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, d: &Deploy) ->
                 });
                 let failure = match result {
                     Ok(o) if o.success() => continue,
+                    // Stopped because of another host or the operator: not this host's failure.
+                    Err(TransportError::Stopped { .. }) if stop.is_cancelled() => {
+                        return (i, t0.elapsed(), Ok(false));
+                    }
                     Ok(o) => {
                         let mut f = command_failure(ctx, Phase::Prepare, Some(&step.name), &o);
                         if o.last_lines(TAIL_LINES)
@@ -767,16 +775,18 @@ async fn prepare(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, d: &Deploy) ->
                     }
                     Err(e) => transport_failure(ctx, Phase::Prepare, Some(&step.name), &e),
                 };
+                stop.cancel();
                 return (i, t0.elapsed(), Err(failure));
             }
-            (i, t0.elapsed(), Ok(()))
+            (i, t0.elapsed(), Ok(true))
         }
     }))
     .await;
     for (i, took, r) in results {
         hosts[i].prepare_time = Some(took);
         match r {
-            Ok(()) => events.push(P::Prepared(i)),
+            Ok(true) => events.push(P::Prepared(i)),
+            Ok(false) => events.push(P::PrepareFailed(i)),
             Err(f) => {
                 hosts[i].fail(ctx, f);
                 events.push(P::PrepareFailed(i));

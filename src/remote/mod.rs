@@ -107,8 +107,11 @@ pub fn preflight(deploy_to: &str, tools: &[&str]) -> String {
          \x20 if [ -w . ]; then echo writable=yes; else echo writable=no; fi\n\
          \x20 if [ -L current ]; then echo \"current=$(readlink current)\"; \
          elif [ -e current ]; then echo current_not_a_link=yes; fi\n\
-         \x20 for r in releases/*; do [ -d \"$r\" ] && echo \"release=${{r#releases/}}\"; done\n\
+         \x20 for r in releases/*; do [ -d \"$r\" ] || continue; echo \"release=${{r#releases/}}\"; \
+         [ -e \"$r/REVISION\" ] || echo \"incomplete=${{r#releases/}}\"; done\n\
+         \x20 for s in .ship/stage-*; do [ -d \"$s\" ] && echo \"staged=${{s#.ship/stage-}}\"; done\n\
          \x20 if [ -d .ship/lock ]; then echo \"lock=$(head -c 4000 .ship/lock/owner 2>/dev/null | tr '\\n' ' ')\"; fi\n\
+         \x20 if [ -f .ship/history ]; then echo \"last=$(tail -n 1 .ship/history | head -c 4000)\"; fi\n\
          else\n\
          \x20 P=\"$D\"; while [ ! -d \"$P\" ]; do P=$(dirname \"$P\"); done\n\
          \x20 if [ -w \"$P\" ]; then echo writable=yes; else echo writable=no; fi\n\
@@ -139,6 +142,12 @@ pub struct Preflight {
     pub releases: Vec<String>,
     /// Owner details of a held lock.
     pub lock: Option<String>,
+    /// Releases without a `REVISION` file: their prepare never got past linking.
+    pub incomplete: Vec<String>,
+    /// Releases with a staged `current` link waiting in `.ship/`: prepared, never switched.
+    pub staged: Vec<String>,
+    /// The last line of `.ship/history`.
+    pub last_journal: Option<String>,
     pub tools: Vec<String>,
     pub disk_free_kb: Option<u64>,
 }
@@ -157,6 +166,11 @@ impl Preflight {
                 "current_not_a_link" => p.current_not_a_link = true,
                 "release" => p.releases.push(value.to_owned()),
                 "lock" => p.lock = Some(value.trim().to_owned()),
+                "incomplete" => p.incomplete.push(value.to_owned()),
+                "staged" => p.staged.push(value.to_owned()),
+                "last" if !value.trim().is_empty() => {
+                    p.last_journal = Some(value.trim().to_owned())
+                }
                 "tool" => p.tools.push(value.to_owned()),
                 "disk_free_kb" => p.disk_free_kb = value.trim().parse().ok(),
                 _ => {}
@@ -224,9 +238,22 @@ pub fn unlock(deploy_to: &str, token: &str) -> String {
     )
 }
 
-/// Remove the lock whoever holds it (`ship unlock`).
-pub fn force_unlock(deploy_to: &str) -> String {
-    format!("{} && rm -rf .ship/lock", cd(deploy_to))
+/// Clear what a run that died left behind (`ship lock release`): its lock, and the release it
+/// was staging (with its staged link) unless that release is `current` on this host. Prints
+/// what it removed. Nothing in `shared/` is touched.
+pub fn release_lock(deploy_to: &str, release_id: Option<&str>) -> String {
+    let mut s = format!("{} || exit 1\n", cd(deploy_to));
+    if let Some(id) = release_id.filter(|id| is_release_id(id)) {
+        let rel = quote(&format!("releases/{id}")).into_owned();
+        let stage = quote(&stage_dir(id)).into_owned();
+        s.push_str(&format!(
+            "if [ -d {stage} ]; then rm -rf {stage} && echo removed={stage}; fi\n\
+             if [ -d {rel} ]; then if [ \"$(readlink current 2>/dev/null)\" = {rel} ]; then \
+             echo kept={rel}; else rm -rf {rel} && echo removed={rel}; fi; fi\n"
+        ));
+    }
+    s.push_str("if [ -d .ship/lock ]; then rm -rf .ship/lock && echo removed=.ship/lock; fi\n");
+    s
 }
 
 /// Append one line to the host's deploy journal.

@@ -283,9 +283,10 @@ impl Connection {
             }
         };
         let mut p = tokio::select! {
-            p = self.spawn(script, on_line) => p?,
-            _ = tokio::time::sleep_until(deadline) => return Err(TransportError::Timeout { after: timeout, what: "starting the step" }),
+            biased;
             _ = cancel.cancelled() => return Err(TransportError::Stopped { why: why(true), confirmed: true }),
+            _ = tokio::time::sleep_until(deadline) => return Err(TransportError::Timeout { after: timeout, what: "starting the step" }),
+            p = self.spawn(script, on_line) => p?,
         };
         let fed = async {
             if let Some(data) = stdin {
@@ -295,6 +296,7 @@ impl Connection {
             p.wait().await
         };
         let cancelled = tokio::select! {
+            biased;
             r = fed => return r,
             _ = tokio::time::sleep_until(deadline) => false,
             _ = cancel.cancelled() => true,

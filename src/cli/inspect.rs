@@ -1,0 +1,279 @@
+//! `ship status <stage>`, `ship lock status <stage>`, `ship lock release <stage>`.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use super::{Global, exit};
+use crate::fleet::inspect::{self, HostStatus, StageStatus};
+use crate::inventory::{Inventory, Stage};
+use crate::transport::ConnectOptions;
+
+/// Load the inventory and pick the stage, or say why not (exit 2).
+pub fn load_stage(g: &Global, name: &str) -> Result<Stage, u8> {
+    let inventory = Inventory::load(&g.inventory).map_err(|e| {
+        eprintln!("error: {e}");
+        exit::USAGE
+    })?;
+    let stage = inventory.stage(name).map_err(|e| {
+        eprintln!("error: {e}");
+        exit::USAGE
+    })?;
+    if stage.hosts.is_empty() {
+        eprintln!("error: stage `{}` has no hosts", stage.name);
+        return Err(exit::USAGE);
+    }
+    Ok(stage.clone())
+}
+
+fn print_json<T: serde::Serialize>(value: &T) {
+    match serde_json::to_string(value) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("error: cannot render JSON: {e}"),
+    }
+}
+
+fn dash(s: Option<&str>) -> &str {
+    s.filter(|s| !s.is_empty()).unwrap_or("-")
+}
+
+/// `deployed 20261122101500 by alice at 2026-11-22T10:15:09Z` from a journal line.
+fn last_entry(h: &HostStatus) -> String {
+    let Some(v) = &h.last else {
+        return "-".into();
+    };
+    let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("?").to_owned();
+    match v.get("kind").and_then(|x| x.as_str()) {
+        Some("lock-release") => format!("lock released by {} at {}", s("user"), s("finished")),
+        _ => format!(
+            "{} {} {} by {} at {}",
+            s("kind"),
+            s("release"),
+            s("outcome"),
+            s("user"),
+            s("finished")
+        ),
+    }
+}
+
+/// The status as text: a headline (consistent or not), a row per host, then details.
+pub fn status_text(st: &StageStatus) -> String {
+    let mut out = String::new();
+    if st.consistent {
+        out.push_str(&format!(
+            "{}: consistent: every host is on {}\n",
+            st.stage,
+            dash(st.release.as_deref())
+        ));
+    } else if st.hosts.iter().any(|h| h.error.is_some()) {
+        out.push_str(&format!(
+            "{}: UNKNOWN: some hosts could not be inspected\n",
+            st.stage
+        ));
+    } else {
+        out.push_str(&format!(
+            "{}: NOT consistent: hosts point `current` at different releases\n",
+            st.stage
+        ));
+    }
+    let w = st
+        .hosts
+        .iter()
+        .map(|h| h.host.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    out.push_str(&format!(
+        "  {:<w$}  {:<16}  {:<11}  {:<16}  {}\n",
+        "host", "current", "lock", "unfinished", "last journal entry"
+    ));
+    for h in &st.hosts {
+        let current = match (&h.error, &h.current, &h.current_other) {
+            (Some(_), _, _) => "UNREACHABLE".to_owned(),
+            (None, Some(c), _) => c.clone(),
+            (None, None, Some(other)) => format!("other: {other}"),
+            (None, None, None) => "-".to_owned(),
+        };
+        let lock = match &h.lock {
+            None => "-",
+            Some(l) if l.dead => "HELD (dead)",
+            Some(_) => "held",
+        };
+        out.push_str(&format!(
+            "  {:<w$}  {:<16}  {:<11}  {:<16}  {}\n",
+            h.host,
+            current,
+            lock,
+            if h.unfinished.is_empty() {
+                "-".to_owned()
+            } else {
+                h.unfinished.join(",")
+            },
+            last_entry(h)
+        ));
+    }
+    for h in &st.hosts {
+        if let Some(e) = &h.error {
+            out.push_str(&format!("  {}: {e}\n", h.host));
+        }
+        if let Some(l) = &h.lock {
+            out.push_str(&format!("  {}: locked by {}\n", h.host, l.holder));
+        }
+    }
+    let dead = st
+        .hosts
+        .iter()
+        .any(|h| h.lock.as_ref().is_some_and(|l| l.dead));
+    let leftovers = st.hosts.iter().any(|h| !h.unfinished.is_empty());
+    if dead || leftovers {
+        out.push_str(&format!(
+            "  hint: a run did not finish. `ship lock release {}` removes its lock and the \
+             release it was staging (never `current`, never shared/)\n",
+            st.stage
+        ));
+    }
+    if !st.consistent && st.hosts.iter().all(|h| h.error.is_none()) {
+        out.push_str(
+            "  hint: deploy again to put every host on one new release (the switch is \
+             all-or-nothing)\n",
+        );
+    }
+    out
+}
+
+/// `ship status <stage>`: 0 when every host answered and all are on one release with no
+/// dead run's leftovers; 3 otherwise.
+pub async fn status(g: &Global, stage: &str) -> u8 {
+    let stage = match load_stage(g, stage) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let st = inspect::status(&stage, &ConnectOptions::default()).await;
+    if g.json {
+        print_json(&st);
+    } else {
+        print!("{}", status_text(&st));
+    }
+    let dead = st
+        .hosts
+        .iter()
+        .any(|h| h.lock.as_ref().is_some_and(|l| l.dead));
+    let leftovers = st
+        .hosts
+        .iter()
+        .any(|h| !h.unfinished.is_empty() && h.lock.is_none());
+    if st.consistent && !dead && !leftovers {
+        exit::OK
+    } else {
+        exit::ATTENTION
+    }
+}
+
+/// `ship lock status <stage>`: the lock on each host. 0 when no host is locked, 4 when some are.
+pub async fn lock_status(g: &Global, stage: &str) -> u8 {
+    let stage = match load_stage(g, stage) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let st = inspect::status(&stage, &ConnectOptions::default()).await;
+    if g.json {
+        let rows: Vec<_> = st
+            .hosts
+            .iter()
+            .map(|h| serde_json::json!({"host": h.host, "lock": h.lock, "error": h.error}))
+            .collect();
+        print_json(&serde_json::json!({"stage": st.stage, "hosts": rows}));
+    } else {
+        for h in &st.hosts {
+            match (&h.error, &h.lock) {
+                (Some(e), _) => println!("{}: cannot tell: {e}", h.host),
+                (None, Some(l)) => println!("{}: locked by {}", h.host, l.holder),
+                (None, None) => println!("{}: not locked", h.host),
+            }
+        }
+    }
+    if st.hosts.iter().any(|h| h.error.is_some()) {
+        exit::ATTENTION
+    } else if st.locked().next().is_some() {
+        exit::LOCKED
+    } else {
+        exit::OK
+    }
+}
+
+/// `ship lock release <stage>`: show the locks, confirm (or `--yes`), remove them with the
+/// release each holder was staging.
+pub async fn lock_release(g: &Global, stage: &str, yes: bool) -> u8 {
+    let stage = match load_stage(g, stage) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let options = ConnectOptions::default();
+    let st = inspect::status(&stage, &options).await;
+    let locked: Vec<&HostStatus> = st.locked().collect();
+    if locked.is_empty() {
+        if !g.json {
+            println!("{}: no host is locked; nothing to do", st.stage);
+        }
+        return if st.hosts.iter().any(|h| h.error.is_some()) {
+            exit::ATTENTION
+        } else {
+            exit::OK
+        };
+    }
+    if !yes {
+        if !std::io::stdin().is_terminal() {
+            eprintln!(
+                "error: `ship lock release` changes hosts; pass --yes to confirm when not on a \
+                 terminal"
+            );
+            return exit::USAGE;
+        }
+        for h in &locked {
+            if let Some(l) = &h.lock {
+                eprintln!("{}: locked by {}", h.host, l.holder);
+            }
+        }
+        let alive = locked
+            .iter()
+            .any(|h| h.lock.as_ref().is_some_and(|l| !l.dead));
+        if alive {
+            eprintln!(
+                "warning: ship cannot tell that these holders are gone; releasing the lock of a \
+                 running deploy lets another one start beside it"
+            );
+        }
+        eprint!(
+            "Release the lock on {} host(s) and remove the release each holder left unfinished? \
+             [y/N] ",
+            locked.len()
+        );
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        if std::io::stdin().lock().read_line(&mut answer).is_err()
+            || !matches!(answer.trim(), "y" | "Y" | "yes")
+        {
+            eprintln!("nothing was changed");
+            return exit::FAILED;
+        }
+    }
+    let done = inspect::release_locks(&stage, &options).await;
+    if g.json {
+        print_json(&serde_json::json!({"stage": stage.name, "hosts": done}));
+    }
+    let mut failed = false;
+    for r in &done {
+        if let Some(e) = &r.error {
+            failed = true;
+            eprintln!("{}: FAILED: {e}", r.host);
+        } else if !g.json && (!r.removed.is_empty() || !r.kept.is_empty()) {
+            let mut line = format!("{}: removed {}", r.host, r.removed.join(", "));
+            if !r.kept.is_empty() {
+                line.push_str(&format!(
+                    "; kept {} (it is current there)",
+                    r.kept.join(", ")
+                ));
+            }
+            println!("{line}");
+        }
+    }
+    if failed { exit::ATTENTION } else { exit::OK }
+}

@@ -1,0 +1,276 @@
+//! Read-only views of a stage (`ship status`, `ship lock status`) and clearing what a dead run
+//! left behind (`ship lock release`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use super::lock::{HeldLock, Holder};
+use crate::inventory::{Host, Stage};
+use crate::remote::{self, Preflight};
+use crate::transport::{ConnectOptions, Connection};
+
+/// How many SSH handshakes may be in flight at once.
+const CONNECT_CONCURRENCY: usize = 32;
+/// Upper bound for the inspection command itself.
+const INSPECT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What one host looks like right now.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostStatus {
+    pub host: String,
+    /// Why the host could not be inspected.
+    pub error: Option<String>,
+    /// The release `current` points to.
+    pub current: Option<String>,
+    /// `current` exists but is not a release ship made (a hand-made directory, a foreign link).
+    pub current_other: Option<String>,
+    pub releases: Vec<String>,
+    /// Releases a run started and did not finish: named by a leftover lock, staged but never
+    /// switched, or never completed.
+    pub unfinished: Vec<String>,
+    pub lock: Option<LockStatus>,
+    /// The last line of the host's journal (`.ship/history`), parsed.
+    pub last: Option<serde_json::Value>,
+}
+
+/// A lock seen on a host.
+#[derive(Debug, Clone, Serialize)]
+pub struct LockStatus {
+    /// One line: what, by whom, from where, since when, alive or not.
+    pub holder: String,
+    /// The run that holds it is known to be dead (it ran on this machine and is gone).
+    pub dead: bool,
+    pub release: Option<String>,
+    pub owner: Option<remote::LockOwner>,
+}
+
+/// The whole stage.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageStatus {
+    pub stage: String,
+    pub hosts: Vec<HostStatus>,
+    /// Every host answered and all point `current` at the same release.
+    pub consistent: bool,
+    /// That release, when consistent.
+    pub release: Option<String>,
+}
+
+impl HostStatus {
+    fn unreachable(host: &str, error: String) -> Self {
+        HostStatus {
+            host: host.to_owned(),
+            error: Some(error),
+            current: None,
+            current_other: None,
+            releases: Vec::new(),
+            unfinished: Vec::new(),
+            lock: None,
+            last: None,
+        }
+    }
+}
+
+impl StageStatus {
+    pub fn locked(&self) -> impl Iterator<Item = &HostStatus> {
+        self.hosts.iter().filter(|h| h.lock.is_some())
+    }
+}
+
+fn host_status(host: &Host, pf: &Preflight, controller: &str) -> HostStatus {
+    let lock = pf.lock.as_deref().map(|raw| {
+        let l = HeldLock::read(raw, controller);
+        LockStatus {
+            holder: l.who(),
+            dead: l.holder == Holder::Dead,
+            release: l.release().map(str::to_owned),
+            owner: l.owner.clone(),
+        }
+    });
+    let current = pf.current_release().map(str::to_owned);
+    let current_other = match (&current, &pf.current) {
+        (None, Some(target)) => Some(target.clone()),
+        (None, None) if pf.current_not_a_link => Some("(not a symlink)".to_owned()),
+        _ => None,
+    };
+    let mut unfinished: Vec<String> = pf
+        .staged
+        .iter()
+        .chain(pf.incomplete.iter())
+        .chain(
+            lock.as_ref()
+                .and_then(|l| l.release.as_ref())
+                .filter(|r| pf.releases.contains(r)),
+        )
+        .filter(|r| Some(r.as_str()) != current.as_deref())
+        .cloned()
+        .collect();
+    unfinished.sort();
+    unfinished.dedup();
+    HostStatus {
+        host: host.name.clone(),
+        error: None,
+        current,
+        current_other,
+        releases: pf.releases.clone(),
+        unfinished,
+        lock,
+        last: pf
+            .last_journal
+            .as_deref()
+            .and_then(|l| serde_json::from_str(l).ok()),
+    }
+}
+
+/// Connect to every host of the stage and run `f` with its connection.
+async fn each_host<T, F, Fut>(stage: &Stage, options: &ConnectOptions, f: F) -> Vec<T>
+where
+    F: Fn(Host, Result<Connection, String>) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let gate = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
+    join_all(stage.hosts.iter().map(|host| {
+        let gate = gate.clone();
+        let f = &f;
+        async move {
+            let conn = {
+                let _permit = gate.acquire().await;
+                Connection::open(host, options)
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            f(host.clone(), conn).await
+        }
+    }))
+    .await
+}
+
+async fn inspect_one(host: &Host, conn: &Connection, controller: &str) -> HostStatus {
+    let script = remote::preflight(&host.config.deploy_to, &[]);
+    let failed = |error: String| HostStatus::unreachable(&host.name, error);
+    match conn
+        .run(
+            &script,
+            None,
+            None,
+            host.config.timeouts.step.min(INSPECT_TIMEOUT),
+        )
+        .await
+    {
+        Ok(o) if o.success() => host_status(host, &Preflight::parse(&o.stdout_text()), controller),
+        Ok(o) => failed(format!(
+            "inspecting {} failed ({}): {}",
+            host.config.deploy_to,
+            o.status
+                .map_or("no exit status".into(), |c| format!("exit {c}")),
+            o.last_lines(3).join(" / ")
+        )),
+        Err(e) => failed(e.to_string()),
+    }
+}
+
+/// Where every host of the stage stands.
+pub async fn status(stage: &Stage, options: &ConnectOptions) -> StageStatus {
+    let controller = super::run::controller_name();
+    let hosts = each_host(stage, options, |host, conn| {
+        let controller = controller.clone();
+        async move {
+            match conn {
+                Ok(c) => {
+                    let s = inspect_one(&host, &c, &controller).await;
+                    c.close().await;
+                    s
+                }
+                Err(e) => HostStatus::unreachable(&host.name, e),
+            }
+        }
+    })
+    .await;
+    let first = hosts.first().and_then(|h| h.current.clone());
+    let consistent = first.is_some()
+        && hosts
+            .iter()
+            .all(|h| h.error.is_none() && h.current == first && h.current_other.is_none());
+    StageStatus {
+        stage: stage.name.clone(),
+        consistent,
+        release: if consistent { first } else { None },
+        hosts,
+    }
+}
+
+/// What `ship lock release` did on one host.
+#[derive(Debug, Clone, Serialize)]
+pub struct Released {
+    pub host: String,
+    /// Paths removed (relative to deploy_to), and a release kept because it is current.
+    pub removed: Vec<String>,
+    pub kept: Vec<String>,
+    pub error: Option<String>,
+}
+
+/// Remove the lock on every host of the stage that has one, with the release its holder was
+/// staging (unless it became `current` there). Records the release in the host's journal.
+pub async fn release_locks(stage: &Stage, options: &ConnectOptions) -> Vec<Released> {
+    let controller = super::run::controller_name();
+    let user = super::run::operator();
+    each_host(stage, options, |host, conn| {
+        let controller = controller.clone();
+        let user = user.clone();
+        async move {
+            let mut r = Released {
+                host: host.name.clone(),
+                removed: Vec::new(),
+                kept: Vec::new(),
+                error: None,
+            };
+            let conn = match conn {
+                Ok(c) => c,
+                Err(e) => {
+                    r.error = Some(e);
+                    return r;
+                }
+            };
+            let before = inspect_one(&host, &conn, &controller).await;
+            if let Some(e) = before.error {
+                r.error = Some(e);
+            } else if let Some(lock) = &before.lock {
+                let d = &host.config.deploy_to;
+                let line = serde_json::json!({
+                    "kind": "lock-release",
+                    "release": lock.release,
+                    "holder": lock.owner,
+                    "user": user,
+                    "controller": controller,
+                    "host": host.name,
+                    "finished": crate::util::rfc3339(crate::util::unix_now()),
+                })
+                .to_string();
+                let script = format!(
+                    "{}\n{}",
+                    remote::release_lock(d, lock.release.as_deref()),
+                    remote::journal(d, &line)
+                );
+                match conn.run(&script, None, None, INSPECT_TIMEOUT).await {
+                    Ok(o) if o.success() => {
+                        for l in o.stdout_text().lines() {
+                            if let Some(p) = l.strip_prefix("removed=") {
+                                r.removed.push(p.trim_matches('\'').to_owned());
+                            } else if let Some(p) = l.strip_prefix("kept=") {
+                                r.kept.push(p.trim_matches('\'').to_owned());
+                            }
+                        }
+                    }
+                    Ok(o) => r.error = Some(o.last_lines(3).join(" / ")),
+                    Err(e) => r.error = Some(e.to_string()),
+                }
+            }
+            conn.close().await;
+            r
+        }
+    })
+    .await
+}
