@@ -74,6 +74,9 @@ pub struct HostSummary {
     pub failure: Option<Failure>,
     /// A command an operator should run on this host to finish what ship could not.
     pub remedy: Option<String>,
+    /// The host still holds this deploy's lock (and maybe its staged release): it could not be
+    /// reached to remove them. `ship lock release` does, once it is back.
+    pub lock_left: bool,
 }
 
 /// Time spent in one phase across the fleet.

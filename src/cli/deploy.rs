@@ -86,10 +86,7 @@ pub async fn run(args: DeployArgs) -> u8 {
         .hosts
         .iter()
         .any(|h| h.failure.as_ref().is_some_and(|f| f.phase == Phase::Lock));
-    let lock_left = summary
-        .hosts
-        .iter()
-        .any(|h| h.failure.as_ref().is_some_and(|f| f.phase == Phase::Unlock));
+    let lock_left = summary.hosts.iter().any(|h| h.lock_left);
     match summary.outcome {
         Outcome::Deployed if lock_left => exit::ATTENTION,
         Outcome::Deployed => exit::OK,

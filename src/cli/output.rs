@@ -263,7 +263,8 @@ pub fn summary_text(s: &Summary) -> String {
             s.release, s.stage
         ),
         Outcome::Mixed => format!(
-            "deploy of {} to {} left the fleet MIXED: some hosts could not be reverted; see below",
+            "deploy of {} to {} NEEDS ATTENTION: some hosts switched or may have, and could not be \
+             switched back; see below",
             s.release, s.stage
         ),
     };
@@ -341,10 +342,24 @@ pub fn summary_text(s: &Summary) -> String {
         }
         if let Some(r) = &h.remedy {
             out.push_str(&format!(
-                "  {}: run this on the host to finish: {r}\n",
+                "  {}: could not be switched back; run this on the host: {r}\n",
                 h.host
             ));
         }
+    }
+    let left: Vec<&str> = s
+        .hosts
+        .iter()
+        .filter(|h| h.lock_left)
+        .map(|h| h.host.as_str())
+        .collect();
+    if !left.is_empty() {
+        out.push_str(&format!(
+            "  {}: still locked (and may keep the staged release): once reachable, \
+             `ship status {stage}` shows them and `ship lock release {stage}` removes them\n",
+            left.join(", "),
+            stage = s.stage
+        ));
     }
     out
 }

@@ -65,6 +65,8 @@ struct HostRun {
     prepare_time: Option<Duration>,
     switched_at: Option<u128>,
     remedy: Option<String>,
+    /// Our lock (and maybe the staged release) could not be removed from this host.
+    left_behind: bool,
 }
 
 impl HostRun {
@@ -174,6 +176,15 @@ pub fn choose_release_id(start: u64, existing: &[&[String]]) -> String {
         .unwrap_or_else(|| util::release_id_at(start))
 }
 
+/// A release id that no host has yet.
+fn free_release_id(start: u64, hosts: &[HostRun]) -> String {
+    let existing: Vec<&[String]> = hosts
+        .iter()
+        .map(|h| h.preflight.releases.as_slice())
+        .collect();
+    choose_release_id(start, &existing)
+}
+
 pub(crate) fn controller_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_owned())
@@ -223,6 +234,7 @@ pub async fn deploy(d: Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellation
             prepare_time: None,
             switched_at: None,
             remedy: None,
+            left_behind: false,
         })
         .collect();
     let mut ctx = Ctx {
@@ -298,19 +310,32 @@ pub async fn deploy(d: Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellation
             phase,
             ms: t0.elapsed().as_millis() as u64,
         });
-        if phase == Phase::Connect && !announced {
+        if phase == Phase::Connect {
             // The id is chosen once every host has been inspected, so it is free everywhere.
-            let existing: Vec<&[String]> = hosts
-                .iter()
-                .map(|h| h.preflight.releases.as_slice())
-                .collect();
-            ctx.release = choose_release_id(started_unix, &existing);
+            ctx.release = free_release_id(started_unix, &hosts);
             ctx.token = format!(
                 "ship-{}-{}-{}",
                 ctx.release,
                 std::process::id(),
                 started.elapsed().as_nanos() % 1_000_000_007
             );
+        }
+        if phase == Phase::Lock {
+            // Under the lock, look again: a deploy that held it meanwhile may have taken the id.
+            let fresh = free_release_id(started_unix, &hosts);
+            if fresh != ctx.release {
+                ctx.release = fresh;
+                let owner = owner_record(&ctx);
+                let locked: Vec<usize> = (0..hosts.len())
+                    .filter(|&i| proto.hosts[i].locked)
+                    .collect();
+                simple(&locked, &mut hosts, &ctx, Phase::Lock, |h, c| {
+                    remote::relock(&h.host.config.deploy_to, &c.token, &owner)
+                })
+                .await;
+            }
+        }
+        if !announced && (phase == Phase::Lock || proto.outcome().is_some()) {
             announced = true;
             ctx.reporter.report(&Event::Started {
                 stage: d.stage.name.clone(),
@@ -320,6 +345,14 @@ pub async fn deploy(d: Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellation
             });
         }
     };
+    if !announced {
+        ctx.reporter.report(&Event::Started {
+            stage: d.stage.name.clone(),
+            release: ctx.release.clone(),
+            revision: d.source.revision.clone(),
+            hosts: hosts.iter().map(|h| h.host.name.clone()).collect(),
+        });
+    }
 
     let states = proto.hosts.clone();
     let host_summaries = hosts
@@ -341,6 +374,7 @@ pub async fn deploy(d: Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellation
                 switched_at_unix_ns: h.switched_at,
                 failure: h.failure.clone(),
                 remedy: h.remedy.clone(),
+                lock_left: h.left_behind,
             }
         })
         .collect::<Vec<_>>();
@@ -552,9 +586,25 @@ fn preflight_problem(host: &Host, pf: &Preflight, tools: &[&str]) -> Option<Stri
     None
 }
 
+/// The lock's owner record for this run.
+fn owner_record(ctx: &Ctx) -> String {
+    serde_json::to_string(&LockOwner {
+        token: ctx.token.clone(),
+        kind: "deploy".into(),
+        user: ctx.user.clone(),
+        controller: ctx.controller.clone(),
+        pid: std::process::id(),
+        release: ctx.release.clone(),
+        started: ctx.started.clone(),
+        ci_job: ctx.ci_job.clone(),
+    })
+    .unwrap_or_default()
+}
+
 /// What happened when one host's lock was tried.
 enum LockTry {
-    Taken,
+    /// Ours now; the host's releases as seen under the lock.
+    Taken(Vec<String>),
     /// Another run holds it (its owner record, raw).
     Held(String),
     Failed(Failure),
@@ -581,7 +631,7 @@ async fn try_lock(
                 );
             };
             let r = match conn.run(&script, None, None, t).await {
-                Ok(o) if o.success() => LockTry::Taken,
+                Ok(o) if o.success() => LockTry::Taken(Preflight::parse(&o.stdout_text()).releases),
                 Ok(o) if o.status == Some(LOCK_HELD) => {
                     let text = o.stdout_text();
                     LockTry::Held(
@@ -605,17 +655,7 @@ async fn try_lock(
 /// the other stops there, having changed nothing. A held lock stops the run at once, or, with
 /// `--lock-wait`, releases whatever this run took and tries again until the wait is over.
 async fn lock(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, d: &Deploy) -> Vec<P> {
-    let owner = serde_json::to_string(&LockOwner {
-        token: ctx.token.clone(),
-        kind: "deploy".into(),
-        user: ctx.user.clone(),
-        controller: ctx.controller.clone(),
-        pid: std::process::id(),
-        release: ctx.release.clone(),
-        started: ctx.started.clone(),
-        ci_job: ctx.ci_job.clone(),
-    })
-    .unwrap_or_default();
+    let owner = owner_record(ctx);
     let mut order = ids.to_vec();
     order.sort_by(|a, b| hosts[*a].host.name.cmp(&hosts[*b].host.name));
     let deadline = Instant::now() + d.lock_wait;
@@ -625,7 +665,7 @@ async fn lock(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, d: &Deploy) -> Ve
             return Vec::new();
         };
         let mut results = try_lock(&[*first], hosts, ctx, &owner).await;
-        if matches!(results.first(), Some((_, LockTry::Taken))) {
+        if matches!(results.first(), Some((_, LockTry::Taken(_)))) {
             results.extend(try_lock(rest, hosts, ctx, &owner).await);
         }
         let held: Vec<(usize, String)> = results
@@ -642,7 +682,7 @@ async fn lock(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, d: &Deploy) -> Ve
             // Give back what we took, so the holder (or a run waiting like us) can finish.
             let taken: Vec<usize> = results
                 .iter()
-                .filter(|(_, r)| matches!(r, LockTry::Taken))
+                .filter(|(_, r)| matches!(r, LockTry::Taken(_)))
                 .map(|(i, _)| *i)
                 .collect();
             simple(&taken, hosts, ctx, Phase::Lock, |h, c| {
@@ -670,7 +710,10 @@ async fn lock(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, d: &Deploy) -> Ve
         let mut events = Vec::new();
         for (i, r) in results {
             match r {
-                LockTry::Taken => events.push(P::Locked(i)),
+                LockTry::Taken(releases) => {
+                    hosts[i].preflight.releases = releases;
+                    events.push(P::Locked(i));
+                }
                 LockTry::Held(raw) => {
                     let f = held_lock_failure(ctx, &hosts[i].host, &raw, d.lock_wait);
                     hosts[i].fail(ctx, f);
@@ -991,15 +1034,16 @@ async fn simple(
         }
     }))
     .await;
-    for (i, s, r) in results {
+    for (i, _script, r) in results {
         let f = match r {
             Ok(o) if o.success() => continue,
             Ok(o) => command_failure(ctx, phase, None, &o),
             Err(e) => transport_failure(ctx, phase, None, &e),
         };
-        if hosts[i].remedy.is_none() && phase == Phase::Unlock {
-            hosts[i].remedy = Some(s);
+        if matches!(phase, Phase::Unlock | Phase::Discard) {
+            hosts[i].left_behind = true;
         }
+
         hosts[i].fail(ctx, f);
     }
 }

@@ -221,11 +221,22 @@ pub fn lock(deploy_to: &str, owner_json: &str) -> String {
     format!(
         "mkdir -p {d}/releases {d}/shared {d}/.ship && {cd} && \
          if mkdir .ship/lock 2>/dev/null; then printf '%s\\n' {owner} > .ship/lock/owner; \
-         else echo \"lock held: $(head -c 4000 .ship/lock/owner 2>/dev/null)\"; exit {held}; fi",
+         else echo \"lock held: $(head -c 4000 .ship/lock/owner 2>/dev/null)\"; exit {held}; fi && \
+         for r in releases/*; do [ -d \"$r\" ] && echo \"release=${{r#releases/}}\"; done; true",
         d = quote(deploy_to),
         cd = cd(deploy_to),
         owner = quote(owner_json),
         held = LOCK_HELD,
+    )
+}
+
+/// Rewrite our lock's owner record (the release id changed while we waited for the lock).
+pub fn relock(deploy_to: &str, token: &str, owner_json: &str) -> String {
+    format!(
+        "{cd} && grep -qF {t} .ship/lock/owner && printf '%s\\n' {owner} > .ship/lock/owner",
+        cd = cd(deploy_to),
+        t = quote(token),
+        owner = quote(owner_json),
     )
 }
 

@@ -24,8 +24,17 @@ pub struct TestHost {
     /// What the host sees as `/var/www`.
     pub www: PathBuf,
     pub host_key_pub: String,
+    /// Commands placed here shadow the system's on this host only (it is mounted over
+    /// `/usr/local/sbin`, first in sshd's PATH): fault injection at an exact moment.
+    pub faults: PathBuf,
     sshd: Option<Child>,
     mnt_ns: Option<String>,
+    /// How this host's sshd is started (for a restart after a crash).
+    start: String,
+    log: PathBuf,
+    /// A tmpfs mounted over the deploy directory (disk-full tests).
+    tmpfs: Option<PathBuf>,
+    cut: bool,
 }
 
 impl TestHost {
@@ -127,6 +136,81 @@ impl TestHost {
     pub fn thaw(&self) {
         self.signal_all("-CONT");
     }
+
+    /// Start the host again (after a crash: its processes are reaped first).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.sshd = Some(spawn_sshd(&self.start, &self.log));
+        wait_listening(self);
+    }
+
+    fn firewall(&self, op: &str) {
+        for dir in ["-d", "-s"] {
+            run_ok(Command::new("iptables").args([
+                "-w",
+                op,
+                "INPUT",
+                dir,
+                &self.address,
+                "-j",
+                "DROP",
+            ]));
+        }
+    }
+
+    /// The network to this host is cut: every packet to or from it is dropped.
+    pub fn cut(&mut self) {
+        if !self.cut {
+            self.firewall("-I");
+            self.cut = true;
+        }
+    }
+
+    /// The iptables commands that cut this host off, for a fault script on the host itself.
+    pub fn cut_commands(&self) -> String {
+        format!(
+            "iptables -w -I INPUT -d {a} -j DROP; iptables -w -I INPUT -s {a} -j DROP",
+            a = self.address
+        )
+    }
+
+    /// The network comes back.
+    pub fn reconnect(&mut self) {
+        // Rules may also have been added by a fault script on the host: remove all of them.
+        for dir in ["-d", "-s"] {
+            while Command::new("iptables")
+                .args(["-w", "-D", "INPUT", dir, &self.address, "-j", "DROP"])
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+            {}
+        }
+        self.cut = false;
+    }
+
+    /// Put an executable `name` with `body` (a sh script) first in this host's PATH.
+    pub fn fault(&self, name: &str, body: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.faults.join(name);
+        fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("fault script");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+
+    /// A fault script line that crashes the whole host: every process in its mount namespace
+    /// is killed at once, the calling one included.
+    pub const CRASH: &'static str = "me=$(readlink /proc/self/ns/mnt); for p in /proc/[0-9]*; do \
+        [ \"$(readlink $p/ns/mnt 2>/dev/null)\" = \"$me\" ] && kill -9 ${p#/proc/} 2>/dev/null; done";
+
+    /// Run `script` on the host as its own shell would (inside its mount namespace): to apply a
+    /// remedy ship printed.
+    pub fn run_on_host(&self, script: &str) -> std::process::Output {
+        let pid = self.sshd.as_ref().map(|c| c.id()).expect("host is running");
+        Command::new("nsenter")
+            .arg(format!("--mount=/proc/{pid}/ns/mnt"))
+            .args(["sh", "-c", script])
+            .output()
+            .expect("nsenter")
+    }
 }
 
 fn snapshot(dir: &Path, prefix: &str, out: &mut BTreeMap<String, String>) {
@@ -196,6 +280,7 @@ fn require_tools() {
         );
     }
     let _ = fs::create_dir_all("/run/sshd");
+    let _ = fs::create_dir_all("/usr/local/sbin");
     let _ = fs::create_dir_all("/var/www");
 }
 
@@ -211,6 +296,12 @@ pub fn keygen(path: &Path) {
 impl Fleet {
     /// Start `n` hosts named `web-1` … `web-n`.
     pub fn start(n: usize) -> Fleet {
+        Self::start_with(n, None)
+    }
+
+    /// Start `n` hosts; `small_disk: Some((i, "512k"))` gives host `i` a deploy directory on a
+    /// tmpfs of that size.
+    pub fn start_with(n: usize, small_disk: Option<(usize, &str)>) -> Fleet {
         require_tools();
         let dir = tempfile::Builder::new()
             .prefix("ship-fleet-")
@@ -258,19 +349,27 @@ impl Fleet {
                 ),
             )
             .expect("sshd_config");
-            let log = fs::File::create(hdir.join("sshd.log")).expect("log");
-            let child = Command::new("unshare")
-                .args(["--mount", "--propagation", "private", "sh", "-c"])
-                .arg(format!(
-                    "mount --bind {} /var/www && exec /usr/sbin/sshd -D -e -f {}",
-                    www.display(),
-                    config.display()
-                ))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("start sshd");
+            let faults = hdir.join("faults");
+            fs::create_dir_all(&faults).expect("faults");
+            let tmpfs = small_disk.filter(|(h, _)| *h == i).map(|(_, size)| {
+                let app = www.join("app");
+                fs::create_dir_all(&app).expect("app");
+                run_ok(
+                    Command::new("mount")
+                        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                        .arg(&app),
+                );
+                app
+            });
+            let start = format!(
+                "mount --rbind {} /var/www && mount --bind {} /usr/local/sbin && \
+                 exec /usr/sbin/sshd -D -e -f {}",
+                www.display(),
+                faults.display(),
+                config.display()
+            );
+            let log = hdir.join("sshd.log");
+            let child = spawn_sshd(&start, &log);
             let key_fields: Vec<&str> = host_key_pub.split_whitespace().take(2).collect();
             known.push_str(&format!("{address} {}\n", key_fields.join(" ")));
             fleet.hosts.push(TestHost {
@@ -278,8 +377,13 @@ impl Fleet {
                 address,
                 www,
                 host_key_pub: key_fields.join(" "),
+                faults,
                 sshd: Some(child),
                 mnt_ns: None,
+                start,
+                log,
+                tmpfs,
+                cut: false,
             });
         }
         fs::write(&fleet.known_hosts, known).expect("known_hosts");
@@ -353,19 +457,22 @@ impl Fleet {
 
     /// Run the ship binary with `args`, in the fleet's directory.
     pub fn ship(&self, args: &[&str]) -> Run {
-        let out = Command::new(env!("CARGO_BIN_EXE_ship"))
+        self.spawn_ship(args).finish()
+    }
+
+    /// Start the ship binary with `args` and return at once.
+    pub fn spawn_ship(&self, args: &[&str]) -> Running {
+        let child = Command::new(env!("CARGO_BIN_EXE_ship"))
             .args(args)
             .current_dir(self.dir.path())
             .env_remove("SSH_AUTH_SOCK")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
-            .output()
-            .expect("run ship");
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start ship");
+        Running { child }
     }
 
     /// `ship deploy production` with the fleet's inventory.
@@ -407,11 +514,59 @@ fn wait_listening(h: &mut TestHost) {
         .map(|p| p.to_string_lossy().into_owned());
 }
 
+fn spawn_sshd(start: &str, log: &Path) -> Child {
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log");
+    Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", start])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start sshd")
+}
+
+/// Wait until `cond` holds, or fail the test saying `what` did not happen.
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A `ship` run in the background, for faults injected while it runs.
+pub struct Running {
+    pub child: Child,
+}
+
+impl Running {
+    pub fn signal(&self, sig: &str) {
+        run_ok(Command::new("kill").args([sig, &self.child.id().to_string()]));
+    }
+
+    pub fn finish(self) -> Run {
+        let out = self.child.wait_with_output().expect("wait for ship");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
 impl Drop for Fleet {
     fn drop(&mut self) {
         for h in &mut self.hosts {
+            h.reconnect();
             h.thaw();
             h.kill();
+            if let Some(t) = &h.tmpfs {
+                let _ = Command::new("umount").arg("-l").arg(t).status();
+            }
         }
     }
 }
