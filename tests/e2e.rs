@@ -4,6 +4,9 @@
 
 mod support;
 
+#[path = "e2e/faults.rs"]
+mod faults;
+
 use std::fs;
 use std::path::Path;
 

@@ -1,0 +1,572 @@
+//! The fault suite: hosts that die, hang or drop off the network during prepare and during the
+//! switch, a full disk, two deploys at once, operator interruption, and a controller killed
+//! outright. After each: where `current` points on every host, which releases exist, that
+//! `shared/` is byte-identical, the lock state, the exit code and the message.
+//! docs/reliability.md lists these scenarios with their guarantees.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::support::{Fleet, Run, TestHost, wait_until};
+
+/// A build that marks the release and then takes long enough for a fault to land in it.
+const SLOW_BUILD: &str = "    build: [\"sh build.sh\", \"touch building; sleep 20\"]\n";
+
+type Snapshots = Vec<BTreeMap<String, String>>;
+
+/// A fleet of `n` with one release deployed; returns it, the live id and shared/ snapshots.
+fn deployed(n: usize) -> (Fleet, String, Snapshots) {
+    deployed_with(Fleet::start(n))
+}
+
+fn deployed_with(fleet: Fleet) -> (Fleet, String, Snapshots) {
+    fleet.inventory("", "");
+    let first = fleet.deploy();
+    assert_eq!(first.code, 0, "{}", first.all());
+    let live = fleet.host(0).current_id().expect("current");
+    for (i, h) in fleet.hosts.iter().enumerate() {
+        std::fs::write(h.path("shared/.env"), format!("APP_KEY=secret-{i}\n")).expect("env");
+        std::fs::write(h.path("shared/storage/upload.bin"), [i as u8; 64]).expect("upload");
+    }
+    let snaps = fleet.hosts.iter().map(|h| h.shared_snapshot()).collect();
+    (fleet, live, snaps)
+}
+
+/// The host is exactly as before the deploy: on `live`, no other release, no lock, shared/
+/// byte-identical.
+fn assert_untouched(h: &TestHost, live: &str, snap: &BTreeMap<String, String>) {
+    assert_eq!(h.current_id().as_deref(), Some(live), "{}: current", h.name);
+    assert_eq!(h.releases(), vec![live.to_owned()], "{}: releases", h.name);
+    assert!(!h.locked(), "{}: no lock left", h.name);
+    assert_eq!(&h.shared_snapshot(), snap, "{}: shared/ intact", h.name);
+}
+
+/// The host could not be cleaned up: still on `live`, shared intact, but our lock and the
+/// staged release are left for `ship lock release`.
+fn assert_left_locked(h: &TestHost, live: &str, snap: &BTreeMap<String, String>) -> String {
+    assert_eq!(h.current_id().as_deref(), Some(live), "{}: current", h.name);
+    assert!(
+        h.locked(),
+        "{}: our lock is left (it could not be reached)",
+        h.name
+    );
+    assert_eq!(&h.shared_snapshot(), snap, "{}: shared/ intact", h.name);
+    let staged: Vec<String> = h.releases().into_iter().filter(|r| r != live).collect();
+    assert_eq!(
+        staged.len(),
+        1,
+        "{}: one staged release left: {staged:?}",
+        h.name
+    );
+    staged[0].clone()
+}
+
+fn building_everywhere(fleet: &Fleet) -> bool {
+    fleet.hosts.iter().all(|h| {
+        h.releases()
+            .iter()
+            .any(|r| h.path(&format!("releases/{r}/building")).exists())
+    })
+}
+
+/// Processes of the host still running the slow build step.
+fn builds_running(h: &TestHost) -> usize {
+    h.pids()
+        .into_iter()
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+                .is_ok_and(|c| c.starts_with("sleep 20"))
+        })
+        .count()
+}
+
+/// Start a deploy with the slow build and wait until every host is inside it.
+fn deploy_until_building(fleet: &Fleet) -> crate::support::Running {
+    fleet.inventory("", SLOW_BUILD);
+    let run = fleet.spawn_ship(&["deploy", "production"]);
+    wait_until(
+        "every host running the build",
+        Duration::from_secs(20),
+        || building_everywhere(fleet),
+    );
+    run
+}
+
+/// `ship status`, `ship lock release --yes` and a fresh deploy put a fleet that a failed run
+/// left locked back in order.
+fn recover(fleet: &Fleet, live: &str, snaps: &Snapshots, left: &[(usize, String)]) {
+    let status = fleet.ship(&["status", "production"]);
+    assert_eq!(status.code, 3, "status needs attention: {}", status.all());
+    assert!(
+        status
+            .stdout
+            .contains(&format!("production: consistent: every host is on {live}")),
+        "{}",
+        status.all()
+    );
+    for (i, staged) in left {
+        let row = status
+            .stdout
+            .lines()
+            .find(|l| {
+                l.trim_start()
+                    .starts_with(&format!("{} ", fleet.host(*i).name))
+            })
+            .unwrap_or_default();
+        assert!(
+            row.contains("HELD (dead)") && row.contains(staged.as_str()),
+            "{row}\n{}",
+            status.stdout
+        );
+    }
+    assert!(
+        status.stdout.contains("`ship lock release production`"),
+        "{}",
+        status.stdout
+    );
+
+    let refused = fleet.ship(&["lock", "release", "production"]);
+    assert_eq!(
+        refused.code,
+        2,
+        "not a terminal and no --yes: {}",
+        refused.all()
+    );
+    assert!(refused.stderr.contains("pass --yes"), "{}", refused.all());
+    assert!(
+        left.iter().all(|(i, _)| fleet.host(*i).locked()),
+        "nothing changed without --yes"
+    );
+
+    let released = fleet.ship(&["lock", "release", "production", "--yes"]);
+    assert_eq!(released.code, 0, "{}", released.all());
+    for (i, staged) in left {
+        let h = fleet.host(*i);
+        assert!(
+            released.stdout.contains(&format!("{}: removed", h.name))
+                && released.stdout.contains(&format!("releases/{staged}")),
+            "{}",
+            released.all()
+        );
+        let last = h.journal().pop().expect("journal line");
+        assert_eq!(last["kind"], "lock-release", "{last}");
+    }
+    for (h, snap) in fleet.hosts.iter().zip(snaps) {
+        assert_untouched(h, live, snap);
+    }
+    let status = fleet.ship(&["status", "production"]);
+    assert_eq!(status.code, 0, "{}", status.all());
+
+    fleet.inventory("", "");
+    let again = fleet.deploy();
+    assert_eq!(again.code, 0, "{}", again.all());
+    let new = fleet.host(0).current_id().expect("current");
+    assert_ne!(new, live);
+    for (h, snap) in fleet.hosts.iter().zip(snaps) {
+        assert_eq!(h.current_id().as_deref(), Some(new.as_str()), "{}", h.name);
+        assert_eq!(
+            h.releases(),
+            vec![live.to_owned(), new.clone()],
+            "{}",
+            h.name
+        );
+        assert!(!h.locked());
+        assert_eq!(&h.shared_snapshot(), snap, "{}: shared/ intact", h.name);
+    }
+}
+
+/// A host lost during prepare: the deploy aborts at once, the others are cleaned up, the lost
+/// one is named with what it keeps, and the run ended long before the build would have.
+fn assert_lost_during_prepare(
+    run: Run,
+    took: Duration,
+    fleet: &Fleet,
+    live: &str,
+    snaps: &Snapshots,
+) -> String {
+    assert_eq!(
+        run.code,
+        3,
+        "a lock is left on the lost host: {}",
+        run.all()
+    );
+    assert!(
+        took < Duration::from_secs(15),
+        "aborted within the timeouts, not after the build: {took:?}"
+    );
+    let all = run.all();
+    assert!(
+        all.contains("[web-2] FAILED at prepare (build: touch building; sleep 20)"),
+        "{all}"
+    );
+    assert!(all.contains("aborted: no host was switched"), "{all}");
+    assert!(
+        all.contains("web-2: still locked") && all.contains("`ship lock release production`"),
+        "{all}"
+    );
+    for i in [0, 2] {
+        assert_untouched(fleet.host(i), live, &snaps[i]);
+        assert_eq!(
+            builds_running(fleet.host(i)),
+            0,
+            "{}: build stopped",
+            fleet.host(i).name
+        );
+    }
+    assert_left_locked(fleet.host(1), live, &snaps[1])
+}
+
+#[test]
+fn a_host_killed_during_prepare_aborts_everywhere_and_can_be_recovered() {
+    let (mut fleet, live, snaps) = deployed(3);
+    let t0 = Instant::now();
+    let run = deploy_until_building(&fleet);
+    fleet.hosts[1].kill();
+    let run = run.finish();
+    let staged = assert_lost_during_prepare(run, t0.elapsed(), &fleet, &live, &snaps);
+    fleet.hosts[1].restart();
+    recover(&fleet, &live, &snaps, &[(1, staged)]);
+}
+
+#[test]
+fn a_host_frozen_during_prepare_aborts_within_the_keepalive_timeout() {
+    let (fleet, live, snaps) = deployed(3);
+    let t0 = Instant::now();
+    let run = deploy_until_building(&fleet);
+    fleet.host(1).freeze();
+    let run = run.finish();
+    let all = run.all();
+    assert!(
+        all.contains("keepalive"),
+        "the frozen host is detected by keepalives: {all}"
+    );
+    let staged = assert_lost_during_prepare(run, t0.elapsed(), &fleet, &live, &snaps);
+    // Thawed, the host finds its controller gone and its supervised build stops itself.
+    fleet.host(1).thaw();
+    wait_until(
+        "web-2's abandoned build stops",
+        Duration::from_secs(15),
+        || builds_running(fleet.host(1)) == 0,
+    );
+    recover(&fleet, &live, &snaps, &[(1, staged)]);
+}
+
+#[test]
+fn a_host_cut_off_during_prepare_aborts_within_the_keepalive_timeout() {
+    let (mut fleet, live, snaps) = deployed(3);
+    let t0 = Instant::now();
+    let run = deploy_until_building(&fleet);
+    fleet.hosts[1].cut();
+    let run = run.finish();
+    let staged = assert_lost_during_prepare(run, t0.elapsed(), &fleet, &live, &snaps);
+    fleet.hosts[1].reconnect();
+    recover(&fleet, &live, &snaps, &[(1, staged)]);
+}
+
+/// A `mv` on one host that does `action` instead of (or around) the switch's rename; renames
+/// that are not the switch pass through.
+fn switch_fault(h: &TestHost, action: &str) {
+    h.fault(
+        "mv",
+        &format!("case \"$2\" in .ship/stage-*) {action} ;; esac\nexec /bin/mv \"$@\""),
+    );
+}
+
+#[test]
+fn a_failed_rename_on_one_host_switches_the_others_back() {
+    let (fleet, live, snaps) = deployed(3);
+    switch_fault(
+        fleet.host(1),
+        "echo 'mv: cannot move: Read-only file system' >&2; exit 1",
+    );
+    let run = fleet.deploy();
+    assert_eq!(run.code, 1, "the fleet is as it was: {}", run.all());
+    let all = run.all();
+    assert!(
+        all.contains("every switched host was switched back"),
+        "{all}"
+    );
+    assert!(
+        all.contains("[web-2] FAILED at switch: exited with status 1"),
+        "{all}"
+    );
+    assert!(all.contains("Read-only file system"), "{all}");
+    assert!(
+        all.contains("reverted"),
+        "the summary shows the reverted hosts: {all}"
+    );
+    for (h, snap) in fleet.hosts.iter().zip(&snaps) {
+        assert_untouched(h, &live, snap);
+        let last = h.journal().pop().expect("journal");
+        assert_eq!(last["outcome"], "rolled_back", "{}: {last}", h.name);
+    }
+}
+
+#[test]
+fn a_host_killed_during_the_switch_is_named_and_the_others_are_switched_back() {
+    let (mut fleet, live, snaps) = deployed(3);
+    switch_fault(fleet.host(1), TestHost::CRASH);
+    let run = fleet.deploy();
+    assert_eq!(run.code, 3, "needs attention: {}", run.all());
+    let all = run.all();
+    assert!(all.contains("NEEDS ATTENTION"), "{all}");
+    assert!(all.contains("[web-2] FAILED at switch"), "{all}");
+    assert!(
+        all.contains(
+            "web-2: could not be switched back; run this on the host: cd /var/www/app && "
+        ),
+        "{all}"
+    );
+    for i in [0, 2] {
+        assert_untouched(fleet.host(i), &live, &snaps[i]);
+    }
+    // web-2 died before its rename: it is on the old release, with our lock and the new one.
+    let staged = assert_left_locked(fleet.host(1), &live, &snaps[1]);
+    fleet.hosts[1].restart();
+    fleet.host(1).fault("mv", "exec /bin/mv \"$@\"");
+    recover(&fleet, &live, &snaps, &[(1, staged)]);
+}
+
+#[test]
+fn a_host_cut_off_during_the_switch_is_named_with_the_command_that_reverts_it() {
+    let (mut fleet, live, snaps) = deployed(3);
+    // web-2 switches, then drops off the network before it can say so.
+    let cut = fleet.host(1).cut_commands();
+    switch_fault(
+        fleet.host(1),
+        &format!("/bin/mv \"$@\"; {cut}; sleep 30; exit 0"),
+    );
+    let run = fleet.deploy();
+    assert_eq!(run.code, 3, "needs attention: {}", run.all());
+    let all = run.all();
+    assert!(all.contains("[web-2] FAILED at switch"), "{all}");
+    let remedy = all
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("web-2: could not be switched back; run this on the host: ")
+        })
+        .unwrap_or_else(|| panic!("a remedy for web-2: {all}"))
+        .to_owned();
+    for i in [0, 2] {
+        assert_untouched(fleet.host(i), &live, &snaps[i]);
+    }
+    let h = fleet.host(1);
+    let new = h.current_id().expect("current");
+    assert_ne!(new, live, "web-2 did switch before it was cut off");
+    assert!(h.locked());
+    fleet.hosts[1].reconnect();
+
+    let status = fleet.ship(&["status", "production"]);
+    assert_eq!(status.code, 3, "{}", status.all());
+    assert!(
+        status.stdout.contains("production: NOT consistent"),
+        "{}",
+        status.stdout
+    );
+
+    // The printed command puts web-2 back, by rename.
+    let out = fleet.host(1).run_on_host(&remedy);
+    assert!(
+        out.status.success(),
+        "{remedy}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fleet.host(1).current_id().as_deref(), Some(live.as_str()));
+    fleet.host(1).fault("mv", "exec /bin/mv \"$@\"");
+    recover(&fleet, &live, &snaps, &[(1, new)]);
+}
+
+#[test]
+fn a_full_disk_on_one_host_aborts_everywhere_and_says_so() {
+    let (fleet, live, snaps) = deployed_with(Fleet::start_with(3, Some((1, "3m"))));
+    fleet.inventory(
+        "",
+        "    build: [\"sh build.sh\", \"head -c 8000000 /dev/zero > public/big.bin\"]\n",
+    );
+    let run = fleet.deploy();
+    assert_eq!(run.code, 1, "{}", run.all());
+    let all = run.all();
+    assert!(
+        all.contains(
+            "[web-2] FAILED at prepare (build: head -c 8000000 /dev/zero > public/big.bin)"
+        ) && all.contains("the disk is full on this host"),
+        "{all}"
+    );
+    for (h, snap) in fleet.hosts.iter().zip(&snaps) {
+        assert_untouched(h, &live, snap);
+    }
+}
+
+#[test]
+fn of_two_deploys_started_together_exactly_one_proceeds() {
+    let (fleet, live, snaps) = deployed(3);
+    let a = fleet.spawn_ship(&["deploy", "production"]);
+    let b = fleet.spawn_ship(&["deploy", "production"]);
+    let (a, b) = (a.finish(), b.finish());
+    let mut codes = [a.code, b.code];
+    codes.sort();
+    assert_eq!(
+        codes,
+        [0, 4],
+        "one deploys, the other stops at the lock:\n{}\n{}",
+        a.all(),
+        b.all()
+    );
+    let loser = if a.code == 4 { &a } else { &b };
+    assert!(
+        loser.all().contains("FAILED at lock") && loser.all().contains("is locked by deploy"),
+        "{}",
+        loser.all()
+    );
+    let new = fleet.host(0).current_id().expect("current");
+    assert_ne!(new, live);
+    for (h, snap) in fleet.hosts.iter().zip(&snaps) {
+        assert_eq!(h.current_id().as_deref(), Some(new.as_str()), "{}", h.name);
+        assert_eq!(
+            h.releases(),
+            vec![live.clone(), new.clone()],
+            "{}: no trace of the loser",
+            h.name
+        );
+        assert!(!h.locked());
+        assert_eq!(&h.shared_snapshot(), snap);
+    }
+
+    // With --lock-wait, the second waits for the first and then deploys too.
+    let a = fleet.spawn_ship(&["deploy", "production", "--lock-wait", "60s"]);
+    let b = fleet.spawn_ship(&["deploy", "production", "--lock-wait", "60s"]);
+    let (a, b) = (a.finish(), b.finish());
+    assert_eq!((a.code, b.code), (0, 0), "\n{}\n{}", a.all(), b.all());
+    assert!(
+        a.all().contains("waiting up to") || b.all().contains("waiting up to"),
+        "one of them waited:\n{}\n{}",
+        a.all(),
+        b.all()
+    );
+    for (h, snap) in fleet.hosts.iter().zip(&snaps) {
+        let releases = h.releases();
+        assert_eq!(
+            releases.len(),
+            3,
+            "{}: keep_releases 3: {releases:?}",
+            h.name
+        );
+        assert_eq!(
+            h.current_id().as_ref(),
+            releases.last(),
+            "{}: the later deploy is current",
+            h.name
+        );
+        assert!(!h.locked());
+        assert_eq!(&h.shared_snapshot(), snap);
+    }
+}
+
+fn interrupted_during_prepare(sig: &str) {
+    let (fleet, live, snaps) = deployed(3);
+    let run = deploy_until_building(&fleet);
+    run.signal(sig);
+    let run = run.finish();
+    assert_eq!(run.code, 130, "{}", run.all());
+    let all = run.all();
+    assert!(
+        all.contains("interrupted during prepare: no host has switched"),
+        "{all}"
+    );
+    assert!(all.contains("aborted: no host was switched"), "{all}");
+    for (h, snap) in fleet.hosts.iter().zip(&snaps) {
+        assert_untouched(h, &live, snap);
+        assert_eq!(
+            builds_running(h),
+            0,
+            "{}: the remote build was stopped",
+            h.name
+        );
+        let last = h.journal().pop().expect("journal");
+        assert_eq!(last["outcome"], "aborted", "{last}");
+    }
+}
+
+#[test]
+fn sigint_during_prepare_stops_the_builds_and_leaves_every_host_as_it_was() {
+    interrupted_during_prepare("-INT");
+}
+
+#[test]
+fn sigterm_during_prepare_stops_the_builds_and_leaves_every_host_as_it_was() {
+    interrupted_during_prepare("-TERM");
+}
+
+fn interrupted_during_switch(sig: &str) {
+    let (fleet, live, snaps) = deployed(3);
+    // web-2 is slow to rename: the signal lands while the switch is in flight.
+    switch_fault(fleet.host(1), "touch /var/www/app/.ship/switching; sleep 2");
+    let run = fleet.spawn_ship(&["deploy", "production"]);
+    wait_until("web-2 inside its switch", Duration::from_secs(30), || {
+        fleet.host(1).path(".ship/switching").exists()
+    });
+    run.signal(sig);
+    let run = run.finish();
+    assert_eq!(run.code, 0, "the switch was finished: {}", run.all());
+    assert!(
+        run.all()
+            .contains("interrupted after the switch began: finishing it"),
+        "{}",
+        run.all()
+    );
+    let new = fleet.host(0).current_id().expect("current");
+    assert_ne!(new, live);
+    for (h, snap) in fleet.hosts.iter().zip(&snaps) {
+        assert_eq!(
+            h.current_id().as_deref(),
+            Some(new.as_str()),
+            "{}: switched",
+            h.name
+        );
+        assert!(!h.locked(), "{}", h.name);
+        assert_eq!(&h.shared_snapshot(), snap);
+    }
+}
+
+#[test]
+fn sigint_during_the_switch_finishes_it_on_every_host() {
+    interrupted_during_switch("-INT");
+}
+
+#[test]
+fn sigterm_during_the_switch_finishes_it_on_every_host() {
+    interrupted_during_switch("-TERM");
+}
+
+#[test]
+fn a_killed_controller_is_detected_by_status_and_the_next_deploy() {
+    let (fleet, live, snaps) = deployed(3);
+    let run = deploy_until_building(&fleet);
+    run.signal("-KILL");
+    let _ = run.finish();
+    // The hosts see the connection close, and the supervised builds stop themselves.
+    wait_until(
+        "every abandoned build stops",
+        Duration::from_secs(15),
+        || fleet.hosts.iter().all(|h| builds_running(h) == 0),
+    );
+    let left: Vec<(usize, String)> = (0..3)
+        .map(|i| (i, assert_left_locked(fleet.host(i), &live, &snaps[i])))
+        .collect();
+
+    let next = fleet.deploy();
+    assert_eq!(next.code, 4, "{}", next.all());
+    let all = next.all();
+    assert!(
+        all.contains("that process is no longer running: it was killed before it finished")
+            && all.contains(&format!(
+                "it may have left releases/{} unfinished",
+                left[0].1
+            ))
+            && all.contains("`ship lock release production`"),
+        "{all}"
+    );
+    recover(&fleet, &live, &snaps, &left);
+}
