@@ -10,7 +10,9 @@ use tokio_util::sync::CancellationToken;
 use super::lock::HeldLock;
 use super::protocol::{Action, Event as P, Outcome, Protocol, SwitchState};
 use crate::inventory::{Host, Stage};
-use crate::remote::{self, LOCK_HELD, LockOwner, Preflight, SWITCH_CANCELLED};
+use crate::remote::{
+    self, LOCK_HELD, LockOwner, Preflight, SWITCH_CANCELLED, SWITCH_RENAME_FAILED,
+};
 use crate::report::{
     Event, Failure, HostResult, HostSummary, Phase, PhaseTiming, Reporter, Summary,
 };
@@ -298,7 +300,14 @@ pub async fn deploy(d: Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellation
         }
         if cancel.is_cancelled() && !proto.interrupted() {
             proto.on(P::Interrupted);
-            if proto.past_barrier() {
+            if !proto.past_barrier() {
+                ctx.reporter.report(&Event::Interrupted {
+                    message: format!(
+                        "interrupted during {phase}: no host has switched; removing the staged \
+                         release and releasing locks"
+                    ),
+                });
+            } else {
                 ctx.reporter.report(&Event::Interrupted {
                     message: "interrupted after the switch began: finishing it so that no host is \
                               left on a different release"
@@ -941,14 +950,26 @@ async fn switch(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx) -> Vec<P> {
                 });
                 events.push(P::Switched(i));
             }
-            Ok(o) => {
+            Ok(o) if matches!(o.status, Some(SWITCH_CANCELLED | SWITCH_RENAME_FAILED)) => {
                 // The rename failed or was cancelled: `current` is unchanged there.
                 let mut f = command_failure(ctx, Phase::Switch, None, &o);
-                if o.status == Some(SWITCH_CANCELLED) {
-                    f.message = "the switch was cancelled before it ran".into();
-                }
+                f.message = if o.status == Some(SWITCH_CANCELLED) {
+                    "the switch was cancelled before it ran; current is unchanged".into()
+                } else {
+                    "the rename failed; current is unchanged".into()
+                };
                 hosts[i].fail(ctx, f);
                 events.push(P::SwitchRefused(i));
+            }
+            Ok(o) => {
+                // Killed mid-way (the host crashed?): the rename may or may not have run.
+                let mut f = command_failure(ctx, Phase::Switch, None, &o);
+                f.message = format!(
+                    "the switch command {}; whether current changed is unknown",
+                    f.message
+                );
+                hosts[i].fail(ctx, f);
+                events.push(P::SwitchUnknown(i));
             }
             Err(e) => {
                 let f = transport_failure(ctx, Phase::Switch, None, &e);

@@ -16,6 +16,9 @@ use crate::inventory::EnvVar;
 pub const LOCK_HELD: u32 = 75;
 /// Exit status of the armed switch when it was told not to switch (controller went away).
 pub const SWITCH_CANCELLED: u32 = 76;
+/// Exit status of the armed switch when its rename failed: `current` is unchanged. Any other
+/// failure (the shell killed, no status at all) leaves it unknown whether the rename ran.
+pub const SWITCH_RENAME_FAILED: u32 = 77;
 /// The line the armed switch prints once it waits for the word: the controller fires only when
 /// every host has printed it, so slow shell start-up (login rc files) cannot spread the switch.
 pub const SWITCH_READY: &str = "ship-switch-ready";
@@ -443,8 +446,9 @@ pub fn stage_switch(deploy_to: &str, release_id: &str) -> String {
 pub fn armed_switch(deploy_to: &str, release_id: &str) -> String {
     let dir = quote(&stage_dir(release_id)).into_owned();
     format!(
-        "{} || exit 1; echo {SWITCH_READY}; read -r go && [ \"$go\" = go ] || exit {SWITCH_CANCELLED}; \
-         mv -f {dir}/current . && date +%s%N && rmdir {dir}",
+        "{} || exit {SWITCH_RENAME_FAILED}; echo {SWITCH_READY}; \
+         read -r go && [ \"$go\" = go ] || exit {SWITCH_CANCELLED}; \
+         mv -f {dir}/current . || exit {SWITCH_RENAME_FAILED}; date +%s%N; rmdir {dir}; exit 0",
         cd(deploy_to)
     )
 }

@@ -101,15 +101,17 @@ fn renders_exact_commands() {
     );
     assert_eq!(
         armed_switch("/srv/app", "20261122103000"),
-        "cd /srv/app || exit 1; echo ship-switch-ready; read -r go && [ \"$go\" = go ] || exit 76; \
-         mv -f .ship/stage-20261122103000/current . && date +%s%N && \
-         rmdir .ship/stage-20261122103000"
+        "cd /srv/app || exit 77; echo ship-switch-ready; \
+         read -r go && [ \"$go\" = go ] || exit 76; \
+         mv -f .ship/stage-20261122103000/current . || exit 77; date +%s%N; \
+         rmdir .ship/stage-20261122103000; exit 0"
     );
     assert_eq!(
         lock("/srv/app", "{\"a\":1}"),
         "mkdir -p /srv/app/releases /srv/app/shared /srv/app/.ship && cd /srv/app && \
          if mkdir .ship/lock 2>/dev/null; then printf '%s\\n' '{\"a\":1}' > .ship/lock/owner; \
-         else echo \"lock held: $(head -c 4000 .ship/lock/owner 2>/dev/null)\"; exit 75; fi"
+         else echo \"lock held: $(head -c 4000 .ship/lock/owner 2>/dev/null)\"; exit 75; fi && \
+         for r in releases/*; do [ -d \"$r\" ] && echo \"release=${r#releases/}\"; done; true"
     );
     assert_eq!(
         unlock("/srv/app", "tok-1"),
@@ -185,6 +187,13 @@ fn preflight_output_is_parsed() {
     assert_eq!(p.lock.as_deref(), Some("alice at 12:00"));
     assert_eq!(p.tools, ["tar"]);
     assert_eq!(p.disk_free_kb, Some(1234));
+    let q = Preflight::parse(
+        "release=20261122103000\nincomplete=20261122103000\nstaged=20261122103000\n\
+         last={\"kind\":\"deploy\"}\nlast= \n",
+    );
+    assert_eq!(q.incomplete, ["20261122103000"]);
+    assert_eq!(q.staged, ["20261122103000"]);
+    assert_eq!(q.last_journal.as_deref(), Some("{\"kind\":\"deploy\"}"));
     let abs = Preflight::parse("current=/var/www/app/releases/1/\n");
     assert_eq!(abs.current_release(), Some("1"));
     assert_eq!(
@@ -364,4 +373,91 @@ fn scripts_behave_on_a_real_shell() {
     assert_eq!(pf.releases, ["20261122103000"]);
     assert_eq!(pf.tools, ["tar"]);
     assert!(pf.writable && pf.lock.is_none());
+    assert!(pf.incomplete.is_empty() && pf.staged.is_empty(), "{out}");
+    // A staged release that lost its REVISION and the journal's last line are seen too.
+    fs::create_dir_all(root.join(".ship/stage-20261122120000")).expect("mkdir");
+    fs::create_dir_all(root.join("releases/20261122120000")).expect("mkdir");
+    fs::write(root.join(".ship/history"), "{\"n\":1}\n{\"n\":2}\n").expect("history");
+    let (_, out) = sh(&preflight(deploy_to, &[]), b"");
+    let pf = Preflight::parse(&out);
+    assert_eq!(pf.incomplete, ["20261122120000"]);
+    assert_eq!(pf.staged, ["20261122120000"]);
+    assert_eq!(pf.last_journal.as_deref(), Some("{\"n\":2}"));
+}
+
+#[test]
+fn a_supervised_step_runs_while_stdin_is_open_and_stops_when_it_closes() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let start = |script: &str| {
+        Command::new("sh")
+            .args(["-c", &supervised(script)])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("sh")
+    };
+    // Held open: the step runs to its end, and its status and output come through.
+    let mut child = start("echo out; exit 7");
+    let stdin = child.stdin.take();
+    let out = child.wait_with_output().expect("wait");
+    drop(stdin);
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+
+    // Closed early: the whole process group is stopped (the grandchild `sleep` too).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let marker = dir.path().join("survived");
+    let mut child = start(&format!(
+        "sh -c 'sleep 3; touch {}' ; echo unreachable",
+        marker.display()
+    ));
+    let mut stdin = child.stdin.take().expect("stdin");
+    let _ = stdin.write_all(b"");
+    drop(stdin);
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(143), "stopped by SIGTERM");
+    std::thread::sleep(std::time::Duration::from_millis(3500));
+    assert!(
+        !marker.exists(),
+        "the grandchild was stopped with its group"
+    );
+}
+
+#[test]
+fn releasing_a_dead_runs_lock_keeps_current_and_shared() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    let d = root.to_str().expect("utf-8");
+    for p in [
+        "releases/20261122100000",
+        "releases/20261122110000",
+        ".ship/lock",
+        ".ship/stage-20261122110000",
+        "shared/storage",
+    ] {
+        fs::create_dir_all(root.join(p)).expect("mkdir");
+    }
+    std::os::unix::fs::symlink("releases/20261122100000", root.join("current")).expect("link");
+    // The dead run was staging 20261122110000: it goes, with its staged link and the lock.
+    let (rc, out) = sh(&release_lock(d, Some("20261122110000")), b"");
+    assert_eq!(rc, 0, "{out}");
+    assert_eq!(
+        out,
+        "removed=.ship/stage-20261122110000\nremoved=releases/20261122110000\n\
+         removed=.ship/lock\n"
+    );
+    assert!(root.join("releases/20261122100000").is_dir());
+    assert!(root.join("shared/storage").is_dir());
+    // A release that became current is kept.
+    fs::create_dir_all(root.join(".ship/lock")).expect("mkdir");
+    let (rc, out) = sh(&release_lock(d, Some("20261122100000")), b"");
+    assert_eq!(rc, 0);
+    assert_eq!(out, "kept=releases/20261122100000\nremoved=.ship/lock\n");
+    assert!(root.join("releases/20261122100000").is_dir());
+    // A record naming something that is not a release id removes only the lock.
+    fs::create_dir_all(root.join(".ship/lock")).expect("mkdir");
+    let (_, out) = sh(&release_lock(d, Some("../shared")), b"");
+    assert_eq!(out, "removed=.ship/lock\n");
+    assert!(root.join("shared/storage").is_dir());
 }

@@ -288,7 +288,7 @@ fn a_failed_rename_on_one_host_switches_the_others_back() {
         "{all}"
     );
     assert!(
-        all.contains("[web-2] FAILED at switch: exited with status 1"),
+        all.contains("[web-2] FAILED at switch: the rename failed; current is unchanged"),
         "{all}"
     );
     assert!(all.contains("Read-only file system"), "{all}");
