@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: unit tests, integration tests, and end-to-end tests against real OpenSSH
-# servers (one sshd per test host, each on its own loopback address and mount namespace).
+# servers (one sshd per test host, each on its own loopback address and mount namespace; the
+# fault suite cuts hosts off with iptables).
 # Installs what the end-to-end tests need when run as root on Debian/Ubuntu.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,8 @@ missing=()
 [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
 command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
 command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
+command -v nsenter >/dev/null 2>&1 || missing+=(util-linux)
+command -v iptables >/dev/null 2>&1 || missing+=(iptables)
 command -v git >/dev/null 2>&1 || missing+=(git)
 command -v zstd >/dev/null 2>&1 || missing+=(zstd)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -709,3 +709,32 @@ fn a_lock_held_by_another_deploy_stops_everything_and_is_left_alone() {
         "the other deploy's lock is untouched"
     );
 }
+
+#[test]
+fn every_scenario_in_the_reliability_guide_names_a_real_test() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = fs::read_to_string(root.join("docs/reliability.md")).expect("docs/reliability.md");
+    let sources: String = ["tests/e2e.rs", "tests/e2e/faults.rs", "src/remote/tests.rs"]
+        .iter()
+        .map(|p| fs::read_to_string(root.join(p)).expect("test source"))
+        .collect();
+    let mut named = 0;
+    for line in doc.lines().filter(|l| l.starts_with('|')) {
+        let Some(cell) = line.trim_end_matches('|').rsplit('|').next() else {
+            continue;
+        };
+        for name in cell.split('`').skip(1).step_by(2) {
+            // `prefix_…` names every test that starts with the prefix.
+            let prefix = name.trim_end_matches('…');
+            if prefix.is_empty() || prefix.contains(' ') {
+                continue;
+            }
+            named += 1;
+            assert!(
+                sources.contains(&format!("fn {prefix}")),
+                "docs/reliability.md names `{name}`, which is not a test"
+            );
+        }
+    }
+    assert!(named >= 20, "the guide names its tests ({named} found)");
+}
