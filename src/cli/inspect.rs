@@ -2,6 +2,7 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
+use super::output::column_width;
 use super::{Global, exit};
 use crate::fleet::inspect::{self, HostStatus, StageStatus};
 use crate::inventory::{Inventory, Stage};
@@ -22,6 +23,13 @@ pub fn load_stage(g: &Global, name: &str) -> Result<Stage, u8> {
         return Err(exit::USAGE);
     }
     Ok(stage.clone())
+}
+
+/// The stage and where its hosts stand.
+async fn stage_status(g: &Global, stage: &str) -> Result<(Stage, StageStatus), u8> {
+    let stage = load_stage(g, stage)?;
+    let st = inspect::status(&stage, &ConnectOptions::default()).await;
+    Ok((stage, st))
 }
 
 fn print_json<T: serde::Serialize>(value: &T) {
@@ -74,13 +82,7 @@ pub fn status_text(st: &StageStatus) -> String {
             st.stage
         ));
     }
-    let w = st
-        .hosts
-        .iter()
-        .map(|h| h.host.len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
+    let w = column_width(st.hosts.iter().map(|h| h.host.as_str()));
     out.push_str(&format!(
         "  {:<w$}  {:<16}  {:<11}  {:<16}  {}\n",
         "host", "current", "lock", "unfinished", "last journal entry"
@@ -142,11 +144,10 @@ pub fn status_text(st: &StageStatus) -> String {
 /// `ship status <stage>`: 0 when every host answered and all are on one release with no
 /// dead run's leftovers; 3 otherwise.
 pub async fn status(g: &Global, stage: &str) -> u8 {
-    let stage = match load_stage(g, stage) {
-        Ok(s) => s,
+    let st = match stage_status(g, stage).await {
+        Ok((_, st)) => st,
         Err(code) => return code,
     };
-    let st = inspect::status(&stage, &ConnectOptions::default()).await;
     if g.json {
         print_json(&st);
     } else {
@@ -169,11 +170,10 @@ pub async fn status(g: &Global, stage: &str) -> u8 {
 
 /// `ship lock status <stage>`: the lock on each host. 0 when no host is locked, 4 when some are.
 pub async fn lock_status(g: &Global, stage: &str) -> u8 {
-    let stage = match load_stage(g, stage) {
-        Ok(s) => s,
+    let st = match stage_status(g, stage).await {
+        Ok((_, st)) => st,
         Err(code) => return code,
     };
-    let st = inspect::status(&stage, &ConnectOptions::default()).await;
     if g.json {
         let rows: Vec<_> = st
             .hosts
@@ -202,12 +202,10 @@ pub async fn lock_status(g: &Global, stage: &str) -> u8 {
 /// `ship lock release <stage>`: show the locks, confirm (or `--yes`), remove them with the
 /// release each holder was staging.
 pub async fn lock_release(g: &Global, stage: &str, yes: bool) -> u8 {
-    let stage = match load_stage(g, stage) {
-        Ok(s) => s,
+    let (stage, st) = match stage_status(g, stage).await {
+        Ok(r) => r,
         Err(code) => return code,
     };
-    let options = ConnectOptions::default();
-    let st = inspect::status(&stage, &options).await;
     let locked: Vec<&HostStatus> = st.locked().collect();
     if locked.is_empty() {
         if !g.json {
@@ -255,7 +253,7 @@ pub async fn lock_release(g: &Global, stage: &str, yes: bool) -> u8 {
             return exit::FAILED;
         }
     }
-    let done = inspect::release_locks(&stage, &options).await;
+    let done = inspect::release_locks(&stage, &ConnectOptions::default()).await;
     if g.json {
         print_json(&serde_json::json!({"stage": stage.name, "hosts": done}));
     }

@@ -239,6 +239,11 @@ impl Reporter for Board {
     }
 }
 
+/// The width of a column of host names (at least the header `host`).
+pub fn column_width<'a>(names: impl Iterator<Item = &'a str>) -> usize {
+    names.map(str::len).max().unwrap_or(4).max(4)
+}
+
 /// The human summary printed at the end of a deploy.
 pub fn summary_text(s: &Summary) -> String {
     let mut out = String::new();
@@ -271,13 +276,7 @@ pub fn summary_text(s: &Summary) -> String {
     out.push_str(&headline);
     out.push('\n');
     out.push_str(&format!("  revision {}\n", s.revision));
-    let width = s
-        .hosts
-        .iter()
-        .map(|h| h.host.len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
+    let width = column_width(s.hosts.iter().map(|h| h.host.as_str()));
     let first_switch = s.hosts.iter().filter_map(|h| h.switched_at_unix_ns).min();
     out.push_str(&format!(
         "  {:<width$}  {:<9}  {:<16}  {:>8}  {:>10}\n",

@@ -570,3 +570,42 @@ fn a_killed_controller_is_detected_by_status_and_the_next_deploy() {
     );
     recover(&fleet, &live, &snaps, &left);
 }
+
+#[test]
+fn a_second_ctrl_c_exits_at_once_and_says_where_each_host_stood() {
+    let (fleet, live, snaps) = deployed(3);
+    let run = deploy_until_building(&fleet);
+    run.signal("-INT");
+    std::thread::sleep(Duration::from_millis(30));
+    run.signal("-INT");
+    let run = run.finish();
+    assert_eq!(run.code, 130, "{}", run.all());
+    let err = &run.stderr;
+    assert!(
+        err.contains("ship: exiting at once. Where each host stood:"),
+        "{err}"
+    );
+    for h in &fleet.hosts {
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with(&format!("  {}: ", h.name))),
+            "{} has a state line: {err}",
+            h.name
+        );
+    }
+    assert!(err.contains("`ship status`"), "{err}");
+    // Whatever the cleanup got to before the exit, no host switched, and what is left is
+    // exactly what `ship lock release` clears.
+    for (h, snap) in fleet.hosts.iter().zip(&snaps) {
+        assert_eq!(h.current_id().as_deref(), Some(live.as_str()), "{}", h.name);
+        assert_eq!(&h.shared_snapshot(), snap);
+    }
+    wait_until("the abandoned builds stop", Duration::from_secs(15), || {
+        fleet.hosts.iter().all(|h| builds_running(h) == 0)
+    });
+    let released = fleet.ship(&["lock", "release", "production", "--yes"]);
+    assert_eq!(released.code, 0, "{}", released.all());
+    for (h, snap) in fleet.hosts.iter().zip(&snaps) {
+        assert_untouched(h, &live, snap);
+    }
+}
