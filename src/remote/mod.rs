@@ -48,7 +48,8 @@ impl Step {
 /// script runs in a session of its own (so its whole process tree can be signalled), and a
 /// watcher waits for end-of-file on stdin. When stdin closes before the script ends (the
 /// controller timed out, was interrupted, or died and took its connection with it), the
-/// watcher sends SIGTERM to the script's process group, then SIGKILL 5 s later. Without it, a
+/// watcher sends SIGTERM to the script's process group (retrying while the group is still being
+/// set up), then SIGKILL 5 s later. Without it, a
 /// build abandoned by a dead controller would keep running, and writing into a release that
 /// is being removed. The exit status is the script's (143 when stopped).
 pub fn supervised(script: &str) -> String {
@@ -56,7 +57,8 @@ pub fn supervised(script: &str) -> String {
         "exec 3<&0 </dev/null\n\
          if command -v setsid >/dev/null 2>&1; then setsid sh -c {s} & p=$!; g=-$p; \
          else sh -c {s} & p=$!; g=$p; fi\n\
-         {{ read -r _ <&3; kill -TERM $g; sleep 5; kill -KILL $g; }} >/dev/null 2>&1 & w=$!\n\
+         {{ read -r _ <&3; while ! kill -TERM $g; do kill -0 $p || exit 0; sleep 1; done; \
+         sleep 5; kill -KILL $g; }} >/dev/null 2>&1 & w=$!\n\
          exec 3<&-\n\
          wait $p; rc=$?\n\
          kill $w 2>/dev/null\n\

@@ -499,6 +499,12 @@ fn sigterm_during_prepare_stops_the_builds_and_leaves_every_host_as_it_was() {
     interrupted_during_prepare("-TERM");
 }
 
+#[test]
+fn sighup_during_prepare_stops_the_builds_and_leaves_every_host_as_it_was() {
+    // The terminal went away (a closed SSH session to a jump box running ship).
+    interrupted_during_prepare("-HUP");
+}
+
 fn interrupted_during_switch(sig: &str) {
     let (fleet, live, snaps) = deployed(3);
     // web-2 is slow to rename: the signal lands while the switch is in flight.
