@@ -11,10 +11,8 @@ use tokio::sync::Semaphore;
 use super::lock::{HeldLock, Holder};
 use crate::inventory::{Host, Stage};
 use crate::remote::{self, Preflight};
-use crate::transport::{ConnectOptions, Connection};
+use crate::transport::{CONNECT_CONCURRENCY, ConnectOptions, Connection};
 
-/// How many SSH handshakes may be in flight at once.
-const CONNECT_CONCURRENCY: usize = 32;
 /// Upper bound for the inspection command itself.
 const INSPECT_TIMEOUT: Duration = Duration::from_secs(60);
 

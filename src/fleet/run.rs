@@ -17,11 +17,11 @@ use crate::report::{
     Event, Failure, HostResult, HostSummary, Phase, PhaseTiming, Reporter, Summary,
 };
 use crate::source::Prepared;
-use crate::transport::{ConnectOptions, Connection, OnLine, Output, Stream, TransportError};
+use crate::transport::{
+    CONNECT_CONCURRENCY, ConnectOptions, Connection, OnLine, Output, Stream, TransportError,
+};
 use crate::util;
 
-/// How many SSH handshakes may be in flight at once (sshd drops bursts: MaxStartups).
-const CONNECT_CONCURRENCY: usize = 32;
 /// Upper bound for commands that do little (lock, unlock, discard, cleanup).
 const SHORT_COMMAND: Duration = Duration::from_secs(120);
 /// How often a held lock is tried again under `--lock-wait`.
@@ -178,6 +178,16 @@ pub fn choose_release_id(start: u64, existing: &[&[String]]) -> String {
         .unwrap_or_else(|| util::release_id_at(start))
 }
 
+/// The `started` event: what this run deploys, where, under which release id.
+fn started_event(d: &Deploy, ctx: &Ctx, hosts: &[HostRun]) -> Event {
+    Event::Started {
+        stage: d.stage.name.clone(),
+        release: ctx.release.clone(),
+        revision: d.source.revision.clone(),
+        hosts: hosts.iter().map(|h| h.host.name.clone()).collect(),
+    }
+}
+
 /// A release id that no host has yet.
 fn free_release_id(start: u64, hosts: &[HostRun]) -> String {
     let existing: Vec<&[String]> = hosts
@@ -300,20 +310,17 @@ pub async fn deploy(d: Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellation
         }
         if cancel.is_cancelled() && !proto.interrupted() {
             proto.on(P::Interrupted);
-            if !proto.past_barrier() {
-                ctx.reporter.report(&Event::Interrupted {
-                    message: format!(
-                        "interrupted during {phase}: no host has switched; removing the staged \
-                         release and releasing locks"
-                    ),
-                });
+            let message = if proto.past_barrier() {
+                "interrupted after the switch began: finishing it so that no host is left on a \
+                 different release"
+                    .to_owned()
             } else {
-                ctx.reporter.report(&Event::Interrupted {
-                    message: "interrupted after the switch began: finishing it so that no host is \
-                              left on a different release"
-                        .into(),
-                });
-            }
+                format!(
+                    "interrupted during {phase}: no host has switched; removing the staged release \
+                     and releasing locks"
+                )
+            };
+            ctx.reporter.report(&Event::Interrupted { message });
         }
         phases.push(PhaseTiming {
             phase,
@@ -344,23 +351,15 @@ pub async fn deploy(d: Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellation
                 .await;
             }
         }
-        if !announced && (phase == Phase::Lock || proto.outcome().is_some()) {
+        // The id is final once the hosts are locked.
+        if phase == Phase::Lock && !announced {
             announced = true;
-            ctx.reporter.report(&Event::Started {
-                stage: d.stage.name.clone(),
-                release: ctx.release.clone(),
-                revision: d.source.revision.clone(),
-                hosts: hosts.iter().map(|h| h.host.name.clone()).collect(),
-            });
+            ctx.reporter.report(&started_event(&d, &ctx, &hosts));
         }
     };
     if !announced {
-        ctx.reporter.report(&Event::Started {
-            stage: d.stage.name.clone(),
-            release: ctx.release.clone(),
-            revision: d.source.revision.clone(),
-            hosts: hosts.iter().map(|h| h.host.name.clone()).collect(),
-        });
+        // The run ended before the lock phase (a host could not be reached or inspected).
+        ctx.reporter.report(&started_event(&d, &ctx, &hosts));
     }
 
     let states = proto.hosts.clone();
@@ -677,16 +676,14 @@ async fn lock(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, d: &Deploy) -> Ve
         if matches!(results.first(), Some((_, LockTry::Taken(_)))) {
             results.extend(try_lock(rest, hosts, ctx, &owner).await);
         }
-        let held: Vec<(usize, String)> = results
-            .iter()
-            .filter_map(|(i, r)| match r {
-                LockTry::Held(raw) => Some((*i, raw.clone())),
-                _ => None,
-            })
-            .collect();
+        let held = results.iter().find_map(|(i, r)| match r {
+            LockTry::Held(raw) => Some((*i, raw.clone())),
+            _ => None,
+        });
         let other_failure = results.iter().any(|(_, r)| matches!(r, LockTry::Failed(_)));
         let remaining = deadline.saturating_duration_since(Instant::now());
-        if !held.is_empty() && !other_failure && !remaining.is_zero() && !ctx.cancel.is_cancelled()
+        if let Some((i, raw)) =
+            held.filter(|_| !other_failure && !remaining.is_zero() && !ctx.cancel.is_cancelled())
         {
             // Give back what we took, so the holder (or a run waiting like us) can finish.
             let taken: Vec<usize> = results
@@ -700,10 +697,9 @@ async fn lock(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, d: &Deploy) -> Ve
             .await;
             if !announced {
                 announced = true;
-                let (i, raw) = &held[0];
-                let lock = HeldLock::read(raw, &ctx.controller);
+                let lock = HeldLock::read(&raw, &ctx.controller);
                 ctx.reporter.report(&Event::Waiting {
-                    host: hosts[*i].host.name.clone(),
+                    host: hosts[i].host.name.clone(),
                     message: format!(
                         "locked by {}; waiting up to {} for it (--lock-wait)",
                         lock.who(),
@@ -1037,34 +1033,28 @@ async fn simple(
         let name = h.host.name.clone();
         async move {
             if s.is_empty() {
-                return (
-                    i,
-                    s,
-                    Ok(Output {
-                        status: Some(0),
-                        ..Default::default()
-                    }),
-                );
+                return (i, None);
             }
             ctx.phase(&name, phase);
             let r = match conn {
                 Some(c) => c.run(&s, None, None, t).await,
                 None => Err(TransportError::Other("not connected".into())),
             };
-            (i, s, r)
+            (i, Some(r))
         }
     }))
     .await;
-    for (i, _script, r) in results {
+    // A host with nothing to run has nothing to report.
+    for (i, r) in results {
         let f = match r {
-            Ok(o) if o.success() => continue,
-            Ok(o) => command_failure(ctx, phase, None, &o),
-            Err(e) => transport_failure(ctx, phase, None, &e),
+            None => continue,
+            Some(Ok(o)) if o.success() => continue,
+            Some(Ok(o)) => command_failure(ctx, phase, None, &o),
+            Some(Err(e)) => transport_failure(ctx, phase, None, &e),
         };
         if matches!(phase, Phase::Unlock | Phase::Discard) {
             hosts[i].left_behind = true;
         }
-
         hosts[i].fail(ctx, f);
     }
 }
