@@ -198,8 +198,12 @@ impl TestHost {
 
     /// A fault script line that crashes the whole host: every process in its mount namespace
     /// is killed at once, the calling one included.
+    /// The calling shell kills itself last: /proc is walked in name order, and a shell that
+    /// met its own pid early would never reach the host's sshd.
     pub const CRASH: &'static str = "me=$(readlink /proc/self/ns/mnt); for p in /proc/[0-9]*; do \
-        [ \"$(readlink $p/ns/mnt 2>/dev/null)\" = \"$me\" ] && kill -9 ${p#/proc/} 2>/dev/null; done";
+        p=${p#/proc/}; [ \"$p\" = \"$$\" ] && continue; \
+        [ \"$(readlink /proc/$p/ns/mnt 2>/dev/null)\" = \"$me\" ] && kill -9 $p 2>/dev/null; done; \
+        kill -9 $$";
 
     /// Run `script` on the host as its own shell would (inside its mount namespace): to apply a
     /// remedy ship printed.
