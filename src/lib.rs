@@ -5,6 +5,7 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod fleet;
+pub mod hooks;
 pub mod inventory;
 pub mod remote;
 pub mod report;

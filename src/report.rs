@@ -12,7 +12,10 @@ pub enum Phase {
     Connect,
     Lock,
     Prepare,
+    RunOnce,
     Switch,
+    Verify,
+    Observe,
     Revert,
     Discard,
     Cleanup,
@@ -25,7 +28,10 @@ impl std::fmt::Display for Phase {
             Phase::Connect => "connect",
             Phase::Lock => "lock",
             Phase::Prepare => "prepare",
+            Phase::RunOnce => "run once",
             Phase::Switch => "switch",
+            Phase::Verify => "verify",
+            Phase::Observe => "observe",
             Phase::Revert => "revert",
             Phase::Discard => "discard",
             Phase::Cleanup => "cleanup",
@@ -77,6 +83,9 @@ pub struct HostSummary {
     /// The host still holds this deploy's lock (and maybe its staged release): it could not be
     /// reached to remove them. `ship lock release` does, once it is back.
     pub lock_left: bool,
+    /// Failures that did not change the outcome (after-switch steps or the health check with
+    /// `on_failure: warn`).
+    pub warnings: Vec<Failure>,
 }
 
 /// Time spent in one phase across the fleet.
@@ -89,6 +98,8 @@ pub struct PhaseTiming {
 /// The result of a deploy.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
+    /// `deploy` or `rollback`.
+    pub kind: String,
     pub stage: String,
     pub release: String,
     pub revision: String,
@@ -97,6 +108,8 @@ pub struct Summary {
     /// Spread between the first and the last host's switch (host clocks), in milliseconds:
     /// how long the fleet served two versions.
     pub flip_skew_ms: Option<f64>,
+    /// The hosts that switched first (`--canary`).
+    pub canary: Vec<String>,
     pub phases: Vec<PhaseTiming>,
     pub elapsed_ms: u64,
 }
@@ -106,6 +119,8 @@ pub struct Summary {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     Started {
+        /// `deploy` or `rollback`.
+        kind: String,
         stage: String,
         release: String,
         revision: String,
@@ -142,6 +157,16 @@ pub enum Event {
     Waiting {
         host: String,
         message: String,
+    },
+    /// A failure that does not change the outcome (`on_failure: warn`).
+    HostWarning {
+        host: String,
+        failure: Failure,
+    },
+    /// The canary switched and passed; the rest of the fleet waits this long.
+    Observing {
+        hosts: Vec<String>,
+        for_ms: u64,
     },
     /// An interruption was received; what ship does about it.
     Interrupted {

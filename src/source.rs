@@ -81,17 +81,37 @@ fn artifact(path: &Path) -> Result<Prepared, SourceError> {
         ));
     };
     let digest = hex::encode(Sha256::digest(&bytes));
-    let tools = match compression {
-        Compression::None => vec!["tar"],
-        Compression::Gzip => vec!["tar", "gzip"],
-        Compression::Zstd => vec!["tar", "zstd"],
-    };
     Ok(Prepared {
         delivery: Delivery::Tarball { compression },
         revision: format!("sha256:{digest}"),
         payload: std::sync::Arc::new(bytes),
-        tools,
+        tools: unpack_tools(compression),
     })
+}
+
+fn unpack_tools(compression: Compression) -> Vec<&'static str> {
+    match compression {
+        Compression::None => vec!["tar"],
+        Compression::Gzip => vec!["tar", "gzip"],
+        Compression::Zstd => vec!["tar", "zstd"],
+    }
+}
+
+/// The tools a host needs for this source, without packing or resolving anything.
+pub fn tools_for(source: &Source) -> Vec<&'static str> {
+    match source {
+        Source::Git { .. } => vec!["git", "tar"],
+        Source::Artifact { path } => {
+            let name = path.to_string_lossy().to_lowercase();
+            if name.ends_with(".tar.zst") || name.ends_with(".tzst") {
+                unpack_tools(Compression::Zstd)
+            } else if name.ends_with(".tar") {
+                unpack_tools(Compression::None)
+            } else {
+                unpack_tools(Compression::Gzip)
+            }
+        }
+    }
 }
 
 /// Pack a directory as a gzip-compressed tar of its contents. Symlinks are kept as symlinks;

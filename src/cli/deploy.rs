@@ -1,35 +1,116 @@
-//! `ship deploy <stage>`.
+//! `ship deploy <stage>` (and `--dry-run`, `ship plan`) and `ship rollback <stage>`.
 
 use std::io::IsTerminal;
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use super::output::{Board, Json, Live, Plain, Verbosity, summary_text};
-use super::{DeployArgs, exit};
-use crate::fleet::{self, Deploy};
-use crate::report::{Outcome, Phase, Reporter};
+use super::{DeployArgs, Global, RollbackArgs, exit};
+use crate::fleet::{self, Deploy, Job, RunPlan};
+use crate::inventory::{Stage, parse_canary};
+use crate::report::{Outcome, Phase, Reporter, Summary};
 use crate::transport::ConnectOptions;
 
-pub async fn run(args: DeployArgs) -> u8 {
-    let g = &args.global;
-    let stage = match super::inspect::load_stage(g, &args.stage) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    let mut stage = stage;
+/// What every run of the fleet takes from the command line.
+struct RunOptions {
+    accept_new_host_keys: bool,
+    keep_failed: bool,
+    lock_wait: Duration,
+    canary: Vec<usize>,
+    observe: Duration,
+}
+
+/// Load the stage and apply the command line's timeout overrides.
+fn stage_with_overrides(
+    g: &Global,
+    name: &str,
+    connect: Option<Duration>,
+    step: Option<Duration>,
+) -> Result<Stage, u8> {
+    let mut stage = super::inspect::load_stage(g, name)?;
     for h in &mut stage.hosts {
-        if let Some(t) = args.connect_timeout {
+        if let Some(t) = connect {
             h.config.timeouts.connect = t;
         }
-        if let Some(t) = args.step_timeout {
+        if let Some(t) = step {
             h.config.timeouts.step = t;
         }
     }
+    Ok(stage)
+}
+
+/// The canary hosts from `--canary` or the stage's `canary:`, checked against the stage.
+fn canary_hosts(stage: &Stage, flag: Option<&str>) -> Result<Vec<usize>, u8> {
+    let canary = match flag {
+        Some(text) => match parse_canary(text) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("error: --canary: {e}");
+                return Err(exit::USAGE);
+            }
+        },
+        None => stage.canary.clone(),
+    };
+    if let Some(crate::inventory::Canary::Hosts(names)) = &canary {
+        if let Some(n) = names
+            .iter()
+            .find(|n| !stage.hosts.iter().any(|h| &h.name == *n))
+        {
+            let known: Vec<&str> = stage.hosts.iter().map(|h| h.name.as_str()).collect();
+            eprintln!(
+                "error: --canary: `{n}` is not a host of stage `{}`\n  hint: hosts here: {}",
+                stage.name,
+                known.join(", ")
+            );
+            return Err(exit::USAGE);
+        }
+    }
+    let idx = stage.canary_hosts(canary.as_ref());
+    if canary.is_some() && idx.is_empty() {
+        eprintln!(
+            "error: the canary would be the whole fleet of {} host(s); nothing would wait for it\n  \
+             hint: use a smaller number, or deploy without a canary",
+            stage.hosts.len()
+        );
+        return Err(exit::USAGE);
+    }
+    Ok(idx)
+}
+
+pub async fn run(args: DeployArgs) -> u8 {
+    let g = &args.global;
+    let stage = match stage_with_overrides(g, &args.stage, args.connect_timeout, args.step_timeout)
+    {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let canary = match canary_hosts(&stage, args.canary.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    // Without a hold, the canary still switches and is verified before the rest go.
+    let observe = args.observe.unwrap_or(stage.observe);
     let Some(source) = stage.source().cloned() else {
         eprintln!("error: stage `{}` has no hosts", stage.name);
         return exit::USAGE;
     };
+    let revision_hint = match &source {
+        crate::inventory::Source::Git { reference, .. } => reference.clone(),
+        crate::inventory::Source::Artifact { path } => path.display().to_string(),
+    };
+    let hook_dir = inventory_dir(&g.inventory);
+    if !args.dry_run {
+        let env = hook_env(&stage, "deploy", None, &revision_hint, None);
+        if let Err(e) =
+            crate::hooks::run("before_deploy", &stage.hooks.before_deploy, &env, &hook_dir).await
+        {
+            eprintln!("error: {e}\n  nothing was changed on any host");
+            return exit::FAILED;
+        }
+    }
     // Pack or resolve once, before any host is touched.
     let prepared = match tokio::task::spawn_blocking(move || crate::source::prepare(&source)).await
     {
@@ -43,6 +124,86 @@ pub async fn run(args: DeployArgs) -> u8 {
             return exit::FAILED;
         }
     };
+    let options = RunOptions {
+        accept_new_host_keys: args.accept_new_host_keys,
+        keep_failed: args.keep_failed,
+        lock_wait: args.lock_wait.unwrap_or_default(),
+        canary,
+        observe,
+    };
+    if args.dry_run {
+        return dry_run(g, stage, prepared, &options).await;
+    }
+    execute(g, stage, Job::Deploy(prepared), options, &hook_dir).await
+}
+
+pub async fn rollback(args: RollbackArgs) -> u8 {
+    let g = &args.global;
+    let stage = match stage_with_overrides(g, &args.stage, args.connect_timeout, None) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    if let Some(to) = &args.to {
+        if !crate::remote::is_release_id(to) {
+            eprintln!(
+                "error: --to: `{to}` is not a release id\n  hint: release ids look like \
+                 20261122153000; `ship releases {}` lists them",
+                stage.name
+            );
+            return exit::USAGE;
+        }
+    }
+    let hook_dir = inventory_dir(&g.inventory);
+    let options = RunOptions {
+        accept_new_host_keys: args.accept_new_host_keys,
+        keep_failed: false,
+        lock_wait: args.lock_wait.unwrap_or_default(),
+        canary: Vec::new(),
+        observe: Duration::ZERO,
+    };
+    execute(g, stage, Job::Rollback { to: args.to }, options, &hook_dir).await
+}
+
+fn inventory_dir(inventory: &Path) -> std::path::PathBuf {
+    inventory
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| std::path::PathBuf::from("."))
+}
+
+/// The environment of local hooks.
+fn hook_env(
+    stage: &Stage,
+    kind: &str,
+    release: Option<&str>,
+    revision: &str,
+    result: Option<&str>,
+) -> Vec<(&'static str, String)> {
+    let mut env = vec![
+        ("SHIP_STAGE", stage.name.clone()),
+        ("SHIP_KIND", kind.to_owned()),
+        ("SHIP_REVISION", revision.to_owned()),
+        (
+            "SHIP_HOSTS",
+            stage
+                .hosts
+                .iter()
+                .map(|h| h.name.as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+    ];
+    if let Some(r) = release {
+        env.push(("SHIP_RELEASE_ID", r.to_owned()));
+    }
+    if let Some(r) = result {
+        env.push(("SHIP_RESULT", r.to_owned()));
+    }
+    env
+}
+
+fn reporter(g: &Global, stage: &Stage) -> Arc<Board> {
     let verbosity = if g.quiet {
         Verbosity::Quiet
     } else if g.verbose {
@@ -59,20 +220,28 @@ pub async fn run(args: DeployArgs) -> u8 {
     } else {
         Arc::new(Plain { verbosity })
     };
-    let board = Arc::new(Board::new(&names, shown));
+    Arc::new(Board::new(&names, shown))
+}
 
+/// Run a deploy or a rollback to the end: the fleet run, the local hooks after it, the summary
+/// and the exit code.
+async fn execute(g: &Global, stage: Stage, job: Job, o: RunOptions, hook_dir: &Path) -> u8 {
+    let board = reporter(g, &stage);
     let cancel = CancellationToken::new();
     spawn_signal_watch(cancel.clone(), board.clone());
-
+    let hooks = stage.hooks.clone();
+    let stage_for_hooks = stage.clone();
     let summary = fleet::deploy(
         Deploy {
             stage,
-            source: prepared,
+            job,
             connect: ConnectOptions {
-                accept_new_host_keys: args.accept_new_host_keys,
+                accept_new_host_keys: o.accept_new_host_keys,
             },
-            keep_failed: args.keep_failed,
-            lock_wait: args.lock_wait.unwrap_or_default(),
+            canary: o.canary,
+            observe: o.observe,
+            keep_failed: o.keep_failed,
+            lock_wait: o.lock_wait,
         },
         board,
         cancel.clone(),
@@ -82,6 +251,31 @@ pub async fn run(args: DeployArgs) -> u8 {
     if !g.json {
         print!("{}", summary_text(&summary));
     }
+    let code = exit_code(&summary, cancel.is_cancelled());
+    let result = serde_json::to_value(summary.outcome)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let env = hook_env(
+        &stage_for_hooks,
+        &summary.kind,
+        Some(&summary.release),
+        &summary.revision,
+        Some(&result),
+    );
+    let (which, cmds) = if code == exit::OK {
+        ("after_deploy", &hooks.after_deploy)
+    } else {
+        ("on_failure", &hooks.on_failure)
+    };
+    if let Err(e) = crate::hooks::run(which, cmds, &env, hook_dir).await {
+        // The fleet is where the summary says; a hook failing does not change that.
+        eprintln!("warning: {e}");
+    }
+    code
+}
+
+fn exit_code(summary: &Summary, cancelled: bool) -> u8 {
     let lock_held = summary
         .hosts
         .iter()
@@ -92,10 +286,83 @@ pub async fn run(args: DeployArgs) -> u8 {
         Outcome::Deployed => exit::OK,
         Outcome::Mixed => exit::ATTENTION,
         _ if lock_left => exit::ATTENTION,
-        _ if cancel.is_cancelled() => exit::INTERRUPTED,
+        _ if cancelled => exit::INTERRUPTED,
         _ if lock_held => exit::LOCKED,
         Outcome::Aborted | Outcome::RolledBack => exit::FAILED,
     }
+}
+
+/// `--dry-run`: inspect the hosts, print every command a deploy would send, change nothing.
+async fn dry_run(
+    g: &Global,
+    stage: Stage,
+    prepared: crate::source::Prepared,
+    o: &RunOptions,
+) -> u8 {
+    let plan = fleet::plan(Deploy {
+        stage,
+        job: Job::Deploy(prepared),
+        connect: ConnectOptions {
+            accept_new_host_keys: false,
+        },
+        canary: o.canary.clone(),
+        observe: o.observe,
+        keep_failed: o.keep_failed,
+        lock_wait: o.lock_wait,
+    })
+    .await;
+    if g.json {
+        match serde_json::to_string(&plan) {
+            Ok(s) => println!("{s}"),
+            Err(e) => eprintln!("error: cannot render JSON: {e}"),
+        }
+    } else {
+        print!("{}", plan_text(&plan));
+    }
+    if plan.hosts.iter().any(|h| h.error.is_some()) {
+        exit::FAILED
+    } else {
+        exit::OK
+    }
+}
+
+fn plan_text(p: &RunPlan) -> String {
+    let mut out = format!(
+        "dry run: deploy {} ({}) to {}: {} host(s); nothing is changed\n",
+        p.release,
+        p.revision,
+        p.stage,
+        p.hosts.len()
+    );
+    out.push_str(
+        "  every host prepares; only when all succeeded does any host switch. Steps run under \
+         ship's supervisor (stopped on the host if ship stops or goes away).\n",
+    );
+    if let Some(h) = &p.run_once_host {
+        out.push_str(&format!("  run-once steps run on {h} only\n"));
+    }
+    if !p.canary.is_empty() {
+        out.push_str(&format!(
+            "  canary: {} switch first, then the rest\n",
+            p.canary.join(", ")
+        ));
+    }
+    for h in &p.hosts {
+        out.push_str(&format!("\n== {}\n", h.host));
+        if let Some(e) = &h.error {
+            out.push_str(&format!("  cannot plan: {e}\n"));
+            continue;
+        }
+        for c in &h.commands {
+            out.push_str(&format!(
+                "# {} · {}\n{}\n",
+                c.phase,
+                c.name,
+                c.script.trim_end()
+            ));
+        }
+    }
+    out
 }
 
 /// First SIGINT/SIGTERM/SIGHUP: cancel (the deploy aborts cleanly, or finishes its switch).

@@ -1,4 +1,5 @@
-//! `ship status <stage>`, `ship lock status <stage>`, `ship lock release <stage>`.
+//! `ship status <stage>`, `ship releases <stage>`, `ship check <stage>`, `ship lock status
+//! <stage>`, `ship lock release <stage>`.
 
 use std::io::{BufRead, IsTerminal, Write};
 
@@ -274,4 +275,130 @@ pub async fn lock_release(g: &Global, stage: &str, yes: bool) -> u8 {
         }
     }
     if failed { exit::ATTENTION } else { exit::OK }
+}
+
+/// `ship releases <stage>`: a table of releases per host, and whether the fleet agrees.
+/// 0 when every host answered and all are on one release; 3 otherwise.
+pub async fn releases(g: &Global, stage: &str) -> u8 {
+    let st = match stage_status(g, stage).await {
+        Ok((_, st)) => st,
+        Err(code) => return code,
+    };
+    if g.json {
+        print_json(&st);
+    } else {
+        print!("{}", releases_text(&st));
+    }
+    if st.consistent {
+        exit::OK
+    } else {
+        exit::ATTENTION
+    }
+}
+
+fn short_revision(r: &str) -> String {
+    match r.strip_prefix("sha256:") {
+        Some(d) => format!("sha256:{}", d.chars().take(12).collect::<String>()),
+        None => r.chars().take(12).collect(),
+    }
+}
+
+pub fn releases_text(st: &StageStatus) -> String {
+    let mut out = String::new();
+    out.push_str(&if st.consistent {
+        format!(
+            "{}: the fleet agrees: every host is on {}\n",
+            st.stage,
+            dash(st.release.as_deref())
+        )
+    } else {
+        format!(
+            "{}: the fleet does NOT agree (see `ship status {}`)\n",
+            st.stage, st.stage
+        )
+    });
+    for h in &st.hosts {
+        out.push_str(&format!("\n{}\n", h.host));
+        if let Some(e) = &h.error {
+            out.push_str(&format!("  UNREACHABLE: {e}\n"));
+            continue;
+        }
+        if h.release_details.is_empty() {
+            out.push_str("  no releases\n");
+            continue;
+        }
+        out.push_str(&format!(
+            "  {:<16}  {:<20}  {:<12}  {:<20}  {}\n",
+            "release", "revision", "deployed by", "deployed at", ""
+        ));
+        for r in h.release_details.iter().rev() {
+            let mut marks = Vec::new();
+            if r.current {
+                marks.push("current");
+            }
+            if r.bad {
+                marks.push("bad (rolled back from)");
+            }
+            if r.revision.is_none() {
+                marks.push("incomplete");
+            }
+            out.push_str(&format!(
+                "  {:<16}  {:<20}  {:<12}  {:<20}  {}\n",
+                r.id,
+                r.revision
+                    .as_deref()
+                    .map(short_revision)
+                    .unwrap_or("-".into()),
+                dash(r.deployed_by.as_deref()),
+                dash(r.deployed_at.as_deref()),
+                marks.join(", ")
+            ));
+        }
+    }
+    out
+}
+
+/// `ship check <stage>`: a pass/warn/fail table per host; exit 1 on any failure.
+pub async fn check(g: &Global, stage: &str) -> u8 {
+    let stage = match load_stage(g, stage) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let tools = stage
+        .source()
+        .map(crate::source::tools_for)
+        .unwrap_or_default();
+    let results = inspect::check(&stage, &ConnectOptions::default(), &tools).await;
+    let failed = results.iter().filter(|h| h.failed()).count();
+    if g.json {
+        print_json(&serde_json::json!({"stage": stage.name, "hosts": results}));
+    } else {
+        let w = column_width(results.iter().map(|h| h.host.as_str()));
+        println!("  {:<w$}  {:<9}  {:<6}  detail", "host", "check", "result");
+        for h in &results {
+            for i in &h.items {
+                println!(
+                    "  {:<w$}  {:<9}  {:<6}  {}",
+                    h.host,
+                    i.check,
+                    i.result.to_uppercase(),
+                    i.detail
+                );
+            }
+        }
+        if failed == 0 {
+            println!(
+                "{}: all {} host(s) ready to deploy",
+                stage.name,
+                results.len()
+            );
+        } else {
+            println!(
+                "{}: {failed} of {} host(s) FAILED a check",
+                stage.name,
+                results.len()
+            );
+        }
+    }
+    if failed == 0 { exit::OK } else { exit::FAILED }
 }

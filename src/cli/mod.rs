@@ -45,9 +45,19 @@ struct Cli {
 enum Command {
     /// Build a release on every host of a stage, then switch them all at once.
     Deploy(DeployArgs),
+    /// Switch every host of a stage back to an earlier release, all at once.
+    Rollback(RollbackArgs),
+    /// Print every command a deploy would run on each host, without changing anything (same as
+    /// `ship deploy --dry-run`).
+    Plan(DeployArgs),
     /// Show where every host of a stage stands: current release, locks, unfinished releases,
     /// last journal entry, and whether the fleet is consistent.
     Status(StageArgs),
+    /// List the releases on every host: id, commit, deployed by and when, current, bad.
+    Releases(StageArgs),
+    /// Check that every host can take a deploy, changing nothing that matters: connection and
+    /// host key, deploy_to writable, free disk, tools, shared files, atomic rename.
+    Check(StageArgs),
     /// Show or release the deploy lock of a stage.
     #[command(subcommand)]
     Lock(LockCommand),
@@ -122,6 +132,38 @@ pub struct DeployArgs {
     /// Override `timeouts.step` for every host (each remote step of prepare).
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     pub step_timeout: Option<Duration>,
+    /// Switch these hosts first (a number of hosts, first by name, or host names separated by
+    /// commas), verify them, hold for `--observe`, then switch the rest. Overrides `canary:`.
+    #[arg(long, value_name = "N|HOSTS")]
+    pub canary: Option<String>,
+    /// With a canary: how long to hold before switching the rest (Ctrl-C during the hold
+    /// switches the canary back). Overrides `observe:`.
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub observe: Option<Duration>,
+    /// Print every command each host would run, and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub global: Global,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RollbackArgs {
+    /// The stage to roll back.
+    pub stage: String,
+    /// The release to switch to (default: the release that was current before the last
+    /// deploy, from the hosts' journals).
+    #[arg(long, value_name = "RELEASE")]
+    pub to: Option<String>,
+    /// Trust hosts whose key is not yet in known_hosts, and record it.
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+    /// Wait this long for a lock held by another run.
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub lock_wait: Option<Duration>,
+    /// Override `timeouts.connect` for every host.
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub connect_timeout: Option<Duration>,
     #[command(flatten)]
     pub global: Global,
 }
@@ -177,7 +219,14 @@ pub fn main() -> ExitCode {
     let code = runtime.block_on(async {
         match command {
             Command::Deploy(a) => deploy::run(a).await,
+            Command::Plan(mut a) => {
+                a.dry_run = true;
+                deploy::run(a).await
+            }
+            Command::Rollback(a) => deploy::rollback(a).await,
             Command::Status(a) => inspect::status(&a.global, &a.stage).await,
+            Command::Releases(a) => inspect::releases(&a.global, &a.stage).await,
+            Command::Check(a) => inspect::check(&a.global, &a.stage).await,
             Command::Lock(LockCommand::Status(a)) => {
                 inspect::lock_status(&a.global, &a.stage).await
             }

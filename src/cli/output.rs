@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::report::{Event, Failure, HostResult, Outcome, Reporter, Summary};
+use crate::report::{Event, Failure, HostResult, Outcome, Phase, Reporter, Summary};
 use crate::util::human_duration;
 
 /// How much to print.
@@ -65,12 +65,18 @@ impl Reporter for Plain {
         let v = self.verbosity;
         match event {
             Event::Started {
+                kind,
                 stage,
                 release,
                 revision,
                 hosts,
             } if v != Verbosity::Quiet => self.line(&format!(
-                "deploying {release} ({revision}) to {stage}: {} host(s)",
+                "{} {release} ({revision}) to {stage}: {} host(s)",
+                if kind == "rollback" {
+                    "rolling back to"
+                } else {
+                    "deploying"
+                },
                 hosts.len()
             )),
             Event::Phase { host, phase } if v == Verbosity::Verbose => {
@@ -99,6 +105,14 @@ impl Reporter for Plain {
             }
             Event::Interrupted { message } => self.line(&format!("interrupted: {message}")),
             Event::Waiting { host, message } => self.line(&format!("[{host}] {message}")),
+            Event::HostWarning { host, failure } => {
+                for l in failure_lines(host, failure) {
+                    self.line(&format!("warning: {l}"));
+                }
+            }
+            Event::Observing { hosts, for_ms } if v != Verbosity::Quiet => {
+                self.line(&observing_line(hosts, *for_ms))
+            }
             _ => {}
         }
     }
@@ -158,7 +172,7 @@ impl Reporter for Live {
     fn report(&self, event: &Event) {
         match event {
             Event::Phase { host, phase } => self.set(host, phase.to_string()),
-            Event::StepStarted { host, step } => self.set(host, format!("prepare: {step}")),
+            Event::StepStarted { host, step } => self.set(host, step.clone()),
             Event::Output { host, line, .. } if self.verbosity == Verbosity::Verbose => {
                 let _ = self.multi.println(format!("[{host}] | {line}"));
             }
@@ -178,6 +192,17 @@ impl Reporter for Live {
             }
             Event::Interrupted { message } => {
                 let _ = self.multi.println(format!("interrupted: {message}"));
+            }
+            Event::HostWarning { host, failure } => {
+                for l in failure_lines(host, failure) {
+                    let _ = self.multi.println(format!("warning: {l}"));
+                }
+            }
+            Event::Observing { hosts, for_ms } => {
+                for h in hosts {
+                    self.set(h, "canary: observing".into());
+                }
+                let _ = self.multi.println(observing_line(hosts, *for_ms));
             }
             Event::Finished { .. } => self.finish(),
             _ => {}
@@ -226,7 +251,7 @@ impl Reporter for Board {
     fn report(&self, event: &Event) {
         match event {
             Event::Phase { host, phase } => self.set(host, format!("in {phase}")),
-            Event::StepStarted { host, step } => self.set(host, format!("in prepare: {step}")),
+            Event::StepStarted { host, step } => self.set(host, format!("in step: {step}")),
             Event::HostFailed { host, failure } => self.set(
                 host,
                 format!("failed at {}: {}", failure.phase, failure.message),
@@ -237,6 +262,15 @@ impl Reporter for Board {
         }
         self.inner.report(event);
     }
+}
+
+fn observing_line(hosts: &[String], for_ms: u64) -> String {
+    format!(
+        "canary {} switched and healthy; observing for {} before the rest of the fleet switches \
+         (Ctrl-C switches the canary back)",
+        hosts.join(", "),
+        human_duration(Duration::from_millis(for_ms))
+    )
 }
 
 /// The width of a column of host names (at least the header `host`).
@@ -253,22 +287,45 @@ pub fn summary_text(s: &Summary) -> String {
         .iter()
         .filter(|h| h.result == HostResult::Switched)
         .count();
+    let what = if s.kind == "rollback" {
+        "rollback"
+    } else {
+        "deploy"
+    };
+    let verify_failed = s
+        .hosts
+        .iter()
+        .any(|h| h.failure.as_ref().is_some_and(|f| f.phase == Phase::Verify));
     let headline = match s.outcome {
+        Outcome::Deployed if s.kind == "rollback" => format!(
+            "rolled {} back to {}: {switched}/{total} hosts switched",
+            s.stage, s.release
+        ),
         Outcome::Deployed => format!(
             "deployed {} to {}: {switched}/{total} hosts switched",
             s.release, s.stage
         ),
+        Outcome::RolledBack if verify_failed && !s.canary.is_empty() => format!(
+            "{what} of {} to {} failed its checks; every switched host was switched back: \
+             the fleet is unchanged",
+            s.release, s.stage
+        ),
+        Outcome::RolledBack if verify_failed => format!(
+            "{what} of {} to {} failed its checks after the switch; the whole fleet was switched \
+             back to the previous release, and {} is kept, marked bad",
+            s.release, s.stage, s.release
+        ),
         Outcome::Aborted => format!(
-            "deploy of {} to {} aborted: no host was switched; the fleet is unchanged",
+            "{what} of {} to {} aborted: no host was switched; the fleet is unchanged",
             s.release, s.stage
         ),
         Outcome::RolledBack => format!(
-            "deploy of {} to {} failed during the switch; every switched host was switched back: \
+            "{what} of {} to {} failed during the switch; every switched host was switched back: \
              the fleet is unchanged",
             s.release, s.stage
         ),
         Outcome::Mixed => format!(
-            "deploy of {} to {} NEEDS ATTENTION: some hosts switched or may have, and could not be \
+            "{what} of {} to {} NEEDS ATTENTION: some hosts switched or may have, and could not be \
              switched back; see below",
             s.release, s.stage
         ),
@@ -337,6 +394,17 @@ pub fn summary_text(s: &Summary) -> String {
             out.push_str(&format!(
                 "  {}: failed at {}{step}: {}\n",
                 h.host, f.phase, f.message
+            ));
+        }
+        for w in &h.warnings {
+            let step = w
+                .step
+                .as_deref()
+                .map(|s| format!(" ({s})"))
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "  {}: warning at {}{step}: {}\n",
+                h.host, w.phase, w.message
             ));
         }
         if let Some(r) = &h.remedy {

@@ -33,6 +33,22 @@ pub struct HostStatus {
     pub lock: Option<LockStatus>,
     /// The last line of the host's journal (`.ship/history`), parsed.
     pub last: Option<serde_json::Value>,
+    /// Every release on the host, oldest first, with what is known of it.
+    pub release_details: Vec<ReleaseInfo>,
+}
+
+/// One release on one host.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ReleaseInfo {
+    pub id: String,
+    /// From its `REVISION` file (none: its deploy never got that far).
+    pub revision: Option<String>,
+    /// From the journal: who deployed it, and when the deploy finished.
+    pub deployed_by: Option<String>,
+    pub deployed_at: Option<String>,
+    pub current: bool,
+    /// Rolled back from: kept for inspection, never a rollback target.
+    pub bad: bool,
 }
 
 /// A lock seen on a host.
@@ -68,6 +84,7 @@ impl HostStatus {
             unfinished: Vec::new(),
             lock: None,
             last: None,
+            release_details: Vec::new(),
         }
     }
 }
@@ -108,9 +125,37 @@ fn host_status(host: &Host, pf: &Preflight, controller: &str) -> HostStatus {
         .collect();
     unfinished.sort();
     unfinished.dedup();
+    let entries: Vec<serde_json::Value> = pf
+        .history
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let release_details = pf
+        .releases
+        .iter()
+        .map(|id| {
+            let deployed = entries.iter().rev().find(|e| {
+                e["release"] == id.as_str() && e["kind"] == "deploy" && e["outcome"] == "deployed"
+            });
+            let field = |k: &str| deployed.and_then(|e| e[k].as_str()).map(str::to_owned);
+            ReleaseInfo {
+                id: id.clone(),
+                revision: pf
+                    .revisions
+                    .iter()
+                    .find(|(r, _)| r == id)
+                    .map(|(_, v)| v.clone()),
+                deployed_by: field("user"),
+                deployed_at: field("finished"),
+                current: current.as_deref() == Some(id.as_str()),
+                bad: pf.bad.contains(id),
+            }
+        })
+        .collect();
     HostStatus {
         host: host.name.clone(),
         error: None,
+        release_details,
         current,
         current_other,
         releases: pf.releases.clone(),
@@ -147,7 +192,7 @@ where
 }
 
 async fn inspect_one(host: &Host, conn: &Connection, controller: &str) -> HostStatus {
-    let script = remote::preflight(&host.config.deploy_to, &[]);
+    let script = remote::preflight(&host.config.deploy_to, &[], true);
     let failed = |error: String| HostStatus::unreachable(&host.name, error);
     match conn
         .run(
@@ -268,6 +313,189 @@ pub async fn release_locks(stage: &Stage, options: &ConnectOptions) -> Vec<Relea
             }
             conn.close().await;
             r
+        }
+    })
+    .await
+}
+
+/// One line of `ship check` on one host.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckItem {
+    pub check: &'static str,
+    /// `pass`, `warn` or `fail`.
+    pub result: &'static str,
+    pub detail: String,
+}
+
+/// `ship check` on one host.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostCheck {
+    pub host: String,
+    pub items: Vec<CheckItem>,
+}
+
+impl HostCheck {
+    pub fn failed(&self) -> bool {
+        self.items.iter().any(|i| i.result == "fail")
+    }
+}
+
+/// Below this much free space on the deploy filesystem, `ship check` fails.
+const MIN_FREE_KB: u64 = 100 * 1024;
+
+fn item(check: &'static str, result: &'static str, detail: impl Into<String>) -> CheckItem {
+    CheckItem {
+        check,
+        result,
+        detail: detail.into(),
+    }
+}
+
+/// Check every host can take a deploy, changing nothing that matters (a scratch directory
+/// under `deploy_to/.ship` is made and removed for the rename proof).
+pub async fn check(stage: &Stage, options: &ConnectOptions, tools: &[&str]) -> Vec<HostCheck> {
+    each_host(stage, options, |host, conn| async move {
+        let mut items = Vec::new();
+        let conn = match conn {
+            Ok(c) => {
+                items.push(item(
+                    "connect",
+                    "pass",
+                    format!(
+                        "{}@{}:{}, host key verified",
+                        host.config.user, host.address, host.config.port
+                    ),
+                ));
+                c
+            }
+            Err(e) => {
+                items.push(item("connect", "fail", e));
+                return HostCheck {
+                    host: host.name.clone(),
+                    items,
+                };
+            }
+        };
+        let d = &host.config.deploy_to;
+        let t = host.config.timeouts.step.min(INSPECT_TIMEOUT);
+        let pf = match conn
+            .run(&remote::preflight(d, tools, false), None, None, t)
+            .await
+        {
+            Ok(o) if o.success() => Preflight::parse(&o.stdout_text()),
+            Ok(o) => {
+                items.push(item("deploy_to", "fail", o.last_lines(3).join(" / ")));
+                conn.close().await;
+                return HostCheck {
+                    host: host.name.clone(),
+                    items,
+                };
+            }
+            Err(e) => {
+                items.push(item("deploy_to", "fail", e.to_string()));
+                conn.close().await;
+                return HostCheck {
+                    host: host.name.clone(),
+                    items,
+                };
+            }
+        };
+        items.push(if !pf.writable {
+            item(
+                "deploy_to",
+                "fail",
+                format!(
+                    "{d} is not writable by `{}` (hint: create it and chown it to the deploy user)",
+                    host.config.user
+                ),
+            )
+        } else if pf.current_not_a_link {
+            item(
+                "deploy_to",
+                "fail",
+                format!("{d}/current is not a symlink (set up by hand?); ship will not touch it"),
+            )
+        } else {
+            item("deploy_to", "pass", format!("{d} is writable"))
+        });
+        items.push(match pf.disk_free_kb {
+            Some(kb) if kb < MIN_FREE_KB => item(
+                "disk",
+                "fail",
+                format!("only {} MB free under {d}", kb / 1024),
+            ),
+            Some(kb) => item("disk", "pass", format!("{} MB free", kb / 1024)),
+            None => item("disk", "warn", "could not read the free space (df)"),
+        });
+        let missing: Vec<&str> = tools
+            .iter()
+            .filter(|t| !pf.tools.iter().any(|x| x == *t))
+            .copied()
+            .collect();
+        items.push(if missing.is_empty() {
+            item("tools", "pass", tools.join(", "))
+        } else {
+            item(
+                "tools",
+                "fail",
+                format!("missing: {} (hint: install them)", missing.join(", ")),
+            )
+        });
+        if let Some(l) = &pf.lock {
+            let held = HeldLock::read(l, &super::run::controller_name());
+            items.push(item("lock", "warn", format!("locked by {}", held.who())));
+        } else {
+            items.push(item("lock", "pass", "not locked"));
+        }
+        if pf.writable && !pf.current_not_a_link {
+            let shared = &host.config.shared;
+            let script = remote::check(d, &shared.files, &shared.dirs);
+            // deploy_to may not exist yet on a new host: the proof runs where it will live.
+            let script = format!("mkdir -p {q}/.ship && {script}", q = remote::quote(d));
+            match conn.run(&script, None, None, t).await {
+                Ok(o) if o.success() => {
+                    let text = o.stdout_text();
+                    let mut missing = Vec::new();
+                    let mut present = Vec::new();
+                    for line in text.lines() {
+                        if let Some(v) = line.strip_prefix("rename=") {
+                            items.push(if v == "atomic" {
+                                item(
+                                    "switch",
+                                    "pass",
+                                    "`current` is replaced by one rename(2) here",
+                                )
+                            } else {
+                                item("switch", "fail", format!("the rename test failed: {v}"))
+                            });
+                        } else if let Some(p) = line.strip_prefix("shared_missing=") {
+                            missing.push(p.to_owned());
+                        } else if let Some(p) = line.strip_prefix("shared_ok=") {
+                            present.push(p.to_owned());
+                        }
+                    }
+                    if !missing.is_empty() {
+                        items.push(item(
+                            "shared",
+                            "warn",
+                            format!(
+                                "not in shared/ yet: {} (the first deploy creates them from the \
+                                 release, or empty; put real ones there, e.g. your .env)",
+                                missing.join(", ")
+                            ),
+                        ));
+                    } else if !present.is_empty() {
+                        items.push(item("shared", "pass", present.join(", ")));
+                    }
+                }
+                Ok(o) => items.push(item("switch", "fail", o.last_lines(3).join(" / "))),
+                Err(e) => items.push(item("switch", "fail", e.to_string())),
+            }
+        }
+        conn.close().await;
+        HostCheck {
+            host: host.name.clone(),
+            items,
         }
     })
     .await

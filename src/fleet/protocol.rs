@@ -1,7 +1,7 @@
 //! The deploy protocol as a pure state machine: results in, next action out, no I/O.
 //!
-//! connect (+ preflight) → lock → prepare → **barrier** → switch → [revert] → cleanup/discard →
-//! unlock. The barrier is a write-once gate: the first failure or an interruption before the
+//! connect (+ preflight) → lock → prepare → **barrier** → [run once] → switch (the canary first,
+//! verified and observed, then the rest) → [verify] → [revert] → cleanup/discard → unlock. The barrier is a write-once gate: the first failure or an interruption before the
 //! switch closes it, and then no host switches. Once the switch has begun, an interruption no
 //! longer stops it: the fleet ends all-new, or all-old by compensation, never mixed unless a host
 //! cannot be reached (and then the outcome says so).
@@ -12,8 +12,17 @@ pub enum Action {
     Connect(Vec<usize>),
     Lock(Vec<usize>),
     Prepare(Vec<usize>),
+    /// Run the run-once steps (migrations) on this one host, before any host switches.
+    RunOnce(usize),
     /// Arm the switch on every host, then fire it on all of them at once.
     Switch(Vec<usize>),
+    /// Run the after-switch steps and the health check on these (switched) hosts.
+    Verify(Vec<usize>),
+    /// Hold with the canary switched, watching for an interruption, before the rest switch.
+    Observe,
+    /// Mark the release bad on these hosts: it went live everywhere and was rolled back, so it
+    /// is kept for inspection rather than removed.
+    MarkBad(Vec<usize>),
     /// Switch these hosts back to their previous release.
     Revert(Vec<usize>),
     /// Remove the staged release on these hosts.
@@ -84,8 +93,30 @@ pub enum Event {
     SwitchUnknown(usize),
     Reverted(usize),
     RevertFailed(usize),
+    RanOnce,
+    RunOnceFailed,
+    Verified(usize),
+    /// After-switch steps or the health check failed on this host.
+    VerifyFailed(usize),
+    /// The observation time is over (or was cut short by an interruption).
+    Observed,
     /// Operator interruption (Ctrl-C, SIGTERM, SIGHUP).
     Interrupted,
+}
+
+/// The shape of one deploy beyond the basic protocol.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Hosts switched (and verified, and observed) before the rest.
+    pub canary: Vec<usize>,
+    /// The host that runs the run-once steps, if there are any.
+    pub run_once: Option<usize>,
+    /// Run the verify action (after-switch steps, health check) after each switch.
+    pub verify: bool,
+    /// A failed verification switches the whole fleet back (else it is only reported).
+    pub rollback_on_verify_failure: bool,
+    /// Hold after the canary was verified.
+    pub observe: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,8 +125,13 @@ enum Stage {
     Connecting,
     Locking,
     Preparing,
-    Switching,
+    RunningOnce,
+    /// Switching a wave: the canary (true) or the rest / the whole fleet (false).
+    Switching(bool),
+    Verifying(bool),
+    Observing,
     Reverting,
+    MarkingBad,
     Discarding,
     CleaningUp,
     Unlocking,
@@ -106,19 +142,48 @@ enum Stage {
 #[derive(Debug, Clone)]
 pub struct Protocol {
     pub hosts: Vec<HostState>,
+    options: Options,
     stage: Stage,
     interrupted: bool,
     outcome: Option<Outcome>,
+    run_once_failed: bool,
+    /// Verification failed on a host (and the policy is to roll back).
+    verify_failed: bool,
+    /// The release went live on the whole fleet before it was rolled back: keep it, marked bad.
+    keep_as_bad: bool,
 }
 
 impl Protocol {
     pub fn new(n: usize) -> Self {
+        Self::with(n, Options::default())
+    }
+
+    pub fn with(n: usize, options: Options) -> Self {
+        let mut options = options;
+        // A canary that is the whole fleet is no canary.
+        options.canary.retain(|&i| i < n);
+        if options.canary.len() >= n {
+            options.canary.clear();
+        }
         Protocol {
             hosts: vec![HostState::default(); n],
+            options,
             stage: Stage::Start,
             interrupted: false,
             outcome: None,
+            run_once_failed: false,
+            verify_failed: false,
+            keep_as_bad: false,
         }
+    }
+
+    /// True while the canary is switched and the rest of the fleet is not: an interruption now
+    /// switches the canary back.
+    pub fn in_canary(&self) -> bool {
+        matches!(
+            self.stage,
+            Stage::Switching(true) | Stage::Verifying(true) | Stage::Observing
+        )
     }
 
     /// How the deploy ends, once that is decided (before cleanup and unlock run).
@@ -134,8 +199,11 @@ impl Protocol {
     pub fn past_barrier(&self) -> bool {
         matches!(
             self.stage,
-            Stage::Switching
+            Stage::Switching(_)
+                | Stage::Verifying(_)
+                | Stage::Observing
                 | Stage::Reverting
+                | Stage::MarkingBad
                 | Stage::CleaningUp
                 | Stage::Unlocking
                 | Stage::Done
@@ -146,6 +214,18 @@ impl Protocol {
         let (i, apply): (usize, fn(&mut HostState)) = match event {
             Event::Interrupted => {
                 self.interrupted = true;
+                return;
+            }
+            Event::RanOnce | Event::Observed => return,
+            Event::RunOnceFailed => {
+                self.run_once_failed = true;
+                return;
+            }
+            Event::Verified(_) => return,
+            Event::VerifyFailed(_) => {
+                if self.options.rollback_on_verify_failure {
+                    self.verify_failed = true;
+                }
                 return;
             }
             Event::Connected(i) => (i, |h| h.connected = true),
@@ -203,27 +283,46 @@ impl Protocol {
                     (Stage::Preparing, Action::Prepare(self.all()))
                 }
                 // The barrier: every host prepared, nothing failed, nobody interrupted.
-                Stage::Preparing if self.gate(|h| h.prepared) => {
-                    (Stage::Switching, Action::Switch(self.all()))
+                Stage::Preparing if self.gate(|h| h.prepared) => match self.options.run_once {
+                    Some(host) => (Stage::RunningOnce, Action::RunOnce(host)),
+                    None => self.first_wave(),
+                },
+                Stage::RunningOnce if !self.run_once_failed && !self.interrupted => {
+                    self.first_wave()
                 }
-                Stage::Locking | Stage::Preparing => {
+                Stage::Locking | Stage::Preparing | Stage::RunningOnce => {
                     self.outcome = Some(Outcome::Aborted);
                     (Stage::Discarding, Action::Discard(self.which(|h| h.staged)))
                 }
-                Stage::Switching => {
-                    if self.hosts.iter().all(|h| h.switch == SwitchState::Switched) {
-                        self.outcome = Some(Outcome::Deployed);
-                        (Stage::CleaningUp, Action::Cleanup(self.all()))
-                    } else {
-                        let back = self.which(|h| {
-                            matches!(h.switch, SwitchState::Switched | SwitchState::Unknown)
-                        });
-                        if back.is_empty() {
-                            self.outcome = Some(Outcome::Aborted);
-                            (Stage::Discarding, Action::Discard(self.which(|h| h.staged)))
+                Stage::Switching(canary) => {
+                    let wave = self.wave(canary);
+                    if wave
+                        .iter()
+                        .all(|&i| self.hosts[i].switch == SwitchState::Switched)
+                    {
+                        if self.options.verify {
+                            (Stage::Verifying(canary), Action::Verify(wave))
                         } else {
-                            (Stage::Reverting, Action::Revert(back))
+                            self.after_verified(canary)
                         }
+                    } else {
+                        self.switch_back()
+                    }
+                }
+                Stage::Verifying(canary) => {
+                    if self.verify_failed || (canary && self.interrupted) {
+                        // Live on the whole fleet and then found bad: keep it for inspection.
+                        self.keep_as_bad = !canary && self.verify_failed;
+                        self.switch_back()
+                    } else {
+                        self.after_verified(canary)
+                    }
+                }
+                Stage::Observing => {
+                    if self.interrupted {
+                        self.switch_back()
+                    } else {
+                        (Stage::Switching(false), Action::Switch(self.wave(false)))
                     }
                 }
                 Stage::Reverting => {
@@ -237,13 +336,21 @@ impl Protocol {
                         Outcome::RolledBack
                     };
                     self.outcome = Some(outcome);
-                    // Discard only where `current` is surely not the new release.
-                    let discard = self.which(|h| {
-                        h.staged
-                            && matches!(h.switch, SwitchState::NotSwitched | SwitchState::Reverted)
-                    });
-                    (Stage::Discarding, Action::Discard(discard))
+                    if self.keep_as_bad {
+                        (Stage::MarkingBad, Action::MarkBad(self.which(|h| h.staged)))
+                    } else {
+                        // Discard only where `current` is surely not the new release.
+                        let discard = self.which(|h| {
+                            h.staged
+                                && matches!(
+                                    h.switch,
+                                    SwitchState::NotSwitched | SwitchState::Reverted
+                                )
+                        });
+                        (Stage::Discarding, Action::Discard(discard))
+                    }
                 }
+                Stage::MarkingBad => (Stage::Unlocking, Action::Unlock(self.which(|h| h.locked))),
                 Stage::Discarding | Stage::CleaningUp => {
                     (Stage::Unlocking, Action::Unlock(self.which(|h| h.locked)))
                 }
@@ -255,11 +362,62 @@ impl Protocol {
             self.stage = stage;
             // Skip actions with nothing to do, so the runner only sees real work.
             match &action {
-                Action::Discard(v) | Action::Unlock(v) | Action::Revert(v) if v.is_empty() => {
+                Action::Discard(v)
+                | Action::Unlock(v)
+                | Action::Revert(v)
+                | Action::MarkBad(v)
+                | Action::Verify(v)
+                    if v.is_empty() =>
+                {
                     continue;
                 }
                 _ => return action,
             }
+        }
+    }
+}
+
+impl Protocol {
+    /// The hosts of a switch wave: the canary, or everything else (the whole fleet without one).
+    fn wave(&self, canary: bool) -> Vec<usize> {
+        let c = &self.options.canary;
+        if canary {
+            c.clone()
+        } else {
+            (0..self.hosts.len()).filter(|i| !c.contains(i)).collect()
+        }
+    }
+
+    fn first_wave(&self) -> (Stage, Action) {
+        let canary = !self.options.canary.is_empty();
+        (Stage::Switching(canary), Action::Switch(self.wave(canary)))
+    }
+
+    /// A wave switched and passed verification (or had none).
+    fn after_verified(&mut self, canary: bool) -> (Stage, Action) {
+        if !canary {
+            self.outcome = Some(Outcome::Deployed);
+            return (Stage::CleaningUp, Action::Cleanup(self.all()));
+        }
+        if self.interrupted {
+            return self.switch_back();
+        }
+        if self.options.observe {
+            (Stage::Observing, Action::Observe)
+        } else {
+            (Stage::Switching(false), Action::Switch(self.wave(false)))
+        }
+    }
+
+    /// Put every host that switched (or may have) back on its previous release; with none,
+    /// abort.
+    fn switch_back(&mut self) -> (Stage, Action) {
+        let back = self.which(|h| matches!(h.switch, SwitchState::Switched | SwitchState::Unknown));
+        if back.is_empty() {
+            self.outcome = Some(Outcome::Aborted);
+            (Stage::Discarding, Action::Discard(self.which(|h| h.staged)))
+        } else {
+            (Stage::Reverting, Action::Revert(back))
         }
     }
 }

@@ -20,6 +20,8 @@ struct Scenario {
     /// 0 = switched, 1 = refused, 2 = no answer (and it did switch), 3 = no answer (did not).
     switch: [u8; N],
     revert: [bool; N],
+    run_once: bool,
+    verify: [bool; N],
     /// Interrupt after this many actions (None: never).
     interrupt_after: Option<usize>,
 }
@@ -33,7 +35,11 @@ struct World {
 }
 
 fn run(s: &Scenario) -> (Outcome, World, Vec<Action>) {
-    let mut p = Protocol::new(N);
+    run_with(s, &Options::default())
+}
+
+fn run_with(s: &Scenario, options: &Options) -> (Outcome, World, Vec<Action>) {
+    let mut p = Protocol::with(N, options.clone());
     let mut w = World {
         current: [Current::Old; N],
         locked: [false; N],
@@ -119,6 +125,30 @@ fn run(s: &Scenario) -> (Outcome, World, Vec<Action>) {
                     w.staged[h] = false;
                 }
             }
+            Action::RunOnce(h) => {
+                assert!(
+                    w.current.iter().all(|c| *c == Current::Old),
+                    "run once after a switch: {s:?}"
+                );
+                assert_eq!(Some(h), options.run_once);
+                p.on(if s.run_once {
+                    Event::RanOnce
+                } else {
+                    Event::RunOnceFailed
+                });
+            }
+            Action::Verify(hs) => {
+                for h in hs {
+                    assert_eq!(w.current[h], Current::New, "verified an old host: {s:?}");
+                    p.on(if s.verify[h] {
+                        Event::Verified(h)
+                    } else {
+                        Event::VerifyFailed(h)
+                    });
+                }
+            }
+            Action::Observe => p.on(Event::Observed),
+            Action::MarkBad(_) => {}
             Action::Cleanup(_) => {}
             Action::Unlock(hs) => {
                 for h in hs {
@@ -145,6 +175,8 @@ fn scenarios() -> Vec<Scenario> {
             prepare: ok,
             switch: [0; N],
             revert: ok,
+            run_once: true,
+            verify: ok,
             interrupt_after,
         };
         for connect in bools() {
@@ -270,4 +302,132 @@ fn interruption_after_the_barrier_does_not_stop_the_switch() {
     p.on(Event::Interrupted);
     p.on(Event::Switched(0));
     assert_eq!(p.next_action(), Action::Cleanup(vec![0]));
+}
+
+/// Canary, run-once and verification: every combination of per-host results, with an
+/// interruption at every point, under every shape of deploy.
+#[test]
+fn invariants_hold_with_canary_run_once_and_verification() {
+    let ok = [true; N];
+    let mut shapes = Vec::new();
+    for canary in [vec![], vec![0], vec![0, 1]] {
+        for run_once in [None, Some(2)] {
+            for (verify, rollback) in [(false, false), (true, true), (true, false)] {
+                for observe in [false, true] {
+                    shapes.push(Options {
+                        canary: canary.clone(),
+                        run_once,
+                        verify,
+                        rollback_on_verify_failure: rollback,
+                        observe,
+                    });
+                }
+            }
+        }
+    }
+    let mut count = 0;
+    for o in &shapes {
+        for interrupt_after in (0..12).map(Some).chain([None]) {
+            for run_once in [true, false] {
+                for verify in bools() {
+                    for code in 0..(3u32.pow(N as u32)) {
+                        let switch: [u8; N] =
+                            std::array::from_fn(|i| ((code / 3u32.pow(i as u32)) % 3) as u8);
+                        for revert in [ok, [true, false, true]] {
+                            let s = Scenario {
+                                connect: ok,
+                                lock: ok,
+                                prepare: ok,
+                                switch,
+                                revert,
+                                run_once,
+                                verify,
+                                interrupt_after,
+                            };
+                            check_shape(&s, o);
+                            count += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(count > 50_000, "{count} scenarios");
+}
+
+fn check_shape(s: &Scenario, o: &Options) {
+    let (outcome, w, log) = run_with(s, o);
+    assert!(
+        w.locked.iter().all(|l| !l),
+        "lock left: {s:?} {o:?} {log:?}"
+    );
+    let news = w.current.iter().filter(|c| **c == Current::New).count();
+    let marked_bad = log.iter().any(|a| matches!(a, Action::MarkBad(_)));
+    match outcome {
+        Outcome::Deployed => {
+            assert_eq!(news, N, "{s:?} {o:?}");
+            if o.verify && o.rollback_on_verify_failure {
+                assert!(
+                    s.verify.iter().all(|v| *v),
+                    "deployed past a failed check: {s:?}"
+                );
+            }
+            if o.run_once.is_some() {
+                assert!(s.run_once, "deployed after a failed run-once: {s:?}");
+            }
+        }
+        Outcome::Aborted | Outcome::RolledBack => {
+            assert_eq!(
+                news, 0,
+                "not all old after {outcome:?}: {s:?} {o:?} {log:?}"
+            );
+            if !marked_bad {
+                assert!(
+                    w.staged.iter().all(|x| !x),
+                    "staged left: {s:?} {o:?} {log:?}"
+                );
+            }
+        }
+        Outcome::Mixed => assert!(s.revert.iter().any(|r| !r), "mixed: {s:?} {o:?} {log:?}"),
+    }
+    // Only a release that went live on the whole fleet is kept as bad.
+    if marked_bad {
+        let full = log
+            .iter()
+            .filter_map(|a| match a {
+                Action::Switch(hs) => Some(hs.len()),
+                _ => None,
+            })
+            .sum::<usize>();
+        assert_eq!(
+            full, N,
+            "marked bad without a full switch: {s:?} {o:?} {log:?}"
+        );
+    }
+    // The rest of the fleet switches only after the canary passed, with no interruption.
+    let switches: Vec<usize> = log
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| matches!(a, Action::Switch(_)))
+        .map(|(i, _)| i)
+        .collect();
+    if !o.canary.is_empty() && switches.len() == 2 {
+        if o.verify && o.rollback_on_verify_failure {
+            assert!(
+                o.canary.iter().all(|&c| s.verify[c]),
+                "rest switched after a failed canary: {s:?} {o:?} {log:?}"
+            );
+        }
+        assert!(
+            s.interrupt_after.is_none_or(|i| i > switches[1]),
+            "rest switched after an interruption: {s:?} {o:?} {log:?}"
+        );
+    }
+    // Nothing switches after a failed run-once.
+    if !s.run_once && o.run_once.is_some() {
+        assert!(
+            switches.is_empty(),
+            "switched after a failed run-once: {s:?} {log:?}"
+        );
+    }
 }

@@ -8,10 +8,11 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::lock::HeldLock;
-use super::protocol::{Action, Event as P, Outcome, Protocol, SwitchState};
-use crate::inventory::{Host, Stage};
+use super::protocol::{Action, Event as P, Options, Outcome, Protocol, SwitchState};
+use crate::inventory::{Host, OnFailure, Stage};
 use crate::remote::{
-    self, LOCK_HELD, LockOwner, Preflight, SWITCH_CANCELLED, SWITCH_RENAME_FAILED,
+    self, LOCK_HELD, LockOwner, Preflight, RELEASE_MISSING, SWITCH_CANCELLED, SWITCH_RENAME_FAILED,
+    Step,
 };
 use crate::report::{
     Event, Failure, HostResult, HostSummary, Phase, PhaseTiming, Reporter, Summary,
@@ -29,11 +30,33 @@ const LOCK_POLL: Duration = Duration::from_secs(2);
 /// Lines of output kept in a failure.
 const TAIL_LINES: usize = 15;
 
+/// What a run switches the fleet to.
+pub enum Job {
+    /// A new release, built on every host from this source.
+    Deploy(Prepared),
+    /// A release the hosts already have: the one named, or by default the release that was
+    /// current before the last deploy (from the hosts' journals).
+    Rollback { to: Option<String> },
+}
+
+impl Job {
+    fn kind(&self) -> &'static str {
+        match self {
+            Job::Deploy(_) => "deploy",
+            Job::Rollback { .. } => "rollback",
+        }
+    }
+}
+
 /// What to deploy where.
 pub struct Deploy {
     pub stage: Stage,
-    pub source: Prepared,
+    pub job: Job,
     pub connect: ConnectOptions,
+    /// Hosts (indices into the stage) switched first, verified and observed before the rest.
+    pub canary: Vec<usize>,
+    /// How long to hold with the canary switched before switching the rest.
+    pub observe: Duration,
     /// Keep a failed release's directory on the hosts for inspection instead of removing it.
     pub keep_failed: bool,
     /// How long to wait for a lock held by another run (zero: fail at once).
@@ -69,6 +92,7 @@ struct HostRun {
     remedy: Option<String>,
     /// Our lock (and maybe the staged release) could not be removed from this host.
     left_behind: bool,
+    warnings: Vec<Failure>,
 }
 
 impl HostRun {
@@ -82,6 +106,7 @@ impl HostRun {
 }
 
 struct Ctx {
+    kind: &'static str,
     reporter: Arc<dyn Reporter>,
     stage: String,
     masker: Masker,
@@ -181,9 +206,10 @@ pub fn choose_release_id(start: u64, existing: &[&[String]]) -> String {
 /// The `started` event: what this run deploys, where, under which release id.
 fn started_event(d: &Deploy, ctx: &Ctx, hosts: &[HostRun]) -> Event {
     Event::Started {
+        kind: ctx.kind.to_owned(),
         stage: d.stage.name.clone(),
         release: ctx.release.clone(),
-        revision: d.source.revision.clone(),
+        revision: ctx.revision.clone(),
         hosts: hosts.iter().map(|h| h.host.name.clone()).collect(),
     }
 }
@@ -247,15 +273,20 @@ pub async fn deploy(d: Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellation
             switched_at: None,
             remedy: None,
             left_behind: false,
+            warnings: Vec::new(),
         })
         .collect();
     let mut ctx = Ctx {
+        kind: d.job.kind(),
         reporter,
         stage: d.stage.name.clone(),
         masker,
         release: util::release_id_at(started_unix),
         token: String::new(),
-        revision: d.source.revision.clone(),
+        revision: match &d.job {
+            Job::Deploy(p) => p.revision.clone(),
+            Job::Rollback { .. } => String::new(),
+        },
         started: util::rfc3339(started_unix),
         outcome: None,
         user: operator(),
@@ -263,7 +294,7 @@ pub async fn deploy(d: Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellation
         ci_job: ci_job(),
         cancel: cancel.clone(),
     };
-    let mut proto = Protocol::new(hosts.len());
+    let mut proto = Protocol::with(hosts.len(), protocol_options(&d));
     let mut phases: Vec<PhaseTiming> = Vec::new();
     let mut announced = false;
 
@@ -275,7 +306,11 @@ pub async fn deploy(d: Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellation
             Action::Connect(_) => Phase::Connect,
             Action::Lock(_) => Phase::Lock,
             Action::Prepare(_) => Phase::Prepare,
+            Action::RunOnce(_) => Phase::RunOnce,
             Action::Switch(_) => Phase::Switch,
+            Action::Verify(_) => Phase::Verify,
+            Action::Observe => Phase::Observe,
+            Action::MarkBad(_) => Phase::Cleanup,
             Action::Revert(_) => Phase::Revert,
             Action::Discard(_) => Phase::Discard,
             Action::Cleanup(_) => Phase::Cleanup,
@@ -286,8 +321,15 @@ pub async fn deploy(d: Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellation
         // phases see the interruption themselves (a running step is stopped on its host) and
         // report what they did, so the protocol knows what to undo.
         let interruptible = phase == Phase::Connect;
+        // Steps stop on an interruption before the switch, and during the canary; once the
+        // whole fleet switches, its after-switch steps and health checks run to the end.
+        let steps_stop = if proto.in_canary() || !proto.past_barrier() {
+            cancel.child_token()
+        } else {
+            CancellationToken::new()
+        };
         let events = {
-            let work = run_action(&action, &mut hosts, &ctx, &d);
+            let work = run_action(&action, &mut hosts, &ctx, &d, &steps_stop);
             if interruptible {
                 tokio::select! {
                     ev = work => ev,
@@ -310,7 +352,11 @@ pub async fn deploy(d: Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellation
         }
         if cancel.is_cancelled() && !proto.interrupted() {
             proto.on(P::Interrupted);
-            let message = if proto.past_barrier() {
+            let message = if proto.in_canary() {
+                "interrupted during the canary: switching the canary back; the rest of the fleet \
+                 never switched"
+                    .to_owned()
+            } else if proto.past_barrier() {
                 "interrupted after the switch began: finishing it so that no host is left on a \
                  different release"
                     .to_owned()
@@ -327,8 +373,25 @@ pub async fn deploy(d: Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellation
             ms: t0.elapsed().as_millis() as u64,
         });
         if phase == Phase::Connect {
-            // The id is chosen once every host has been inspected, so it is free everywhere.
-            ctx.release = free_release_id(started_unix, &hosts);
+            if let Job::Rollback { to } = &d.job {
+                // The target must be on every host before anything is locked.
+                match rollback_target(&hosts, to.as_deref()) {
+                    Ok((target, revision)) => {
+                        ctx.release = target;
+                        ctx.revision = revision;
+                    }
+                    Err(problems) => {
+                        for (i, msg) in problems {
+                            let f = ctx.failure(Phase::Connect, Some("rollback target"), None, msg);
+                            hosts[i].fail(&ctx, f);
+                            proto.on(P::ConnectFailed(i));
+                        }
+                    }
+                }
+            } else {
+                // The id is chosen once every host has been inspected, so it is free everywhere.
+                ctx.release = free_release_id(started_unix, &hosts);
+            }
             ctx.token = format!(
                 "ship-{}-{}-{}",
                 ctx.release,
@@ -336,7 +399,7 @@ pub async fn deploy(d: Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellation
                 started.elapsed().as_nanos() % 1_000_000_007
             );
         }
-        if phase == Phase::Lock {
+        if phase == Phase::Lock && matches!(d.job, Job::Deploy(_)) {
             // Under the lock, look again: a deploy that held it meanwhile may have taken the id.
             let fresh = free_release_id(started_unix, &hosts);
             if fresh != ctx.release {
@@ -383,6 +446,7 @@ pub async fn deploy(d: Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellation
                 failure: h.failure.clone(),
                 remedy: h.remedy.clone(),
                 lock_left: h.left_behind,
+                warnings: h.warnings.clone(),
             }
         })
         .collect::<Vec<_>>();
@@ -397,12 +461,18 @@ pub async fn deploy(d: Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellation
         }
     }
     let summary = Summary {
+        kind: ctx.kind.to_owned(),
         stage: d.stage.name.clone(),
         release: ctx.release.clone(),
-        revision: d.source.revision.clone(),
+        revision: ctx.revision.clone(),
         outcome,
         hosts: host_summaries,
         flip_skew_ms,
+        canary: d
+            .canary
+            .iter()
+            .filter_map(|&i| d.stage.hosts.get(i).map(|h| h.name.clone()))
+            .collect(),
         phases,
         elapsed_ms: started.elapsed().as_millis() as u64,
     };
@@ -412,37 +482,77 @@ pub async fn deploy(d: Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellation
     summary
 }
 
-async fn run_action(action: &Action, hosts: &mut [HostRun], ctx: &Ctx, d: &Deploy) -> Vec<P> {
+async fn run_action(
+    action: &Action,
+    hosts: &mut [HostRun],
+    ctx: &Ctx,
+    d: &Deploy,
+    stop: &CancellationToken,
+) -> Vec<P> {
     match action {
         Action::Connect(ids) => connect(ids, hosts, ctx, d).await,
         Action::Lock(ids) => lock(ids, hosts, ctx, d).await,
-        Action::Prepare(ids) => prepare(ids, hosts, ctx, d).await,
+        Action::Prepare(ids) => match &d.job {
+            Job::Deploy(source) => prepare(ids, hosts, ctx, source).await,
+            Job::Rollback { .. } => stage_target(ids, hosts, ctx).await,
+        },
+        Action::RunOnce(i) => run_once(*i, hosts, ctx, d, stop).await,
         Action::Switch(ids) => switch(ids, hosts, ctx).await,
+        Action::Verify(ids) => verify(ids, hosts, ctx, d, stop).await,
+        Action::Observe => observe(ctx, d).await,
         Action::Revert(ids) => revert(ids, hosts, ctx).await,
-        Action::Discard(ids) => {
-            if d.keep_failed {
-                Vec::new()
-            } else {
-                simple(ids, hosts, ctx, Phase::Discard, |h, c| {
-                    remote::discard(&h.host.config.deploy_to, &c.release)
-                })
-                .await;
-                Vec::new()
-            }
-        }
-        Action::Cleanup(ids) => {
+        Action::MarkBad(ids) => {
             simple(ids, hosts, ctx, Phase::Cleanup, |h, c| {
-                let mut releases = h.preflight.releases.clone();
-                releases.push(c.release.clone());
-                let old = remote::releases_to_remove(
-                    &releases,
-                    h.host.config.keep_releases,
-                    &c.release,
-                    h.preflight.current_release(),
-                );
-                remote::remove_releases(&h.host.config.deploy_to, &old).unwrap_or_default()
+                remote::mark_bad(&h.host.config.deploy_to, &[&c.release], None)
             })
             .await;
+            Vec::new()
+        }
+        Action::Discard(ids) => {
+            match &d.job {
+                Job::Deploy(_) if d.keep_failed => {}
+                Job::Deploy(_) => {
+                    simple(ids, hosts, ctx, Phase::Discard, |h, c| {
+                        remote::discard(&h.host.config.deploy_to, &c.release)
+                    })
+                    .await
+                }
+                // The target release stays: only its staged link goes.
+                Job::Rollback { .. } => {
+                    simple(ids, hosts, ctx, Phase::Discard, |h, c| {
+                        remote::unstage(&h.host.config.deploy_to, &c.release)
+                    })
+                    .await
+                }
+            }
+            Vec::new()
+        }
+        Action::Cleanup(ids) => {
+            match &d.job {
+                Job::Deploy(_) => {
+                    simple(ids, hosts, ctx, Phase::Cleanup, |h, c| {
+                        let mut releases = h.preflight.releases.clone();
+                        releases.push(c.release.clone());
+                        let old = remote::releases_to_remove(
+                            &releases,
+                            h.host.config.keep_releases,
+                            &c.release,
+                            h.preflight.current_release(),
+                            &h.preflight.bad,
+                        );
+                        remote::remove_releases(&h.host.config.deploy_to, &old).unwrap_or_default()
+                    })
+                    .await
+                }
+                // Rolled back from: kept for inspection, marked bad.
+                Job::Rollback { .. } => {
+                    simple(ids, hosts, ctx, Phase::Cleanup, |h, c| {
+                        let from: Vec<&str> = h.preflight.current_release().into_iter().collect();
+                        remote::mark_bad(&h.host.config.deploy_to, &from, Some(c.release.as_str()))
+                    })
+                    .await
+                }
+            }
             Vec::new()
         }
         Action::Unlock(ids) => {
@@ -460,10 +570,391 @@ async fn run_action(action: &Action, hosts: &mut [HostRun], ctx: &Ctx, d: &Deplo
     }
 }
 
+/// What the stage's settings and the command line ask of the protocol.
+fn protocol_options(d: &Deploy) -> Options {
+    let first = d.stage.hosts.first().map(|h| &h.config);
+    let verify = d
+        .stage
+        .hosts
+        .iter()
+        .any(|h| !h.config.after_switch.is_empty() || h.config.health_check.probe.is_some());
+    let deploying = matches!(d.job, Job::Deploy(_));
+    Options {
+        canary: d.canary.clone(),
+        run_once: (deploying && d.stage.hosts.iter().any(|h| !h.config.run_once.is_empty()))
+            .then(|| d.stage.primary()),
+        verify,
+        // Switching back a rollback would return to the release just rolled back from.
+        rollback_on_verify_failure: deploying
+            && first.is_some_and(|c| c.health_check.on_failure == OnFailure::Rollback),
+        observe: !d.observe.is_zero(),
+    }
+}
+
+/// The plan of a release on one host, as the commands that build it are rendered from.
+fn plan_for<'a>(h: &'a HostRun, ctx: &'a Ctx, delivery: &'a remote::Delivery) -> remote::Plan<'a> {
+    remote::Plan {
+        deploy_to: &h.host.config.deploy_to,
+        release_id: &ctx.release,
+        revision: &ctx.revision,
+        delivery,
+        shared_files: &h.host.config.shared.files,
+        shared_dirs: &h.host.config.shared.dirs,
+        build: &h.host.config.build,
+        env: &h.host.config.env,
+    }
+}
+
+/// Run steps one after the other on one host; the first failure ends it. `Ok(false)`: stopped
+/// by `stop` (not this host's failure).
+async fn run_steps(
+    conn: &Connection,
+    host: &Host,
+    steps: &[Step],
+    payload: Option<&[u8]>,
+    phase: Phase,
+    ctx: &Ctx,
+    stop: &CancellationToken,
+) -> Result<bool, Failure> {
+    for step in steps {
+        let s0 = Instant::now();
+        ctx.reporter.report(&Event::StepStarted {
+            host: host.name.clone(),
+            step: step.name.clone(),
+        });
+        let stdin = if step.takes_payload { payload } else { None };
+        let result = conn
+            .run_step(
+                &step.command(),
+                stdin,
+                Some(ctx.on_line(&host.name)),
+                host.config.timeouts.step,
+                stop,
+            )
+            .await;
+        let ok = matches!(&result, Ok(o) if o.success());
+        ctx.reporter.report(&Event::StepFinished {
+            host: host.name.clone(),
+            step: step.name.clone(),
+            ok,
+            elapsed_ms: s0.elapsed().as_millis() as u64,
+        });
+        match result {
+            Ok(o) if o.success() => continue,
+            Err(TransportError::Stopped { .. }) if stop.is_cancelled() => return Ok(false),
+            Ok(o) => {
+                let mut f = command_failure(ctx, phase, Some(&step.name), &o);
+                if o.last_lines(TAIL_LINES)
+                    .iter()
+                    .any(|l| l.contains("No space left on device"))
+                {
+                    f.message = format!("{}: the disk is full on this host", f.message);
+                }
+                return Err(f);
+            }
+            Err(e) => return Err(transport_failure(ctx, phase, Some(&step.name), &e)),
+        }
+    }
+    Ok(true)
+}
+
+/// The run-once steps (migrations) on one host, after every host prepared and before any
+/// switches. An interruption does not stop a step half-way (a half-run migration is worse than
+/// a finished one); the deploy aborts after it.
+async fn run_once(
+    i: usize,
+    hosts: &mut [HostRun],
+    ctx: &Ctx,
+    d: &Deploy,
+    _stop: &CancellationToken,
+) -> Vec<P> {
+    let Job::Deploy(source) = &d.job else {
+        return vec![P::RanOnce];
+    };
+    let Some(h) = hosts.get(i) else {
+        return vec![P::RunOnceFailed];
+    };
+    let Some(conn) = h.conn.clone() else {
+        return vec![P::RunOnceFailed];
+    };
+    ctx.phase(&h.host.name, Phase::RunOnce);
+    let plan = plan_for(h, ctx, &source.delivery);
+    let steps: Vec<Step> = h
+        .host
+        .config
+        .run_once
+        .iter()
+        .map(|c| remote::release_step(&plan, format!("run once: {c}"), c))
+        .collect();
+    let host = h.host.clone();
+    let never = CancellationToken::new();
+    match run_steps(&conn, &host, &steps, None, Phase::RunOnce, ctx, &never).await {
+        Ok(_) => vec![P::RanOnce],
+        Err(f) => {
+            hosts[i].fail(ctx, f);
+            vec![P::RunOnceFailed]
+        }
+    }
+}
+
+/// After-switch steps, then the health check, on every host of a wave that switched.
+async fn verify(
+    ids: &[usize],
+    hosts: &mut [HostRun],
+    ctx: &Ctx,
+    d: &Deploy,
+    stop: &CancellationToken,
+) -> Vec<P> {
+    let delivery = match &d.job {
+        Job::Deploy(s) => s.delivery.clone(),
+        Job::Rollback { .. } => remote::Delivery::Tarball {
+            compression: remote::Compression::None,
+        },
+    };
+    let results = join_all(ids.iter().map(|&i| {
+        let h = &hosts[i];
+        let conn = h.conn.clone();
+        let host = h.host.clone();
+        let plan = plan_for(h, ctx, &delivery);
+        let mut steps: Vec<Step> = host
+            .config
+            .after_switch
+            .iter()
+            .map(|c| remote::release_step(&plan, format!("after switch: {c}"), c))
+            .collect();
+        steps.extend(remote::health_step(&plan, &host.config.health_check));
+        async move {
+            ctx.phase(&host.name, Phase::Verify);
+            let Some(conn) = conn else {
+                return (
+                    i,
+                    Err(ctx.failure(Phase::Verify, None, None, "not connected".into())),
+                );
+            };
+            (
+                i,
+                run_steps(&conn, &host, &steps, None, Phase::Verify, ctx, stop).await,
+            )
+        }
+    }))
+    .await;
+    let warn = d
+        .stage
+        .hosts
+        .first()
+        .is_some_and(|h| h.config.health_check.on_failure == OnFailure::Warn)
+        || matches!(d.job, Job::Rollback { .. });
+    let mut events = Vec::new();
+    for (i, r) in results {
+        match r {
+            Ok(_) => events.push(P::Verified(i)),
+            Err(f) if warn => {
+                ctx.reporter.report(&Event::HostWarning {
+                    host: hosts[i].host.name.clone(),
+                    failure: f.clone(),
+                });
+                hosts[i].warnings.push(f);
+                events.push(P::Verified(i));
+            }
+            Err(f) => {
+                hosts[i].fail(ctx, f);
+                events.push(P::VerifyFailed(i));
+            }
+        }
+    }
+    events
+}
+
+/// Hold with the canary switched, for `observe`, unless interrupted.
+async fn observe(ctx: &Ctx, d: &Deploy) -> Vec<P> {
+    ctx.reporter.report(&Event::Observing {
+        hosts: d
+            .canary
+            .iter()
+            .filter_map(|&i| d.stage.hosts.get(i).map(|h| h.name.clone()))
+            .collect(),
+        for_ms: d.observe.as_millis() as u64,
+    });
+    tokio::select! {
+        _ = tokio::time::sleep(d.observe) => {}
+        _ = ctx.cancel.cancelled() => {}
+    }
+    vec![P::Observed]
+}
+
+/// The release a rollback switches to, and its revision; or, per host, why it cannot.
+fn rollback_target(
+    hosts: &[HostRun],
+    to: Option<&str>,
+) -> Result<(String, String), Vec<(usize, String)>> {
+    let target = match to {
+        Some(t) => t.to_owned(),
+        None => {
+            let mut found: Vec<(usize, Result<String, String>)> = Vec::new();
+            for (i, h) in hosts.iter().enumerate() {
+                found.push((i, journal_target(&h.preflight)));
+            }
+            let errors: Vec<(usize, String)> = found
+                .iter()
+                .filter_map(|(i, r)| r.as_ref().err().map(|e| (*i, e.clone())))
+                .collect();
+            if !errors.is_empty() {
+                return Err(errors);
+            }
+            let targets: Vec<(usize, String)> = found
+                .into_iter()
+                .filter_map(|(i, r)| r.ok().map(|t| (i, t)))
+                .collect();
+            let first = targets.first().map(|(_, t)| t.clone()).unwrap_or_default();
+            let disagree: Vec<(usize, String)> = targets
+                .iter()
+                .filter(|(_, t)| *t != first)
+                .map(|(i, t)| {
+                    (
+                        *i,
+                        format!(
+                            "this host's previous release is {t}, but {} has {first}; the fleet \
+                             does not agree on what to roll back to (hint: name it with --to)",
+                            hosts[0].host.name
+                        ),
+                    )
+                })
+                .collect();
+            if !disagree.is_empty() {
+                return Err(disagree);
+            }
+            first
+        }
+    };
+    if !remote::is_release_id(&target) {
+        return Err(vec![(
+            0,
+            format!("`{target}` is not a release id (they look like 20261122153000)"),
+        )]);
+    }
+    let missing: Vec<(usize, String)> = hosts
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| !h.preflight.has_complete(&target))
+        .map(|(i, h)| {
+            let why = if h.preflight.releases.contains(&target) {
+                "is incomplete (its deploy never finished)"
+            } else {
+                "does not exist"
+            };
+            (
+                i,
+                format!(
+                    "releases/{target} {why} on this host; nothing was changed on any host \
+                     (hint: `ship releases` lists what every host has)"
+                ),
+            )
+        })
+        .collect();
+    if !missing.is_empty() {
+        return Err(missing);
+    }
+    if hosts
+        .iter()
+        .all(|h| h.preflight.current_release() == Some(target.as_str()))
+    {
+        return Err(vec![(
+            0,
+            format!("every host is already on {target}; nothing to roll back"),
+        )]);
+    }
+    let revision = hosts
+        .iter()
+        .find_map(|h| {
+            h.preflight
+                .revisions
+                .iter()
+                .find(|(id, _)| *id == target)
+                .map(|(_, r)| r.clone())
+        })
+        .unwrap_or_default();
+    Ok((target, revision))
+}
+
+/// From a host's journal: the release that was current before the deploy that made the
+/// current release current, skipping releases marked bad.
+fn journal_target(pf: &Preflight) -> Result<String, String> {
+    let Some(mut cur) = pf.current_release().map(str::to_owned) else {
+        return Err("current does not point at a release here; nothing to roll back from".into());
+    };
+    let entries: Vec<serde_json::Value> = pf
+        .history
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    for _ in 0..entries.len().max(1) {
+        let deployed = entries.iter().rev().find(|e| {
+            e["kind"] == "deploy" && e["outcome"] == "deployed" && e["release"] == cur.as_str()
+        });
+        let Some(e) = deployed else {
+            return Err(format!(
+                "the journal (.ship/history) does not say what was current before {cur} \
+                 (hint: name the release with --to; `ship releases` lists them)"
+            ));
+        };
+        let Some(prev) = e["previous"].as_str().map(str::to_owned) else {
+            return Err(format!(
+                "{cur} was the first release deployed here; there is nothing before it"
+            ));
+        };
+        if pf.bad.contains(&prev) {
+            cur = prev;
+            continue;
+        }
+        return Ok(prev);
+    }
+    Err("no earlier good release in the journal (hint: name one with --to)".into())
+}
+
+/// Rollback's prepare: check the target on every host (under the lock) and stage its link.
+async fn stage_target(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx) -> Vec<P> {
+    let mut events: Vec<P> = ids.iter().map(|&i| P::Staging(i)).collect();
+    let results = join_all(ids.iter().map(|&i| {
+        let h = &hosts[i];
+        let conn = h.conn.clone();
+        let script = remote::stage_existing(&h.host.config.deploy_to, &ctx.release);
+        let name = h.host.name.clone();
+        let t = h.host.config.timeouts.step.min(SHORT_COMMAND);
+        async move {
+            ctx.phase(&name, Phase::Prepare);
+            let r = match conn {
+                Some(c) => c.run(&script, None, None, t).await,
+                None => Err(TransportError::Other("not connected".into())),
+            };
+            (i, r)
+        }
+    }))
+    .await;
+    for (i, r) in results {
+        match r {
+            Ok(o) if o.success() => events.push(P::Prepared(i)),
+            Ok(o) => {
+                let mut f = command_failure(ctx, Phase::Prepare, Some("stage"), &o);
+                if o.status == Some(RELEASE_MISSING) {
+                    f.message = o.stdout_text().trim().to_owned();
+                }
+                hosts[i].fail(ctx, f);
+                events.push(P::PrepareFailed(i));
+            }
+            Err(e) => {
+                let f = transport_failure(ctx, Phase::Prepare, Some("stage"), &e);
+                hosts[i].fail(ctx, f);
+                events.push(P::PrepareFailed(i));
+            }
+        }
+    }
+    events
+}
+
 /// One line of the host's `.ship/history`.
 fn journal_line(h: &HostRun, ctx: &Ctx) -> String {
     serde_json::json!({
-        "kind": "deploy",
+        "kind": ctx.kind,
         "release": ctx.release,
         "revision": ctx.revision,
         "outcome": ctx.outcome,
@@ -480,7 +971,10 @@ fn journal_line(h: &HostRun, ctx: &Ctx) -> String {
 
 async fn connect(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, d: &Deploy) -> Vec<P> {
     let gate = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
-    let tools = d.source.tools.clone();
+    let (tools, detail) = match &d.job {
+        Job::Deploy(source) => (source.tools.clone(), false),
+        Job::Rollback { .. } => (Vec::new(), true),
+    };
     let work = ids.iter().map(|&i| {
         let host = hosts[i].host.clone();
         let gate = gate.clone();
@@ -501,7 +995,7 @@ async fn connect(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, d: &Deploy) ->
                     }
                 }
             };
-            let script = remote::preflight(&host.config.deploy_to, &tools);
+            let script = remote::preflight(&host.config.deploy_to, &tools, detail);
             let out = match conn
                 .run(&script, None, None, host.config.timeouts.step)
                 .await
@@ -751,7 +1245,7 @@ fn held_lock_failure(ctx: &Ctx, host: &Host, raw: &str, waited: Duration) -> Fai
     ctx.failure(Phase::Lock, None, None, msg)
 }
 
-async fn prepare(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, d: &Deploy) -> Vec<P> {
+async fn prepare(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, source: &Prepared) -> Vec<P> {
     // Recorded before any work starts: an interruption mid-prepare must still discard.
     let mut events: Vec<P> = ids.iter().map(|&i| P::Staging(i)).collect();
     // The first failure closes the barrier: the other hosts' steps are stopped at once rather
@@ -761,6 +1255,7 @@ async fn prepare(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, d: &Deploy) ->
         let h = &hosts[i];
         let conn = h.conn.clone();
         let host = h.host.clone();
+        let steps = remote::prepare(&plan_for(h, ctx, &source.delivery));
         let stop = &stop;
         async move {
             ctx.phase(&host.name, Phase::Prepare);
@@ -772,61 +1267,12 @@ async fn prepare(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, d: &Deploy) ->
                     Err(ctx.failure(Phase::Prepare, None, None, "not connected".into())),
                 );
             };
-            let plan = remote::Plan {
-                deploy_to: &host.config.deploy_to,
-                release_id: &ctx.release,
-                revision: &d.source.revision,
-                delivery: &d.source.delivery,
-                shared_files: &host.config.shared.files,
-                shared_dirs: &host.config.shared.dirs,
-                build: &host.config.build,
-                env: &host.config.env,
-            };
-            for step in remote::prepare(&plan) {
-                let s0 = Instant::now();
-                ctx.reporter.report(&Event::StepStarted {
-                    host: host.name.clone(),
-                    step: step.name.clone(),
-                });
-                let stdin = step.takes_payload.then(|| d.source.payload.as_slice());
-                let result = conn
-                    .run_step(
-                        &step.command(),
-                        stdin,
-                        Some(ctx.on_line(&host.name)),
-                        host.config.timeouts.step,
-                        stop,
-                    )
-                    .await;
-                let ok = matches!(&result, Ok(o) if o.success());
-                ctx.reporter.report(&Event::StepFinished {
-                    host: host.name.clone(),
-                    step: step.name.clone(),
-                    ok,
-                    elapsed_ms: s0.elapsed().as_millis() as u64,
-                });
-                let failure = match result {
-                    Ok(o) if o.success() => continue,
-                    // Stopped because of another host or the operator: not this host's failure.
-                    Err(TransportError::Stopped { .. }) if stop.is_cancelled() => {
-                        return (i, t0.elapsed(), Ok(false));
-                    }
-                    Ok(o) => {
-                        let mut f = command_failure(ctx, Phase::Prepare, Some(&step.name), &o);
-                        if o.last_lines(TAIL_LINES)
-                            .iter()
-                            .any(|l| l.contains("No space left on device"))
-                        {
-                            f.message = format!("{}: the disk is full on this host", f.message);
-                        }
-                        f
-                    }
-                    Err(e) => transport_failure(ctx, Phase::Prepare, Some(&step.name), &e),
-                };
+            let payload = Some(source.payload.as_slice());
+            let r = run_steps(&conn, &host, &steps, payload, Phase::Prepare, ctx, stop).await;
+            if r.is_err() {
                 stop.cancel();
-                return (i, t0.elapsed(), Err(failure));
             }
-            (i, t0.elapsed(), Ok(true))
+            (i, t0.elapsed(), r)
         }
     }))
     .await;
@@ -1056,6 +1502,173 @@ async fn simple(
             hosts[i].left_behind = true;
         }
         hosts[i].fail(ctx, f);
+    }
+}
+
+/// One command a run would send to a host.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PlannedCommand {
+    pub phase: Phase,
+    pub name: String,
+    pub script: String,
+}
+
+/// Everything a deploy would run on one host, in order.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HostPlan {
+    pub host: String,
+    /// Why the host could not be inspected (its commands are then not known).
+    pub error: Option<String>,
+    pub commands: Vec<PlannedCommand>,
+}
+
+/// What `ship deploy --dry-run` prints: the commands of a deploy, rendered by the same code a
+/// real run uses, from the hosts' actual state (read, never changed).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunPlan {
+    pub stage: String,
+    pub release: String,
+    pub revision: String,
+    pub canary: Vec<String>,
+    pub run_once_host: Option<String>,
+    pub hosts: Vec<HostPlan>,
+}
+
+/// Inspect the hosts (read-only) and render every command a deploy would send to each.
+pub async fn plan(d: Deploy) -> RunPlan {
+    let Job::Deploy(source) = &d.job else {
+        return RunPlan {
+            stage: d.stage.name.clone(),
+            release: String::new(),
+            revision: String::new(),
+            canary: Vec::new(),
+            run_once_host: None,
+            hosts: Vec::new(),
+        };
+    };
+    let started_unix = util::unix_now();
+    let mut hosts: Vec<HostRun> = d
+        .stage
+        .hosts
+        .iter()
+        .map(|h| HostRun {
+            host: h.clone(),
+            conn: None,
+            preflight: Preflight::default(),
+            failure: None,
+            prepare_time: None,
+            switched_at: None,
+            remedy: None,
+            left_behind: false,
+            warnings: Vec::new(),
+        })
+        .collect();
+    let mut ctx = Ctx {
+        kind: d.job.kind(),
+        reporter: Arc::new(crate::report::Recorder::default()),
+        stage: d.stage.name.clone(),
+        masker: Masker::default(),
+        release: String::new(),
+        token: String::new(),
+        revision: source.revision.clone(),
+        started: util::rfc3339(started_unix),
+        outcome: None,
+        user: operator(),
+        controller: controller_name(),
+        ci_job: ci_job(),
+        cancel: CancellationToken::new(),
+    };
+    let all: Vec<usize> = (0..hosts.len()).collect();
+    connect(&all, &mut hosts, &ctx, &d).await;
+    ctx.release = free_release_id(started_unix, &hosts);
+    ctx.token = format!("ship-{}-{}", ctx.release, std::process::id());
+    ctx.outcome = Some(Outcome::Deployed);
+    let options = protocol_options(&d);
+    let owner = owner_record(&ctx);
+    let mut out = Vec::new();
+    for (i, h) in hosts.iter().enumerate() {
+        if let Some(f) = &h.failure {
+            out.push(HostPlan {
+                host: h.host.name.clone(),
+                error: Some(f.message.clone()),
+                commands: Vec::new(),
+            });
+            continue;
+        }
+        let d_to = &h.host.config.deploy_to;
+        let plan = plan_for(h, &ctx, &source.delivery);
+        let cmd = |phase, name: &str, script: String| PlannedCommand {
+            phase,
+            name: name.to_owned(),
+            script,
+        };
+        let mut commands = vec![cmd(Phase::Lock, "lock", remote::lock(d_to, &owner))];
+        for step in remote::prepare(&plan) {
+            commands.push(cmd(Phase::Prepare, &step.name, step.script));
+        }
+        if options.run_once == Some(i) {
+            for c in &h.host.config.run_once {
+                let step = remote::release_step(&plan, format!("run once: {c}"), c);
+                commands.push(cmd(Phase::RunOnce, &step.name, step.script));
+            }
+        }
+        commands.push(cmd(
+            Phase::Switch,
+            "switch",
+            remote::armed_switch(d_to, &ctx.release),
+        ));
+        for c in &h.host.config.after_switch {
+            let step = remote::release_step(&plan, format!("after switch: {c}"), c);
+            commands.push(cmd(Phase::Verify, &step.name, step.script));
+        }
+        if let Some(step) = remote::health_step(&plan, &h.host.config.health_check) {
+            commands.push(cmd(Phase::Verify, &step.name, step.script));
+        }
+        let mut releases = h.preflight.releases.clone();
+        releases.push(ctx.release.clone());
+        let old = remote::releases_to_remove(
+            &releases,
+            h.host.config.keep_releases,
+            &ctx.release,
+            h.preflight.current_release(),
+            &h.preflight.bad,
+        );
+        if let Some(script) = remote::remove_releases(d_to, &old) {
+            commands.push(cmd(Phase::Cleanup, "remove old releases", script));
+        }
+        commands.push(cmd(
+            Phase::Unlock,
+            "journal and unlock",
+            format!(
+                "{}; {}",
+                remote::journal(d_to, &journal_line(h, &ctx)),
+                remote::unlock(d_to, &ctx.token)
+            ),
+        ));
+        out.push(HostPlan {
+            host: h.host.name.clone(),
+            error: None,
+            commands,
+        });
+    }
+    for h in &hosts {
+        if let Some(c) = &h.conn {
+            c.close().await;
+        }
+    }
+    RunPlan {
+        stage: d.stage.name.clone(),
+        release: ctx.release.clone(),
+        revision: ctx.revision.clone(),
+        canary: d
+            .canary
+            .iter()
+            .filter_map(|&i| d.stage.hosts.get(i).map(|h| h.name.clone()))
+            .collect(),
+        run_once_host: options
+            .run_once
+            .and_then(|i| d.stage.hosts.get(i).map(|h| h.name.clone())),
+        hosts: out,
     }
 }
 

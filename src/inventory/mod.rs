@@ -16,7 +16,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::{InventoryError, edit_distance, nearest};
-pub use parse::{HOST_KEYS, LAYER_KEYS, STAGE_KEYS, TOP_KEYS, parse_duration, parse_inventory};
+pub use parse::{
+    HEALTH_KEYS, HOOK_KEYS, HOST_KEYS, LAYER_KEYS, RECIPES, STAGE_KEYS, TOP_KEYS, parse_canary,
+    parse_duration, parse_inventory,
+};
 
 /// A parsed inventory file.
 #[derive(Debug, Clone)]
@@ -69,9 +72,69 @@ impl Inventory {
 pub struct Stage {
     pub name: String,
     pub hosts: Vec<Host>,
+    /// Switch these first, verify them, hold, then switch the rest (`canary:`).
+    pub canary: Option<Canary>,
+    /// How long the canary is watched before the rest of the fleet switches (`observe:`).
+    pub observe: Duration,
+    /// Commands run on the controller around a deploy (`hooks:`).
+    pub hooks: Hooks,
+}
+
+/// Which hosts of a stage switch first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Canary {
+    /// The first N hosts by name.
+    Count(usize),
+    /// These hosts.
+    Hosts(Vec<String>),
+}
+
+/// Commands run on the controller with `sh -c`, in the inventory's directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hooks {
+    /// Before any host is contacted; a failure stops the deploy.
+    pub before_deploy: Vec<String>,
+    /// After a deploy that switched the whole fleet.
+    pub after_deploy: Vec<String>,
+    /// After a deploy that did not (aborted, rolled back, needs attention).
+    pub on_failure: Vec<String>,
 }
 
 impl Stage {
+    /// The index of the host that runs `run_once` steps: the first with role `primary`, else
+    /// the first host.
+    pub fn primary(&self) -> usize {
+        self.hosts
+            .iter()
+            .position(|h| h.config.roles.iter().any(|r| r == "primary"))
+            .unwrap_or(0)
+    }
+
+    /// The indices of the canary hosts (`count` first by name, or the named ones); empty
+    /// without a canary or when it would be the whole fleet.
+    pub fn canary_hosts(&self, canary: Option<&Canary>) -> Vec<usize> {
+        let mut idx: Vec<usize> = match canary {
+            None => Vec::new(),
+            Some(Canary::Count(n)) => {
+                let mut by_name: Vec<usize> = (0..self.hosts.len()).collect();
+                by_name.sort_by(|a, b| self.hosts[*a].name.cmp(&self.hosts[*b].name));
+                by_name.into_iter().take(*n).collect()
+            }
+            Some(Canary::Hosts(names)) => self
+                .hosts
+                .iter()
+                .enumerate()
+                .filter(|(_, h)| names.contains(&h.name))
+                .map(|(i, _)| i)
+                .collect(),
+        };
+        idx.sort();
+        if idx.len() >= self.hosts.len() {
+            idx.clear();
+        }
+        idx
+    }
+
     /// The source every host of this stage deploys (validated to be the same for all of them).
     pub fn source(&self) -> Option<&Source> {
         self.hosts.first().map(|h| &h.config.source)
@@ -131,6 +194,56 @@ pub struct EnvVar {
     pub secret: bool,
 }
 
+/// What to do when an after-switch step or the health check fails on a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnFailure {
+    /// Switch the whole fleet back to the release it had before.
+    #[default]
+    Rollback,
+    /// Report the failure and keep the new release.
+    Warn,
+}
+
+/// How a host proves that the new release serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// An HTTP(S) URL fetched on the host itself (curl, else wget), expecting a status and
+    /// optionally a substring of the body.
+    Http {
+        url: String,
+        expect_status: u16,
+        expect_body: Option<String>,
+    },
+    /// A command run in the new release directory; exit 0 means healthy.
+    Command(String),
+}
+
+/// The health check run on every host after it switched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// None: only `on_failure` is set (it also governs `after_switch` steps).
+    pub probe: Option<Probe>,
+    /// Attempts before the host counts as unhealthy.
+    pub retries: u32,
+    /// Pause between attempts.
+    pub interval: Duration,
+    /// Limit for one attempt.
+    pub timeout: Duration,
+    pub on_failure: OnFailure,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            probe: None,
+            retries: 3,
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(5),
+            on_failure: OnFailure::Rollback,
+        }
+    }
+}
+
 /// How long ship waits on the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
@@ -171,6 +284,16 @@ pub struct HostConfig {
     pub source: Source,
     pub shared: Shared,
     pub build: Vec<String>,
+    /// Run on one host (role `primary`, else the first) after every host prepared, before any
+    /// host switches: database migrations.
+    pub run_once: Vec<String>,
+    /// Run on every host right after it switched (in the new release directory).
+    pub after_switch: Vec<String>,
+    pub health_check: HealthCheck,
+    /// Labels for the host (`primary` picks the host for `run_once`).
+    pub roles: Vec<String>,
+    /// The recipe the defaults came from (`laravel`), if any.
+    pub recipe: Option<String>,
     pub env: Vec<EnvVar>,
     pub timeouts: Timeouts,
 }

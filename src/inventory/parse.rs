@@ -7,8 +7,8 @@ use std::time::Duration;
 use super::error::{InventoryError, nearest};
 use super::node::{Kind, Node, Pos, parse_yaml};
 use super::{
-    Connection, EnvVar, Host, HostConfig, HostKeyChecking, Inventory, Shared, Source, Stage,
-    Timeouts,
+    Canary, Connection, EnvVar, HealthCheck, Hooks, Host, HostConfig, HostKeyChecking, Inventory,
+    OnFailure, Probe, Shared, Source, Stage, Timeouts,
 };
 
 /// Keys allowed at the top of the document.
@@ -26,16 +26,36 @@ pub const LAYER_KEYS: &[&str] = &[
     "source",
     "shared",
     "build",
+    "run_once",
+    "after_switch",
+    "health_check",
+    "recipe",
     "env",
     "connect_timeout",
     "step_timeout",
     "switch_timeout",
     "keepalive_interval",
 ];
-/// Keys allowed only in a stage (besides [`LAYER_KEYS`]).
-pub const STAGE_KEYS: &[&str] = &["hosts"];
+/// Keys allowed only in a stage (besides [`LAYER_KEYS`]); all but `hosts` may also be set in
+/// `defaults`.
+pub const STAGE_KEYS: &[&str] = &["hosts", "canary", "observe", "hooks"];
 /// Keys allowed only in a host (besides [`LAYER_KEYS`]).
-pub const HOST_KEYS: &[&str] = &["address"];
+pub const HOST_KEYS: &[&str] = &["address", "roles"];
+/// Keys of `health_check`.
+pub const HEALTH_KEYS: &[&str] = &[
+    "url",
+    "command",
+    "expect_status",
+    "expect_body",
+    "retries",
+    "interval",
+    "timeout",
+    "on_failure",
+];
+/// Keys of `hooks`.
+pub const HOOK_KEYS: &[&str] = &["before_deploy", "after_deploy", "on_failure"];
+/// Recipes `recipe:` accepts.
+pub const RECIPES: &[&str] = &["laravel"];
 
 const SOURCE_KEYS: &[&str] = &["artifact", "git", "ref"];
 const SHARED_KEYS: &[&str] = &["files", "dirs"];
@@ -266,6 +286,10 @@ struct Layer {
     source: Option<At<Source>>,
     shared: Option<Shared>,
     build: Option<Vec<String>>,
+    run_once: Option<Vec<String>>,
+    after_switch: Option<Vec<String>>,
+    health_check: Option<HealthCheck>,
+    recipe: Option<String>,
     env: BTreeMap<String, EnvVar>,
     connect_timeout: Option<Duration>,
     step_timeout: Option<Duration>,
@@ -296,6 +320,16 @@ impl Layer {
             source: upper.source.clone().or_else(|| self.source.clone()),
             shared: upper.shared.clone().or_else(|| self.shared.clone()),
             build: upper.build.clone().or_else(|| self.build.clone()),
+            run_once: upper.run_once.clone().or_else(|| self.run_once.clone()),
+            after_switch: upper
+                .after_switch
+                .clone()
+                .or_else(|| self.after_switch.clone()),
+            health_check: upper
+                .health_check
+                .clone()
+                .or_else(|| self.health_check.clone()),
+            recipe: upper.recipe.clone().or_else(|| self.recipe.clone()),
             env,
             connect_timeout: upper.connect_timeout.or(self.connect_timeout),
             step_timeout: upper.step_timeout.or(self.step_timeout),
@@ -338,10 +372,21 @@ pub fn parse_inventory(file: &Path, text: &str) -> Result<Inventory> {
         ));
     }
     let mut defaults = Layer::default();
+    let mut stage_defaults = StageSettings::default();
     let mut stages_node = None;
     for (key, value, _) in ctx.entries(&root, "", TOP_KEYS)? {
         match key {
-            "defaults" => defaults = layer(&ctx, value, "defaults", LAYER_KEYS)?.0,
+            "defaults" => {
+                let allowed: Vec<&str> = LAYER_KEYS
+                    .iter()
+                    .chain(STAGE_KEYS.iter().filter(|k| **k != "hosts"))
+                    .copied()
+                    .collect();
+                let (l, extra) = layer(&ctx, value, "defaults", &allowed)?;
+                defaults = l;
+                stage_defaults =
+                    stage_settings(&ctx, &extra, "defaults", StageSettings::default())?;
+            }
             "stages" => stages_node = Some(value),
             _ => {}
         }
@@ -357,7 +402,15 @@ pub fn parse_inventory(file: &Path, text: &str) -> Result<Inventory> {
     let mut stages = Vec::new();
     for (name, node, pos) in ctx.map(stages_node, "stages")? {
         let path = join("stages", name);
-        stages.push(stage(&ctx, &defaults, name, node, pos, &path)?);
+        stages.push(stage(
+            &ctx,
+            &defaults,
+            &stage_defaults,
+            name,
+            node,
+            pos,
+            &path,
+        )?);
     }
     Ok(Inventory {
         file: file.to_path_buf(),
@@ -365,9 +418,93 @@ pub fn parse_inventory(file: &Path, text: &str) -> Result<Inventory> {
     })
 }
 
+/// The settings that belong to a whole stage rather than to each host.
+#[derive(Debug, Clone, Default)]
+struct StageSettings {
+    canary: Option<At<Canary>>,
+    observe: Option<Duration>,
+    hooks: Option<Hooks>,
+}
+
+fn stage_settings(
+    ctx: &Ctx,
+    extra: &BTreeMap<&str, &Node>,
+    path: &str,
+    inherited: StageSettings,
+) -> Result<StageSettings> {
+    let mut s = inherited;
+    if let Some(n) = extra.get("canary") {
+        let p = join(path, "canary");
+        let value = match &n.kind {
+            Kind::Int(_) => Canary::Count(ctx.int(n, &p, 1, 10_000)? as usize),
+            Kind::Str(_) => {
+                let name = ctx.non_empty(n, &p)?;
+                parse_canary(&name).map_err(|m| ctx.err(n.pos, &p, m))?
+            }
+            Kind::Seq(_) => Canary::Hosts(
+                ctx.list_of_strings(n, &p)?
+                    .into_iter()
+                    .map(|(s, _)| s)
+                    .collect(),
+            ),
+            _ => return Err(ctx.expected(n, &p, "a number of hosts or host names")),
+        };
+        s.canary = Some(At {
+            value,
+            pos: n.pos,
+            path: p,
+        });
+    }
+    if let Some(n) = extra.get("observe") {
+        s.observe = Some(ctx.duration(n, &join(path, "observe"))?);
+    }
+    if let Some(n) = extra.get("hooks") {
+        let p = join(path, "hooks");
+        let mut hooks = Hooks::default();
+        for (key, v, _) in ctx.entries(n, &p, HOOK_KEYS)? {
+            let list: Vec<String> = ctx
+                .list_of_strings(v, &join(&p, key))?
+                .into_iter()
+                .map(|(s, _)| s)
+                .collect();
+            match key {
+                "before_deploy" => hooks.before_deploy = list,
+                "after_deploy" => hooks.after_deploy = list,
+                _ => hooks.on_failure = list,
+            }
+        }
+        s.hooks = Some(hooks);
+    }
+    Ok(s)
+}
+
+/// A canary given on the command line or as a string: a number of hosts, or host names
+/// separated by commas.
+pub fn parse_canary(text: &str) -> std::result::Result<Canary, String> {
+    let text = text.trim();
+    if let Ok(n) = text.parse::<usize>() {
+        if n == 0 {
+            return Err("a canary needs at least one host".into());
+        }
+        return Ok(Canary::Count(n));
+    }
+    let names: Vec<String> = text
+        .split(',')
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if names.is_empty() || names.iter().any(|n| !valid_host_name(n)) {
+        return Err(format!(
+            "`{text}` is neither a number of hosts nor host names (e.g. `1` or `web-1,web-2`)"
+        ));
+    }
+    Ok(Canary::Hosts(names))
+}
+
 fn stage(
     ctx: &Ctx,
     defaults: &Layer,
+    stage_defaults: &StageSettings,
     name: &str,
     node: &Node,
     pos: Pos,
@@ -376,6 +513,7 @@ fn stage(
     let allowed: Vec<&str> = LAYER_KEYS.iter().chain(STAGE_KEYS).copied().collect();
     let (own, extra) = layer(ctx, node, path, &allowed)?;
     let stage_layer = defaults.overlay(&own);
+    let settings = stage_settings(ctx, &extra, path, stage_defaults.clone())?;
     let Some(hosts_node) = extra.get("hosts") else {
         return Err(ctx.err_hint(
             pos,
@@ -423,9 +561,28 @@ fn stage(
         }
         hosts.push(h.0);
     }
+    if let Some(At {
+        value: Canary::Hosts(names),
+        pos,
+        path: cpath,
+    }) = &settings.canary
+    {
+        if let Some(unknown) = names.iter().find(|n| !hosts.iter().any(|h| &h.name == *n)) {
+            let known: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+            return Err(ctx.err_hint(
+                *pos,
+                cpath,
+                format!("`{unknown}` is not a host of this stage"),
+                format!("hosts here: {}", known.join(", ")),
+            ));
+        }
+    }
     Ok(Stage {
         name: name.to_owned(),
         hosts,
+        canary: settings.canary.map(|c| c.value),
+        observe: settings.observe.unwrap_or(Duration::ZERO),
+        hooks: settings.hooks.unwrap_or_default(),
     })
 }
 
@@ -451,8 +608,21 @@ fn host(
     } else {
         layer(ctx, node, path, &allowed)?
     };
-    let l = stage.overlay(&own);
+    let merged = stage.overlay(&own);
+    // A recipe supplies defaults under everything written in the inventory.
+    let l = match merged.recipe.as_deref() {
+        Some(r) => recipe(r).overlay(&merged),
+        None => merged,
+    };
     let connection = l.connection.unwrap_or(Connection::Ssh);
+    let roles = match extra.get("roles") {
+        Some(n) => ctx
+            .list_of_strings(n, &join(path, "roles"))?
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect(),
+        None => Vec::new(),
+    };
     let address = match extra.get("address") {
         Some(n) => {
             let a = ctx.non_empty(n, &join(path, "address"))?;
@@ -515,6 +685,11 @@ fn host(
         source: source.value.clone(),
         shared: l.shared.clone().unwrap_or_default(),
         build: l.build.clone().unwrap_or_default(),
+        run_once: l.run_once.clone().unwrap_or_default(),
+        after_switch: l.after_switch.clone().unwrap_or_default(),
+        health_check: l.health_check.clone().unwrap_or_default(),
+        roles,
+        recipe: l.recipe.clone(),
         env: l.env.values().cloned().collect(),
         timeouts: Timeouts {
             connect: l.connect_timeout.unwrap_or(defaults.connect),
@@ -587,13 +762,21 @@ fn layer<'n>(
             "keep_releases" => l.keep_releases = Some(ctx.int(v, &p, 1, 1000)? as usize),
             "source" => l.source = Some(source(ctx, v, &p)?),
             "shared" => l.shared = Some(shared(ctx, v, &p)?),
-            "build" => {
-                l.build = Some(
-                    ctx.list_of_strings(v, &p)?
-                        .into_iter()
-                        .map(|(s, _)| s)
-                        .collect(),
-                )
+            "build" => l.build = Some(strings(ctx, v, &p)?),
+            "run_once" => l.run_once = Some(strings(ctx, v, &p)?),
+            "after_switch" => l.after_switch = Some(strings(ctx, v, &p)?),
+            "health_check" => l.health_check = Some(health_check(ctx, v, &p)?),
+            "recipe" => {
+                let r = ctx.non_empty(v, &p)?;
+                if !RECIPES.contains(&r.as_str()) {
+                    return Err(ctx.err_hint(
+                        v.pos,
+                        &p,
+                        format!("unknown recipe `{r}`"),
+                        format!("recipes: {}", RECIPES.join(", ")),
+                    ));
+                }
+                l.recipe = Some(r);
             }
             "env" => l.env = env(ctx, v, &p)?,
             "connect_timeout" => l.connect_timeout = Some(ctx.duration(v, &p)?),
@@ -826,4 +1009,98 @@ fn env(ctx: &Ctx, v: &Node, p: &str) -> Result<BTreeMap<String, EnvVar>> {
         out.insert(name.to_owned(), var);
     }
     Ok(out)
+}
+
+fn strings(ctx: &Ctx, v: &Node, p: &str) -> Result<Vec<String>> {
+    Ok(ctx
+        .list_of_strings(v, p)?
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect())
+}
+
+fn health_check(ctx: &Ctx, v: &Node, p: &str) -> Result<HealthCheck> {
+    let mut h = HealthCheck::default();
+    let mut url = None;
+    let mut command = None;
+    let mut expect_status = 200u16;
+    let mut expect_body = None;
+    for (key, n, _) in ctx.entries(v, p, HEALTH_KEYS)? {
+        let kp = join(p, key);
+        match key {
+            "url" => {
+                let u = ctx.non_empty(n, &kp)?;
+                if !(u.starts_with("http://") || u.starts_with("https://")) {
+                    return Err(ctx.err_hint(
+                        n.pos,
+                        &kp,
+                        format!("`{u}` is not an http:// or https:// URL"),
+                        "the URL is fetched on each host, e.g. http://localhost/up",
+                    ));
+                }
+                url = Some((u, n.pos));
+            }
+            "command" => command = Some((ctx.non_empty(n, &kp)?, n.pos)),
+            "expect_status" => expect_status = ctx.int(n, &kp, 100, 599)? as u16,
+            "expect_body" => expect_body = Some(ctx.non_empty(n, &kp)?),
+            "retries" => h.retries = ctx.int(n, &kp, 1, 1000)? as u32,
+            "interval" => h.interval = ctx.duration(n, &kp)?,
+            "timeout" => h.timeout = ctx.duration(n, &kp)?,
+            _ => {
+                h.on_failure = match ctx.string(n, &kp)?.as_str() {
+                    "rollback" => OnFailure::Rollback,
+                    "warn" => OnFailure::Warn,
+                    other => {
+                        return Err(ctx.err_hint(
+                            n.pos,
+                            &kp,
+                            format!("unknown policy `{other}`"),
+                            "use `rollback` (default: switch the fleet back) or `warn` (report only)",
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    h.probe = match (url, command) {
+        (Some(_), Some((_, pos))) => {
+            return Err(ctx.err_hint(
+                pos,
+                p,
+                "both `url` and `command` are set",
+                "a health check is either an HTTP URL or a command",
+            ));
+        }
+        (Some((url, _)), None) => Some(Probe::Http {
+            url,
+            expect_status,
+            expect_body,
+        }),
+        (None, Some((c, _))) => Some(Probe::Command(c)),
+        (None, None) => None,
+    };
+    Ok(h)
+}
+
+/// The settings a recipe supplies; anything the inventory sets wins.
+fn recipe(name: &str) -> Layer {
+    let list = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect::<Vec<String>>());
+    match name {
+        "laravel" => Layer {
+            shared: Some(Shared {
+                files: vec![".env".into()],
+                dirs: vec!["storage".into()],
+            }),
+            build: list(&[
+                "composer install --no-dev --prefer-dist --no-interaction --optimize-autoloader",
+                "php artisan config:cache",
+                "php artisan route:cache",
+                "php artisan view:cache",
+            ]),
+            run_once: list(&["php artisan migrate --force"]),
+            after_switch: list(&["php artisan queue:restart"]),
+            ..Layer::default()
+        },
+        _ => Layer::default(),
+    }
 }

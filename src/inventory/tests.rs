@@ -109,8 +109,9 @@ fn unknown_key_names_file_line_column_path_and_nearest_key() {
  26 |         prot: 22
     |         ^
   hint: did you mean `port`? valid keys here: connection, user, port, identity_file, \
-known_hosts, host_key_checking, deploy_to, keep_releases, source, shared, build, env, \
-connect_timeout, step_timeout, switch_timeout, keepalive_interval, address"
+known_hosts, host_key_checking, deploy_to, keep_releases, source, shared, build, run_once, \
+after_switch, health_check, recipe, env, connect_timeout, step_timeout, switch_timeout, \
+keepalive_interval, address, roles"
     );
 }
 
@@ -226,4 +227,107 @@ fn durations() {
     assert_eq!(parse_duration("5 minutes"), None);
     let e = parse(&GOOD.replace("connect_timeout: 5s", "connect_timeout: soon")).expect_err("bad");
     assert_eq!(e.message, "expected a duration");
+}
+
+#[test]
+fn canary_hooks_health_check_and_roles() {
+    let text = r#"
+defaults:
+  deploy_to: /var/www/app
+  source: { artifact: ./build }
+  observe: 30s
+  hooks:
+    after_deploy: ["echo done"]
+stages:
+  production:
+    canary: web-2
+    health_check:
+      url: http://localhost/up
+      expect_body: ok
+      retries: 4
+      interval: 500ms
+      on_failure: warn
+    after_switch: ["php artisan queue:restart"]
+    run_once: ["php artisan migrate --force"]
+    hosts:
+      web-1: { address: 10.0.0.1 }
+      web-2: { address: 10.0.0.2, roles: [web, primary] }
+"#;
+    let inv = parse_inventory(Path::new("/srv/inv/inventory.yaml"), text).expect("valid");
+    let st = inv.stage("production").expect("stage");
+    assert_eq!(st.canary, Some(Canary::Hosts(vec!["web-2".into()])));
+    assert_eq!(st.observe, Duration::from_secs(30));
+    assert_eq!(st.hooks.after_deploy, vec!["echo done".to_owned()]);
+    assert_eq!(st.primary(), 1);
+    assert_eq!(st.canary_hosts(st.canary.as_ref()), vec![1]);
+    assert_eq!(
+        st.canary_hosts(Some(&Canary::Count(2))),
+        Vec::<usize>::new()
+    );
+    let hc = &st.hosts[0].config.health_check;
+    assert_eq!(hc.retries, 4);
+    assert_eq!(hc.interval, Duration::from_millis(500));
+    assert_eq!(hc.on_failure, OnFailure::Warn);
+    assert_eq!(
+        hc.probe,
+        Some(Probe::Http {
+            url: "http://localhost/up".into(),
+            expect_status: 200,
+            expect_body: Some("ok".into())
+        })
+    );
+    assert_eq!(st.hosts[1].config.roles, vec!["web", "primary"]);
+
+    let bad = text.replace("canary: web-2", "canary: web-9");
+    let e = parse_inventory(Path::new("/srv/inv/inventory.yaml"), &bad)
+        .expect_err("unknown canary host")
+        .to_string();
+    assert!(
+        e.contains("stages.production.canary: `web-9` is not a host of this stage"),
+        "{e}"
+    );
+    assert!(e.contains("hosts here: web-1, web-2"), "{e}");
+
+    let bad = text.replace("on_failure: warn", "on_failure: ignore");
+    let e = parse_inventory(Path::new("/srv/inv/inventory.yaml"), &bad)
+        .expect_err("bad policy")
+        .to_string();
+    assert!(
+        e.contains("health_check.on_failure: unknown policy `ignore`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn laravel_recipe_gives_defaults_the_inventory_overrides() {
+    let text = r#"
+defaults:
+  deploy_to: /var/www/app
+  source: { artifact: ./build }
+  recipe: laravel
+stages:
+  production:
+    hosts:
+      web-1: { address: 10.0.0.1 }
+      web-2: { address: 10.0.0.2, build: ["make"] }
+"#;
+    let inv = parse_inventory(Path::new("/srv/inv/inventory.yaml"), text).expect("valid");
+    let st = inv.stage("production").expect("stage");
+    let c = &st.hosts[0].config;
+    assert_eq!(c.shared.files, vec![".env"]);
+    assert_eq!(c.shared.dirs, vec!["storage"]);
+    assert!(c.build[0].starts_with("composer install"));
+    assert_eq!(c.run_once, vec!["php artisan migrate --force"]);
+    assert_eq!(c.after_switch, vec!["php artisan queue:restart"]);
+    assert_eq!(st.hosts[1].config.build, vec!["make"]);
+    let e = parse_inventory(
+        Path::new("/srv/inv/inventory.yaml"),
+        &text.replace("recipe: laravel", "recipe: rails"),
+    )
+    .expect_err("unknown recipe")
+    .to_string();
+    assert!(
+        e.contains("unknown recipe `rails`") && e.contains("recipes: laravel"),
+        "{e}"
+    );
 }

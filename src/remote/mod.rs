@@ -10,7 +10,7 @@ mod quote;
 
 pub use quote::quote;
 
-use crate::inventory::EnvVar;
+use crate::inventory::{EnvVar, HealthCheck, Probe};
 
 /// Exit status a lock command uses when the lock is held by someone else.
 pub const LOCK_HELD: u32 = 75;
@@ -22,6 +22,8 @@ pub const SWITCH_RENAME_FAILED: u32 = 77;
 /// The line the armed switch prints once it waits for the word: the controller fires only when
 /// every host has printed it, so slow shell start-up (login rc files) cannot spread the switch.
 pub const SWITCH_READY: &str = "ship-switch-ready";
+/// Exit status of [`stage_existing`] when the release to switch to is missing or incomplete.
+pub const RELEASE_MISSING: u32 = 78;
 
 /// A step of the prepare phase: a name for progress and errors, and the script to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,9 +104,23 @@ fn cd(deploy_to: &str) -> String {
     format!("cd {}", quote(deploy_to))
 }
 
+/// How many journal lines a detailed preflight reads (rollback targets, `ship releases`).
+pub const HISTORY_LINES: usize = 200;
+
 /// Inspect a host without changing anything. Prints `key=value` lines read by
-/// [`Preflight::parse`].
-pub fn preflight(deploy_to: &str, tools: &[&str]) -> String {
+/// [`Preflight::parse`]. `detail` adds each release's revision and the journal's last
+/// [`HISTORY_LINES`] lines (for rollback and `ship releases`).
+pub fn preflight(deploy_to: &str, tools: &[&str], detail: bool) -> String {
+    let detail = if detail {
+        format!(
+            "\x20 for r in releases/*; do [ -f \"$r/REVISION\" ] && read -r v < \"$r/REVISION\" && \
+             echo \"revision=${{r#releases/}} $v\"; done\n\
+             \x20 if [ -f .ship/history ]; then tail -n {HISTORY_LINES} .ship/history | \
+             while IFS= read -r l; do printf 'history=%s\\n' \"$l\"; done; fi\n"
+        )
+    } else {
+        String::new()
+    };
     let mut s = format!(
         "D={d}\n\
          if [ -d \"$D\" ]; then\n\
@@ -117,6 +133,8 @@ pub fn preflight(deploy_to: &str, tools: &[&str]) -> String {
          \x20 for s in .ship/stage-*; do [ -d \"$s\" ] && echo \"staged=${{s#.ship/stage-}}\"; done\n\
          \x20 if [ -d .ship/lock ]; then echo \"lock=$(head -c 4000 .ship/lock/owner 2>/dev/null | tr '\\n' ' ')\"; fi\n\
          \x20 if [ -f .ship/history ]; then echo \"last=$(tail -n 1 .ship/history | head -c 4000)\"; fi\n\
+         \x20 for b in .ship/bad/*; do [ -e \"$b\" ] && echo \"bad=${{b#.ship/bad/}}\"; done\n\
+         {detail}\
          else\n\
          \x20 P=\"$D\"; while [ ! -d \"$P\" ]; do P=$(dirname \"$P\"); done\n\
          \x20 if [ -w \"$P\" ]; then echo writable=yes; else echo writable=no; fi\n\
@@ -153,6 +171,12 @@ pub struct Preflight {
     pub staged: Vec<String>,
     /// The last line of `.ship/history`.
     pub last_journal: Option<String>,
+    /// Releases marked bad (rolled back from): kept for inspection, never a rollback target.
+    pub bad: Vec<String>,
+    /// With `detail`: each release's `REVISION`, by id.
+    pub revisions: Vec<(String, String)>,
+    /// With `detail`: the journal's last lines, oldest first.
+    pub history: Vec<String>,
     pub tools: Vec<String>,
     pub disk_free_kb: Option<u64>,
 }
@@ -177,12 +201,24 @@ impl Preflight {
                     p.last_journal = Some(value.trim().to_owned())
                 }
                 "tool" => p.tools.push(value.to_owned()),
+                "bad" => p.bad.push(value.to_owned()),
+                "revision" => {
+                    if let Some((id, rev)) = value.split_once(' ') {
+                        p.revisions.push((id.to_owned(), rev.trim().to_owned()));
+                    }
+                }
+                "history" => p.history.push(value.to_owned()),
                 "disk_free_kb" => p.disk_free_kb = value.trim().parse().ok(),
                 _ => {}
             }
         }
         p.releases.sort();
         p
+    }
+
+    /// Whether the host has this release, completely prepared (its `REVISION` written).
+    pub fn has_complete(&self, id: &str) -> bool {
+        self.releases.iter().any(|r| r == id) && !self.incomplete.iter().any(|r| r == id)
     }
 
     /// The release id `current` points to, when it points into `releases/`.
@@ -388,19 +424,8 @@ pub fn prepare(plan: &Plan) -> Vec<Step> {
         script: link.join(" && "),
         takes_payload: false,
     });
-    let exports: String = build_env(plan)
-        .iter()
-        .map(|(k, v)| format!("export {k}={} && ", quote(v)))
-        .collect();
     for cmd in plan.build {
-        steps.push(Step {
-            name: format!("build: {cmd}"),
-            script: format!(
-                "cd {} && {exports}{cmd}",
-                quote(&format!("{}/{rel}", plan.deploy_to))
-            ),
-            takes_payload: false,
-        });
+        steps.push(release_step(plan, format!("build: {cmd}"), cmd));
     }
     steps.push(Step {
         name: "stage switch".into(),
@@ -408,6 +433,76 @@ pub fn prepare(plan: &Plan) -> Vec<Step> {
         takes_payload: false,
     });
     steps
+}
+
+/// A command run inside the release directory with the build environment: a build step, a
+/// run-once step, an after-switch step.
+pub fn release_step(plan: &Plan, name: String, cmd: &str) -> Step {
+    let exports: String = build_env(plan)
+        .iter()
+        .map(|(k, v)| format!("export {k}={} && ", quote(v)))
+        .collect();
+    Step {
+        name,
+        script: format!(
+            "cd {} && {exports}{cmd}",
+            quote(&format!("{}/releases/{}", plan.deploy_to, plan.release_id))
+        ),
+        takes_payload: false,
+    }
+}
+
+/// The health check as one step run in the new release directory: up to `retries` attempts,
+/// `interval` apart, each limited to `timeout`. Every failed attempt prints why. HTTP checks
+/// use curl, else wget, on the host itself. `None` when the check has no probe.
+pub fn health_step(plan: &Plan, check: &HealthCheck) -> Option<Step> {
+    let timeout = check.timeout.as_secs().max(1);
+    let attempt = match check.probe.as_ref()? {
+        Probe::Command(cmd) => format!(
+            "if command -v timeout >/dev/null 2>&1; then timeout {timeout} sh -c {c}; \
+             else sh -c {c}; fi; rc=$?; [ $rc = 0 ] || echo \"health: attempt $i: the command \
+             exited with status $rc\"; [ $rc = 0 ]",
+            c = quote(cmd)
+        ),
+        Probe::Http {
+            url,
+            expect_status,
+            expect_body,
+        } => {
+            let body_check = match expect_body {
+                Some(b) => format!(
+                    " && {{ grep -qF -- {b} \"$t\" || {{ echo \"health: attempt $i: status \
+                     $code but the body does not contain \"{shown}; false; }}; }}",
+                    b = quote(b),
+                    shown = quote(&format!("'{b}'"))
+                ),
+                None => String::new(),
+            };
+            format!(
+                "t=$(mktemp) && h=$(mktemp) || exit 1; \
+                 if command -v curl >/dev/null 2>&1; then \
+                 code=$(curl -s -o \"$t\" -w '%{{http_code}}' --max-time {timeout} {u} 2>\"$h\"); \
+                 elif command -v wget >/dev/null 2>&1; then \
+                 wget -q -S -O \"$t\" -T {timeout} {u} 2>\"$h\"; \
+                 code=$(awk '$1 ~ /^HTTP\\// {{c=$2}} END {{print c}}' \"$h\"); \
+                 else echo 'health: neither curl nor wget is installed on this host'; exit 2; fi; \
+                 [ -n \"$code\" ] || code=000; \
+                 {{ [ \"$code\" = {expect_status} ] || {{ echo \"health: attempt $i: status $code \
+                 (expected {expect_status}) from \"{u}; false; }}; }}{body_check}; \
+                 rc=$?; rm -f \"$t\" \"$h\"; [ $rc = 0 ]",
+                u = quote(url),
+            )
+        }
+    };
+    let interval = check.interval.as_millis();
+    let sleep = format!("sleep {}.{:03}", interval / 1000, interval % 1000);
+    let script = format!(
+        "i=0; while :; do i=$((i+1)); if {{ {attempt}; }}; then echo \"health: ok (attempt $i)\"; \
+         exit 0; fi; [ $i -ge {n} ] && {{ echo \"health: failed after $i attempts\"; exit 1; }}; \
+         {sleep}; done",
+        n = check.retries
+    );
+    Some(release_step(plan, "health check".into(), &script))
 }
 
 /// The environment of build steps: ship's own variables, then the inventory's.
@@ -484,6 +579,78 @@ pub fn discard(deploy_to: &str, release_id: &str) -> String {
     )
 }
 
+/// Check that an existing release can be switched to (rollback): it exists and is complete.
+/// Prints its revision, then stages its link. Exits [`RELEASE_MISSING`] when it cannot.
+pub fn stage_existing(deploy_to: &str, release_id: &str) -> String {
+    let rel = quote(&format!("releases/{release_id}")).into_owned();
+    format!(
+        "{cd} || exit 1; [ -d {rel} ] || {{ echo \"releases/{id} does not exist on this host\"; \
+         exit {RELEASE_MISSING}; }}; [ -f {rel}/REVISION ] || {{ echo \"releases/{id} is \
+         incomplete (no REVISION: its deploy never finished)\"; exit {RELEASE_MISSING}; }}; \
+         read -r v < {rel}/REVISION; echo \"revision=$v\"; {stage}",
+        cd = cd(deploy_to),
+        id = release_id,
+        stage = stage_switch(deploy_to, release_id),
+    )
+}
+
+/// Remove a staged link only (a rollback that did not happen: the release itself stays).
+pub fn unstage(deploy_to: &str, release_id: &str) -> String {
+    format!(
+        "{} && rm -rf {}",
+        cd(deploy_to),
+        quote(&stage_dir(release_id))
+    )
+}
+
+/// Mark releases bad (rolled back from) and clear the mark on `good` (switched to on purpose).
+pub fn mark_bad(deploy_to: &str, bad: &[&str], good: Option<&str>) -> String {
+    let mut s = format!("{} && mkdir -p .ship/bad", cd(deploy_to));
+    for id in bad.iter().filter(|id| Some(**id) != good) {
+        s.push_str(&format!(" && : > {}", quote(&format!(".ship/bad/{id}"))));
+    }
+    if let Some(good) = good {
+        s.push_str(&format!(
+            " && rm -f {}",
+            quote(&format!(".ship/bad/{good}"))
+        ));
+    }
+    s
+}
+
+/// A proof, in a scratch directory under `deploy_to`, that the switch is an atomic rename here:
+/// the staged link keeps its inode when moved over the old one (an unlink and a new symlink
+/// would make a new inode), and the old link is replaced in one step. Also checks that the
+/// shared paths exist. Prints `key=value` lines.
+pub fn check(deploy_to: &str, shared_files: &[String], shared_dirs: &[String]) -> String {
+    let mut s = format!(
+        "{cd} || exit 1\n\
+         ino() {{ stat -c %i \"$1\" 2>/dev/null || ls -di \"$1\" | awk '{{print $1}}'; }}\n\
+         t=.ship/check-$$; rm -rf \"$t\"; mkdir -p \"$t/stage\" \"$t/a\" \"$t/b\" || {{ echo rename=cannot-create; exit 0; }}\n\
+         ln -s a \"$t/current\" && ln -s b \"$t/stage/current\" && before=$(ino \"$t/stage/current\") && \
+         mv -f \"$t/stage/current\" \"$t/\" && after=$(ino \"$t/current\") && \
+         if [ \"$(readlink \"$t/current\")\" = b ] && [ \"$before\" = \"$after\" ] && \
+         [ ! -e \"$t/stage/current\" ]; then echo rename=atomic; \
+         else echo \"rename=not-atomic $before $after\"; fi\n\
+         rm -rf \"$t\"\n",
+        cd = cd(deploy_to)
+    );
+    for f in shared_files {
+        s.push_str(&format!(
+            "[ -f {p} ] && echo shared_ok={f} || echo shared_missing={f}\n",
+            p = quote(&format!("shared/{f}")),
+        ));
+    }
+    for d in shared_dirs {
+        s.push_str(&format!(
+            "[ -d {p} ] && echo shared_ok={d} || echo shared_missing={d}\n",
+            p = quote(&format!("shared/{d}")),
+        ));
+    }
+    s.push_str("true\n");
+    s
+}
+
 /// Remove old releases (ids chosen by [`releases_to_remove`]).
 pub fn remove_releases(deploy_to: &str, ids: &[String]) -> Option<String> {
     if ids.is_empty() {
@@ -508,23 +675,37 @@ pub fn is_release_id(name: &str) -> bool {
         && suffix.is_none_or(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// Which releases to delete so that `keep` remain: the oldest by id first, never `current`
-/// nor `previous`, never anything that is not a release id.
+/// Which releases to delete so that `keep` good ones remain: the oldest by id first, never
+/// `current` nor `previous`, never anything that is not a release id. Bad releases (rolled back
+/// from) do not count towards `keep`: they stay for inspection while they are newer than the
+/// oldest release kept, and go with the releases of their time.
 pub fn releases_to_remove(
     releases: &[String],
     keep: usize,
     current: &str,
     previous: Option<&str>,
+    bad: &[String],
 ) -> Vec<String> {
     let mut ids: Vec<&String> = releases.iter().filter(|r| is_release_id(r)).collect();
     ids.sort();
     ids.dedup();
-    let excess = ids.len().saturating_sub(keep);
-    ids.into_iter()
+    let is_bad = |r: &str| bad.iter().any(|b| b == r);
+    let good: Vec<&String> = ids.iter().filter(|r| !is_bad(r)).copied().collect();
+    let excess = good.len().saturating_sub(keep);
+    let oldest_kept = good.get(excess).map(|s| s.as_str());
+    let mut out: Vec<String> = good
+        .into_iter()
         .take(excess)
-        .filter(|r| r.as_str() != current && Some(r.as_str()) != previous)
         .cloned()
-        .collect()
+        .chain(
+            ids.iter()
+                .filter(|r| is_bad(r) && oldest_kept.is_some_and(|k| r.as_str() < k))
+                .map(|r| (*r).clone()),
+        )
+        .filter(|r| r.as_str() != current && Some(r.as_str()) != previous)
+        .collect();
+    out.sort();
+    out
 }
 
 #[cfg(test)]

@@ -214,15 +214,15 @@ fn cleanup_keeps_the_newest_and_never_current_or_previous() {
         "notes",
     ]);
     assert_eq!(
-        releases_to_remove(&all, 2, "20260105000000", Some("20260104000000")),
+        releases_to_remove(&all, 2, "20260105000000", Some("20260104000000"), &[]),
         r(&["20260101000000", "20260102000000", "20260103000000"])
     );
     // A rollback made an old release current: it survives even though it is among the oldest.
     assert_eq!(
-        releases_to_remove(&all, 2, "20260101000000", Some("20260105000000")),
+        releases_to_remove(&all, 2, "20260101000000", Some("20260105000000"), &[]),
         r(&["20260102000000", "20260103000000"])
     );
-    assert!(releases_to_remove(&all, 10, "20260105000000", None).is_empty());
+    assert!(releases_to_remove(&all, 10, "20260105000000", None, &[]).is_empty());
     assert!(is_release_id("20261122103000-2"));
     assert!(!is_release_id("2026112210300"));
     assert!(!is_release_id("20261122103000-"));
@@ -366,7 +366,7 @@ fn scripts_behave_on_a_real_shell() {
     let (rc, _) = sh(&prepare(&p)[0].script, b"");
     assert_ne!(rc, 0);
     // Preflight sees it all.
-    let (rc, out) = sh(&preflight(deploy_to, &["tar", "no-such-tool"]), b"");
+    let (rc, out) = sh(&preflight(deploy_to, &["tar", "no-such-tool"], false), b"");
     assert_eq!(rc, 0);
     let pf = Preflight::parse(&out);
     assert_eq!(pf.current_release(), Some("20261122103000"));
@@ -378,7 +378,7 @@ fn scripts_behave_on_a_real_shell() {
     fs::create_dir_all(root.join(".ship/stage-20261122120000")).expect("mkdir");
     fs::create_dir_all(root.join("releases/20261122120000")).expect("mkdir");
     fs::write(root.join(".ship/history"), "{\"n\":1}\n{\"n\":2}\n").expect("history");
-    let (_, out) = sh(&preflight(deploy_to, &[]), b"");
+    let (_, out) = sh(&preflight(deploy_to, &[], false), b"");
     let pf = Preflight::parse(&out);
     assert_eq!(pf.incomplete, ["20261122120000"]);
     assert_eq!(pf.staged, ["20261122120000"]);
@@ -460,4 +460,155 @@ fn releasing_a_dead_runs_lock_keeps_current_and_shared() {
     let (_, out) = sh(&release_lock(d, Some("../shared")), b"");
     assert_eq!(out, "removed=.ship/lock\n");
     assert!(root.join("shared/storage").is_dir());
+}
+
+#[test]
+fn bad_releases_do_not_count_and_go_with_their_time() {
+    let r = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let all = r(&[
+        "20260101000000",
+        "20260102000000",
+        "20260103000000",
+        "20260104000000",
+        "20260105000000",
+    ]);
+    // 04 is bad: keep 2 good ones (05 and 03); 04 is newer than the oldest kept, so it stays.
+    assert_eq!(
+        releases_to_remove(&all, 2, "20260105000000", None, &r(&["20260104000000"])),
+        r(&["20260101000000", "20260102000000"])
+    );
+    // 01 is bad and older than every kept release: it goes, though 4 good ones fit.
+    assert_eq!(
+        releases_to_remove(&all, 4, "20260105000000", None, &r(&["20260101000000"])),
+        r(&["20260101000000"])
+    );
+}
+
+fn release_plan<'a>(deploy_to: &'a str, delivery: &'a Delivery) -> Plan<'a> {
+    Plan {
+        deploy_to,
+        release_id: "20260101000000",
+        revision: "abc",
+        delivery,
+        shared_files: &[],
+        shared_dirs: &[],
+        build: &[],
+        env: &[],
+    }
+}
+
+#[test]
+fn health_check_retries_then_passes_or_fails_with_reasons() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().to_str().expect("utf-8 path");
+    fs::create_dir_all(dir.path().join("releases/20260101000000")).expect("mkdir");
+    let delivery = Delivery::Tarball {
+        compression: Compression::None,
+    };
+    let plan = release_plan(d, &delivery);
+    // Healthy on the third attempt: a counter file in the release.
+    let check = HealthCheck {
+        probe: Some(Probe::Command(
+            "n=$(cat n 2>/dev/null || echo 0); n=$((n+1)); echo $n > n; [ $n -ge 3 ]".into(),
+        )),
+        retries: 5,
+        interval: std::time::Duration::from_millis(10),
+        timeout: std::time::Duration::from_secs(5),
+        on_failure: crate::inventory::OnFailure::Rollback,
+    };
+    let step = health_step(&plan, &check).expect("a probe");
+    let (rc, out) = sh(&step.script, b"");
+    assert_eq!(rc, 0, "{out}");
+    assert!(
+        out.contains("health: attempt 2: the command exited with status 1"),
+        "{out}"
+    );
+    assert!(out.contains("health: ok (attempt 3)"), "{out}");
+    // An HTTP check against a port nothing listens on: every attempt says why, then it fails.
+    let check = HealthCheck {
+        probe: Some(Probe::Http {
+            url: "http://127.0.0.1:9/up".into(),
+            expect_status: 200,
+            expect_body: None,
+        }),
+        retries: 2,
+        interval: std::time::Duration::from_millis(10),
+        timeout: std::time::Duration::from_secs(2),
+        on_failure: crate::inventory::OnFailure::Rollback,
+    };
+    let step = health_step(&plan, &check).expect("a probe");
+    let (rc, out) = sh(&step.script, b"");
+    assert_eq!(rc, 1, "{out}");
+    assert!(
+        out.contains("attempt 2: status 000 (expected 200)"),
+        "{out}"
+    );
+    assert!(out.contains("health: failed after 2 attempts"), "{out}");
+    // No probe: no step.
+    assert!(health_step(&plan, &HealthCheck::default()).is_none());
+}
+
+#[test]
+fn rollback_scripts_stage_existing_releases_and_mark_bad_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().to_str().expect("utf-8 path");
+    fs::create_dir_all(dir.path().join("releases/20260101000000")).expect("mkdir");
+    fs::create_dir_all(dir.path().join("releases/20260102000000")).expect("mkdir");
+    fs::create_dir_all(dir.path().join(".ship")).expect("mkdir");
+    fs::write(dir.path().join("releases/20260101000000/REVISION"), "abc\n").expect("write");
+    // Complete: staged, and its revision printed.
+    let (rc, out) = sh(&stage_existing(d, "20260101000000"), b"");
+    assert_eq!(rc, 0, "{out}");
+    assert!(out.contains("revision=abc"), "{out}");
+    assert_eq!(
+        fs::read_link(dir.path().join(".ship/stage-20260101000000/current")).expect("staged"),
+        Path::new("releases/20260101000000")
+    );
+    // Incomplete and missing: refused with the reason.
+    let (rc, out) = sh(&stage_existing(d, "20260102000000"), b"");
+    assert_eq!(rc as u32, RELEASE_MISSING, "{out}");
+    assert!(out.contains("incomplete"), "{out}");
+    let (rc, out) = sh(&stage_existing(d, "20260103000000"), b"");
+    assert_eq!(rc as u32, RELEASE_MISSING, "{out}");
+    assert!(out.contains("does not exist"), "{out}");
+    // Unstage removes only the staged link.
+    let (rc, _) = sh(&unstage(d, "20260101000000"), b"");
+    assert_eq!(rc, 0);
+    assert!(!dir.path().join(".ship/stage-20260101000000").exists());
+    assert!(dir.path().join("releases/20260101000000").exists());
+    // Marks: bad set, and cleared on the release switched to on purpose.
+    let (rc, _) = sh(&mark_bad(d, &["20260102000000"], None), b"");
+    assert_eq!(rc, 0);
+    let (_, out) = sh(&preflight(d, &[], true), b"");
+    let pf = Preflight::parse(&out);
+    assert_eq!(pf.bad, vec!["20260102000000"]);
+    assert_eq!(
+        pf.revisions,
+        vec![("20260101000000".to_owned(), "abc".to_owned())]
+    );
+    let (rc, _) = sh(
+        &mark_bad(d, &["20260101000000"], Some("20260102000000")),
+        b"",
+    );
+    assert_eq!(rc, 0);
+    let (_, out) = sh(&preflight(d, &[], false), b"");
+    assert_eq!(Preflight::parse(&out).bad, vec!["20260101000000"]);
+}
+
+#[test]
+fn check_proves_the_rename_and_finds_missing_shared_paths() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().to_str().expect("utf-8 path");
+    fs::create_dir_all(dir.path().join(".ship")).expect("mkdir");
+    fs::create_dir_all(dir.path().join("shared/storage")).expect("mkdir");
+    let (rc, out) = sh(&check(d, &[".env".into()], &["storage".into()]), b"");
+    assert_eq!(rc, 0, "{out}");
+    assert!(out.contains("rename=atomic"), "{out}");
+    assert!(out.contains("shared_missing=.env"), "{out}");
+    assert!(out.contains("shared_ok=storage"), "{out}");
+    // The scratch directory is gone.
+    let left: Vec<_> = fs::read_dir(dir.path().join(".ship"))
+        .expect("read")
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
