@@ -6,6 +6,8 @@ mod support;
 
 #[path = "e2e/faults.rs"]
 mod faults;
+#[path = "e2e/rollout.rs"]
+mod rollout;
 
 use std::fs;
 use std::path::Path;

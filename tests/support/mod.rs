@@ -547,6 +547,65 @@ pub struct Running {
     pub child: Child,
 }
 
+/// A web server on one test host: Python's http.server on the host's own address, in its mount
+/// namespace, serving `current/public` of the deploy directory (resolved per request, as a
+/// web server's document root is). Stopped when dropped.
+pub struct HttpServer(Child);
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl TestHost {
+    pub fn serve_http(&self, port: u16) -> HttpServer {
+        let pid = self.sshd.as_ref().map(|c| c.id()).expect("host is running");
+        let child = Command::new("nsenter")
+            .arg(format!("--mount=/proc/{pid}/ns/mnt"))
+            .args(["python3", "-m", "http.server", &port.to_string(), "--bind"])
+            .arg(&self.address)
+            .arg("--directory")
+            .arg(format!("{DEPLOY_TO}/current/public"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 http.server");
+        let server = HttpServer(child);
+        let addr = format!("{}:{port}", self.address);
+        wait_until("the web server listens", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(&addr).is_ok()
+        });
+        server
+    }
+}
+
+impl Fleet {
+    /// Rewrite the inventory written by [`Fleet::inventory`].
+    pub fn edit_inventory(&self, f: impl FnOnce(String) -> String) {
+        let path = self.dir.path().join("inventory.yaml");
+        let text = fs::read_to_string(&path).expect("inventory written by Fleet::inventory");
+        fs::write(&path, f(text)).expect("write inventory");
+    }
+
+    /// Give one host extra settings in the inventory (a YAML flow mapping's entries).
+    pub fn host_settings(&self, i: usize, extra: &str) {
+        let h = &self.hosts[i];
+        let from = format!("{}: {{ address: {} }}", h.name, h.address);
+        let to = format!("{}: {{ address: {}, {extra} }}", h.name, h.address);
+        self.edit_inventory(|t| {
+            assert!(t.contains(&from), "host line for {}", h.name);
+            t.replace(&from, &to)
+        });
+    }
+
+    /// The directory the inventory and ship's working files are in.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
 impl Running {
     pub fn signal(&self, sig: &str) {
         run_ok(Command::new("kill").args([sig, &self.child.id().to_string()]));

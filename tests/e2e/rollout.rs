@@ -1,0 +1,585 @@
+//! Rollout operations against real sshd hosts: rollback, canary, health checks, run-once and
+//! after-switch steps, local hooks, `ship releases`, `ship check`, `--dry-run`. Every test
+//! asserts where `current` points on every host afterwards, which releases exist, the marks,
+//! the locks, the exit code and the message.
+
+use std::fs;
+
+use crate::support::{DEPLOY_TO, Fleet};
+
+/// Deploy and return the release id every host is now on.
+fn deploy_ok(fleet: &Fleet, args: &[&str]) -> String {
+    let mut a = vec!["deploy", "production"];
+    a.extend_from_slice(args);
+    let run = fleet.ship(&a);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let id = fleet.host(0).current_id().expect("current");
+    for h in &fleet.hosts {
+        assert_eq!(h.current_id().as_deref(), Some(id.as_str()), "{}", h.name);
+        assert!(!h.locked(), "{} lock", h.name);
+    }
+    id
+}
+
+fn assert_fleet(fleet: &Fleet, current: &str, releases: &[&str]) {
+    for h in &fleet.hosts {
+        assert_eq!(
+            h.current_id().as_deref(),
+            Some(current),
+            "{}: current",
+            h.name
+        );
+        assert_eq!(h.releases(), releases, "{}: releases", h.name);
+        assert!(!h.locked(), "{}: lock", h.name);
+        assert!(
+            h.path("shared/.env").is_file() && h.path("shared/storage").is_dir(),
+            "{}: shared",
+            h.name
+        );
+    }
+}
+
+fn bad_marks(h: &crate::support::TestHost) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(h.path(".ship/bad"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn rollback_returns_the_fleet_to_the_previous_release_and_marks_the_bad_one() {
+    let fleet = Fleet::start(3);
+    fleet.inventory("", "");
+    let a = deploy_ok(&fleet, &[]);
+    let b = deploy_ok(&fleet, &[]);
+    assert_ne!(a, b);
+
+    let run = fleet.ship(&["rollback", "production"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(
+        run.stdout.contains(&format!(
+            "rolled production back to {a}: 3/3 hosts switched"
+        )),
+        "{}",
+        run.stdout
+    );
+    assert_fleet(&fleet, &a, &[&a, &b]);
+    for h in &fleet.hosts {
+        assert_eq!(bad_marks(h), vec![b.clone()], "{}: marks", h.name);
+        let j = h.journal();
+        let last = j.last().expect("journal");
+        assert_eq!(last["kind"], "rollback");
+        assert_eq!(last["release"], a.as_str());
+        assert_eq!(last["previous"], b.as_str());
+        assert_eq!(last["outcome"], "deployed");
+    }
+    assert!(run.stdout.contains("flip skew"), "{}", run.stdout);
+
+    // `ship releases` shows it all, and that the fleet agrees.
+    let rel = fleet.ship(&["releases", "production"]);
+    assert_eq!(rel.code, 0, "{}", rel.all());
+    assert!(
+        rel.stdout
+            .contains(&format!("the fleet agrees: every host is on {a}")),
+        "{}",
+        rel.stdout
+    );
+    assert_eq!(rel.stdout.matches("bad (rolled back from)").count(), 3);
+    assert_eq!(rel.stdout.matches("current").count(), 3, "{}", rel.stdout);
+    assert!(rel.stdout.contains("sha256:"), "{}", rel.stdout);
+
+    // A rollback from A has nothing good before it: refused, nothing changes.
+    let run = fleet.ship(&["rollback", "production"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.all()
+            .contains(&format!("{a} was the first release deployed here")),
+        "{}",
+        run.all()
+    );
+    assert_fleet(&fleet, &a, &[&a, &b]);
+
+    // A new deploy C; its default rollback target is A (the release current before C), never
+    // the bad B, though B is newer.
+    let c = deploy_ok(&fleet, &[]);
+    let run = fleet.ship(&["rollback", "production"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_fleet(&fleet, &a, &[&a, &b, &c]);
+    for h in &fleet.hosts {
+        assert_eq!(bad_marks(h), vec![b.clone(), c.clone()], "{}", h.name);
+    }
+
+    // Named on purpose, a bad release can be switched to; the mark is then cleared.
+    let run = fleet.ship(&["rollback", "production", "--to", &b]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_fleet(&fleet, &b, &[&a, &b, &c]);
+    for h in &fleet.hosts {
+        assert_eq!(bad_marks(h), vec![a.clone(), c.clone()], "{}", h.name);
+    }
+}
+
+#[test]
+fn rollback_to_a_release_missing_on_one_host_changes_nothing() {
+    let fleet = Fleet::start(3);
+    fleet.inventory("", "");
+    let a = deploy_ok(&fleet, &[]);
+    let b = deploy_ok(&fleet, &[]);
+    fs::remove_dir_all(fleet.host(1).path(&format!("releases/{a}"))).expect("remove on web-2");
+    let before: Vec<_> = fleet.hosts.iter().map(|h| h.journal().len()).collect();
+
+    let run = fleet.ship(&["rollback", "production", "--to", &a]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    let text = run.all();
+    assert!(
+        text.contains(&format!(
+            "[web-2] FAILED at connect (rollback target): releases/{a} does not exist on this host"
+        )) || text.contains(&format!(
+            "web-2: failed at connect (rollback target): releases/{a} does not exist"
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("[web-1] FAILED"), "{text}");
+    for (i, h) in fleet.hosts.iter().enumerate() {
+        assert_eq!(h.current_id().as_deref(), Some(b.as_str()), "{}", h.name);
+        assert!(!h.locked(), "{}", h.name);
+        assert!(bad_marks(h).is_empty(), "{}", h.name);
+        assert_eq!(h.journal().len(), before[i], "{}: nothing recorded", h.name);
+    }
+    // Not a release id at all: a usage error before any host is contacted.
+    let run = fleet.ship(&["rollback", "production", "--to", "../etc"]);
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(run.stderr.contains("is not a release id"), "{}", run.stderr);
+}
+
+/// Every host gets an HTTP health check on its own web server.
+fn http_health(fleet: &Fleet, port: u16) {
+    for i in 0..fleet.hosts.len() {
+        let addr = fleet.host(i).address.clone();
+        fleet.host_settings(
+            i,
+            &format!(
+                "health_check: {{ url: \"http://{addr}:{port}/release.txt\", retries: 2, \
+                 interval: 200ms, timeout: 2s }}"
+            ),
+        );
+    }
+}
+
+#[test]
+fn canary_switches_first_passes_its_http_check_then_the_rest_follow() {
+    let fleet = Fleet::start(3);
+    let hooks = fleet.dir().join("hooks.log");
+    fleet.inventory(
+        &format!(
+            "  hooks:\n    before_deploy: [\"echo before $SHIP_STAGE $SHIP_KIND >> {l}\"]\n    \
+             after_deploy: [\"echo after $SHIP_RELEASE_ID $SHIP_RESULT >> {l}\"]\n    \
+             on_failure: [\"echo failure $SHIP_RESULT >> {l}\"]\n",
+            l = hooks.display()
+        ),
+        "",
+    );
+    let a = deploy_ok(&fleet, &[]);
+    let _servers: Vec<_> = fleet.hosts.iter().map(|h| h.serve_http(18080)).collect();
+    http_health(&fleet, 18080);
+
+    let run = fleet.ship(&[
+        "deploy",
+        "production",
+        "--canary",
+        "1",
+        "--observe",
+        "2s",
+        "--json",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let events: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let observing = events
+        .iter()
+        .find(|e| e["event"] == "observing")
+        .expect("an observing event");
+    assert_eq!(observing["hosts"], serde_json::json!(["web-1"]));
+    let summary = &events.last().expect("events")["summary"];
+    assert_eq!(summary["outcome"], "deployed");
+    assert_eq!(summary["canary"], serde_json::json!(["web-1"]));
+    let b = fleet.host(0).current_id().expect("current");
+    assert_fleet(&fleet, &b, &[&a, &b]);
+    // The canary switched, was checked, was watched for 2 s; then the rest switched together.
+    let at = |i: usize| {
+        summary["hosts"][i]["switched_at_unix_ns"]
+            .as_u64()
+            .map(u128::from)
+            .or_else(|| {
+                summary["hosts"][i]["switched_at_unix_ns"]
+                    .as_f64()
+                    .map(|f| f as u128)
+            })
+            .expect("switch time")
+    };
+    assert!(at(1) > at(0) + 2_000_000_000, "{summary}");
+    let rest = at(1).abs_diff(at(2));
+    assert!(rest < 1_000_000_000, "the rest switch together: {rest} ns");
+    // Every host's check passed (the verify phase ran on all three).
+    let health_ok = events
+        .iter()
+        .filter(|e| e["event"] == "step_finished" && e["step"] == "health check" && e["ok"] == true)
+        .count();
+    assert_eq!(health_ok, 3, "{}", run.stdout);
+    // Local hooks ran on the controller with the run's details.
+    let log = fs::read_to_string(&hooks).expect("hooks ran");
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(
+        lines[lines.len() - 2..],
+        [
+            "before production deploy".to_owned(),
+            format!("after {b} deployed")
+        ]
+    );
+}
+
+#[test]
+fn a_failing_canary_is_switched_back_and_the_release_removed_everywhere() {
+    let fleet = Fleet::start(3);
+    let hooks = fleet.dir().join("hooks.log");
+    fleet.inventory(
+        &format!(
+            "  hooks:\n    on_failure: [\"echo failure $SHIP_RESULT >> {}\"]\n",
+            hooks.display()
+        ),
+        "",
+    );
+    let a = deploy_ok(&fleet, &[]);
+    // web-1 (the canary) has no web server: its check fails. The others would pass.
+    let _servers: Vec<_> = fleet.hosts[1..]
+        .iter()
+        .map(|h| h.serve_http(18081))
+        .collect();
+    http_health(&fleet, 18081);
+
+    let run = fleet.ship(&["deploy", "production", "--canary", "web-1"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    let text = run.all();
+    assert!(text.contains("failed its checks"), "{text}");
+    assert!(
+        text.contains("[web-1] FAILED at verify (health check)"),
+        "{text}"
+    );
+    assert!(text.contains("status 000 (expected 200)"), "{text}");
+    // Nobody else ever switched; the canary is back; the release is gone everywhere.
+    assert_fleet(&fleet, &a, &[&a]);
+    assert!(!text.contains("[web-2] switched"), "{text}");
+    for h in &fleet.hosts {
+        assert!(bad_marks(h).is_empty(), "{}", h.name);
+        assert_eq!(
+            h.journal().last().expect("journal")["outcome"],
+            "rolled_back"
+        );
+    }
+    assert_eq!(
+        fs::read_to_string(&hooks).expect("on_failure ran").trim(),
+        "failure rolled_back"
+    );
+}
+
+#[test]
+fn interrupting_the_canary_hold_switches_the_canary_back() {
+    let fleet = Fleet::start(2);
+    fleet.inventory("", "");
+    let a = deploy_ok(&fleet, &[]);
+    let running = fleet.spawn_ship(&["deploy", "production", "--canary", "1", "--observe", "60s"]);
+    crate::support::wait_until(
+        "the canary is switched",
+        std::time::Duration::from_secs(60),
+        || fleet.host(0).current_id().as_deref() != Some(a.as_str()),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    running.signal("-INT");
+    let run = running.finish();
+    assert_eq!(run.code, 130, "{}", run.all());
+    assert!(
+        run.stderr.contains("interrupted during the canary"),
+        "{}",
+        run.stderr
+    );
+    assert_fleet(&fleet, &a, &[&a]);
+}
+
+#[test]
+fn a_failed_health_check_after_the_switch_rolls_the_fleet_back_and_keeps_the_release_as_bad() {
+    let fleet = Fleet::start(3);
+    fleet.inventory(
+        "  health_check: { command: \"test ! -e $SHIP_DEPLOY_TO/shared/UNHEALTHY\", retries: 2, interval: 100ms }\n",
+        "",
+    );
+    let a = deploy_ok(&fleet, &[]);
+    fs::write(fleet.host(1).path("shared/UNHEALTHY"), "").expect("marker");
+    let run = fleet.deploy();
+    assert_eq!(run.code, 1, "{}", run.all());
+    let text = run.all();
+    assert!(
+        text.contains("failed its checks after the switch; the whole fleet was switched back"),
+        "{text}"
+    );
+    assert!(
+        text.contains("[web-2] FAILED at verify (health check)")
+            && text.contains("the command exited with status 1"),
+        "{text}"
+    );
+    let b = fleet
+        .host(0)
+        .releases()
+        .into_iter()
+        .find(|r| *r != a)
+        .expect("the new release is kept");
+    assert_fleet(&fleet, &a, &[&a, &b]);
+    for h in &fleet.hosts {
+        assert_eq!(bad_marks(h), vec![b.clone()], "{}", h.name);
+        assert_eq!(h.journal().last().expect("j")["outcome"], "rolled_back");
+    }
+    fs::remove_file(fleet.host(1).path("shared/UNHEALTHY")).expect("rm");
+    fs::write(fleet.host(0).path("shared/.env"), "KEEP=1\n").expect("env");
+    // The next deploy works, and the bad release does not count towards keep_releases.
+    let c = deploy_ok(&fleet, &[]);
+    assert_fleet(&fleet, &c, &[&a, &b, &c]);
+    assert_eq!(
+        fs::read_to_string(fleet.host(0).path("shared/.env")).expect("env"),
+        "KEEP=1\n"
+    );
+}
+
+#[test]
+fn run_once_steps_run_on_the_primary_host_only_and_their_failure_aborts() {
+    let fleet = Fleet::start(3);
+    fleet.inventory(
+        "  run_once: [\"echo $SHIP_RELEASE_ID >> $SHIP_DEPLOY_TO/shared/migrations.log\"]\n",
+        "",
+    );
+    fleet.host_settings(1, "roles: [web, primary]");
+    let a = deploy_ok(&fleet, &[]);
+    for (i, h) in fleet.hosts.iter().enumerate() {
+        let log = fs::read_to_string(h.path("shared/migrations.log")).ok();
+        if i == 1 {
+            assert_eq!(
+                log.as_deref().map(str::trim),
+                Some(a.as_str()),
+                "{}",
+                h.name
+            );
+        } else {
+            assert_eq!(log, None, "{}: run-once ran here", h.name);
+        }
+    }
+    // A failing run-once step: no host switches, the staged release is removed everywhere.
+    fleet.edit_inventory(|t| {
+        t.replace(
+            "run_once: [\"echo $SHIP_RELEASE_ID >> $SHIP_DEPLOY_TO/shared/migrations.log\"]",
+            "run_once: [\"echo migration failed >&2; exit 5\"]",
+        )
+    });
+    let run = fleet.deploy();
+    assert_eq!(run.code, 1, "{}", run.all());
+    let text = run.all();
+    assert!(
+        text.contains("[web-2] FAILED at run once (run once: echo migration failed >&2; exit 5): exited with status 5"),
+        "{text}"
+    );
+    assert!(text.contains("aborted: no host was switched"), "{text}");
+    assert_fleet(&fleet, &a, &[&a]);
+}
+
+#[test]
+fn after_switch_failures_with_on_failure_warn_are_reported_and_the_release_stays() {
+    let fleet = Fleet::start(3);
+    fleet.inventory(
+        "  after_switch: [\"echo restarted > $SHIP_RELEASE_PATH/restarted\", \"test ! -e $SHIP_DEPLOY_TO/shared/HOOK_FAILS\"]\n  \
+         health_check: { on_failure: warn }\n",
+        "",
+    );
+    fs::create_dir_all(fleet.host(2).path("shared")).expect("mkdir");
+    fs::write(fleet.host(2).path("shared/HOOK_FAILS"), "").expect("marker");
+    let run = fleet.ship(&["deploy", "production", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let id = fleet.host(0).current_id().expect("current");
+    assert_fleet(&fleet, &id, &[&id]);
+    for h in &fleet.hosts {
+        assert!(
+            h.path("current/restarted").is_file(),
+            "{}: hook ran",
+            h.name
+        );
+    }
+    let summary: serde_json::Value = run
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "finished")
+        .map(|e| e["summary"].clone())
+        .expect("summary");
+    assert_eq!(summary["outcome"], "deployed");
+    let w = &summary["hosts"][2]["warnings"][0];
+    assert_eq!(w["phase"], "verify");
+    assert!(
+        w["step"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("after switch: test ! -e")),
+        "{summary}"
+    );
+    assert_eq!(summary["hosts"][0]["warnings"], serde_json::json!([]));
+}
+
+#[test]
+fn check_passes_a_healthy_fleet_and_names_what_is_wrong_on_a_broken_host() {
+    let fleet = Fleet::start(2);
+    fleet.inventory("", "");
+    let run = fleet.ship(&["check", "production"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(
+        run.stdout
+            .contains("production: all 2 host(s) ready to deploy"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        run.stdout.matches("switch     PASS").count(),
+        2,
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("not in shared/ yet: .env, storage"),
+        "{}",
+        run.stdout
+    );
+    // Nothing that matters was made: no releases, no current, no lock, no scratch left.
+    for h in &fleet.hosts {
+        assert!(h.releases().is_empty() && h.current().is_none() && !h.locked());
+        let scratch: Vec<_> = fs::read_dir(h.path(".ship"))
+            .expect(".ship")
+            .flatten()
+            .collect();
+        assert!(scratch.is_empty(), "{}: {scratch:?}", h.name);
+    }
+    // web-2: `current` is a directory set up by hand; web-1: mv does not rename (a new inode).
+    fs::create_dir_all(fleet.host(1).path("current")).expect("hand-made current");
+    fleet.host(0).fault(
+        "mv",
+        "src=\"$2\"; dst=\"$3\"; [ -d \"$dst\" ] && dst=\"$dst/$(basename \"$src\")\"; \
+         rm -f \"$dst\"; ln -s \"$(readlink \"$src\")\" \"$dst\"; rm -f \"$src\"",
+    );
+    let run = fleet.ship(&["check", "production"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.stdout
+            .contains("production: 2 of 2 host(s) FAILED a check"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("web-1  switch     FAIL    the rename test failed: not-atomic"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains(&format!(
+            "web-2  deploy_to  FAIL    {DEPLOY_TO}/current is not a symlink"
+        )),
+        "{}",
+        run.stdout
+    );
+    assert!(fleet.host(1).path("current").is_dir(), "left untouched");
+}
+
+#[test]
+fn dry_run_changes_nothing_and_prints_what_a_real_run_then_does() {
+    let fleet = Fleet::start(2);
+    fleet.inventory("  run_once: [\"true\"]\n", "");
+    let a = deploy_ok(&fleet, &[]);
+    let journals: Vec<usize> = fleet.hosts.iter().map(|h| h.journal().len()).collect();
+    let shared: Vec<_> = fleet.hosts.iter().map(|h| h.shared_snapshot()).collect();
+
+    let run = fleet.ship(&["deploy", "production", "--dry-run"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let plan = run.stdout.clone();
+    assert!(plan.contains("dry run: deploy"), "{plan}");
+    assert!(plan.contains("run-once steps run on web-1 only"), "{plan}");
+    assert_eq!(
+        plan.matches("# run once · run once: true").count(),
+        1,
+        "{plan}"
+    );
+    for (i, h) in fleet.hosts.iter().enumerate() {
+        assert_fleet_host_unchanged(h, &a, journals[i]);
+        assert_eq!(h.shared_snapshot(), shared[i]);
+    }
+    // `ship plan` is the same thing, as JSON here.
+    let json = fleet.ship(&["plan", "production", "--json"]);
+    assert_eq!(json.code, 0, "{}", json.all());
+    let p: serde_json::Value = serde_json::from_str(json.stdout.trim()).expect("one JSON plan");
+    let planned: Vec<String> = p["hosts"][0]["commands"]
+        .as_array()
+        .expect("commands")
+        .iter()
+        .filter(|c| c["phase"] == "prepare")
+        .map(|c| c["name"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(
+        planned,
+        [
+            "create",
+            "upload",
+            "link",
+            "build: sh build.sh",
+            "stage switch"
+        ]
+    );
+    assert!(
+        p["hosts"][0]["commands"]
+            .as_array()
+            .expect("commands")
+            .iter()
+            .any(|c| c["phase"] == "switch"
+                && c["script"].as_str().is_some_and(|s| s.contains("mv -f"))),
+        "{p}"
+    );
+    // The real run does exactly those prepare steps, in that order, on every host.
+    let real = fleet.ship(&["deploy", "production", "--json"]);
+    assert_eq!(real.code, 0, "{}", real.all());
+    for h in &fleet.hosts {
+        let ran: Vec<String> = real
+            .stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| {
+                e["event"] == "step_started"
+                    && e["host"] == h.name.as_str()
+                    && !e["step"].as_str().unwrap_or("").starts_with("run once")
+            })
+            .map(|e| e["step"].as_str().unwrap_or("").to_owned())
+            .collect();
+        assert_eq!(ran, planned, "{}", h.name);
+    }
+}
+
+fn assert_fleet_host_unchanged(h: &crate::support::TestHost, current: &str, journal: usize) {
+    assert_eq!(h.current_id().as_deref(), Some(current), "{}", h.name);
+    assert_eq!(h.releases(), vec![current.to_owned()], "{}", h.name);
+    assert!(!h.locked(), "{}", h.name);
+    assert_eq!(h.journal().len(), journal, "{}", h.name);
+    assert!(
+        fs::read_dir(h.path(".ship"))
+            .expect(".ship")
+            .flatten()
+            .all(|e| !e.file_name().to_string_lossy().starts_with("stage-")),
+        "{}: staged link",
+        h.name
+    );
+}
