@@ -512,6 +512,8 @@ fn the_inventory_reference_documents_every_key_the_parser_accepts() {
         .iter()
         .chain(ship::inventory::HOST_KEYS)
         .chain(ship::inventory::STAGE_KEYS)
+        .chain(ship::inventory::HEALTH_KEYS)
+        .chain(ship::inventory::HOOK_KEYS)
         .chain(["artifact", "git", "ref", "files", "dirs"].iter());
     for key in keys {
         assert!(
@@ -716,7 +718,13 @@ fn a_lock_held_by_another_deploy_stops_everything_and_is_left_alone() {
 fn every_scenario_in_the_reliability_guide_names_a_real_test() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let doc = fs::read_to_string(root.join("docs/reliability.md")).expect("docs/reliability.md");
-    let sources: String = ["tests/e2e.rs", "tests/e2e/faults.rs", "src/remote/tests.rs"]
+    let sources: String = [
+        "tests/e2e.rs",
+        "tests/e2e/faults.rs",
+        "tests/e2e/rollout.rs",
+        "src/remote/tests.rs",
+        "src/fleet/protocol_tests.rs",
+    ]
         .iter()
         .map(|p| fs::read_to_string(root.join(p)).expect("test source"))
         .collect();
