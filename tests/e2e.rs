@@ -725,9 +725,9 @@ fn every_scenario_in_the_reliability_guide_names_a_real_test() {
         "src/remote/tests.rs",
         "src/fleet/protocol_tests.rs",
     ]
-        .iter()
-        .map(|p| fs::read_to_string(root.join(p)).expect("test source"))
-        .collect();
+    .iter()
+    .map(|p| fs::read_to_string(root.join(p)).expect("test source"))
+    .collect();
     let mut named = 0;
     for line in doc.lines().filter(|l| l.starts_with('|')) {
         let Some(cell) = line.trim_end_matches('|').rsplit('|').next() else {

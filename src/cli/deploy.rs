@@ -154,6 +154,13 @@ pub async fn rollback(args: RollbackArgs) -> u8 {
         }
     }
     let hook_dir = inventory_dir(&g.inventory);
+    let env = hook_env(&stage, "rollback", args.to.as_deref(), "", None);
+    if let Err(e) =
+        crate::hooks::run("before_deploy", &stage.hooks.before_deploy, &env, &hook_dir).await
+    {
+        eprintln!("error: {e}\n  nothing was changed on any host");
+        return exit::FAILED;
+    }
     let options = RunOptions {
         accept_new_host_keys: args.accept_new_host_keys,
         keep_failed: false,

@@ -63,6 +63,16 @@ pub struct Deploy {
     pub lock_wait: Duration,
 }
 
+/// The masker for every secret of a stage's hosts.
+fn masker_for(stage: &Stage) -> Masker {
+    Masker::new(
+        stage
+            .hosts
+            .iter()
+            .flat_map(|h| h.config.secrets().map(str::to_owned).collect::<Vec<_>>()),
+    )
+}
+
 /// Replaces secret values in anything shown.
 #[derive(Clone, Default)]
 pub struct Masker(Arc<Vec<String>>);
@@ -254,12 +264,7 @@ pub(crate) fn operator() -> String {
 pub async fn deploy(d: Deploy, reporter: Arc<dyn Reporter>, cancel: CancellationToken) -> Summary {
     let started = Instant::now();
     let started_unix = util::unix_now();
-    let masker = Masker::new(
-        d.stage
-            .hosts
-            .iter()
-            .flat_map(|h| h.config.secrets().map(str::to_owned).collect::<Vec<_>>()),
-    );
+    let masker = masker_for(&d.stage);
     let mut hosts: Vec<HostRun> = d
         .stage
         .hosts
@@ -1567,7 +1572,7 @@ pub async fn plan(d: Deploy) -> RunPlan {
         kind: d.job.kind(),
         reporter: Arc::new(crate::report::Recorder::default()),
         stage: d.stage.name.clone(),
-        masker: Masker::default(),
+        masker: masker_for(&d.stage),
         release: String::new(),
         token: String::new(),
         revision: source.revision.clone(),
@@ -1597,10 +1602,11 @@ pub async fn plan(d: Deploy) -> RunPlan {
         }
         let d_to = &h.host.config.deploy_to;
         let plan = plan_for(h, &ctx, &source.delivery);
+        // Secrets are masked here as in every output.
         let cmd = |phase, name: &str, script: String| PlannedCommand {
             phase,
-            name: name.to_owned(),
-            script,
+            name: ctx.masker.mask(name),
+            script: ctx.masker.mask(&script),
         };
         let mut commands = vec![cmd(Phase::Lock, "lock", remote::lock(d_to, &owner))];
         for step in remote::prepare(&plan) {

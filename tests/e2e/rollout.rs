@@ -501,7 +501,10 @@ fn check_passes_a_healthy_fleet_and_names_what_is_wrong_on_a_broken_host() {
 #[test]
 fn dry_run_changes_nothing_and_prints_what_a_real_run_then_does() {
     let fleet = Fleet::start(2);
-    fleet.inventory("  run_once: [\"true\"]\n", "");
+    fleet.inventory(
+        "  run_once: [\"true\"]\n  env:\n    API_TOKEN: { value: \"tok-plan-secret-42\", secret: true }\n",
+        "",
+    );
     let a = deploy_ok(&fleet, &[]);
     let journals: Vec<usize> = fleet.hosts.iter().map(|h| h.journal().len()).collect();
     let shared: Vec<_> = fleet.hosts.iter().map(|h| h.shared_snapshot()).collect();
@@ -514,6 +517,12 @@ fn dry_run_changes_nothing_and_prints_what_a_real_run_then_does() {
     assert_eq!(
         plan.matches("# run once · run once: true").count(),
         1,
+        "{plan}"
+    );
+    // Secrets are masked in the plan as everywhere.
+    assert!(!plan.contains("tok-plan-secret-42"), "{plan}");
+    assert!(
+        plan.contains("API_TOKEN=****") || plan.contains("API_TOKEN='****'"),
         "{plan}"
     );
     for (i, h) in fleet.hosts.iter().enumerate() {
