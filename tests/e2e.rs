@@ -748,3 +748,51 @@ fn every_scenario_in_the_reliability_guide_names_a_real_test() {
     }
     assert!(named >= 20, "the guide names its tests ({named} found)");
 }
+
+#[test]
+fn config_prints_the_effective_settings_per_host_with_secrets_masked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inv = dir.path().join("inventory.yaml");
+    fs::write(
+        &inv,
+        "defaults:\n  deploy_to: /var/www/app\n  recipe: laravel\n  source: { artifact: ./build }\n  \
+         env:\n    APP_ENV: production\n    DB_PASSWORD: { value: \"pw-93x-secret\", secret: true }\n  \
+         build: [\"echo pw-93x-secret | ./configure\"]\nstages:\n  production:\n    \
+         step_timeout: 90s\n    hosts:\n      web-1: { address: 10.0.0.1 }\n      \
+         web-2: { address: 10.0.0.2, port: 2222, deploy_to: /srv/app, env: { APP_ENV: canary } }\n",
+    )
+    .expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ship"))
+        .args(["config", "production", "-i"])
+        .arg(&inv)
+        .output()
+        .expect("ship config");
+    let yaml = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{yaml}");
+    assert!(!yaml.contains("pw-93x-secret"), "{yaml}");
+    assert!(yaml.contains("DB_PASSWORD: \"****\""), "{yaml}");
+    assert!(yaml.contains("echo **** | ./configure"), "{yaml}");
+    let json = std::process::Command::new(env!("CARGO_BIN_EXE_ship"))
+        .args(["config", "production", "--json", "-i"])
+        .arg(&inv)
+        .output()
+        .expect("ship config --json");
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
+    let (w1, w2) = (&v["hosts"][0], &v["hosts"][1]);
+    assert_eq!(w1["deploy_to"], "/var/www/app");
+    assert_eq!(w2["deploy_to"], "/srv/app");
+    assert_eq!(w2["port"], 2222);
+    assert_eq!(w1["env"]["APP_ENV"], "production");
+    assert_eq!(w2["env"]["APP_ENV"], "canary");
+    assert_eq!(w2["env"]["DB_PASSWORD"], "****");
+    assert_eq!(w1["step_timeout"], "90s");
+    // The recipe's values, and the inventory's own build list instead of the recipe's.
+    assert_eq!(w1["recipe"], "laravel");
+    assert_eq!(
+        w1["run_once"],
+        serde_json::json!(["php artisan migrate --force"])
+    );
+    assert_eq!(w1["shared"]["files"], serde_json::json!([".env"]));
+    assert_eq!(w1["build"], serde_json::json!(["echo **** | ./configure"]));
+    assert!(!String::from_utf8_lossy(&json.stdout).contains("pw-93x-secret"));
+}

@@ -402,3 +402,27 @@ pub async fn check(g: &Global, stage: &str) -> u8 {
     }
     if failed == 0 { exit::OK } else { exit::FAILED }
 }
+
+/// `ship config <stage>`: the effective settings per host, secrets masked.
+pub fn config(g: &Global, stage: &str) -> u8 {
+    let stage = match load_stage(g, stage) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let masker = crate::fleet::masker_for(&stage);
+    let view = crate::inventory::show::stage_config(&stage, |s| masker.mask(s));
+    if g.json {
+        print_json(&view);
+        return exit::OK;
+    }
+    match serde_saphyr::to_string(&view) {
+        Ok(text) => {
+            print!("{text}");
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("error: cannot render YAML: {e}");
+            exit::FAILED
+        }
+    }
+}

@@ -58,6 +58,9 @@ enum Command {
     /// Check that every host can take a deploy, changing nothing that matters: connection and
     /// host key, deploy_to writable, free disk, tools, shared files, atomic rename.
     Check(StageArgs),
+    /// Print the effective settings of every host of a stage (after defaults, stage, host and
+    /// recipe), secrets masked, as YAML (or JSON with --json).
+    Config(StageArgs),
     /// Show or release the deploy lock of a stage.
     #[command(subcommand)]
     Lock(LockCommand),
@@ -227,6 +230,7 @@ pub fn main() -> ExitCode {
             Command::Status(a) => inspect::status(&a.global, &a.stage).await,
             Command::Releases(a) => inspect::releases(&a.global, &a.stage).await,
             Command::Check(a) => inspect::check(&a.global, &a.stage).await,
+            Command::Config(a) => inspect::config(&a.global, &a.stage),
             Command::Lock(LockCommand::Status(a)) => {
                 inspect::lock_status(&a.global, &a.stage).await
             }

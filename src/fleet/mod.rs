@@ -3,4 +3,4 @@ pub mod lock;
 pub mod protocol;
 pub mod run;
 
-pub use run::{Deploy, HostPlan, Job, Masker, PlannedCommand, RunPlan, deploy, plan};
+pub use run::{Deploy, HostPlan, Job, Masker, PlannedCommand, RunPlan, deploy, masker_for, plan};

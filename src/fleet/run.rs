@@ -64,7 +64,7 @@ pub struct Deploy {
 }
 
 /// The masker for every secret of a stage's hosts.
-fn masker_for(stage: &Stage) -> Masker {
+pub fn masker_for(stage: &Stage) -> Masker {
     Masker::new(
         stage
             .hosts

@@ -11,6 +11,7 @@
 mod error;
 mod node;
 mod parse;
+pub mod show;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
