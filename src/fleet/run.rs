@@ -605,6 +605,7 @@ fn plan_for<'a>(h: &'a HostRun, ctx: &'a Ctx, delivery: &'a remote::Delivery) ->
         delivery,
         shared_files: &h.host.config.shared.files,
         shared_dirs: &h.host.config.shared.dirs,
+        copy_from_previous: &h.host.config.copy_from_previous,
         build: &h.host.config.build,
         env: &h.host.config.env,
     }

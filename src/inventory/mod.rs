@@ -284,6 +284,8 @@ pub struct HostConfig {
     pub keep_releases: usize,
     pub source: Source,
     pub shared: Shared,
+    /// Paths copied from the current release into the new one before the build steps.
+    pub copy_from_previous: Vec<String>,
     pub build: Vec<String>,
     /// Run on one host (role `primary`, else the first) after every host prepared, before any
     /// host switches: database migrations.

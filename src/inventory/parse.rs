@@ -26,6 +26,7 @@ pub const LAYER_KEYS: &[&str] = &[
     "source",
     "shared",
     "build",
+    "copy_from_previous",
     "run_once",
     "after_switch",
     "health_check",
@@ -286,6 +287,7 @@ struct Layer {
     source: Option<At<Source>>,
     shared: Option<Shared>,
     build: Option<Vec<String>>,
+    copy_from_previous: Option<At<Vec<String>>>,
     run_once: Option<Vec<String>>,
     after_switch: Option<Vec<String>>,
     health_check: Option<HealthCheck>,
@@ -320,6 +322,10 @@ impl Layer {
             source: upper.source.clone().or_else(|| self.source.clone()),
             shared: upper.shared.clone().or_else(|| self.shared.clone()),
             build: upper.build.clone().or_else(|| self.build.clone()),
+            copy_from_previous: upper
+                .copy_from_previous
+                .clone()
+                .or_else(|| self.copy_from_previous.clone()),
             run_once: upper.run_once.clone().or_else(|| self.run_once.clone()),
             after_switch: upper
                 .after_switch
@@ -663,6 +669,25 @@ fn host(
         .source
         .clone()
         .ok_or_else(|| missing("source", "{ artifact: ./build }"))?;
+    let shared = l.shared.clone().unwrap_or_default();
+    let copy = l.copy_from_previous.clone();
+    if let Some(c) = &copy {
+        for p in &c.value {
+            if let Some(s) = shared
+                .files
+                .iter()
+                .chain(shared.dirs.iter())
+                .find(|s| overlaps(s, p))
+            {
+                return Err(ctx.err_hint(
+                    c.pos,
+                    &c.path,
+                    format!("`{p}` overlaps the shared path `{s}`"),
+                    "a shared path is linked from shared/, not copied; remove it from one list",
+                ));
+            }
+        }
+    }
     let defaults = Timeouts::default();
     let user = l
         .user
@@ -683,7 +708,8 @@ fn host(
         deploy_to,
         keep_releases: l.keep_releases.unwrap_or(5),
         source: source.value.clone(),
-        shared: l.shared.clone().unwrap_or_default(),
+        shared,
+        copy_from_previous: copy.map(|c| c.value).unwrap_or_default(),
         build: l.build.clone().unwrap_or_default(),
         run_once: l.run_once.clone().unwrap_or_default(),
         after_switch: l.after_switch.clone().unwrap_or_default(),
@@ -763,6 +789,17 @@ fn layer<'n>(
             "source" => l.source = Some(source(ctx, v, &p)?),
             "shared" => l.shared = Some(shared(ctx, v, &p)?),
             "build" => l.build = Some(strings(ctx, v, &p)?),
+            "copy_from_previous" => {
+                let mut paths = Vec::new();
+                for (i, (path, pos)) in ctx.list_of_strings(v, &p)?.into_iter().enumerate() {
+                    paths.push(shared_path(ctx, &path, pos, &format!("{p}[{i}]"))?);
+                }
+                l.copy_from_previous = Some(At {
+                    value: paths,
+                    pos: v.pos,
+                    path: p.clone(),
+                });
+            }
             "run_once" => l.run_once = Some(strings(ctx, v, &p)?),
             "after_switch" => l.after_switch = Some(strings(ctx, v, &p)?),
             "health_check" => l.health_check = Some(health_check(ctx, v, &p)?),

@@ -109,8 +109,8 @@ fn unknown_key_names_file_line_column_path_and_nearest_key() {
  26 |         prot: 22
     |         ^
   hint: did you mean `port`? valid keys here: connection, user, port, identity_file, \
-known_hosts, host_key_checking, deploy_to, keep_releases, source, shared, build, run_once, \
-after_switch, health_check, recipe, env, connect_timeout, step_timeout, switch_timeout, \
+known_hosts, host_key_checking, deploy_to, keep_releases, source, shared, build, \
+copy_from_previous, run_once, after_switch, health_check, recipe, env, connect_timeout, step_timeout, switch_timeout, \
 keepalive_interval, address, roles"
     );
 }
@@ -328,6 +328,40 @@ stages:
     .to_string();
     assert!(
         e.contains("unknown recipe `rails`") && e.contains("recipes: laravel"),
+        "{e}"
+    );
+}
+
+#[test]
+fn copy_from_previous_paths_are_checked_like_shared_paths() {
+    let base = "defaults:\n  deploy_to: /var/www/app\n  source: { artifact: ./build }\n  \
+                shared: { dirs: [storage] }\n  COPY\nstages:\n  p:\n    hosts:\n      \
+                w: { address: 10.0.0.1 }\n";
+    let parse = |copy: &str| {
+        parse_inventory(
+            Path::new("/srv/inv/inventory.yaml"),
+            &base.replace("COPY", copy),
+        )
+    };
+    let inv = parse("copy_from_previous: [vendor, ./node_modules]").expect("valid");
+    assert_eq!(
+        inv.stage("p").expect("p").hosts[0]
+            .config
+            .copy_from_previous,
+        vec!["vendor", "node_modules"]
+    );
+    let e = parse("copy_from_previous: [../vendor]")
+        .expect_err("leaves the release")
+        .to_string();
+    assert!(
+        e.contains("copy_from_previous[0]: `../vendor` leaves the release directory"),
+        "{e}"
+    );
+    let e = parse("copy_from_previous: [storage/cache]")
+        .expect_err("overlaps shared")
+        .to_string();
+    assert!(
+        e.contains("`storage/cache` overlaps the shared path `storage`"),
         "{e}"
     );
 }

@@ -49,6 +49,7 @@ fn plan<'a>(deploy_to: &'a str, delivery: &'a Delivery, env: &'a [EnvVar]) -> Pl
         delivery,
         shared_files: &FILES,
         shared_dirs: &DIRS,
+        copy_from_previous: &[],
         build: &BUILD,
         env,
     }
@@ -492,6 +493,7 @@ fn release_plan<'a>(deploy_to: &'a str, delivery: &'a Delivery) -> Plan<'a> {
         delivery,
         shared_files: &[],
         shared_dirs: &[],
+        copy_from_previous: &[],
         build: &[],
         env: &[],
     }

@@ -592,3 +592,44 @@ fn assert_fleet_host_unchanged(h: &crate::support::TestHost, current: &str, jour
         h.name
     );
 }
+
+#[test]
+fn copy_from_previous_gives_the_new_release_the_files_and_never_touches_the_current_one() {
+    let fleet = Fleet::start(2);
+    // The "dependency install" appends to a file in place, as composer does with its autoload
+    // files: through a hard link it would change the live release.
+    fleet.inventory("  copy_from_previous: [vendor, cache/deps]\n", "");
+    fleet.edit_inventory(|t| {
+        t.replace(
+            "build: [\"sh build.sh\"]",
+            "build: [\"sh build.sh\", \"mkdir -p vendor cache/deps && echo $SHIP_RELEASE_ID >> vendor/installed.txt && touch cache/deps/x\"]",
+        )
+    });
+    let a = deploy_ok(&fleet, &[]);
+    let b = deploy_ok(&fleet, &["--json"]);
+    for h in &fleet.hosts {
+        let old = h.path(&format!("releases/{a}/vendor/installed.txt"));
+        let new = h.path(&format!("releases/{b}/vendor/installed.txt"));
+        assert_eq!(
+            fs::read_to_string(&old).expect("old"),
+            format!("{a}\n"),
+            "{}",
+            h.name
+        );
+        assert_eq!(
+            fs::read_to_string(&new).expect("new"),
+            format!("{a}\n{b}\n"),
+            "{}: the new release started from the previous one's files",
+            h.name
+        );
+        use std::os::unix::fs::MetadataExt;
+        assert_ne!(
+            fs::metadata(&old).expect("old").ino(),
+            fs::metadata(&new).expect("new").ino(),
+            "{}: a copy, not a hard link",
+            h.name
+        );
+        assert!(h.path(&format!("releases/{b}/cache/deps/x")).is_file());
+        assert_eq!(h.current_id().as_deref(), Some(b.as_str()));
+    }
+}
