@@ -110,6 +110,8 @@ pub struct Summary {
     pub flip_skew_ms: Option<f64>,
     /// The hosts that switched first (`--canary`).
     pub canary: Vec<String>,
+    /// Hosts of the stage left out by `--hosts` / `--roles`: not contacted, untouched.
+    pub untouched: Vec<String>,
     pub phases: Vec<PhaseTiming>,
     pub elapsed_ms: u64,
 }

@@ -23,7 +23,10 @@ pub fn load_stage(g: &Global, name: &str) -> Result<Stage, u8> {
         eprintln!("error: stage `{}` has no hosts", stage.name);
         return Err(exit::USAGE);
     }
-    Ok(stage.clone())
+    stage.select(&g.hosts, &g.roles).map_err(|e| {
+        eprintln!("error: {e}");
+        exit::USAGE
+    })
 }
 
 /// The stage and where its hosts stand.

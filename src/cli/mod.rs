@@ -89,6 +89,12 @@ pub struct Global {
     /// Print only the summary and errors.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Limit the run to these hosts (names separated by commas); the rest are left untouched.
+    #[arg(long, global = true, value_name = "HOSTS", value_delimiter = ',')]
+    pub hosts: Vec<String>,
+    /// Limit the run to hosts with any of these roles (separated by commas).
+    #[arg(long, global = true, value_name = "ROLES", value_delimiter = ',')]
+    pub roles: Vec<String>,
 }
 
 #[derive(Args, Debug, Clone)]

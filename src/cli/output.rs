@@ -414,6 +414,12 @@ pub fn summary_text(s: &Summary) -> String {
             ));
         }
     }
+    if !s.untouched.is_empty() {
+        out.push_str(&format!(
+            "  not selected by --hosts/--roles, untouched: {}\n",
+            s.untouched.join(", ")
+        ));
+    }
     let left: Vec<&str> = s
         .hosts
         .iter()

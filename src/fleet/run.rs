@@ -478,6 +478,7 @@ pub async fn deploy(d: Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellation
             .iter()
             .filter_map(|&i| d.stage.hosts.get(i).map(|h| h.name.clone()))
             .collect(),
+        untouched: d.stage.excluded.clone(),
         phases,
         elapsed_ms: started.elapsed().as_millis() as u64,
     };

@@ -79,6 +79,8 @@ pub struct Stage {
     pub observe: Duration,
     /// Commands run on the controller around a deploy (`hooks:`).
     pub hooks: Hooks,
+    /// Hosts of the stage left out of this run by `--hosts` / `--roles`.
+    pub excluded: Vec<String>,
 }
 
 /// Which hosts of a stage switch first.
@@ -102,6 +104,52 @@ pub struct Hooks {
 }
 
 impl Stage {
+    /// This stage limited to the named hosts and/or the hosts with any of the roles (both given:
+    /// a host must match both). The others are listed in `excluded`. An unknown host name, or
+    /// a selection that leaves no host, is an error that says what exists.
+    pub fn select(&self, names: &[String], roles: &[String]) -> Result<Stage, String> {
+        if names.is_empty() && roles.is_empty() {
+            return Ok(self.clone());
+        }
+        let known: Vec<&str> = self.hosts.iter().map(|h| h.name.as_str()).collect();
+        if let Some(n) = names.iter().find(|n| !known.contains(&n.as_str())) {
+            let hint = match nearest(n, &known) {
+                Some(m) => format!("did you mean `{m}`? hosts here: {}", known.join(", ")),
+                None => format!("hosts here: {}", known.join(", ")),
+            };
+            return Err(format!(
+                "--hosts: `{n}` is not a host of stage `{}`\n  hint: {hint}",
+                self.name
+            ));
+        }
+        let (picked, left): (Vec<Host>, Vec<Host>) = self.hosts.iter().cloned().partition(|h| {
+            (names.is_empty() || names.contains(&h.name))
+                && (roles.is_empty() || h.config.roles.iter().any(|r| roles.contains(r)))
+        });
+        if picked.is_empty() {
+            let mut all: Vec<&str> = self
+                .hosts
+                .iter()
+                .flat_map(|h| h.config.roles.iter().map(String::as_str))
+                .collect();
+            all.sort();
+            all.dedup();
+            return Err(format!(
+                "no host of stage `{}` matches --hosts/--roles\n  hint: roles here: {}",
+                self.name,
+                if all.is_empty() {
+                    "none (set `roles:` on hosts)".to_owned()
+                } else {
+                    all.join(", ")
+                }
+            ));
+        }
+        let mut stage = self.clone();
+        stage.excluded = left.into_iter().map(|h| h.name).collect();
+        stage.hosts = picked;
+        Ok(stage)
+    }
+
     /// The index of the host that runs `run_once` steps: the first with role `primary`, else
     /// the first host.
     pub fn primary(&self) -> usize {

@@ -589,6 +589,7 @@ fn stage(
         canary: settings.canary.map(|c| c.value),
         observe: settings.observe.unwrap_or(Duration::ZERO),
         hooks: settings.hooks.unwrap_or_default(),
+        excluded: Vec::new(),
     })
 }
 

@@ -633,3 +633,75 @@ fn copy_from_previous_gives_the_new_release_the_files_and_never_touches_the_curr
         assert_eq!(h.current_id().as_deref(), Some(b.as_str()));
     }
 }
+
+#[test]
+fn hosts_and_roles_limit_a_run_and_leave_the_rest_untouched() {
+    let fleet = Fleet::start(3);
+    fleet.inventory("", "");
+    fleet.host_settings(2, "roles: [worker]");
+    let a = deploy_ok(&fleet, &[]);
+    let conns_web3 = fleet.connections(2);
+
+    let run = fleet.ship(&["deploy", "production", "--hosts", "web-1,web-2"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(
+        run.stdout.contains("2/2 hosts switched")
+            && run
+                .stdout
+                .contains("not selected by --hosts/--roles, untouched: web-3"),
+        "{}",
+        run.stdout
+    );
+    let b = fleet.host(0).current_id().expect("current");
+    assert_ne!(a, b);
+    assert_eq!(fleet.host(1).current_id().as_deref(), Some(b.as_str()));
+    assert_eq!(fleet.host(2).current_id().as_deref(), Some(a.as_str()));
+    assert_eq!(fleet.host(2).releases(), vec![a.clone()]);
+    assert_eq!(
+        fleet.connections(2),
+        conns_web3,
+        "web-3 was not even contacted"
+    );
+    // The whole stage is now on two releases, and status says so.
+    let st = fleet.ship(&["status", "production"]);
+    assert_eq!(st.code, 3, "{}", st.all());
+    assert!(st.stdout.contains("NOT consistent"), "{}", st.stdout);
+
+    // --roles picks the worker; then the whole stage is on one release again.
+    let run = fleet.ship(&[
+        "rollback",
+        "production",
+        "--roles",
+        "web,worker",
+        "--to",
+        &b,
+    ]);
+    assert_eq!(run.code, 1, "web-3 lacks {b}: {}", run.all());
+    let run = fleet.ship(&["deploy", "production", "--roles", "worker"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(
+        run.stdout.contains("untouched: web-1, web-2"),
+        "{}",
+        run.stdout
+    );
+    let c = fleet.host(2).current_id().expect("current");
+    assert_eq!(fleet.host(0).current_id().as_deref(), Some(b.as_str()));
+    assert_ne!(c, b);
+
+    // Unknown names and empty selections are usage errors that say what exists.
+    let run = fleet.ship(&["deploy", "production", "--hosts", "web-9"]);
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(
+        run.stderr
+            .contains("`web-9` is not a host of stage `production`")
+            && run.stderr.contains("hosts here: web-1, web-2, web-3"),
+        "{}",
+        run.stderr
+    );
+    let run = fleet.ship(&["deploy", "production", "--roles", "db"]);
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(run.stderr.contains("roles here: worker"), "{}", run.stderr);
+    for h in &fleet.hosts {
+        assert!(!h.locked(), "{}", h.name);
+    }
+}
