@@ -14,6 +14,8 @@ command -v nsenter >/dev/null 2>&1 || missing+=(util-linux)
 command -v iptables >/dev/null 2>&1 || missing+=(iptables)
 command -v git >/dev/null 2>&1 || missing+=(git)
 command -v zstd >/dev/null 2>&1 || missing+=(zstd)
+command -v sudo >/dev/null 2>&1 || missing+=(sudo)
+command -v setfacl >/dev/null 2>&1 || missing+=(acl)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "installing ${missing[*]}"

@@ -8,6 +8,8 @@ mod support;
 mod faults;
 #[path = "e2e/rollout.rs"]
 mod rollout;
+#[path = "e2e/servers.rs"]
+mod servers;
 
 use std::fs;
 use std::path::Path;
@@ -514,6 +516,8 @@ fn the_inventory_reference_documents_every_key_the_parser_accepts() {
         .chain(ship::inventory::STAGE_KEYS)
         .chain(ship::inventory::HEALTH_KEYS)
         .chain(ship::inventory::HOOK_KEYS)
+        .chain(ship::inventory::WRITABLE_KEYS)
+        .chain(ship::inventory::STEP_KEYS)
         .chain(["artifact", "git", "ref", "files", "dirs"].iter());
     for key in keys {
         assert!(

@@ -608,6 +608,7 @@ fn plan_for<'a>(h: &'a HostRun, ctx: &'a Ctx, delivery: &'a remote::Delivery) ->
         shared_dirs: &h.host.config.shared.dirs,
         copy_from_previous: &h.host.config.copy_from_previous,
         build: &h.host.config.build,
+        writable: h.host.config.writable.as_ref(),
         env: &h.host.config.env,
     }
 }
@@ -657,12 +658,33 @@ async fn run_steps(
                 {
                     f.message = format!("{}: the disk is full on this host", f.message);
                 }
+                if let Some(hint) = sudo_problem(&o.last_lines(TAIL_LINES)) {
+                    f.message = format!("{}: {hint}", f.message);
+                }
                 return Err(f);
             }
             Err(e) => return Err(transport_failure(ctx, phase, Some(&step.name), &e)),
         }
     }
     Ok(true)
+}
+
+/// What went wrong with `sudo`, from a step's output, with what to do about it.
+fn sudo_problem(tail: &[String]) -> Option<&'static str> {
+    let any = |needle: &str| tail.iter().any(|l| l.contains(needle));
+    if any("sudo: a password is required") || any("sudo: a terminal is required") {
+        Some(
+            "sudo asked for a password; ship runs sudo non-interactively (hint: allow the deploy \
+             user this command without a password, e.g. in /etc/sudoers.d/deploy: \
+             `deploy ALL=(root) NOPASSWD: /usr/bin/systemctl reload php8.3-fpm`)",
+        )
+    } else if any("sudo: not found") || any("sudo: command not found") {
+        Some("sudo is not installed on this host (hint: install it, or drop `sudo: true`)")
+    } else if any("is not in the sudoers file") || any("is not allowed to execute") {
+        Some("the deploy user may not run this with sudo (hint: add a sudoers rule for it)")
+    } else {
+        None
+    }
 }
 
 /// The run-once steps (migrations) on one host, after every host prepared and before any
@@ -691,7 +713,7 @@ async fn run_once(
         .config
         .run_once
         .iter()
-        .map(|c| remote::release_step(&plan, format!("run once: {c}"), c))
+        .map(|c| remote::release_step(&plan, "run once", c))
         .collect();
     let host = h.host.clone();
     let never = CancellationToken::new();
@@ -727,7 +749,7 @@ async fn verify(
             .config
             .after_switch
             .iter()
-            .map(|c| remote::release_step(&plan, format!("after switch: {c}"), c))
+            .map(|c| remote::release_step(&plan, "after switch", c))
             .collect();
         steps.extend(remote::health_step(&plan, &host.config.health_check));
         async move {
@@ -1616,7 +1638,7 @@ pub async fn plan(d: Deploy) -> RunPlan {
         }
         if options.run_once == Some(i) {
             for c in &h.host.config.run_once {
-                let step = remote::release_step(&plan, format!("run once: {c}"), c);
+                let step = remote::release_step(&plan, "run once", c);
                 commands.push(cmd(Phase::RunOnce, &step.name, step.script));
             }
         }
@@ -1626,7 +1648,7 @@ pub async fn plan(d: Deploy) -> RunPlan {
             remote::armed_switch(d_to, &ctx.release),
         ));
         for c in &h.host.config.after_switch {
-            let step = remote::release_step(&plan, format!("after switch: {c}"), c);
+            let step = remote::release_step(&plan, "after switch", c);
             commands.push(cmd(Phase::Verify, &step.name, step.script));
         }
         if let Some(step) = remote::health_step(&plan, &h.host.config.health_check) {

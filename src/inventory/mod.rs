@@ -18,8 +18,8 @@ use std::time::Duration;
 
 pub use error::{InventoryError, edit_distance, nearest};
 pub use parse::{
-    HEALTH_KEYS, HOOK_KEYS, HOST_KEYS, LAYER_KEYS, RECIPES, STAGE_KEYS, TOP_KEYS, parse_canary,
-    parse_duration, parse_inventory,
+    HEALTH_KEYS, HOOK_KEYS, HOST_KEYS, LAYER_KEYS, RECIPES, STAGE_KEYS, STEP_KEYS, TOP_KEYS,
+    WRITABLE_KEYS, parse_canary, parse_duration, parse_inventory,
 };
 
 /// A parsed inventory file.
@@ -293,6 +293,51 @@ impl Default for HealthCheck {
     }
 }
 
+/// How `writable` paths are made writable for the web server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WritableMode {
+    /// `chmod` with this mode (symbolic or octal), on the deploy user's own files.
+    Chmod(String),
+    /// POSIX ACLs (`setfacl`) giving this user (the web server's) and the deploy user rwX, with
+    /// default ACLs on directories so new files inherit them.
+    Acl(String),
+}
+
+/// Paths the web server must be able to write (`writable:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Writable {
+    pub paths: Vec<String>,
+    pub mode: WritableMode,
+}
+
+/// A command in `build`, `run_once` or `after_switch`: a string, or a mapping
+/// `{ run: …, sudo: true, roles: [worker] }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepSpec {
+    pub run: String,
+    /// Run as root through `sudo -n` (never prompts).
+    pub sudo: bool,
+    /// Only on hosts with one of these roles (empty: every host). Hosts are resolved with the
+    /// steps that apply to them.
+    pub roles: Vec<String>,
+}
+
+impl StepSpec {
+    pub fn plain(run: &str) -> Self {
+        StepSpec {
+            run: run.to_owned(),
+            sudo: false,
+            roles: Vec::new(),
+        }
+    }
+}
+
+impl PartialEq<&str> for StepSpec {
+    fn eq(&self, other: &&str) -> bool {
+        !self.sudo && self.roles.is_empty() && self.run == *other
+    }
+}
+
 /// How long ship waits on the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
@@ -334,12 +379,14 @@ pub struct HostConfig {
     pub shared: Shared,
     /// Paths copied from the current release into the new one before the build steps.
     pub copy_from_previous: Vec<String>,
-    pub build: Vec<String>,
+    pub build: Vec<StepSpec>,
+    /// Paths made writable for the web server after the build steps.
+    pub writable: Option<Writable>,
     /// Run on one host (role `primary`, else the first) after every host prepared, before any
     /// host switches: database migrations.
-    pub run_once: Vec<String>,
+    pub run_once: Vec<StepSpec>,
     /// Run on every host right after it switched (in the new release directory).
-    pub after_switch: Vec<String>,
+    pub after_switch: Vec<StepSpec>,
     pub health_check: HealthCheck,
     /// Labels for the host (`primary` picks the host for `run_once`).
     pub roles: Vec<String>,

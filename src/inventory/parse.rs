@@ -8,7 +8,7 @@ use super::error::{InventoryError, nearest};
 use super::node::{Kind, Node, Pos, parse_yaml};
 use super::{
     Canary, Connection, EnvVar, HealthCheck, Hooks, Host, HostConfig, HostKeyChecking, Inventory,
-    OnFailure, Probe, Shared, Source, Stage, Timeouts,
+    OnFailure, Probe, Shared, Source, Stage, StepSpec, Timeouts, Writable, WritableMode,
 };
 
 /// Keys allowed at the top of the document.
@@ -27,6 +27,7 @@ pub const LAYER_KEYS: &[&str] = &[
     "shared",
     "build",
     "copy_from_previous",
+    "writable",
     "run_once",
     "after_switch",
     "health_check",
@@ -61,6 +62,10 @@ pub const RECIPES: &[&str] = &["laravel"];
 const SOURCE_KEYS: &[&str] = &["artifact", "git", "ref"];
 const SHARED_KEYS: &[&str] = &["files", "dirs"];
 const SECRET_KEYS: &[&str] = &["value", "secret"];
+/// Keys of `writable`.
+pub const WRITABLE_KEYS: &[&str] = &["paths", "mode", "user", "chmod"];
+/// Keys of a step written as a mapping.
+pub const STEP_KEYS: &[&str] = &["run", "sudo", "roles"];
 
 struct Ctx<'a> {
     file: &'a Path,
@@ -286,10 +291,11 @@ struct Layer {
     keep_releases: Option<usize>,
     source: Option<At<Source>>,
     shared: Option<Shared>,
-    build: Option<Vec<String>>,
+    build: Option<Vec<StepSpec>>,
     copy_from_previous: Option<At<Vec<String>>>,
-    run_once: Option<Vec<String>>,
-    after_switch: Option<Vec<String>>,
+    writable: Option<Writable>,
+    run_once: Option<Vec<StepSpec>>,
+    after_switch: Option<Vec<StepSpec>>,
     health_check: Option<HealthCheck>,
     recipe: Option<String>,
     env: BTreeMap<String, EnvVar>,
@@ -326,6 +332,7 @@ impl Layer {
                 .copy_from_previous
                 .clone()
                 .or_else(|| self.copy_from_previous.clone()),
+            writable: upper.writable.clone().or_else(|| self.writable.clone()),
             run_once: upper.run_once.clone().or_else(|| self.run_once.clone()),
             after_switch: upper
                 .after_switch
@@ -711,9 +718,10 @@ fn host(
         source: source.value.clone(),
         shared,
         copy_from_previous: copy.map(|c| c.value).unwrap_or_default(),
-        build: l.build.clone().unwrap_or_default(),
-        run_once: l.run_once.clone().unwrap_or_default(),
-        after_switch: l.after_switch.clone().unwrap_or_default(),
+        writable: l.writable.clone(),
+        build: for_roles(l.build.clone(), &roles),
+        run_once: for_roles(l.run_once.clone(), &roles),
+        after_switch: for_roles(l.after_switch.clone(), &roles),
         health_check: l.health_check.clone().unwrap_or_default(),
         roles,
         recipe: l.recipe.clone(),
@@ -789,7 +797,7 @@ fn layer<'n>(
             "keep_releases" => l.keep_releases = Some(ctx.int(v, &p, 1, 1000)? as usize),
             "source" => l.source = Some(source(ctx, v, &p)?),
             "shared" => l.shared = Some(shared(ctx, v, &p)?),
-            "build" => l.build = Some(strings(ctx, v, &p)?),
+            "build" => l.build = Some(steps(ctx, v, &p)?),
             "copy_from_previous" => {
                 let mut paths = Vec::new();
                 for (i, (path, pos)) in ctx.list_of_strings(v, &p)?.into_iter().enumerate() {
@@ -801,8 +809,9 @@ fn layer<'n>(
                     path: p.clone(),
                 });
             }
-            "run_once" => l.run_once = Some(strings(ctx, v, &p)?),
-            "after_switch" => l.after_switch = Some(strings(ctx, v, &p)?),
+            "writable" => l.writable = Some(writable(ctx, v, &p)?),
+            "run_once" => l.run_once = Some(steps(ctx, v, &p)?),
+            "after_switch" => l.after_switch = Some(steps(ctx, v, &p)?),
             "health_check" => l.health_check = Some(health_check(ctx, v, &p)?),
             "recipe" => {
                 let r = ctx.non_empty(v, &p)?;
@@ -1049,6 +1058,56 @@ fn env(ctx: &Ctx, v: &Node, p: &str) -> Result<BTreeMap<String, EnvVar>> {
     Ok(out)
 }
 
+/// The steps that apply to a host with these roles.
+fn for_roles(steps: Option<Vec<StepSpec>>, roles: &[String]) -> Vec<StepSpec> {
+    steps
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|s| s.roles.is_empty() || s.roles.iter().any(|r| roles.contains(r)))
+        .collect()
+}
+
+/// A list of steps: each a command string, or `{ run: …, sudo: true, roles: [...] }`.
+fn steps(ctx: &Ctx, v: &Node, p: &str) -> Result<Vec<StepSpec>> {
+    let Kind::Seq(items) = &v.kind else {
+        return Err(ctx.expected(v, p, "a list of commands"));
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let ip = format!("{p}[{i}]");
+        if !matches!(item.kind, Kind::Map(_)) {
+            out.push(StepSpec::plain(&ctx.non_empty(item, &ip)?));
+            continue;
+        }
+        let mut run = None;
+        let mut sudo = false;
+        let mut roles = Vec::new();
+        for (k, n, _) in ctx.entries(item, &ip, STEP_KEYS)? {
+            let kp = join(&ip, k);
+            match k {
+                "run" => run = Some(ctx.non_empty(n, &kp)?),
+                "sudo" => {
+                    sudo = match n.kind {
+                        Kind::Bool(b) => b,
+                        _ => return Err(ctx.expected(n, &kp, "true or false")),
+                    }
+                }
+                _ => roles = strings(ctx, n, &kp)?,
+            }
+        }
+        let Some(run) = run else {
+            return Err(ctx.err_hint(
+                item.pos,
+                &ip,
+                "missing `run`",
+                "write `{ run: \"systemctl reload php8.3-fpm\", sudo: true }`",
+            ));
+        };
+        out.push(StepSpec { run, sudo, roles });
+    }
+    Ok(out)
+}
+
 fn strings(ctx: &Ctx, v: &Node, p: &str) -> Result<Vec<String>> {
     Ok(ctx
         .list_of_strings(v, p)?
@@ -1122,7 +1181,7 @@ fn health_check(ctx: &Ctx, v: &Node, p: &str) -> Result<HealthCheck> {
 
 /// The settings a recipe supplies; anything the inventory sets wins.
 fn recipe(name: &str) -> Layer {
-    let list = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect::<Vec<String>>());
+    let list = |v: &[&str]| Some(v.iter().map(|s| StepSpec::plain(s)).collect::<Vec<_>>());
     match name {
         "laravel" => Layer {
             shared: Some(Shared {
@@ -1141,4 +1200,74 @@ fn recipe(name: &str) -> Layer {
         },
         _ => Layer::default(),
     }
+}
+
+fn writable(ctx: &Ctx, v: &Node, p: &str) -> Result<Writable> {
+    let mut paths = Vec::new();
+    let mut mode = "chmod".to_owned();
+    let mut user = None;
+    let mut chmod = "a+rwX".to_owned();
+    for (key, n, _) in ctx.entries(v, p, WRITABLE_KEYS)? {
+        let kp = join(p, key);
+        match key {
+            "paths" => {
+                for (i, (path, pos)) in ctx.list_of_strings(n, &kp)?.into_iter().enumerate() {
+                    paths.push(shared_path(ctx, &path, pos, &format!("{kp}[{i}]"))?);
+                }
+            }
+            "mode" => mode = ctx.non_empty(n, &kp)?,
+            "user" => {
+                let u = ctx.non_empty(n, &kp)?;
+                if !u
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                {
+                    return Err(ctx.err(n.pos, &kp, "not a valid user name"));
+                }
+                user = Some(u);
+            }
+            _ => {
+                let m = ctx.scalar_text(n, &kp)?;
+                if m.is_empty() || !m.chars().all(|c| "ugoa+-=rwxXst,01234567".contains(c)) {
+                    return Err(ctx.err_hint(
+                        n.pos,
+                        &kp,
+                        format!("`{m}` is not a chmod mode"),
+                        "write a symbolic mode such as `ug+rwX` or an octal one in quotes, \
+                         e.g. \"0775\"",
+                    ));
+                }
+                chmod = m;
+            }
+        }
+    }
+    if paths.is_empty() {
+        return Err(ctx.err_hint(
+            v.pos,
+            p,
+            "no `paths`",
+            "write e.g. `writable: { paths: [storage, bootstrap/cache] }`",
+        ));
+    }
+    let mode = match (mode.as_str(), user) {
+        ("chmod", _) => WritableMode::Chmod(chmod),
+        ("acl", Some(u)) => WritableMode::Acl(u),
+        ("acl", None) => {
+            return Err(ctx.err_hint(
+                v.pos,
+                p,
+                "`mode: acl` needs the web server's `user`",
+                "add e.g. `user: www-data`",
+            ));
+        }
+        (other, _) => {
+            return Err(ctx.err_hint(
+                v.pos,
+                &join(p, "mode"),
+                format!("unknown mode `{other}`"),
+                "use `chmod` (default) or `acl`",
+            ));
+        }
+    };
+    Ok(Writable { paths, mode })
 }

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{Canary, Connection, HealthCheck, HostKeyChecking, OnFailure, Probe, Source, Stage};
+use super::{
+    Canary, Connection, HealthCheck, HostKeyChecking, OnFailure, Probe, Source, Stage, StepSpec,
+};
 
 /// How a secret value is shown.
 pub const MASK: &str = "****";
@@ -38,9 +40,10 @@ pub struct HostConfigView {
     pub source: BTreeMap<&'static str, String>,
     pub shared: BTreeMap<&'static str, Vec<String>>,
     pub copy_from_previous: Vec<String>,
-    pub build: Vec<String>,
-    pub run_once: Vec<String>,
-    pub after_switch: Vec<String>,
+    pub writable: Option<serde_json::Value>,
+    pub build: Vec<serde_json::Value>,
+    pub run_once: Vec<serde_json::Value>,
+    pub after_switch: Vec<serde_json::Value>,
     pub health_check: BTreeMap<&'static str, serde_json::Value>,
     pub roles: Vec<String>,
     pub recipe: Option<String>,
@@ -138,9 +141,17 @@ pub fn stage_config(stage: &Stage, mask: impl Fn(&str) -> String) -> StageConfig
                     ("dirs", c.shared.dirs.clone()),
                 ]),
                 copy_from_previous: c.copy_from_previous.clone(),
-                build: list_masked(&c.build, &mask),
-                run_once: list_masked(&c.run_once, &mask),
-                after_switch: list_masked(&c.after_switch, &mask),
+                writable: c.writable.as_ref().map(|w| match &w.mode {
+                    super::WritableMode::Chmod(m) => {
+                        serde_json::json!({"paths": w.paths, "mode": "chmod", "chmod": m})
+                    }
+                    super::WritableMode::Acl(u) => {
+                        serde_json::json!({"paths": w.paths, "mode": "acl", "user": u})
+                    }
+                }),
+                build: steps_masked(&c.build, &mask),
+                run_once: steps_masked(&c.run_once, &mask),
+                after_switch: steps_masked(&c.after_switch, &mask),
                 health_check: health(&c.health_check),
                 roles: c.roles.clone(),
                 recipe: c.recipe.clone(),
@@ -187,4 +198,17 @@ pub fn stage_config(stage: &Stage, mask: impl Fn(&str) -> String) -> StageConfig
 
 fn list_masked(v: &[String], mask: &impl Fn(&str) -> String) -> Vec<String> {
     v.iter().map(|s| mask(s)).collect()
+}
+
+/// Steps as the inventory writes them: a string, or a mapping when `sudo` or `roles` is set.
+fn steps_masked(v: &[StepSpec], mask: &impl Fn(&str) -> String) -> Vec<serde_json::Value> {
+    v.iter()
+        .map(|s| {
+            if !s.sudo && s.roles.is_empty() {
+                mask(&s.run).into()
+            } else {
+                serde_json::json!({"run": mask(&s.run), "sudo": s.sudo, "roles": s.roles})
+            }
+        })
+        .collect()
 }

@@ -110,7 +110,7 @@ fn unknown_key_names_file_line_column_path_and_nearest_key() {
     |         ^
   hint: did you mean `port`? valid keys here: connection, user, port, identity_file, \
 known_hosts, host_key_checking, deploy_to, keep_releases, source, shared, build, \
-copy_from_previous, run_once, after_switch, health_check, recipe, env, connect_timeout, step_timeout, switch_timeout, \
+copy_from_previous, writable, run_once, after_switch, health_check, recipe, env, connect_timeout, step_timeout, switch_timeout, \
 keepalive_interval, address, roles"
     );
 }
@@ -316,7 +316,7 @@ stages:
     let c = &st.hosts[0].config;
     assert_eq!(c.shared.files, vec![".env"]);
     assert_eq!(c.shared.dirs, vec!["storage"]);
-    assert!(c.build[0].starts_with("composer install"));
+    assert!(c.build[0].run.starts_with("composer install"));
     assert_eq!(c.run_once, vec!["php artisan migrate --force"]);
     assert_eq!(c.after_switch, vec!["php artisan queue:restart"]);
     assert_eq!(st.hosts[1].config.build, vec!["make"]);

@@ -10,7 +10,7 @@ mod quote;
 
 pub use quote::quote;
 
-use crate::inventory::{EnvVar, HealthCheck, Probe};
+use crate::inventory::{EnvVar, HealthCheck, Probe, StepSpec, Writable, WritableMode};
 
 /// Exit status a lock command uses when the lock is held by someone else.
 pub const LOCK_HELD: u32 = 75;
@@ -98,7 +98,8 @@ pub struct Plan<'a> {
     pub shared_dirs: &'a [String],
     /// Paths copied from the current release into the new one before the build steps.
     pub copy_from_previous: &'a [String],
-    pub build: &'a [String],
+    pub build: &'a [StepSpec],
+    pub writable: Option<&'a Writable>,
     pub env: &'a [EnvVar],
 }
 
@@ -429,8 +430,11 @@ pub fn prepare(plan: &Plan) -> Vec<Step> {
     if let Some(step) = copy_from_previous(plan) {
         steps.push(step);
     }
-    for cmd in plan.build {
-        steps.push(release_step(plan, format!("build: {cmd}"), cmd));
+    for spec in plan.build {
+        steps.push(release_step(plan, "build", spec));
+    }
+    if let Some(w) = plan.writable {
+        steps.push(writable(plan.deploy_to, plan.release_id, w));
     }
     steps.push(Step {
         name: "stage switch".into(),
@@ -477,9 +481,58 @@ pub fn copy_from_previous(plan: &Plan) -> Option<Step> {
     })
 }
 
+/// Make `writable` paths writable for the web server, after the build steps. A path that is
+/// shared is changed on its target in `shared/` (through the link). Only files the deploy user
+/// owns are touched: files the web server created there (logs, caches, uploads) belong to it
+/// and are left alone, so a second deploy never fails where the first let another user write.
+/// A path missing from the release is created.
+pub fn writable(deploy_to: &str, release_id: &str, w: &Writable) -> Step {
+    let mut s = format!("{} || exit 1\nme=$(id -u)\n", cd(deploy_to));
+    if let WritableMode::Acl(_) = &w.mode {
+        s.push_str(
+            "command -v setfacl >/dev/null 2>&1 || { echo 'writable: setfacl is not installed on \
+             this host (hint: install the acl package, or use mode: chmod)'; exit 1; }\n",
+        );
+    }
+    for path in &w.paths {
+        let t = quote(&format!("releases/{release_id}/{path}/")).into_owned();
+        s.push_str(&format!("[ -e {t} ] || mkdir -p {t} || exit 1\n"));
+        match &w.mode {
+            WritableMode::Chmod(mode) => s.push_str(&format!(
+                "find {t} -user \"$me\" -exec chmod {m} {{}} + || exit 1\n",
+                m = quote(mode)
+            )),
+            WritableMode::Acl(user) => {
+                let acl = format!("u:{user}:rwX,u:$me:rwX");
+                s.push_str(&format!(
+                    "find {t} -user \"$me\" -exec setfacl -m \"{acl}\" {{}} + && \
+                     find {t} -user \"$me\" -type d -exec setfacl -d -m \"{acl}\" {{}} + || exit 1\n"
+                ));
+            }
+        }
+    }
+    Step {
+        name: "writable".into(),
+        script: s,
+        takes_payload: false,
+    }
+}
+
 /// A command run inside the release directory with the build environment: a build step, a
-/// run-once step, an after-switch step.
-pub fn release_step(plan: &Plan, name: String, cmd: &str) -> Step {
+/// run-once step, an after-switch step. Named `<kind>: <command>`. With `sudo`, the command is
+/// prefixed with `sudo -n` (which fails at once rather than prompt), so a sudoers rule can name
+/// the exact command (`NOPASSWD: /usr/bin/systemctl reload php8.3-fpm`); like any sudo, it
+/// runs with root's environment.
+pub fn release_step(plan: &Plan, kind: &str, spec: &StepSpec) -> Step {
+    let cmd = if spec.sudo {
+        format!("sudo -n {}", spec.run)
+    } else {
+        spec.run.clone()
+    };
+    release_script(plan, format!("{kind}: {}", spec.run), &cmd)
+}
+
+fn release_script(plan: &Plan, name: String, cmd: &str) -> Step {
     let exports: String = build_env(plan)
         .iter()
         .map(|(k, v)| format!("export {k}={} && ", quote(v)))
@@ -544,7 +597,7 @@ pub fn health_step(plan: &Plan, check: &HealthCheck) -> Option<Step> {
          {sleep}; done",
         n = check.retries
     );
-    Some(release_step(plan, "health check".into(), &script))
+    Some(release_script(plan, "health check".into(), &script))
 }
 
 /// The environment of build steps: ship's own variables, then the inventory's.

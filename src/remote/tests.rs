@@ -40,8 +40,8 @@ fn plan<'a>(deploy_to: &'a str, delivery: &'a Delivery, env: &'a [EnvVar]) -> Pl
         std::sync::LazyLock::new(|| vec![".env".into(), "config/app.ini".into()]);
     static DIRS: std::sync::LazyLock<Vec<String>> =
         std::sync::LazyLock::new(|| vec!["storage".into()]);
-    static BUILD: std::sync::LazyLock<Vec<String>> =
-        std::sync::LazyLock::new(|| vec!["echo \"built $APP_ENV\" > built.txt".into()]);
+    static BUILD: std::sync::LazyLock<Vec<StepSpec>> =
+        std::sync::LazyLock::new(|| vec![StepSpec::plain("echo \"built $APP_ENV\" > built.txt")]);
     Plan {
         deploy_to,
         release_id: "20261122103000",
@@ -51,6 +51,7 @@ fn plan<'a>(deploy_to: &'a str, delivery: &'a Delivery, env: &'a [EnvVar]) -> Pl
         shared_dirs: &DIRS,
         copy_from_previous: &[],
         build: &BUILD,
+        writable: None,
         env,
     }
 }
@@ -495,6 +496,7 @@ fn release_plan<'a>(deploy_to: &'a str, delivery: &'a Delivery) -> Plan<'a> {
         shared_dirs: &[],
         copy_from_previous: &[],
         build: &[],
+        writable: None,
         env: &[],
     }
 }
@@ -613,4 +615,55 @@ fn check_proves_the_rename_and_finds_missing_shared_paths() {
         .expect("read")
         .collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn writable_uses_chmod_or_acls_on_the_shared_target_and_creates_missing_paths() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().to_str().expect("utf-8 path");
+    let rel = dir.path().join("releases/20260101000000");
+    fs::create_dir_all(&rel).expect("mkdir");
+    fs::create_dir_all(dir.path().join("shared/storage/logs")).expect("mkdir");
+    std::os::unix::fs::symlink("../../shared/storage", rel.join("storage")).expect("link");
+    let w = Writable {
+        paths: vec!["storage".into(), "bootstrap/cache".into()],
+        mode: WritableMode::Chmod("a+rwX".into()),
+    };
+    let step = writable(d, "20260101000000", &w);
+    let (rc, out) = sh(&step.script, b"");
+    assert_eq!(rc, 0, "{out}");
+    let mode = |p: &Path| fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+    assert_eq!(mode(&dir.path().join("shared/storage")), 0o777);
+    assert_eq!(mode(&dir.path().join("shared/storage/logs")), 0o777);
+    assert_eq!(mode(&rel.join("bootstrap/cache")), 0o777);
+    // The link itself is still a link to shared/.
+    assert!(
+        fs::symlink_metadata(rel.join("storage"))
+            .expect("link")
+            .file_type()
+            .is_symlink()
+    );
+    // Idempotent.
+    assert_eq!(sh(&step.script, b"").0, 0);
+
+    let acl = Writable {
+        paths: vec!["storage".into()],
+        mode: WritableMode::Acl("nobody".into()),
+    };
+    let (rc, out) = sh(&writable(d, "20260101000000", &acl).script, b"");
+    if Command::new("setfacl").arg("--version").output().is_err() {
+        assert_eq!(rc, 1);
+        assert!(out.contains("setfacl is not installed"), "{out}");
+        return;
+    }
+    assert_eq!(rc, 0, "{out}");
+    let got = Command::new("getfacl")
+        .arg("-p")
+        .arg(dir.path().join("shared/storage/logs"))
+        .output()
+        .expect("getfacl");
+    let text = String::from_utf8_lossy(&got.stdout);
+    assert!(text.contains("user:nobody:rwx"), "{text}");
+    assert!(text.contains("default:user:nobody:rwx"), "{text}");
 }

@@ -315,6 +315,12 @@ impl Fleet {
         keygen(&client_key);
         let authorized = dir.path().join("authorized_keys");
         fs::copy(client_key.with_extension("pub"), &authorized).expect("authorized_keys");
+        // sshd reads the keys file as the user logging in: let non-root test users read it.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o711)).expect("chmod");
+            fs::set_permissions(&authorized, fs::Permissions::from_mode(0o644)).expect("chmod");
+        }
         // A loopback /24 of our own: pid and a per-process counter keep parallel tests apart.
         let pid = std::process::id();
         let k = NEXT_FLEET.fetch_add(1, Ordering::SeqCst);
@@ -545,6 +551,43 @@ pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool)
 /// A `ship` run in the background, for faults injected while it runs.
 pub struct Running {
     pub child: Child,
+}
+
+impl TestHost {
+    /// Give this host (only: its own mount namespace) local users, as `(name, uid)`, each with
+    /// its own group, home `/var/www`, shell `/bin/sh`; and `sudoers` as its /etc/sudoers.d.
+    /// The machine's /etc is not changed.
+    pub fn add_users(&self, users: &[(&str, u32)], sudoers: &str) {
+        let dir = self.www.parent().expect("host dir").join("etc");
+        fs::create_dir_all(dir.join("sudoers.d")).expect("etc");
+        let read = |p: &str| fs::read_to_string(p).unwrap_or_default();
+        let (mut passwd, mut group, mut shadow) =
+            (read("/etc/passwd"), read("/etc/group"), read("/etc/shadow"));
+        for (name, uid) in users {
+            passwd.push_str(&format!("{name}:x:{uid}:{uid}::/var/www:/bin/sh\n"));
+            group.push_str(&format!("{name}:x:{uid}:\n"));
+            shadow.push_str(&format!("{name}:*:19000:0:99999:7:::\n"));
+        }
+        fs::write(dir.join("passwd"), passwd).expect("passwd");
+        fs::write(dir.join("group"), group).expect("group");
+        fs::write(dir.join("shadow"), shadow).expect("shadow");
+        let rules = dir.join("sudoers.d/ship-test");
+        fs::write(&rules, sudoers).expect("sudoers");
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&rules, fs::Permissions::from_mode(0o440)).expect("chmod");
+        }
+        let d = dir.display();
+        let out = self.run_on_host(&format!(
+            "mount --bind {d}/passwd /etc/passwd && mount --bind {d}/group /etc/group && \
+             mount --bind {d}/shadow /etc/shadow && mount --bind {d}/sudoers.d /etc/sudoers.d"
+        ));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 /// A web server on one test host: Python's http.server on the host's own address, in its mount
