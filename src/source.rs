@@ -41,12 +41,31 @@ pub struct Prepared {
 pub fn prepare(source: &Source) -> Result<Prepared, SourceError> {
     match source {
         Source::Artifact { path } => artifact(path),
-        Source::Git { url, reference } => {
-            let commit = resolve_git(url, reference)?;
+        Source::Git {
+            url,
+            reference,
+            known_hosts,
+        } => {
+            let kh_text = match known_hosts {
+                Some(path) => {
+                    Some(std::fs::read_to_string(path).map_err(|e| SourceError::Git {
+                        url: url.clone(),
+                        reference: reference.clone(),
+                        reason: format!(
+                            "cannot read git_known_hosts {}: {e} (hint: ssh-keyscan the git server \
+                         into it, and check the fingerprints)",
+                            path.display()
+                        ),
+                    })?)
+                }
+                None => None,
+            };
+            let commit = resolve_git(url, reference, known_hosts.as_deref())?;
             Ok(Prepared {
                 delivery: Delivery::Git {
                     url: url.clone(),
                     commit: commit.clone(),
+                    known_hosts: kh_text,
                 },
                 revision: commit,
                 payload: Default::default(),
@@ -141,8 +160,25 @@ pub fn pack_dir(dir: &Path) -> std::io::Result<Vec<u8>> {
     tar.into_inner()?.finish()
 }
 
+/// The ssh command git uses: never prompts, checks the server's host key strictly (against
+/// `known_hosts` when given).
+pub fn git_ssh_command(known_hosts: Option<&str>) -> String {
+    let mut s = "ssh -o BatchMode=yes -o StrictHostKeyChecking=yes".to_owned();
+    if let Some(k) = known_hosts {
+        s.push_str(&format!(
+            " -o UserKnownHostsFile={}",
+            crate::remote::quote(k)
+        ));
+    }
+    s
+}
+
 /// Resolve `reference` in the repository at `url` to one full commit id, on the controller.
-pub fn resolve_git(url: &str, reference: &str) -> Result<String, SourceError> {
+pub fn resolve_git(
+    url: &str,
+    reference: &str,
+    known_hosts: Option<&Path>,
+) -> Result<String, SourceError> {
     let err = |reason: String| SourceError::Git {
         url: url.to_owned(),
         reference: reference.to_owned(),
@@ -155,6 +191,14 @@ pub fn resolve_git(url: &str, reference: &str) -> Result<String, SourceError> {
         .args(["ls-remote", "--", url])
         .stdin(std::process::Stdio::null())
         .env("GIT_TERMINAL_PROMPT", "0")
+        .env(
+            "GIT_SSH_COMMAND",
+            git_ssh_command(
+                known_hosts
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .as_deref(),
+            ),
+        )
         .output()
         .map_err(|e| err(format!("cannot run git on this machine: {e}")))?;
     if !out.status.success() {

@@ -224,7 +224,13 @@ pub enum Source {
     /// A local directory or tarball (`.tar.gz`, `.tgz`, `.tar`), packed once and pushed.
     Artifact { path: PathBuf },
     /// A git repository; `reference` is resolved to one commit on the controller.
-    Git { url: String, reference: String },
+    /// `known_hosts`: the git server's host keys (`git_known_hosts`), checked on the controller
+    /// and on every host; without it, each machine's own known_hosts.
+    Git {
+        url: String,
+        reference: String,
+        known_hosts: Option<PathBuf>,
+    },
 }
 
 /// Paths kept in `shared/` across releases and linked into each one.
@@ -382,6 +388,8 @@ pub struct HostConfig {
     pub build: Vec<StepSpec>,
     /// Paths made writable for the web server after the build steps.
     pub writable: Option<Writable>,
+    /// Forward the controller's ssh-agent to the git steps (fetch, checkout) on the host.
+    pub forward_agent: bool,
     /// Run on one host (role `primary`, else the first) after every host prepared, before any
     /// host switches: database migrations.
     pub run_once: Vec<StepSpec>,

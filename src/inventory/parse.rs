@@ -28,6 +28,8 @@ pub const LAYER_KEYS: &[&str] = &[
     "build",
     "copy_from_previous",
     "writable",
+    "forward_agent",
+    "git_known_hosts",
     "run_once",
     "after_switch",
     "health_check",
@@ -294,6 +296,8 @@ struct Layer {
     build: Option<Vec<StepSpec>>,
     copy_from_previous: Option<At<Vec<String>>>,
     writable: Option<Writable>,
+    forward_agent: Option<bool>,
+    git_known_hosts: Option<PathBuf>,
     run_once: Option<Vec<StepSpec>>,
     after_switch: Option<Vec<StepSpec>>,
     health_check: Option<HealthCheck>,
@@ -333,6 +337,11 @@ impl Layer {
                 .clone()
                 .or_else(|| self.copy_from_previous.clone()),
             writable: upper.writable.clone().or_else(|| self.writable.clone()),
+            forward_agent: upper.forward_agent.or(self.forward_agent),
+            git_known_hosts: upper
+                .git_known_hosts
+                .clone()
+                .or_else(|| self.git_known_hosts.clone()),
             run_once: upper.run_once.clone().or_else(|| self.run_once.clone()),
             after_switch: upper
                 .after_switch
@@ -673,10 +682,13 @@ fn host(
         .deploy_to
         .clone()
         .ok_or_else(|| missing("deploy_to", "/var/www/my-app"))?;
-    let source = l
+    let mut source = l
         .source
         .clone()
         .ok_or_else(|| missing("source", "{ artifact: ./build }"))?;
+    if let Source::Git { known_hosts, .. } = &mut source.value {
+        known_hosts.clone_from(&l.git_known_hosts);
+    }
     let shared = l.shared.clone().unwrap_or_default();
     let copy = l.copy_from_previous.clone();
     if let Some(c) = &copy {
@@ -719,6 +731,7 @@ fn host(
         shared,
         copy_from_previous: copy.map(|c| c.value).unwrap_or_default(),
         writable: l.writable.clone(),
+        forward_agent: l.forward_agent.unwrap_or(false),
         build: for_roles(l.build.clone(), &roles),
         run_once: for_roles(l.run_once.clone(), &roles),
         after_switch: for_roles(l.after_switch.clone(), &roles),
@@ -810,6 +823,13 @@ fn layer<'n>(
                 });
             }
             "writable" => l.writable = Some(writable(ctx, v, &p)?),
+            "forward_agent" => {
+                l.forward_agent = Some(match v.kind {
+                    Kind::Bool(b) => b,
+                    _ => return Err(ctx.expected(v, &p, "true or false")),
+                })
+            }
+            "git_known_hosts" => l.git_known_hosts = Some(ctx.local_path(v, &p)?),
             "run_once" => l.run_once = Some(steps(ctx, v, &p)?),
             "after_switch" => l.after_switch = Some(steps(ctx, v, &p)?),
             "health_check" => l.health_check = Some(health_check(ctx, v, &p)?),
@@ -904,7 +924,11 @@ fn source(ctx: &Ctx, v: &Node, p: &str) -> Result<At<Source>> {
                 }
                 None => "HEAD".to_owned(),
             };
-            Source::Git { url, reference }
+            Source::Git {
+                url,
+                reference,
+                known_hosts: None,
+            }
         }
         (Some(_), Some(g)) => {
             return Err(ctx.err_hint(

@@ -41,6 +41,7 @@ pub struct HostConfigView {
     pub shared: BTreeMap<&'static str, Vec<String>>,
     pub copy_from_previous: Vec<String>,
     pub writable: Option<serde_json::Value>,
+    pub forward_agent: bool,
     pub build: Vec<serde_json::Value>,
     pub run_once: Vec<serde_json::Value>,
     pub after_switch: Vec<serde_json::Value>,
@@ -132,8 +133,17 @@ pub fn stage_config(stage: &Stage, mask: impl Fn(&str) -> String) -> StageConfig
                     Source::Artifact { path } => {
                         BTreeMap::from([("artifact", path.display().to_string())])
                     }
-                    Source::Git { url, reference } => {
-                        BTreeMap::from([("git", mask(url)), ("ref", reference.clone())])
+                    Source::Git {
+                        url,
+                        reference,
+                        known_hosts,
+                    } => {
+                        let mut m =
+                            BTreeMap::from([("git", mask(url)), ("ref", reference.clone())]);
+                        if let Some(k) = known_hosts {
+                            m.insert("git_known_hosts", k.display().to_string());
+                        }
+                        m
                     }
                 },
                 shared: BTreeMap::from([
@@ -141,6 +151,7 @@ pub fn stage_config(stage: &Stage, mask: impl Fn(&str) -> String) -> StageConfig
                     ("dirs", c.shared.dirs.clone()),
                 ]),
                 copy_from_previous: c.copy_from_previous.clone(),
+                forward_agent: c.forward_agent,
                 writable: c.writable.as_ref().map(|w| match &w.mode {
                     super::WritableMode::Chmod(m) => {
                         serde_json::json!({"paths": w.paths, "mode": "chmod", "chmod": m})

@@ -32,6 +32,8 @@ pub struct Step {
     pub script: String,
     /// The step reads the release payload on stdin.
     pub takes_payload: bool,
+    /// The step talks to the git server: with `forward_agent`, it gets the controller's agent.
+    pub reaches_git: bool,
 }
 
 impl Step {
@@ -83,8 +85,14 @@ pub enum Compression {
 pub enum Delivery {
     /// A tarball streamed on stdin.
     Tarball { compression: Compression },
-    /// A git repository mirrored in `repo/`, exported at `commit`.
-    Git { url: String, commit: String },
+    /// A git repository mirrored in `repo/`, exported at `commit` (with its submodules).
+    /// `known_hosts`: the git server's host keys, written to `.ship/git_known_hosts` and used
+    /// instead of the host's own known_hosts.
+    Git {
+        url: String,
+        commit: String,
+        known_hosts: Option<String>,
+    },
 }
 
 /// Everything the commands of one release on one host are built from.
@@ -342,6 +350,7 @@ pub fn prepare(plan: &Plan) -> Vec<Step> {
         // No -p: an existing release directory is never written into.
         script: format!("{cd} && mkdir {q_rel}"),
         takes_payload: false,
+        reaches_git: false,
     }];
     match plan.delivery {
         Delivery::Tarball { compression } => steps.push(Step {
@@ -359,28 +368,61 @@ pub fn prepare(plan: &Plan) -> Vec<Step> {
                 }
             },
             takes_payload: true,
+            reaches_git: false,
         }),
-        Delivery::Git { url, commit } => {
+        Delivery::Git {
+            url,
+            commit,
+            known_hosts,
+        } => {
+            // Every git command that may reach the server: never prompts, checks the server's
+            // host key strictly.
+            let kh_path = format!("{}/.ship/git_known_hosts", plan.deploy_to);
+            let ssh =
+                crate::source::git_ssh_command(known_hosts.as_ref().map(|_| kh_path.as_str()));
+            let env = format!(
+                "export GIT_TERMINAL_PROMPT=0 GIT_SSH_COMMAND={}",
+                quote(&ssh)
+            );
+            let write_kh = match known_hosts {
+                Some(k) => format!(
+                    "mkdir -p .ship && printf '%s\\n' {} > .ship/git_known_hosts && ",
+                    quote(k)
+                ),
+                None => String::new(),
+            };
             steps.push(Step {
                 name: "fetch".into(),
                 script: format!(
-                    "{cd} && if [ -d repo ]; then git --git-dir=repo remote set-url origin {u} && \
+                    "{cd} && {write_kh}{env} && if [ -d repo ]; then \
+                     git --git-dir=repo remote set-url origin {u} && \
                      git --git-dir=repo fetch --quiet --prune origin; \
                      else git clone --quiet --mirror {u} repo; fi",
                     u = quote(url)
                 ),
                 takes_payload: false,
+                reaches_git: true,
             });
             let tmp = quote(&format!(".ship/{}.tar", plan.release_id)).into_owned();
+            let work = quote(&format!(".ship/work-{}", plan.release_id)).into_owned();
+            let c = quote(commit);
             steps.push(Step {
                 name: "checkout".into(),
                 script: format!(
-                    "{cd} && git --git-dir=repo cat-file -e {c}^{{commit}} && \
+                    "{cd} && {env} && git --git-dir=repo cat-file -e {c}^{{commit}} || exit 1\n\
+                     if git --git-dir=repo cat-file -e {c}:.gitmodules 2>/dev/null; then\n\
+                     \x20 rm -rf {work} && git clone --quiet --no-checkout repo {work} && \
+                     (cd {work} && git remote set-url origin {u} && git checkout --quiet {c} && \
+                     git submodule --quiet update --init --recursive && \
+                     tar -cf - --exclude=.git . | tar -xf - -C ../../{q_rel}); rc=$?; \
+                     rm -rf {work}; exit $rc\n\
+                     fi\n\
                      git --git-dir=repo archive --format=tar -o {tmp} {c} && \
                      tar -xf {tmp} -C {q_rel}; rc=$?; rm -f {tmp}; exit $rc",
-                    c = quote(commit)
+                    u = quote(url)
                 ),
                 takes_payload: false,
+                reaches_git: true,
             });
         }
     }
@@ -426,6 +468,7 @@ pub fn prepare(plan: &Plan) -> Vec<Step> {
         name: "link".into(),
         script: link.join(" && "),
         takes_payload: false,
+        reaches_git: false,
     });
     if let Some(step) = copy_from_previous(plan) {
         steps.push(step);
@@ -440,6 +483,7 @@ pub fn prepare(plan: &Plan) -> Vec<Step> {
         name: "stage switch".into(),
         script: stage_switch(plan.deploy_to, plan.release_id),
         takes_payload: false,
+        reaches_git: false,
     });
     steps
 }
@@ -478,6 +522,7 @@ pub fn copy_from_previous(plan: &Plan) -> Option<Step> {
         name: "copy from previous".into(),
         script: s,
         takes_payload: false,
+        reaches_git: false,
     })
 }
 
@@ -515,6 +560,7 @@ pub fn writable(deploy_to: &str, release_id: &str, w: &Writable) -> Step {
         name: "writable".into(),
         script: s,
         takes_payload: false,
+        reaches_git: false,
     }
 }
 
@@ -544,6 +590,7 @@ fn release_script(plan: &Plan, name: String, cmd: &str) -> Step {
             quote(&format!("{}/releases/{}", plan.deploy_to, plan.release_id))
         ),
         takes_payload: false,
+        reaches_git: false,
     }
 }
 

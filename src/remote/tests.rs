@@ -146,25 +146,114 @@ fn zstd_tarballs_go_through_a_file_so_failures_count() {
 }
 
 #[test]
-fn git_delivery_exports_exactly_one_commit() {
+fn git_steps_check_the_server_key_never_prompt_and_check_out_submodules() {
     let d = Delivery::Git {
         url: "git@example.com:acme/app.git".into(),
         commit: "0123abcd".into(),
+        known_hosts: Some("example.com ssh-ed25519 AAAA".into()),
     };
     let steps = prepare(&plan("/srv/app", &d, &[]));
-    assert_eq!(steps[1].name, "fetch");
     assert_eq!(
-        steps[1].script,
-        "cd /srv/app && if [ -d repo ]; then git --git-dir=repo remote set-url origin \
-         git@example.com:acme/app.git && git --git-dir=repo fetch --quiet --prune origin; \
-         else git clone --quiet --mirror git@example.com:acme/app.git repo; fi"
+        (steps[1].name.as_str(), steps[1].reaches_git),
+        ("fetch", true)
     );
     assert_eq!(
-        steps[2].script,
-        "cd /srv/app && git --git-dir=repo cat-file -e 0123abcd^{commit} && \
-         git --git-dir=repo archive --format=tar -o .ship/20261122103000.tar 0123abcd && \
-         tar -xf .ship/20261122103000.tar -C releases/20261122103000; rc=$?; \
-         rm -f .ship/20261122103000.tar; exit $rc"
+        (steps[2].name.as_str(), steps[2].reaches_git),
+        ("checkout", true)
+    );
+    assert!(!steps[3].reaches_git);
+    assert!(
+        steps[1].script.starts_with(
+            "cd /srv/app && mkdir -p .ship && printf '%s\\n' 'example.com ssh-ed25519 AAAA' > \
+             .ship/git_known_hosts && export GIT_TERMINAL_PROMPT=0 GIT_SSH_COMMAND='ssh -o \
+             BatchMode=yes -o StrictHostKeyChecking=yes -o \
+             UserKnownHostsFile=/srv/app/.ship/git_known_hosts' && "
+        ),
+        "{}",
+        steps[1].script
+    );
+
+    // For real: a repository with a submodule (relative URL, as on GitHub), through both steps.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let t = tmp.path();
+    let git = |dir: &Path, args: &[&str]| {
+        let out = Command::new("git")
+            .args([
+                "-c",
+                "protocol.file.allow=always",
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+            ])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("git");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    for name in ["lib", "app"] {
+        let w = t.join(format!("{name}-work"));
+        fs::create_dir_all(&w).expect("mkdir");
+        git(&w, &["init", "-q", "-b", "main"]);
+        fs::write(w.join(format!("{name}.txt")), name).expect("write");
+        if name == "app" {
+            git(&w, &["submodule", "add", "-q", "../lib.git", "vendor/lib"]);
+        }
+        git(&w, &["add", "-A"]);
+        git(&w, &["commit", "-q", "-m", name]);
+        git(
+            t,
+            &[
+                "clone",
+                "-q",
+                "--bare",
+                &format!("{name}-work"),
+                &format!("{name}.git"),
+            ],
+        );
+    }
+    let commit = git(&t.join("app-work"), &["rev-parse", "HEAD"]);
+    let deploy_to = t.join("deploy");
+    fs::create_dir_all(deploy_to.join("releases/20261122103000")).expect("mkdir");
+    let d = Delivery::Git {
+        url: t.join("app.git").display().to_string(),
+        commit,
+        known_hosts: None,
+    };
+    let dt = deploy_to.display().to_string();
+    let steps = prepare(&plan(&dt, &d, &[]));
+    for step in &steps[1..3] {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(&step.script)
+            .env("GIT_CONFIG_COUNT", "1")
+            .env("GIT_CONFIG_KEY_0", "protocol.file.allow")
+            .env("GIT_CONFIG_VALUE_0", "always")
+            .output()
+            .expect("sh");
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            step.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let rel = deploy_to.join("releases/20261122103000");
+    assert_eq!(fs::read_to_string(rel.join("app.txt")).expect("app"), "app");
+    assert_eq!(
+        fs::read_to_string(rel.join("vendor/lib/lib.txt")).expect("submodule checked out"),
+        "lib"
+    );
+    assert!(!rel.join(".git").exists() && !rel.join("vendor/lib/.git").exists());
+    assert!(
+        !deploy_to.join(".ship/work-20261122103000").exists(),
+        "work tree removed"
     );
 }
 
