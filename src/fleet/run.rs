@@ -638,6 +638,7 @@ async fn run_steps(
                 Some(ctx.on_line(&host.name)),
                 host.config.timeouts.step,
                 stop,
+                step.reaches_git && host.config.forward_agent,
             )
             .await;
         let ok = matches!(&result, Ok(o) if o.success());
@@ -661,12 +662,52 @@ async fn run_steps(
                 if let Some(hint) = sudo_problem(&o.last_lines(TAIL_LINES)) {
                     f.message = format!("{}: {hint}", f.message);
                 }
+                if step.reaches_git {
+                    if let Some(hint) = git_problem(&o.last_lines(TAIL_LINES), host) {
+                        f.message = format!("{}: {hint}", f.message);
+                    }
+                }
                 return Err(f);
             }
             Err(e) => return Err(transport_failure(ctx, phase, Some(&step.name), &e)),
         }
     }
     Ok(true)
+}
+
+/// What went wrong reaching the git server, from a git step's output, with what to do.
+fn git_problem(tail: &[String], host: &Host) -> Option<String> {
+    let any = |needle: &str| tail.iter().any(|l| l.contains(needle));
+    if any("REMOTE HOST IDENTIFICATION HAS CHANGED")
+        || any("has changed and you have requested strict checking")
+    {
+        Some(
+            "the git server's host key is not the one recorded; refusing to fetch (hint: if the \
+             server's key really changed, update git_known_hosts or the host's known_hosts after \
+             checking the new fingerprint)"
+                .into(),
+        )
+    } else if any("Host key verification failed") || any("No ED25519 host key is known") {
+        Some(
+            "the git server's host key is not trusted on this host (hint: set `git_known_hosts` \
+             to a file with its key, e.g. from `ssh-keyscan`, after checking the fingerprint)"
+                .into(),
+        )
+    } else if any("Permission denied (publickey") {
+        Some(if host.config.forward_agent {
+            "the git server refused the key: none of the keys in your ssh-agent is allowed \
+             there (hint: `ssh-add -l` lists them; add the deploy key with `ssh-add`)"
+                .into()
+        } else {
+            format!(
+                "the git server refused the host's key (hint: give `{}` on this host a deploy key \
+                 the repository accepts, or set `forward_agent: true` to use your ssh-agent)",
+                host.config.user
+            )
+        })
+    } else {
+        None
+    }
 }
 
 /// What went wrong with `sudo`, from a step's output, with what to do about it.
@@ -1011,6 +1052,25 @@ async fn connect(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, d: &Deploy) ->
         let tools = tools.clone();
         async move {
             ctx.phase(&host.name, Phase::Connect);
+            if host.config.forward_agent
+                && !tools.is_empty()
+                && tools.contains(&"git")
+                && std::env::var_os("SSH_AUTH_SOCK").is_none()
+            {
+                return (
+                    i,
+                    None,
+                    Err(ctx.failure(
+                        Phase::Connect,
+                        None,
+                        None,
+                        "forward_agent is set, but no ssh-agent runs here (SSH_AUTH_SOCK is not \
+                         set) (hint: `eval $(ssh-agent)` and `ssh-add` the key the git server \
+                         accepts; in CI, load it into an agent first)"
+                            .into(),
+                    )),
+                );
+            }
             let conn = {
                 let _permit = gate.acquire().await;
                 match Connection::open(&host, &options).await {

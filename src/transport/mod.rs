@@ -231,8 +231,19 @@ impl Connection {
         script: &str,
         on_line: Option<OnLine>,
     ) -> Result<Process, TransportError> {
+        self.spawn_with(script, on_line, false).await
+    }
+
+    /// Start `script`; with `agent`, it gets the controller's ssh-agent (over SSH, agent
+    /// forwarding for this command only; locally, the agent is simply inherited).
+    pub async fn spawn_with(
+        &self,
+        script: &str,
+        on_line: Option<OnLine>,
+        agent: bool,
+    ) -> Result<Process, TransportError> {
         match self {
-            Connection::Ssh(c) => Ok(Process::Ssh(c.spawn(script, on_line).await?)),
+            Connection::Ssh(c) => Ok(Process::Ssh(c.spawn(script, on_line, agent).await?)),
             Connection::Local(c) => Ok(Process::Local(c.spawn(script, on_line)?)),
         }
     }
@@ -266,6 +277,7 @@ impl Connection {
     /// [`crate::remote::supervised`] (it stops itself when its stdin closes) unless it reads
     /// `stdin`. On `timeout` or `cancel`, stdin is closed and the host gets [`STOP_GRACE`] to
     /// confirm the step ended; the error says whether it did.
+    #[allow(clippy::too_many_arguments)]
     pub async fn run_step(
         &self,
         script: &str,
@@ -273,6 +285,7 @@ impl Connection {
         on_line: Option<OnLine>,
         timeout: Duration,
         cancel: &CancellationToken,
+        agent: bool,
     ) -> Result<Output, TransportError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let why = |cancelled: bool| {
@@ -289,7 +302,7 @@ impl Connection {
             biased;
             _ = cancel.cancelled() => return Err(TransportError::Stopped { why: why(true), confirmed: true }),
             _ = tokio::time::sleep_until(deadline) => return Err(TransportError::Timeout { after: timeout, what: "starting the step" }),
-            p = self.spawn(script, on_line) => p?,
+            p = self.spawn_with(script, on_line, agent) => p?,
         };
         let fed = async {
             if let Some(data) = stdin {

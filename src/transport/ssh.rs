@@ -34,6 +34,21 @@ struct Client {
     known_hosts: PathBuf,
     policy: HostKeyChecking,
     check: Arc<Mutex<KeyCheck>>,
+    /// Accept the host's agent channels and bridge them to this machine's ssh-agent. Only
+    /// channels that asked for it (git steps with `forward_agent`) make the host open one.
+    forward_agent: bool,
+}
+
+/// Bridge one forwarded agent channel to the local agent at `SSH_AUTH_SOCK`.
+async fn bridge_agent(channel: russh::Channel<Msg>) {
+    let Some(sock) = std::env::var_os("SSH_AUTH_SOCK") else {
+        return;
+    };
+    let Ok(mut agent) = tokio::net::UnixStream::connect(sock).await else {
+        return;
+    };
+    let mut stream = channel.into_stream();
+    let _ = tokio::io::copy_bidirectional(&mut stream, &mut agent).await;
 }
 
 impl Client {
@@ -76,6 +91,23 @@ impl Client {
 
 impl client::Handler for Client {
     type Error = russh::Error;
+
+    async fn server_channel_open_agent_forward(
+        &mut self,
+        channel: russh::Channel<Msg>,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        if self.forward_agent && std::env::var_os("SSH_AUTH_SOCK").is_some() {
+            reply.accept().await;
+            tokio::spawn(bridge_agent(channel));
+        } else {
+            reply
+                .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+        }
+        Ok(())
+    }
 
     async fn check_server_key(
         &mut self,
@@ -173,6 +205,7 @@ impl SshConnection {
             known_hosts: cfg.known_hosts.clone(),
             policy,
             check: check.clone(),
+            forward_agent: cfg.forward_agent,
         };
         let mut preferred = russh::Preferred::default();
         let recorded = known_hosts::recorded_algorithms(&cfg.known_hosts, &host.address, cfg.port);
@@ -225,10 +258,13 @@ impl SshConnection {
     }
 
     /// Start `script` under `sh -c` (so the user's login shell, even fish, does not matter).
+    /// With `agent`, the command gets the controller's ssh-agent (`SSH_AUTH_SOCK` on the host,
+    /// for this command only).
     pub async fn spawn(
         &self,
         script: &str,
         on_line: Option<OnLine>,
+        agent: bool,
     ) -> Result<SshProcess, TransportError> {
         let channel = tokio::time::timeout(self.open_timeout, self.handle.channel_open_session())
             .await
@@ -237,6 +273,12 @@ impl SshConnection {
                 what: "opening a channel",
             })?
             .map_err(|e| TransportError::Lost(describe_russh_error(&e)))?;
+        if agent {
+            channel
+                .agent_forward(false)
+                .await
+                .map_err(|e| TransportError::Lost(describe_russh_error(&e)))?;
+        }
         let command = format!("sh -c {}", quote(script));
         channel
             .exec(true, command)

@@ -151,3 +151,206 @@ fn steps_limited_to_roles_run_only_on_those_hosts() {
         );
     }
 }
+
+/// `lib.git` and `app.git` (with `lib` as a submodule at `vendor/lib`, relative URL, as on
+/// GitHub) on the git server; `app` has an annotated tag `v1.0` and a later commit on `main`.
+/// Returns the commit `v1.0` points at.
+fn make_repositories(server: &crate::support::GitServer) -> String {
+    let git = |dir: &std::path::Path, args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(["-c", "protocol.file.allow=always"])
+            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("git");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let d = &server.dir;
+    let lib = d.join("lib-work");
+    fs::create_dir_all(&lib).expect("mkdir");
+    git(&lib, &["init", "-q", "-b", "main"]);
+    fs::write(lib.join("lib.php"), "<?php // lib\n").expect("write");
+    git(&lib, &["add", "-A"]);
+    git(&lib, &["commit", "-q", "-m", "lib"]);
+    git(d, &["clone", "-q", "--bare", "lib-work", "lib.git"]);
+    let app = d.join("app-work");
+    fs::create_dir_all(app.join("public")).expect("mkdir");
+    git(&app, &["init", "-q", "-b", "main"]);
+    fs::write(app.join("public/index.html"), "v1\n").expect("write");
+    git(
+        &app,
+        &["submodule", "add", "-q", "../lib.git", "vendor/lib"],
+    );
+    git(&app, &["add", "-A"]);
+    git(&app, &["commit", "-q", "-m", "v1"]);
+    git(&app, &["tag", "-a", "v1.0", "-m", "release 1.0"]);
+    let tagged = git(&app, &["rev-parse", "v1.0^{commit}"]);
+    fs::write(app.join("public/index.html"), "v2\n").expect("write");
+    git(&app, &["commit", "-q", "-am", "v2"]);
+    git(d, &["clone", "-q", "--bare", "app-work", "app.git"]);
+    tagged
+}
+
+#[test]
+fn a_private_repository_through_the_forwarded_agent_with_submodules_and_an_annotated_tag() {
+    let fleet = Fleet::start(2);
+    let key = fleet.dir().join("deploy_key");
+    crate::support::keygen(&key);
+    let server = fleet.git_server(&[&key.with_extension("pub")]);
+    let tagged = make_repositories(&server);
+    let kh = fleet.dir().join("git_known_hosts");
+    fs::write(&kh, format!("{}\n", server.known_hosts_line)).expect("known hosts");
+    fleet.inventory(
+        &format!(
+            "  forward_agent: true\n  git_known_hosts: {}\n",
+            kh.display()
+        ),
+        "",
+    );
+    // First a full commit id (the controller then needs no access itself).
+    fleet.set_source(&format!(
+        "{{ git: \"{}\", ref: {tagged} }}",
+        server.url("app.git")
+    ));
+    fleet.edit_inventory(|t| t.replace("build: [\"sh build.sh\"]", "build: []"));
+
+    // No agent on the controller: said at once, nothing touched.
+    let run = fleet.ship_env(&["deploy", "production"], &[]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.all().contains(
+            "forward_agent is set, but no ssh-agent runs here (SSH_AUTH_SOCK is not set)"
+        ),
+        "{}",
+        run.all()
+    );
+    for h in &fleet.hosts {
+        assert!(h.releases().is_empty() && !h.locked(), "{}", h.name);
+    }
+    // Then the annotated tag, resolved on the controller through the same agent.
+    fleet.edit_inventory(|t| t.replace(&format!("ref: {tagged}"), "ref: v1.0"));
+
+    // With the key in the controller's agent: every host fetches through it.
+    let agent = fleet.agent(&[&key]);
+    let run = fleet.ship_env(
+        &["deploy", "production"],
+        &[("SSH_AUTH_SOCK", agent.socket.as_path())],
+    );
+    assert_eq!(run.code, 0, "{}", run.all());
+    let id = fleet.host(0).current_id().expect("current");
+    for h in &fleet.hosts {
+        assert_eq!(h.current_id().as_deref(), Some(id.as_str()), "{}", h.name);
+        assert_eq!(
+            fs::read_to_string(h.path("current/REVISION"))
+                .expect("REVISION")
+                .trim(),
+            tagged,
+            "{}: the annotated tag's commit, in full",
+            h.name
+        );
+        assert_eq!(
+            fs::read_to_string(h.path("current/public/index.html")).expect("index"),
+            "v1\n"
+        );
+        assert_eq!(
+            fs::read_to_string(h.path("current/vendor/lib/lib.php")).expect("submodule"),
+            "<?php // lib\n"
+        );
+        assert!(!h.path("current/.git").exists() && !h.path("current/vendor/lib/.git").exists());
+        // The git server's key was written for the hosts' git to check against.
+        assert_eq!(
+            fs::read_to_string(h.path(".ship/git_known_hosts"))
+                .expect("kh")
+                .trim(),
+            server.known_hosts_line
+        );
+    }
+    // Without forwarding, the hosts have no key the server accepts: refused before any
+    // switch, with git's message and what to do.
+    fleet.edit_inventory(|t| t.replace("forward_agent: true", "forward_agent: false"));
+    let run = fleet.ship_env(
+        &["deploy", "production"],
+        &[("SSH_AUTH_SOCK", agent.socket.as_path())],
+    );
+    assert_eq!(run.code, 1, "{}", run.all());
+    let text = run.all();
+    // The first host to fail stops the other's fetch: either may be the one named.
+    assert!(text.contains("] FAILED at prepare (fetch)"), "{text}");
+    assert!(text.contains("Permission denied (publickey"), "{text}");
+    assert!(text.contains("set `forward_agent: true`"), "{text}");
+    for h in &fleet.hosts {
+        assert_eq!(h.current_id().as_deref(), Some(id.as_str()));
+        assert_eq!(h.releases(), vec![id.clone()]);
+        assert!(!h.locked());
+    }
+}
+
+#[test]
+fn a_deploy_key_on_the_host_and_a_wrong_git_host_key_refused() {
+    let fleet = non_root_fleet(1, "", "");
+    let key = fleet.dir().join("host_deploy_key");
+    crate::support::keygen(&key);
+    let server = fleet.git_server(&[&key.with_extension("pub")]);
+    let tagged = make_repositories(&server);
+    // The deploy user's own key on the host (its home is /var/www).
+    let h = fleet.host(0);
+    let ssh_dir = h.www.join(".ssh");
+    fs::create_dir_all(&ssh_dir).expect(".ssh");
+    fs::copy(&key, ssh_dir.join("id_ed25519")).expect("key");
+    for p in [ssh_dir.clone(), ssh_dir.join("id_ed25519")] {
+        std::os::unix::fs::chown(&p, Some(DEPLOY_UID), Some(DEPLOY_UID)).expect("chown");
+    }
+    fs::set_permissions(
+        ssh_dir.join("id_ed25519"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .expect("chmod");
+    let kh = fleet.dir().join("git_known_hosts");
+    fs::write(&kh, format!("{}\n", server.known_hosts_line)).expect("known hosts");
+    fleet.edit_inventory(|t| {
+        t.replace(
+            "  keep_releases: 3\n",
+            &format!("  keep_releases: 3\n  git_known_hosts: {}\n", kh.display()),
+        )
+    });
+    // A full commit id: the controller itself needs no access to the repository.
+    fleet.set_source(&format!(
+        "{{ git: \"{}\", ref: {tagged} }}",
+        server.url("app.git")
+    ));
+    fleet.edit_inventory(|t| t.replace("build: [\"sh build.sh\"]", "build: []"));
+    let run = fleet.deploy();
+    assert_eq!(run.code, 0, "{}", run.all());
+    let id = h.current_id().expect("current");
+    assert_eq!(
+        fs::read_to_string(h.path("current/REVISION"))
+            .expect("REVISION")
+            .trim(),
+        tagged
+    );
+    assert!(h.path("current/vendor/lib/lib.php").is_file());
+
+    // The recorded key is not the server's: refused, never silently accepted.
+    let other = fleet.dir().join("other_host_key");
+    crate::support::keygen(&other);
+    let other_pub = fs::read_to_string(other.with_extension("pub")).expect("pub");
+    let fields: Vec<&str> = other_pub.split_whitespace().take(2).collect();
+    fs::write(&kh, format!("{} {}\n", server.address, fields.join(" "))).expect("kh");
+    let run = fleet.deploy();
+    assert_eq!(run.code, 1, "{}", run.all());
+    let text = run.all();
+    assert!(text.contains("FAILED at prepare (fetch)"), "{text}");
+    assert!(
+        text.contains("the git server's host key is not the one recorded"),
+        "{text}"
+    );
+    assert_eq!(h.current_id().as_deref(), Some(id.as_str()));
+    assert_eq!(h.releases(), vec![id]);
+    assert!(!h.locked());
+}

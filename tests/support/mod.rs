@@ -676,3 +676,143 @@ impl Drop for Fleet {
         }
     }
 }
+
+/// A git server for a fleet: its own sshd on the fleet's network (address `.200`), serving bare
+/// repositories kept in the fleet's directory, accepting only the keys given. Stopped when
+/// dropped.
+pub struct GitServer {
+    pub address: String,
+    /// Where the bare repositories are (`<dir>/app.git`, `<dir>/lib.git`).
+    pub dir: PathBuf,
+    /// The server's host key as a known_hosts line.
+    pub known_hosts_line: String,
+    sshd: Child,
+}
+
+impl Drop for GitServer {
+    fn drop(&mut self) {
+        let _ = self.sshd.kill();
+        let _ = self.sshd.wait();
+    }
+}
+
+impl GitServer {
+    /// `ssh://` URL of a repository on this server.
+    pub fn url(&self, repo: &str) -> String {
+        format!("ssh://root@{}{}/{repo}", self.address, self.dir.display())
+    }
+}
+
+/// An ssh-agent of the test's own, holding the given keys. Stopped when dropped.
+pub struct Agent {
+    pub socket: PathBuf,
+    child: Child,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Fleet {
+    /// Start a git server that accepts only `authorized` (public key files).
+    pub fn git_server(&self, authorized: &[&Path]) -> GitServer {
+        let base = self.dir.path().join("git-server");
+        let dir = base.join("repos");
+        fs::create_dir_all(&dir).expect("git dir");
+        let key = base.join("host_key");
+        keygen(&key);
+        let mut keys = String::new();
+        for k in authorized {
+            keys.push_str(&fs::read_to_string(k).expect("public key"));
+        }
+        let auth = base.join("authorized_keys");
+        fs::write(&auth, keys).expect("authorized_keys");
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&auth, fs::Permissions::from_mode(0o644)).expect("chmod");
+        }
+        let net = self.hosts[0]
+            .address
+            .rsplit_once('.')
+            .map(|(n, _)| n.to_owned())
+            .expect("address");
+        let address = format!("{net}.200");
+        let config = base.join("sshd_config");
+        fs::write(
+            &config,
+            format!(
+                "ListenAddress {address}\nPort 22\nHostKey {}\nAuthorizedKeysFile {}\n\
+                 PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+                 PermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\n\
+                 PidFile {}\nLogLevel VERBOSE\n",
+                key.display(),
+                auth.display(),
+                base.join("sshd.pid").display()
+            ),
+        )
+        .expect("sshd_config");
+        let sshd = spawn_sshd(
+            &format!("exec /usr/sbin/sshd -D -e -f {}", config.display()),
+            &base.join("sshd.log"),
+        );
+        let pubkey = fs::read_to_string(key.with_extension("pub")).expect("pub");
+        let fields: Vec<&str> = pubkey.split_whitespace().take(2).collect();
+        let server = GitServer {
+            known_hosts_line: format!("{address} {}", fields.join(" ")),
+            address: address.clone(),
+            dir,
+            sshd,
+        };
+        wait_until("the git server listens", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(format!("{address}:22")).is_ok()
+        });
+        server
+    }
+
+    /// Start an ssh-agent holding `keys` (private key files).
+    pub fn agent(&self, keys: &[&Path]) -> Agent {
+        let socket = self.dir.path().join("agent.sock");
+        let child = Command::new("ssh-agent")
+            .args(["-D", "-a"])
+            .arg(&socket)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ssh-agent");
+        wait_until("the agent listens", Duration::from_secs(10), || {
+            socket.exists()
+        });
+        let agent = Agent { socket, child };
+        for k in keys {
+            run_ok(
+                Command::new("ssh-add")
+                    .arg("-q")
+                    .arg(k)
+                    .env("SSH_AUTH_SOCK", &agent.socket),
+            );
+        }
+        agent
+    }
+
+    /// Run ship with extra environment variables (e.g. `SSH_AUTH_SOCK`).
+    pub fn ship_env(&self, args: &[&str], env: &[(&str, &Path)]) -> Run {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_ship"));
+        c.args(args)
+            .current_dir(self.dir.path())
+            .env_remove("SSH_AUTH_SOCK")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().expect("run ship");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
