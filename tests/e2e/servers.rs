@@ -354,3 +354,61 @@ fn a_deploy_key_on_the_host_and_a_wrong_git_host_key_refused() {
     assert_eq!(h.releases(), vec![id]);
     assert!(!h.locked());
 }
+
+#[test]
+fn per_host_settings_reach_the_steps_and_a_hand_made_current_directory_stops_everything() {
+    let fleet = Fleet::start(2);
+    fleet.inventory("  env:\n    SITE: one\n", "");
+    fleet.host_settings(1, "deploy_to: /var/www/site2, env: { SITE: two }");
+    fleet.edit_inventory(|t| {
+        t.replace(
+            "build: [\"sh build.sh\"]",
+            "build: [\"sh build.sh\", \"echo $SITE:$SHIP_DEPLOY_TO > site.txt\"]",
+        )
+    });
+    let run = fleet.deploy();
+    assert_eq!(run.code, 0, "{}", run.all());
+    let (w1, w2) = (fleet.host(0), fleet.host(1));
+    assert_eq!(
+        fs::read_to_string(w1.path("current/site.txt")).expect("web-1"),
+        format!("one:{DEPLOY_TO}\n")
+    );
+    let site2 = w2.www.join("site2");
+    assert_eq!(
+        fs::read_to_string(site2.join("current/site.txt")).expect("web-2"),
+        "two:/var/www/site2\n"
+    );
+    assert!(
+        !w2.path("").exists(),
+        "web-2 has nothing under the default deploy_to"
+    );
+    let a = w1.current_id().expect("current");
+
+    // Someone replaced web-1's `current` with a real directory: nothing is touched anywhere.
+    fs::remove_file(w1.path("current")).expect("rm link");
+    fs::create_dir_all(w1.path("current")).expect("mkdir");
+    fs::write(w1.path("current/by-hand.txt"), "mine").expect("write");
+    let run = fleet.deploy();
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.all()
+            .contains("current exists but is not a symlink (a directory set up by hand?); ship will not touch it"),
+        "{}",
+        run.all()
+    );
+    assert_eq!(
+        fs::read_to_string(w1.path("current/by-hand.txt")).expect("kept"),
+        "mine"
+    );
+    assert_eq!(w1.releases(), vec![a.clone()]);
+    let link = fs::read_link(site2.join("current")).expect("web-2 current");
+    assert_eq!(link, std::path::Path::new(&format!("releases/{a}")));
+    let mut rel2: Vec<String> = fs::read_dir(site2.join("releases"))
+        .expect("releases")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    rel2.sort();
+    assert_eq!(rel2, vec![a]);
+    assert!(!w1.locked() && !site2.join(".ship/lock").exists());
+}
