@@ -429,3 +429,72 @@ pub fn config(g: &Global, stage: &str) -> u8 {
         }
     }
 }
+
+/// `ship exec <stage> -- <command>`: every host at once, output grouped per host. Exit 0 when
+/// the command succeeded everywhere, 1 when it failed somewhere, 3 when a host could not run
+/// it (unreachable, timed out), 130 when interrupted.
+pub async fn exec(a: &super::ExecArgs) -> u8 {
+    let g = &a.global;
+    let stage = match load_stage(g, &a.stage) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let command = a.command.join(" ");
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let on_signal = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\nship: interrupted; stopping the command on every host");
+            on_signal.cancel();
+        }
+    });
+    let results = inspect::exec(
+        &stage,
+        &ConnectOptions::default(),
+        &command,
+        a.timeout,
+        &cancel,
+    )
+    .await;
+    if g.json {
+        print_json(&serde_json::json!({"stage": stage.name, "command": command, "hosts": results}));
+    } else {
+        for r in &results {
+            let how = match (&r.error, r.status) {
+                (Some(e), _) => format!("FAILED: {e}"),
+                (None, Some(0)) => "ok".to_owned(),
+                (None, Some(c)) => format!("exit {c}"),
+                (None, None) => "no exit status".to_owned(),
+            };
+            println!(
+                "== {} ({how}, {})",
+                r.host,
+                crate::util::human_duration(std::time::Duration::from_millis(r.elapsed_ms))
+            );
+            for l in &r.output {
+                if l.stream == "stderr" {
+                    println!("! {}", l.line);
+                } else {
+                    println!("{}", l.line);
+                }
+            }
+            if r.dropped > 0 {
+                println!("(… {} more lines not kept)", r.dropped);
+            }
+        }
+        let ok = results
+            .iter()
+            .filter(|r| r.error.is_none() && r.status == Some(0))
+            .count();
+        println!("{}: ok on {ok} of {} host(s)", stage.name, results.len());
+    }
+    if cancel.is_cancelled() {
+        exit::INTERRUPTED
+    } else if results.iter().any(|r| r.error.is_some()) {
+        exit::ATTENTION
+    } else if results.iter().all(|r| r.status == Some(0)) {
+        exit::OK
+    } else {
+        exit::FAILED
+    }
+}

@@ -61,6 +61,9 @@ enum Command {
     /// Print the effective settings of every host of a stage (after defaults, stage, host and
     /// recipe), secrets masked, as YAML (or JSON with --json).
     Config(StageArgs),
+    /// Run a command on every host of a stage at once (in `deploy_to/current`), and show the
+    /// output grouped by host: `ship exec production -- php artisan cache:clear`.
+    Exec(ExecArgs),
     /// Show or release the deploy lock of a stage.
     #[command(subcommand)]
     Lock(LockCommand),
@@ -157,6 +160,20 @@ pub struct DeployArgs {
 }
 
 #[derive(Args, Debug, Clone)]
+pub struct ExecArgs {
+    /// The stage.
+    pub stage: String,
+    /// Stop the command on a host that takes longer than this.
+    #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "10m")]
+    pub timeout: Duration,
+    /// The command (a shell command line; after `--`).
+    #[arg(last = true, required = true, num_args = 1..)]
+    pub command: Vec<String>,
+    #[command(flatten)]
+    pub global: Global,
+}
+
+#[derive(Args, Debug, Clone)]
 pub struct RollbackArgs {
     /// The stage to roll back.
     pub stage: String,
@@ -237,6 +254,7 @@ pub fn main() -> ExitCode {
             Command::Releases(a) => inspect::releases(&a.global, &a.stage).await,
             Command::Check(a) => inspect::check(&a.global, &a.stage).await,
             Command::Config(a) => inspect::config(&a.global, &a.stage),
+            Command::Exec(a) => inspect::exec(&a).await,
             Command::Lock(LockCommand::Status(a)) => {
                 inspect::lock_status(&a.global, &a.stage).await
             }

@@ -500,3 +500,103 @@ pub async fn check(stage: &Stage, options: &ConnectOptions, tools: &[&str]) -> V
     })
     .await
 }
+
+/// Lines of output kept per host by `ship exec` (the rest are counted, not kept).
+pub const EXEC_LINES: usize = 10_000;
+
+/// One line a host printed.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExecLine {
+    /// `stdout` or `stderr`.
+    pub stream: &'static str,
+    pub line: String,
+}
+
+/// What `ship exec` got from one host.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExecResult {
+    pub host: String,
+    /// The command's exit status (none: it did not run to the end).
+    pub status: Option<u32>,
+    /// What it printed, in order (the first [`EXEC_LINES`] lines).
+    pub output: Vec<ExecLine>,
+    /// Lines beyond [`EXEC_LINES`], not kept.
+    pub dropped: usize,
+    /// Why the command could not run or finish (unreachable, timed out, interrupted).
+    pub error: Option<String>,
+    pub elapsed_ms: u64,
+}
+
+/// Run an ad-hoc command on every host of the stage at once, in `deploy_to/current` (else
+/// `deploy_to`, else the login directory). The command is supervised: a timeout or `cancel`
+/// stops it on the host.
+pub async fn exec(
+    stage: &Stage,
+    options: &ConnectOptions,
+    command: &str,
+    timeout: Duration,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Vec<ExecResult> {
+    each_host(stage, options, |host, conn| async move {
+        let t0 = std::time::Instant::now();
+        let mut r = ExecResult {
+            host: host.name.clone(),
+            status: None,
+            output: Vec::new(),
+            dropped: 0,
+            error: None,
+            elapsed_ms: 0,
+        };
+        let lines: Arc<std::sync::Mutex<(Vec<ExecLine>, usize)>> = Arc::default();
+        let sink = lines.clone();
+        let on_line: crate::transport::OnLine = Arc::new(move |stream, line: &str| {
+            if let Ok(mut l) = sink.lock() {
+                if l.0.len() < EXEC_LINES {
+                    l.0.push(ExecLine {
+                        stream: match stream {
+                            crate::transport::Stream::Stdout => "stdout",
+                            crate::transport::Stream::Stderr => "stderr",
+                        },
+                        line: line.to_owned(),
+                    });
+                } else {
+                    l.1 += 1;
+                }
+            }
+        });
+        let conn = match conn {
+            Ok(c) => c,
+            Err(e) => {
+                r.error = Some(e);
+                return r;
+            }
+        };
+        let d = remote::quote(&host.config.deploy_to);
+        let script = remote::supervised(&format!(
+            "cd {d}/current 2>/dev/null || cd {d} 2>/dev/null || true\n{command}"
+        ));
+        match conn
+            .run_step(&script, None, Some(on_line), timeout, cancel, false)
+            .await
+        {
+            Ok(o) => {
+                r.status = o.status;
+                if o.status.is_none() {
+                    r.error = Some(match &o.signal {
+                        Some(s) => format!("killed by {s}"),
+                        None => "ended without an exit status".into(),
+                    });
+                }
+            }
+            Err(e) => r.error = Some(e.to_string()),
+        }
+        conn.close().await;
+        if let Ok(mut l) = lines.lock() {
+            r.output = std::mem::take(&mut l.0);
+            r.dropped = l.1;
+        }
+        r.elapsed_ms = t0.elapsed().as_millis() as u64;
+        r
+    })
+    .await
+}

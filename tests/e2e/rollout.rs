@@ -705,3 +705,70 @@ fn hosts_and_roles_limit_a_run_and_leave_the_rest_untouched() {
         assert!(!h.locked(), "{}", h.name);
     }
 }
+
+#[test]
+fn exec_runs_a_command_on_every_host_and_groups_the_output() {
+    let fleet = Fleet::start(3);
+    fleet.inventory("", "");
+    let id = deploy_ok(&fleet, &[]);
+    fs::write(fleet.host(1).path("shared/EXEC_FAILS"), "").expect("marker");
+    let run = fleet.ship(&[
+        "exec",
+        "production",
+        "--",
+        "cat public/release.txt; echo to-stderr >&2; test ! -e ../../shared/EXEC_FAILS || exit 4",
+    ]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    let out = &run.stdout;
+    for h in ["web-1", "web-3"] {
+        assert!(out.contains(&format!("== {h} (ok, ")), "{out}");
+    }
+    assert!(out.contains("== web-2 (exit 4, "), "{out}");
+    // Grouped: each host's block holds its own lines, in order.
+    let blocks: Vec<&str> = out.split("== ").skip(1).collect();
+    assert_eq!(blocks.len(), 3, "{out}");
+    for b in &blocks {
+        let lines: Vec<&str> = b.lines().collect();
+        assert_eq!(lines[1], id, "{out}");
+        assert_eq!(lines[2], "! to-stderr", "{out}");
+    }
+    assert!(out.contains("production: ok on 2 of 3 host(s)"), "{out}");
+
+    // JSON, a subset of hosts, and a timeout that stops the command on the host.
+    let run = fleet.ship(&[
+        "exec",
+        "production",
+        "--hosts",
+        "web-3",
+        "--json",
+        "--timeout",
+        "1s",
+        "--",
+        "sleep 30",
+    ]);
+    assert_eq!(run.code, 3, "{}", run.all());
+    let v: serde_json::Value = serde_json::from_str(run.stdout.trim()).expect("JSON");
+    assert_eq!(v["hosts"].as_array().map(Vec::len), Some(1));
+    assert_eq!(v["hosts"][0]["host"], "web-3");
+    assert!(
+        v["hosts"][0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("timed out")),
+        "{v}"
+    );
+    let sleeping = |h: &crate::support::TestHost| {
+        h.pids().into_iter().any(|p| {
+            fs::read(format!("/proc/{p}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+                .is_ok_and(|c| c.starts_with("sleep 30"))
+        })
+    };
+    assert!(!fleet.host(2).pids().is_empty(), "the host's processes are visible");
+    crate::support::wait_until(
+        "the remote sleep is stopped",
+        std::time::Duration::from_secs(15),
+        || !sleeping(fleet.host(2)),
+    );
+    // Nothing about the deploy changed.
+    assert_fleet(&fleet, &id, &[&id]);
+}
