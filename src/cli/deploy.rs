@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::output::{Board, Json, Live, Plain, Verbosity, summary_text};
+use super::output::{
+    Board, Json, Live, Plain, Verbosity, github_annotations, markdown_summary, summary_text,
+};
 use super::{DeployArgs, Global, RollbackArgs, exit};
 use crate::fleet::{self, Deploy, Job, RunPlan};
 use crate::inventory::{Stage, parse_canary};
@@ -258,6 +260,7 @@ async fn execute(g: &Global, stage: Stage, job: Job, o: RunOptions, hook_dir: &P
     if !g.json {
         print!("{}", summary_text(&summary));
     }
+    github_report(&summary, g.json);
     let code = exit_code(&summary, cancel.is_cancelled());
     let result = serde_json::to_value(summary.outcome)
         .ok()
@@ -280,6 +283,28 @@ async fn execute(g: &Global, stage: Stage, job: Job, o: RunOptions, hook_dir: &P
         eprintln!("warning: {e}");
     }
     code
+}
+
+/// Under GitHub Actions (`GITHUB_ACTIONS=true`): failures and warnings as annotations (not with
+/// `--json`, whose stdout is for JSON only), and the summary appended to the job summary.
+fn github_report(summary: &Summary, json: bool) {
+    if std::env::var("GITHUB_ACTIONS").as_deref() != Ok("true") {
+        return;
+    }
+    if !json {
+        print!("{}", github_annotations(summary));
+    }
+    if let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY") {
+        use std::io::Write;
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(markdown_summary(summary).as_bytes()));
+        if let Err(e) = written {
+            eprintln!("warning: cannot write the job summary: {e}");
+        }
+    }
 }
 
 fn exit_code(summary: &Summary, cancelled: bool) -> u8 {

@@ -436,3 +436,98 @@ pub fn summary_text(s: &Summary) -> String {
     }
     out
 }
+
+/// Escape a GitHub Actions workflow-command message.
+fn gh_escape(s: &str) -> String {
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
+}
+
+/// Escape a GitHub Actions workflow-command property (`title=`).
+fn gh_escape_property(s: &str) -> String {
+    gh_escape(s).replace(':', "%3A").replace(',', "%2C")
+}
+
+/// Under GitHub Actions: every failure and warning as an annotation (`::error`/`::warning`
+/// lines for stdout), so they show on the run's page.
+pub fn github_annotations(s: &Summary) -> String {
+    let mut out = String::new();
+    for h in &s.hosts {
+        let items = h
+            .failure
+            .iter()
+            .map(|f| ("error", f))
+            .chain(h.warnings.iter().map(|w| ("warning", w)));
+        for (level, f) in items {
+            let step = f
+                .step
+                .as_deref()
+                .map(|s| format!(" ({s})"))
+                .unwrap_or_default();
+            let title = format!("ship {}: {} {level} at {}{step}", s.stage, h.host, f.phase);
+            let mut msg = f.message.clone();
+            if !f.output_tail.is_empty() {
+                msg.push('\n');
+                msg.push_str(&f.output_tail.join("\n"));
+            }
+            out.push_str(&format!(
+                "::{level} title={}::{}\n",
+                gh_escape_property(&title),
+                gh_escape(&msg)
+            ));
+        }
+    }
+    out
+}
+
+/// The summary as Markdown, for GitHub Actions' job summary (`$GITHUB_STEP_SUMMARY`).
+pub fn markdown_summary(s: &Summary) -> String {
+    let text = summary_text(s);
+    let headline = text.lines().next().unwrap_or_default();
+    let mut out = format!("### {headline}\n\n");
+    out.push_str(&format!("revision `{}`\n\n", s.revision));
+    out.push_str("| host | result | current | prepare | switched |\n|---|---|---|---|---|\n");
+    let first = s.hosts.iter().filter_map(|h| h.switched_at_unix_ns).min();
+    for h in &s.hosts {
+        let result = match h.result {
+            HostResult::Switched => "switched",
+            HostResult::Reverted => "reverted",
+            HostResult::Unchanged => "unchanged",
+            HostResult::Unknown => "**UNKNOWN**",
+        };
+        let switched = match (h.switched_at_unix_ns, first) {
+            (Some(t), Some(t0)) => format!("+{:.2}ms", (t - t0) as f64 / 1e6),
+            _ => "-".into(),
+        };
+        out.push_str(&format!(
+            "| {} | {result} | {} | {} | {switched} |\n",
+            h.host,
+            h.current.as_deref().unwrap_or("-"),
+            h.prepare_ms
+                .map(|ms| human_duration(Duration::from_millis(ms)))
+                .unwrap_or_else(|| "-".into()),
+        ));
+    }
+    if let Some(skew) = s.flip_skew_ms {
+        out.push_str(&format!("\nflip skew **{skew:.2} ms**\n"));
+    }
+    for h in &s.hosts {
+        if let Some(f) = &h.failure {
+            out.push_str(&format!(
+                "\n**{}** failed at {}{}: {}\n",
+                h.host,
+                f.phase,
+                f.step
+                    .as_deref()
+                    .map(|s| format!(" ({s})"))
+                    .unwrap_or_default(),
+                f.message
+            ));
+            if !f.output_tail.is_empty() {
+                out.push_str(&format!("```\n{}\n```\n", f.output_tail.join("\n")));
+            }
+        }
+    }
+    out
+}

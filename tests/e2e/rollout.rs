@@ -763,7 +763,10 @@ fn exec_runs_a_command_on_every_host_and_groups_the_output() {
                 .is_ok_and(|c| c.starts_with("sleep 30"))
         })
     };
-    assert!(!fleet.host(2).pids().is_empty(), "the host's processes are visible");
+    assert!(
+        !fleet.host(2).pids().is_empty(),
+        "the host's processes are visible"
+    );
     crate::support::wait_until(
         "the remote sleep is stopped",
         std::time::Duration::from_secs(15),
@@ -771,4 +774,45 @@ fn exec_runs_a_command_on_every_host_and_groups_the_output() {
     );
     // Nothing about the deploy changed.
     assert_fleet(&fleet, &id, &[&id]);
+}
+
+#[test]
+fn under_github_actions_failures_become_annotations_and_the_summary_goes_to_the_job_summary() {
+    let fleet = Fleet::start(2);
+    fleet.inventory("", "");
+    let a = deploy_ok(&fleet, &[]);
+    fs::write(fleet.host(1).path("shared/FAIL_BUILD"), "").expect("marker");
+    let job_summary = fleet.dir().join("step-summary.md");
+    let run = fleet.ship_env(
+        &["deploy", "production"],
+        &[
+            ("GITHUB_ACTIONS", std::path::Path::new("true")),
+            ("GITHUB_STEP_SUMMARY", job_summary.as_path()),
+        ],
+    );
+    assert_eq!(run.code, 1, "{}", run.all());
+    let annotation = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("::error "))
+        .expect("an error annotation");
+    assert!(
+        annotation.starts_with(
+            "::error title=ship production%3A web-2 error at prepare (build%3A sh build.sh)::exited with status 3"
+        ),
+        "{annotation}"
+    );
+    assert!(annotation.contains("%0Abuild failed: "), "{annotation}");
+    let md = fs::read_to_string(&job_summary).expect("job summary written");
+    assert!(md.starts_with("### deploy of "), "{md}");
+    assert!(md.contains("| web-2 | unchanged | "), "{md}");
+    assert!(
+        md.contains("**web-2** failed at prepare (build: sh build.sh)"),
+        "{md}"
+    );
+    // Outside GitHub Actions: no annotations.
+    let run = fleet.deploy();
+    assert_eq!(run.code, 1);
+    assert!(!run.stdout.contains("::error"), "{}", run.stdout);
+    assert_fleet(&fleet, &a, &[&a]);
 }
