@@ -800,3 +800,47 @@ fn config_prints_the_effective_settings_per_host_with_secrets_masked() {
     assert_eq!(w1["build"], serde_json::json!(["echo **** | ./configure"]));
     assert!(!String::from_utf8_lossy(&json.stdout).contains("pw-93x-secret"));
 }
+
+#[test]
+fn completions_and_the_man_page_are_generated_from_the_command_line_definition() {
+    let ship = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ship"))
+            .args(args)
+            .output()
+            .expect("ship");
+        assert!(out.status.success(), "ship {args:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for shell in ["bash", "zsh", "fish"] {
+        let script = ship(&["completions", shell]);
+        for word in ["rollback", "releases", "exec", "canary", "lock-wait"] {
+            assert!(script.contains(word), "{shell} completion lacks {word}");
+        }
+    }
+    // bash accepts the script and registers it for `ship`.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("ship.bash");
+    fs::write(&file, ship(&["completions", "bash"])).expect("write");
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!("source {} && complete -p ship", file.display()))
+        .output()
+        .expect("bash");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("-F _ship ship"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let man = ship(&["man"]);
+    assert!(man.contains(".TH ship 1"), "{man}");
+    assert!(
+        man.contains("rollback") && man.contains("SUBCOMMANDS"),
+        "{man}"
+    );
+    // A bad shell name is a usage error.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ship"))
+        .args(["completions", "tcsh"])
+        .output()
+        .expect("ship");
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -64,6 +64,13 @@ enum Command {
     /// Run a command on every host of a stage at once (in `deploy_to/current`), and show the
     /// output grouped by host: `ship exec production -- php artisan cache:clear`.
     Exec(ExecArgs),
+    /// Print a shell completion script: `ship completions bash > /etc/bash_completion.d/ship`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `ship man > /usr/local/share/man/man1/ship.1`.
+    Man,
     /// Show or release the deploy lock of a stage.
     #[command(subcommand)]
     Lock(LockCommand),
@@ -255,6 +262,21 @@ pub fn main() -> ExitCode {
             Command::Check(a) => inspect::check(&a.global, &a.stage).await,
             Command::Config(a) => inspect::config(&a.global, &a.stage),
             Command::Exec(a) => inspect::exec(&a).await,
+            Command::Completions { shell } => {
+                let mut cmd = <Cli as clap::CommandFactory>::command();
+                clap_complete::generate(shell, &mut cmd, "ship", &mut std::io::stdout());
+                exit::OK
+            }
+            Command::Man => {
+                let cmd = <Cli as clap::CommandFactory>::command();
+                match clap_mangen::Man::new(cmd).render(&mut std::io::stdout()) {
+                    Ok(()) => exit::OK,
+                    Err(e) => {
+                        eprintln!("error: cannot write the man page: {e}");
+                        exit::FAILED
+                    }
+                }
+            }
             Command::Lock(LockCommand::Status(a)) => {
                 inspect::lock_status(&a.global, &a.stage).await
             }
