@@ -844,3 +844,85 @@ fn completions_and_the_man_page_are_generated_from_the_command_line_definition()
         .expect("ship");
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn init_writes_an_inventory_ship_accepts_and_never_overwrites_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ship = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ship"))
+            .args(args)
+            .current_dir(dir.path())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("ship")
+    };
+    // Not on a terminal and nothing given: says what to pass.
+    let out = ship(&["init"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--host"));
+    let out = ship(&[
+        "init",
+        "--host",
+        "203.0.113.10,worker=203.0.113.11",
+        "--deploy-to",
+        "/var/www/shop",
+        "--recipe",
+        "laravel",
+        "--source",
+        "git@github.com:acme/shop.git",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let inv = ship::inventory::Inventory::load(&dir.path().join("inventory.yaml"))
+        .expect("the written inventory parses");
+    let st = inv.stage("production").expect("stage");
+    let names: Vec<&str> = st.hosts.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(names, ["web-1", "worker"]);
+    let c = &st.hosts[1].config;
+    assert_eq!(st.hosts[1].address, "203.0.113.11");
+    assert_eq!(c.deploy_to, "/var/www/shop");
+    assert_eq!(c.user, "deploy");
+    assert_eq!(c.recipe.as_deref(), Some("laravel"));
+    assert_eq!(c.run_once, vec!["php artisan migrate --force"]);
+    assert!(
+        matches!(&c.source, ship::inventory::Source::Git { url, .. } if url == "git@github.com:acme/shop.git")
+    );
+    // A second init does not overwrite it.
+    let before = fs::read_to_string(dir.path().join("inventory.yaml")).expect("read");
+    let out = ship(&["init", "--host", "10.0.0.1", "--deploy-to", "/srv/x"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("never overwrites"));
+    assert_eq!(
+        fs::read_to_string(dir.path().join("inventory.yaml")).expect("read"),
+        before
+    );
+    // Without a recipe: the generic skeleton, also valid.
+    let out = ship(&[
+        "init",
+        "-i",
+        "plain.yaml",
+        "--host",
+        "10.0.0.1",
+        "--deploy-to",
+        "/srv/x",
+    ]);
+    assert!(out.status.success());
+    let inv = ship::inventory::Inventory::load(&dir.path().join("plain.yaml")).expect("parses");
+    let c = &inv.stage("production").expect("stage").hosts[0].config;
+    assert_eq!(c.shared.files, vec![".env"]);
+    // A bad host name is refused, naming it.
+    let out = ship(&[
+        "init",
+        "-i",
+        "bad.yaml",
+        "--host",
+        "we b=10.0.0.1",
+        "--deploy-to",
+        "/x",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`we b` is not a valid host name"));
+}

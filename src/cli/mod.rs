@@ -3,6 +3,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod deploy;
+mod init;
 mod inspect;
 mod output;
 
@@ -64,6 +65,8 @@ enum Command {
     /// Run a command on every host of a stage at once (in `deploy_to/current`), and show the
     /// output grouped by host: `ship exec production -- php artisan cache:clear`.
     Exec(ExecArgs),
+    /// Write a commented inventory for a new project (asks on a terminal; flags for scripts).
+    Init(init::InitArgs),
     /// Print a shell completion script: `ship completions bash > /etc/bash_completion.d/ship`.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -267,6 +270,7 @@ pub fn main() -> ExitCode {
                 clap_complete::generate(shell, &mut cmd, "ship", &mut std::io::stdout());
                 exit::OK
             }
+            Command::Init(a) => init::run(&a),
             Command::Man => {
                 let cmd = <Cli as clap::CommandFactory>::command();
                 match clap_mangen::Man::new(cmd).render(&mut std::io::stdout()) {
