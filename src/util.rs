@@ -65,6 +65,15 @@ pub fn rfc3339(secs: u64) -> String {
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
 }
 
+/// The UTC time of day with milliseconds, `HH:MM:SS.mmm`, for log lines.
+pub fn clock_now() -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let (_, _, _, h, mi, s) = utc_parts(now.as_secs());
+    format!("{h:02}:{mi:02}:{s:02}.{:03}", now.subsec_millis())
+}
+
 /// Read back a timestamp written by [`rfc3339`] (`YYYY-MM-DDTHH:MM:SSZ`, UTC only).
 pub fn parse_rfc3339(s: &str) -> Option<u64> {
     let b = s.as_bytes();

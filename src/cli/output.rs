@@ -19,7 +19,7 @@ pub enum Verbosity {
     Verbose,
 }
 
-/// One JSON object per line on stdout; the schema version is in every `started` event.
+/// One JSON object per line on stdout, each with the schema version (`"schema": 1`).
 pub struct Json;
 
 impl Reporter for Json {
@@ -48,7 +48,8 @@ fn failure_lines(host: &str, f: &Failure) -> Vec<String> {
     lines
 }
 
-/// Plain lines, for CI logs and pipes: `[web-1] build: npm ci … ok 3.2s`.
+/// Plain lines, for CI logs and pipes, each with the UTC time:
+/// `06:20:01.123 [web-1] build: npm ci … ok 3.2s`.
 pub struct Plain {
     pub verbosity: Verbosity,
 }
@@ -56,7 +57,7 @@ pub struct Plain {
 impl Plain {
     fn line(&self, s: &str) {
         let mut err = std::io::stderr().lock();
-        let _ = writeln!(err, "{s}");
+        let _ = writeln!(err, "{} {s}", crate::util::clock_now());
     }
 }
 

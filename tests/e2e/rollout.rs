@@ -810,9 +810,21 @@ fn under_github_actions_failures_become_annotations_and_the_summary_goes_to_the_
         md.contains("**web-2** failed at prepare (build: sh build.sh)"),
         "{md}"
     );
-    // Outside GitHub Actions: no annotations.
+    // Outside GitHub Actions: no annotations. Plain progress lines carry the UTC time.
     let run = fleet.deploy();
     assert_eq!(run.code, 1);
     assert!(!run.stdout.contains("::error"), "{}", run.stdout);
+    for line in run.stderr.lines() {
+        let b = line.as_bytes();
+        let timed = b.len() > 13
+            && b[2] == b':'
+            && b[5] == b':'
+            && b[8] == b'.'
+            && b[12] == b' '
+            && [0, 1, 3, 4, 6, 7, 9, 10, 11]
+                .iter()
+                .all(|&i| b[i].is_ascii_digit());
+        assert!(timed, "not a timed line: {line:?}");
+    }
     assert_fleet(&fleet, &a, &[&a]);
 }
