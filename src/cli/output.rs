@@ -131,8 +131,14 @@ impl Live {
     pub fn new(hosts: &[String], verbosity: Verbosity) -> Self {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
         let width = hosts.iter().map(|h| h.len()).max().unwrap_or(4);
+        // NO_COLOR (https://no-color.org): no styling at all.
+        let bold = if std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()) {
+            ""
+        } else {
+            ".bold"
+        };
         let style = ProgressStyle::with_template(&format!(
-            "{{prefix:<{width}.bold}} {{spinner}} {{wide_msg}} {{elapsed:>4}}"
+            "{{prefix:<{width}{bold}}} {{spinner}} {{wide_msg}} {{elapsed:>4}}"
         ))
         .unwrap_or_else(|_| ProgressStyle::default_spinner());
         let bars = hosts

@@ -828,3 +828,127 @@ fn under_github_actions_failures_become_annotations_and_the_summary_goes_to_the_
     }
     assert_fleet(&fleet, &a, &[&a]);
 }
+
+/// Run ship under a pseudo-terminal (util-linux `script`) and render what it draws with a
+/// terminal emulator, so the test sees the screen a user would.
+struct Screen {
+    parser: std::sync::Arc<std::sync::Mutex<vt100::Parser>>,
+    child: std::process::Child,
+}
+
+impl Screen {
+    fn start(fleet: &Fleet, args: &str, no_color: bool) -> Screen {
+        use std::io::Read;
+        let ship = env!("CARGO_BIN_EXE_ship");
+        let mut cmd = std::process::Command::new("script");
+        cmd.args([
+            "-qfec",
+            &format!("stty cols 120 rows 40; exec {ship} {args}"),
+            "/dev/null",
+        ])
+        .current_dir(fleet.dir())
+        .env_remove("SSH_AUTH_SOCK")
+        .env("TERM", "xterm-256color")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+        if no_color {
+            cmd.env("NO_COLOR", "1");
+        } else {
+            cmd.env_remove("NO_COLOR");
+        }
+        let mut child = cmd.spawn().expect("script");
+        let mut out = child.stdout.take().expect("stdout");
+        let parser = std::sync::Arc::new(std::sync::Mutex::new(vt100::Parser::new(40, 120, 0)));
+        let feed = parser.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                if let Ok(mut p) = feed.lock() {
+                    p.process(&buf[..n]);
+                }
+            }
+        });
+        Screen { parser, child }
+    }
+
+    /// The screen, row by row (a row the program filled to the edge is still its own row).
+    fn contents(&self) -> String {
+        self.parser
+            .lock()
+            .map(|p| p.screen().rows(0, 120).collect::<Vec<_>>().join("\n"))
+            .unwrap_or_default()
+    }
+
+    fn any_bold(&self) -> bool {
+        self.parser.lock().is_ok_and(|p| {
+            let s = p.screen();
+            (0..40).any(|r| (0..120).any(|c| s.cell(r, c).is_some_and(|x| x.bold())))
+        })
+    }
+}
+
+#[test]
+fn the_live_view_draws_a_row_per_host_on_a_terminal() {
+    let fleet = Fleet::start(3);
+    fleet.inventory("  env:\n    BUILD_SECONDS: 3\n", "");
+    let mut screen = Screen::start(&fleet, "deploy production", false);
+    // While the builds run: one row per host, each with its current step and a clock.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let text = screen.contents();
+        let drawn = fleet.hosts.iter().all(|h| {
+            text.lines()
+                .any(|l| l.starts_with(&h.name) && l.contains("build: sh build.sh"))
+        });
+        if drawn {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "every host's row should show its build step; the screen:\n{text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let during = screen.contents();
+    let rows: Vec<&str> = during
+        .lines()
+        .filter(|l| fleet.hosts.iter().any(|h| l.starts_with(&h.name)))
+        .collect();
+    assert_eq!(rows.len(), 3, "{during}");
+    assert!(
+        rows.iter().all(|r| r.trim_end().ends_with('s')),
+        "elapsed column: {during}"
+    );
+    assert!(
+        screen.any_bold(),
+        "host names are bold on a colour terminal"
+    );
+    let status = screen.child.wait().expect("ship ends");
+    assert!(status.success());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // At the end, the rows make way for the summary table.
+    let after = screen.contents();
+    assert!(
+        after.contains("deployed ") && after.contains("3/3 hosts switched"),
+        "{after}"
+    );
+    assert!(after.contains("flip skew"), "{after}");
+    assert!(
+        !after.contains("build: sh build.sh"),
+        "the live rows were cleared: {after}"
+    );
+
+    // NO_COLOR: the same view, without styling.
+    let mut screen = Screen::start(&fleet, "deploy production", true);
+    crate::support::wait_until(
+        "the rows are drawn",
+        std::time::Duration::from_secs(60),
+        || screen.contents().contains("build: sh build.sh"),
+    );
+    assert!(!screen.any_bold(), "{}", screen.contents());
+    assert!(screen.child.wait().expect("ship ends").success());
+}
