@@ -23,10 +23,14 @@ pub fn load_stage(g: &Global, name: &str) -> Result<Stage, u8> {
         eprintln!("error: stage `{}` has no hosts", stage.name);
         return Err(exit::USAGE);
     }
-    stage.select(&g.hosts, &g.roles).map_err(|e| {
+    let mut stage = stage.select(&g.hosts, &g.roles).map_err(|e| {
         eprintln!("error: {e}");
         exit::USAGE
-    })
+    })?;
+    for note in crate::inventory::ssh_config::apply(&mut stage) {
+        eprintln!("warning: {note}");
+    }
+    Ok(stage)
 }
 
 /// The stage and where its hosts stand.

@@ -12,6 +12,7 @@ mod error;
 mod node;
 mod parse;
 pub mod show;
+pub mod ssh_config;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -299,6 +300,82 @@ impl Default for HealthCheck {
     }
 }
 
+/// A jump host (bastion) ship connects through: `[user@]host[:port]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyJump {
+    pub user: Option<String>,
+    pub host: String,
+    pub port: Option<u16>,
+}
+
+impl ProxyJump {
+    /// Parse `[user@]host[:port]` (one hop).
+    pub fn parse(text: &str) -> Result<ProxyJump, String> {
+        let t = text.trim();
+        if t.contains(',') {
+            return Err(format!(
+                "`{t}` names several jump hosts; ship supports one (hint: jump to the last one \
+                 and let its own ssh config reach further, or use a single bastion)"
+            ));
+        }
+        let t = t.strip_prefix("ssh://").unwrap_or(t);
+        let (user, rest) = match t.rsplit_once('@') {
+            Some((u, r)) => (Some(u.to_owned()), r),
+            None => (None, t),
+        };
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') || h.starts_with('[') => {
+                let port = p
+                    .parse::<u16>()
+                    .map_err(|_| format!("`{p}` in `{t}` is not a port"))?;
+                (
+                    h.trim_matches(|c| c == '[' || c == ']').to_owned(),
+                    Some(port),
+                )
+            }
+            _ => (rest.to_owned(), None),
+        };
+        // `ssh -G` writes addresses in brackets: `jump@[10.0.0.1]`.
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        if host.is_empty() || host.starts_with('-') || host.contains(char::is_whitespace) {
+            return Err(format!(
+                "`{t}` is not a jump host (write `[user@]host[:port]`)"
+            ));
+        }
+        if user
+            .as_deref()
+            .is_some_and(|u| u.is_empty() || u.starts_with('-'))
+        {
+            return Err(format!("`{t}` has an invalid user"));
+        }
+        Ok(ProxyJump { user, host, port })
+    }
+}
+
+/// Where OpenSSH client settings for the hosts come from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum SshConfig {
+    /// `~/.ssh/config` (and the system file), as `ssh` reads them.
+    #[default]
+    Default,
+    /// This file instead.
+    File(PathBuf),
+    /// Not read.
+    Off,
+}
+
+/// Which connection settings the inventory itself set (they win over the ssh config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Explicit {
+    pub user: bool,
+    pub port: bool,
+    pub identity_file: bool,
+    pub proxy_jump: bool,
+}
+
 /// How `writable` paths are made writable for the web server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WritableMode {
@@ -378,6 +455,15 @@ pub struct HostConfig {
     pub identity_file: Option<PathBuf>,
     pub known_hosts: PathBuf,
     pub host_key_checking: HostKeyChecking,
+    /// Connect through this jump host.
+    pub proxy_jump: Option<ProxyJump>,
+    /// Where ssh client settings come from (`ssh_config`).
+    pub ssh_config: SshConfig,
+    /// What the inventory set itself, so the ssh config only fills the rest.
+    pub explicit: Explicit,
+    /// The name the inventory gave as `address`, when the ssh config resolved it to another
+    /// `HostName` (an alias).
+    pub alias: Option<String>,
     /// Absolute path on the host.
     pub deploy_to: String,
     pub keep_releases: usize,

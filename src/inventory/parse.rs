@@ -7,8 +7,9 @@ use std::time::Duration;
 use super::error::{InventoryError, nearest};
 use super::node::{Kind, Node, Pos, parse_yaml};
 use super::{
-    Canary, Connection, EnvVar, HealthCheck, Hooks, Host, HostConfig, HostKeyChecking, Inventory,
-    OnFailure, Probe, Shared, Source, Stage, StepSpec, Timeouts, Writable, WritableMode,
+    Canary, Connection, EnvVar, Explicit, HealthCheck, Hooks, Host, HostConfig, HostKeyChecking,
+    Inventory, OnFailure, Probe, ProxyJump, Shared, Source, SshConfig, Stage, StepSpec, Timeouts,
+    Writable, WritableMode,
 };
 
 /// Keys allowed at the top of the document.
@@ -21,6 +22,8 @@ pub const LAYER_KEYS: &[&str] = &[
     "identity_file",
     "known_hosts",
     "host_key_checking",
+    "proxy_jump",
+    "ssh_config",
     "deploy_to",
     "keep_releases",
     "source",
@@ -289,6 +292,8 @@ struct Layer {
     identity_file: Option<PathBuf>,
     known_hosts: Option<PathBuf>,
     host_key_checking: Option<HostKeyChecking>,
+    proxy_jump: Option<ProxyJump>,
+    ssh_config: Option<SshConfig>,
     deploy_to: Option<String>,
     keep_releases: Option<usize>,
     source: Option<At<Source>>,
@@ -327,6 +332,8 @@ impl Layer {
                 .clone()
                 .or_else(|| self.known_hosts.clone()),
             host_key_checking: upper.host_key_checking.or(self.host_key_checking),
+            proxy_jump: upper.proxy_jump.clone().or_else(|| self.proxy_jump.clone()),
+            ssh_config: upper.ssh_config.clone().or_else(|| self.ssh_config.clone()),
             deploy_to: upper.deploy_to.clone().or_else(|| self.deploy_to.clone()),
             keep_releases: upper.keep_releases.or(self.keep_releases),
             source: upper.source.clone().or_else(|| self.source.clone()),
@@ -725,6 +732,15 @@ fn host(
         identity_file: l.identity_file.clone(),
         known_hosts,
         host_key_checking: l.host_key_checking.unwrap_or(HostKeyChecking::Strict),
+        proxy_jump: l.proxy_jump.clone(),
+        ssh_config: l.ssh_config.clone().unwrap_or_default(),
+        explicit: Explicit {
+            user: l.user.is_some(),
+            port: l.port.is_some(),
+            identity_file: l.identity_file.is_some(),
+            proxy_jump: l.proxy_jump.is_some(),
+        },
+        alias: None,
         deploy_to,
         keep_releases: l.keep_releases.unwrap_or(5),
         source: source.value.clone(),
@@ -804,6 +820,17 @@ fn layer<'n>(
                             "use `strict` (default) or `accept-new`; a changed key is always refused",
                         ));
                     }
+                })
+            }
+            "proxy_jump" => {
+                let text = ctx.non_empty(v, &p)?;
+                l.proxy_jump = Some(ProxyJump::parse(&text).map_err(|m| ctx.err(v.pos, &p, m))?);
+            }
+            "ssh_config" => {
+                l.ssh_config = Some(match &v.kind {
+                    Kind::Bool(false) => SshConfig::Off,
+                    Kind::Bool(true) => SshConfig::Default,
+                    _ => SshConfig::File(ctx.local_path(v, &p)?),
                 })
             }
             "deploy_to" => l.deploy_to = Some(deploy_to(ctx, v, &p)?),

@@ -35,6 +35,7 @@ pub struct HostConfigView {
     pub identity_file: Option<String>,
     pub known_hosts: String,
     pub host_key_checking: &'static str,
+    pub proxy_jump: Option<String>,
     pub deploy_to: String,
     pub keep_releases: usize,
     pub source: BTreeMap<&'static str, String>,
@@ -127,6 +128,16 @@ pub fn stage_config(stage: &Stage, mask: impl Fn(&str) -> String) -> StageConfig
                     HostKeyChecking::Strict => "strict",
                     HostKeyChecking::AcceptNew => "accept-new",
                 },
+                proxy_jump: c.proxy_jump.as_ref().map(|j| {
+                    let mut s = j.host.clone();
+                    if let Some(u) = &j.user {
+                        s = format!("{u}@{s}");
+                    }
+                    if let Some(p) = j.port {
+                        s = format!("{s}:{p}");
+                    }
+                    s
+                }),
                 deploy_to: c.deploy_to.clone(),
                 keep_releases: c.keep_releases,
                 source: match &c.source {

@@ -109,7 +109,7 @@ fn unknown_key_names_file_line_column_path_and_nearest_key() {
  26 |         prot: 22
     |         ^
   hint: did you mean `port`? valid keys here: connection, user, port, identity_file, \
-known_hosts, host_key_checking, deploy_to, keep_releases, source, shared, build, \
+known_hosts, host_key_checking, proxy_jump, ssh_config, deploy_to, keep_releases, source, shared, build, \
 copy_from_previous, writable, forward_agent, git_known_hosts, run_once, after_switch, health_check, recipe, env, connect_timeout, step_timeout, switch_timeout, \
 keepalive_interval, address, roles"
     );
@@ -364,4 +364,36 @@ fn copy_from_previous_paths_are_checked_like_shared_paths() {
         e.contains("`storage/cache` overlaps the shared path `storage`"),
         "{e}"
     );
+}
+
+#[test]
+fn jump_hosts_parse_as_ssh_writes_them() {
+    let p = |s: &str| ProxyJump::parse(s);
+    assert_eq!(
+        p("jump@bastion.example.com:2222"),
+        Ok(ProxyJump {
+            user: Some("jump".into()),
+            host: "bastion.example.com".into(),
+            port: Some(2222)
+        })
+    );
+    assert_eq!(
+        p("jump@[10.0.0.1]"),
+        Ok(ProxyJump {
+            user: Some("jump".into()),
+            host: "10.0.0.1".into(),
+            port: None
+        })
+    );
+    assert_eq!(
+        p("[::1]:22"),
+        Ok(ProxyJump {
+            user: None,
+            host: "::1".into(),
+            port: Some(22)
+        })
+    );
+    assert!(p("a,b").expect_err("two hops").contains("supports one"));
+    assert!(p("x:notaport").expect_err("port").contains("is not a port"));
+    assert!(p("-oProxyCommand=x").is_err());
 }

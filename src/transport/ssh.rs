@@ -134,6 +134,8 @@ impl client::Handler for Client {
 /// An authenticated SSH connection.
 pub struct SshConnection {
     handle: Arc<Handle<Client>>,
+    /// The jump host's connection the host is reached through (kept open while this one is).
+    jump: Option<Box<SshConnection>>,
     /// Channels are opened one at a time per connection (sshd caps sessions per connection).
     open_timeout: Duration,
 }
@@ -230,29 +232,79 @@ impl SshConnection {
             ..Default::default()
         };
         let addr = format!("{}:{}", host.address, cfg.port);
-        let mut handle =
-            match client::connect(Arc::new(config), (host.address.as_str(), cfg.port), handler)
-                .await
-            {
-                Ok(h) => h,
-                Err(e) => {
-                    if let Some(refusal) = check.lock().ok().and_then(|mut c| c.refusal.take()) {
-                        return Err(Attempt::Fatal(refusal));
-                    }
-                    if is_retryable(&e) {
-                        return Err(Attempt::Retry);
-                    }
-                    return Err(Attempt::Fatal(TransportError::Connect {
-                        addr,
-                        reason: describe_russh_error(&e),
-                    }));
+        let config = Arc::new(config);
+        let (jump, connected) = match &cfg.proxy_jump {
+            None => (
+                None,
+                client::connect(config, (host.address.as_str(), cfg.port), handler).await,
+            ),
+            Some(j) => {
+                // First the jump host (its key checked like any host's), then a TCP channel
+                // through it to the host, and SSH over that channel.
+                let mut jump_cfg = cfg.clone();
+                jump_cfg.user = j.user.clone().unwrap_or_else(|| cfg.user.clone());
+                jump_cfg.port = j.port.unwrap_or(22);
+                jump_cfg.proxy_jump = None;
+                jump_cfg.forward_agent = false;
+                let jump_host = Host {
+                    name: j.host.clone(),
+                    address: j.host.clone(),
+                    config: jump_cfg,
+                };
+                let via = |e: TransportError| {
+                    TransportError::Other(format!("through the jump host {}: {e}", j.host))
+                };
+                let jump = match Box::pin(Self::connect_once(&jump_host, options)).await {
+                    Ok(c) => c,
+                    Err(Attempt::Retry) => return Err(Attempt::Retry),
+                    Err(Attempt::Fatal(e)) => return Err(Attempt::Fatal(via(e))),
+                };
+                let channel = jump
+                    .handle
+                    .channel_open_direct_tcpip(
+                        host.address.clone(),
+                        u32::from(cfg.port),
+                        "127.0.0.1",
+                        0,
+                    )
+                    .await
+                    .map_err(|e| {
+                        Attempt::Fatal(via(TransportError::Connect {
+                            addr: addr.clone(),
+                            reason: format!(
+                                "the jump host could not open a connection to it: {} \
+                                 (hint: check that it can reach {addr}, and that its sshd \
+                                 allows TCP forwarding)",
+                                describe_russh_error(&e)
+                            ),
+                        }))
+                    })?;
+                let connected =
+                    client::connect_stream(config, channel.into_stream(), handler).await;
+                (Some(Box::new(jump)), connected)
+            }
+        };
+        let mut handle = match connected {
+            Ok(h) => h,
+            Err(e) => {
+                if let Some(refusal) = check.lock().ok().and_then(|mut c| c.refusal.take()) {
+                    return Err(Attempt::Fatal(refusal));
                 }
-            };
+                if is_retryable(&e) {
+                    return Err(Attempt::Retry);
+                }
+                return Err(Attempt::Fatal(TransportError::Connect {
+                    addr,
+                    reason: describe_russh_error(&e),
+                }));
+            }
+        };
         authenticate(&mut handle, host)
             .await
             .map_err(Attempt::Fatal)?;
         Ok(SshConnection {
             handle: Arc::new(handle),
+            jump,
             open_timeout: cfg.timeouts.connect,
         })
     }
@@ -316,6 +368,9 @@ impl SshConnection {
             .handle
             .disconnect(russh::Disconnect::ByApplication, "", "en")
             .await;
+        if let Some(j) = &self.jump {
+            Box::pin(j.close()).await;
+        }
     }
 }
 

@@ -412,3 +412,118 @@ fn per_host_settings_reach_the_steps_and_a_hand_made_current_directory_stops_eve
     assert_eq!(rel2, vec![a]);
     assert!(!w1.locked() && !site2.join(".ship/lock").exists());
 }
+
+const JUMP_UID: u32 = 2103;
+
+/// An iptables rule for the length of a test.
+struct Rule(Vec<String>);
+
+impl Rule {
+    fn add(args: &[&str]) -> Rule {
+        let spec: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let ok = std::process::Command::new("iptables")
+            .arg("-I")
+            .args(&spec)
+            .status()
+            .expect("iptables");
+        assert!(ok.success(), "iptables -I {spec:?}");
+        Rule(spec)
+    }
+}
+
+impl Drop for Rule {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("iptables")
+            .arg("-D")
+            .args(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn an_ssh_config_alias_reaches_a_host_only_through_a_bastion() {
+    let fleet = Fleet::start(2);
+    fleet.inventory("", "");
+    let (bastion, target) = (fleet.host(0), fleet.host(1));
+    bastion.add_users(&[("jump", JUMP_UID)], "");
+    // web-2's sshd takes connections only from the bastion's forwarding (it runs as `jump`).
+    let _only_via_bastion = Rule::add(&[
+        "OUTPUT",
+        "-p",
+        "tcp",
+        "-d",
+        &target.address,
+        "--dport",
+        "22",
+        "-m",
+        "owner",
+        "!",
+        "--uid-owner",
+        &JUMP_UID.to_string(),
+        "-j",
+        "REJECT",
+        "--reject-with",
+        "tcp-reset",
+    ]);
+    let key = fleet.dir().join("client_key");
+    // The inventory names web-2 only by an alias; the ssh config says the rest.
+    let ssh_config = fleet.dir().join("ssh_config");
+    fs::write(
+        &ssh_config,
+        format!(
+            "Host app-2\n  HostName {}\n  User root\n  IdentityFile {}\n  ProxyJump jump@{}\n",
+            target.address,
+            key.display(),
+            bastion.address
+        ),
+    )
+    .expect("ssh config");
+    let id_line = format!("  identity_file: {}\n", key.display());
+    fleet.edit_inventory(|t| {
+        t.replace("  user: root\n", "").replace(
+            &id_line,
+            &format!("  ssh_config: {}\n", ssh_config.display()),
+        )
+    });
+    fleet.host_settings(0, &format!("user: root, identity_file: {}", key.display()));
+    fleet.edit_inventory(|t| {
+        t.replace(
+            &format!("web-2: {{ address: {} }}", target.address),
+            "web-2: { address: app-2 }",
+        )
+    });
+    let run = fleet.deploy();
+    assert_eq!(run.code, 0, "{}", run.all());
+    let id = bastion.current_id().expect("current");
+    assert_eq!(target.current_id().as_deref(), Some(id.as_str()));
+    assert!(!bastion.locked() && !target.locked());
+    // ship config shows what the ssh config resolved.
+    let cfg = fleet.ship(&["config", "production", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(cfg.stdout.trim()).expect("json");
+    assert_eq!(v["hosts"][1]["address"], target.address.as_str());
+    assert_eq!(v["hosts"][1]["user"], "root");
+    assert_eq!(
+        v["hosts"][1]["proxy_jump"],
+        format!("jump@{}", bastion.address)
+    );
+
+    // Without the jump host the target cannot be reached: refused, nothing changed anywhere.
+    fs::write(
+        &ssh_config,
+        format!(
+            "Host app-2\n  HostName {}\n  User root\n  IdentityFile {}\n",
+            target.address,
+            key.display()
+        ),
+    )
+    .expect("ssh config");
+    let run = fleet.deploy();
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.all().contains("[web-2] FAILED at connect"),
+        "{}",
+        run.all()
+    );
+    assert_eq!(bastion.releases(), vec![id.clone()]);
+    assert_eq!(target.releases(), vec![id]);
+}
