@@ -32,7 +32,7 @@ fn stage_with_overrides(
     connect: Option<Duration>,
     step: Option<Duration>,
 ) -> Result<Stage, u8> {
-    let mut stage = super::inspect::load_stage(g, name)?;
+    let mut stage = super::inspect::connect_stage(g, name)?;
     for h in &mut stage.hosts {
         if let Some(t) = connect {
             h.config.timeouts.connect = t;

@@ -33,9 +33,20 @@ pub fn load_stage(g: &Global, name: &str) -> Result<Stage, u8> {
     Ok(stage)
 }
 
+/// Load the stage for a command that connects to its hosts: first, on a terminal, ask for the
+/// passphrases of encrypted keys (before anything else is drawn).
+pub fn connect_stage(g: &Global, name: &str) -> Result<Stage, u8> {
+    let stage = load_stage(g, name)?;
+    crate::transport::ssh::unlock_keys(&stage.hosts).map_err(|e| {
+        eprintln!("error: {e}");
+        exit::FAILED
+    })?;
+    Ok(stage)
+}
+
 /// The stage and where its hosts stand.
 async fn stage_status(g: &Global, stage: &str) -> Result<(Stage, StageStatus), u8> {
-    let stage = load_stage(g, stage)?;
+    let stage = connect_stage(g, stage)?;
     let st = inspect::status(&stage, &ConnectOptions::default()).await;
     Ok((stage, st))
 }
@@ -367,7 +378,7 @@ pub fn releases_text(st: &StageStatus) -> String {
 
 /// `ship check <stage>`: a pass/warn/fail table per host; exit 1 on any failure.
 pub async fn check(g: &Global, stage: &str) -> u8 {
-    let stage = match load_stage(g, stage) {
+    let stage = match connect_stage(g, stage) {
         Ok(s) => s,
         Err(code) => return code,
     };
@@ -439,7 +450,7 @@ pub fn config(g: &Global, stage: &str) -> u8 {
 /// it (unreachable, timed out), 130 when interrupted.
 pub async fn exec(a: &super::ExecArgs) -> u8 {
     let g = &a.global;
-    let stage = match load_stage(g, &a.stage) {
+    let stage = match connect_stage(g, &a.stage) {
         Ok(s) => s,
         Err(code) => return code,
     };

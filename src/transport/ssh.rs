@@ -447,21 +447,96 @@ fn default_identities() -> Vec<PathBuf> {
         .collect()
 }
 
-fn load_key(path: &Path) -> Result<PrivateKey, TransportError> {
-    russh::keys::load_secret_key(path, None).map_err(|e| {
-        let reason = match e {
-            russh::keys::Error::KeyIsEncrypted => format!(
-                "{} is encrypted; load it into ssh-agent (`ssh-add {}`) and unset identity_file",
-                path.display(),
-                path.display()
-            ),
-            other => format!("cannot load {}: {other}", path.display()),
-        };
-        TransportError::Auth {
-            user: String::new(),
-            reason,
+/// Keys unlocked with a passphrase typed at the terminal, for the rest of this run.
+static UNLOCKED: Mutex<Vec<(PathBuf, Arc<PrivateKey>)>> = Mutex::new(Vec::new());
+
+fn load_key(path: &Path) -> Result<Arc<PrivateKey>, TransportError> {
+    if let Some(k) = UNLOCKED
+        .lock()
+        .ok()
+        .and_then(|v| v.iter().find(|(p, _)| p == path).map(|(_, k)| k.clone()))
+    {
+        return Ok(k);
+    }
+    russh::keys::load_secret_key(path, None)
+        .map(Arc::new)
+        .map_err(|e| {
+            let reason = match e {
+                russh::keys::Error::KeyIsEncrypted => format!(
+                    "{} is encrypted, and there is no terminal to ask for its passphrase \
+                     (hint: load it into ssh-agent with `ssh-add {}`, as CI jobs do, and unset \
+                     identity_file)",
+                    path.display(),
+                    path.display()
+                ),
+                other => format!("cannot load {}: {other}", path.display()),
+            };
+            TransportError::Auth {
+                user: String::new(),
+                reason,
+            }
+        })
+}
+
+/// Before a run shows anything, ask on the terminal for the passphrase of each encrypted key
+/// the hosts will use (explicit `identity_file`s; the default keys when no agent runs), three
+/// tries each. Without a terminal nothing is asked: the connection then fails saying why.
+pub fn unlock_keys(hosts: &[Host]) -> Result<(), String> {
+    use std::io::IsTerminal;
+    if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
+        return Ok(());
+    }
+    let mut paths: Vec<PathBuf> = Vec::new();
+    for h in hosts
+        .iter()
+        .filter(|h| h.config.connection == crate::inventory::Connection::Ssh)
+    {
+        match &h.config.identity_file {
+            Some(p) => paths.push(p.clone()),
+            None if std::env::var_os("SSH_AUTH_SOCK").is_none() => {
+                paths.extend(default_identities())
+            }
+            None => {}
         }
-    })
+    }
+    paths.sort();
+    paths.dedup();
+    for path in paths {
+        if !matches!(
+            russh::keys::load_secret_key(&path, None),
+            Err(russh::keys::Error::KeyIsEncrypted)
+        ) {
+            continue;
+        }
+        let mut unlocked = None;
+        for _ in 0..3 {
+            let pass = rpassword::prompt_password(format!("Passphrase for {}: ", path.display()))
+                .map_err(|e| format!("cannot read the passphrase: {e}"))?;
+            match russh::keys::load_secret_key(&path, Some(&pass)) {
+                Ok(k) => {
+                    unlocked = Some(k);
+                    break;
+                }
+                Err(_) => eprintln_safe("wrong passphrase, try again"),
+            }
+        }
+        let Some(key) = unlocked else {
+            return Err(format!(
+                "{}: wrong passphrase three times; nothing was changed",
+                path.display()
+            ));
+        };
+        if let Ok(mut v) = UNLOCKED.lock() {
+            v.push((path, Arc::new(key)));
+        }
+    }
+    Ok(())
+}
+
+/// A line on stderr from the library (the passphrase prompt's own conversation).
+fn eprintln_safe(s: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{s}");
 }
 
 async fn authenticate(handle: &mut Handle<Client>, host: &Host) -> Result<(), TransportError> {
@@ -501,7 +576,7 @@ async fn authenticate(handle: &mut Handle<Client>, host: &Host) -> Result<(), Tr
         };
         let hash = rsa_hash(handle, key.public_key()).await;
         let result = handle
-            .authenticate_publickey(&user, PrivateKeyWithHashAlg::new(Arc::new(key), hash))
+            .authenticate_publickey(&user, PrivateKeyWithHashAlg::new(key, hash))
             .await
             .map_err(|e| auth_err(describe_russh_error(&e)))?;
         if result.success() {

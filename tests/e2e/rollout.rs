@@ -831,13 +831,15 @@ fn under_github_actions_failures_become_annotations_and_the_summary_goes_to_the_
 
 /// Run ship under a pseudo-terminal (util-linux `script`) and render what it draws with a
 /// terminal emulator, so the test sees the screen a user would.
-struct Screen {
+pub(crate) struct Screen {
     parser: std::sync::Arc<std::sync::Mutex<vt100::Parser>>,
-    child: std::process::Child,
+    pub(crate) child: std::process::Child,
+    /// What is written here is typed at the terminal.
+    pub(crate) keyboard: Option<std::process::ChildStdin>,
 }
 
 impl Screen {
-    fn start(fleet: &Fleet, args: &str, no_color: bool) -> Screen {
+    pub(crate) fn start(fleet: &Fleet, args: &str, no_color: bool) -> Screen {
         use std::io::Read;
         let ship = env!("CARGO_BIN_EXE_ship");
         let mut cmd = std::process::Command::new("script");
@@ -849,7 +851,7 @@ impl Screen {
         .current_dir(fleet.dir())
         .env_remove("SSH_AUTH_SOCK")
         .env("TERM", "xterm-256color")
-        .stdin(std::process::Stdio::null())
+        .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null());
         if no_color {
@@ -858,6 +860,7 @@ impl Screen {
             cmd.env_remove("NO_COLOR");
         }
         let mut child = cmd.spawn().expect("script");
+        let keyboard = child.stdin.take();
         let mut out = child.stdout.take().expect("stdout");
         let parser = std::sync::Arc::new(std::sync::Mutex::new(vt100::Parser::new(40, 120, 0)));
         let feed = parser.clone();
@@ -872,11 +875,24 @@ impl Screen {
                 }
             }
         });
-        Screen { parser, child }
+        Screen {
+            parser,
+            child,
+            keyboard,
+        }
+    }
+
+    /// Type `text` at the terminal.
+    pub(crate) fn type_text(&mut self, text: &str) {
+        use std::io::Write;
+        if let Some(k) = &mut self.keyboard {
+            k.write_all(text.as_bytes()).expect("type");
+            k.flush().expect("flush");
+        }
     }
 
     /// The screen, row by row (a row the program filled to the edge is still its own row).
-    fn contents(&self) -> String {
+    pub(crate) fn contents(&self) -> String {
         self.parser
             .lock()
             .map(|p| p.screen().rows(0, 120).collect::<Vec<_>>().join("\n"))

@@ -527,3 +527,96 @@ fn an_ssh_config_alias_reaches_a_host_only_through_a_bastion() {
     assert_eq!(bastion.releases(), vec![id.clone()]);
     assert_eq!(target.releases(), vec![id]);
 }
+
+#[test]
+fn an_encrypted_key_is_asked_for_on_a_terminal_and_refused_clearly_without_one() {
+    let fleet = Fleet::start(1);
+    fleet.inventory("", "");
+    let key = fleet.dir().join("encrypted_key");
+    let ok = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "open sesame", "-C", "", "-f"])
+        .arg(&key)
+        .status()
+        .expect("ssh-keygen");
+    assert!(ok.success());
+    let mut authorized = fs::read_to_string(fleet.dir().join("authorized_keys")).expect("keys");
+    authorized.push_str(&fs::read_to_string(key.with_extension("pub")).expect("pub"));
+    fs::write(fleet.dir().join("authorized_keys"), authorized).expect("write");
+    let client_key = fleet.dir().join("client_key");
+    fleet.edit_inventory(|t| {
+        t.replace(
+            &format!("identity_file: {}", client_key.display()),
+            &format!("identity_file: {}", key.display()),
+        )
+    });
+    // No terminal (CI): a clear failure, nothing changed.
+    let run = fleet.deploy();
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.all()
+            .contains("is encrypted, and there is no terminal to ask for its passphrase"),
+        "{}",
+        run.all()
+    );
+    assert!(fleet.host(0).releases().is_empty() && !fleet.host(0).locked());
+
+    // On a terminal: asked once, before anything else is drawn; a wrong answer is asked again.
+    let mut screen = crate::rollout::Screen::start(&fleet, "deploy production", true);
+    let wait_for = |screen: &crate::rollout::Screen, what: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !screen.contents().contains(what) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "waiting for {what:?}; the screen:\n{}",
+                screen.contents()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    // Like a person, the test types once it has read the prompt.
+    let pause = || std::thread::sleep(std::time::Duration::from_millis(700));
+    wait_for(&screen, &format!("Passphrase for {}:", key.display()));
+    pause();
+    screen.type_text("not it\n");
+    wait_for(&screen, "wrong passphrase, try again");
+    pause();
+    screen.type_text("open sesame\n");
+    let status = screen.child.wait().expect("ship ends");
+    let text = screen.contents();
+    assert!(status.success(), "{text}");
+    assert!(
+        !text.contains("open sesame"),
+        "the passphrase is not echoed: {text}"
+    );
+    assert!(fleet.host(0).current_id().is_some());
+}
+
+#[test]
+fn the_ssh_agent_authenticates_when_no_identity_file_is_set() {
+    let fleet = Fleet::start(2);
+    fleet.inventory("", "");
+    let client_key = fleet.dir().join("client_key");
+    fleet
+        .edit_inventory(|t| t.replace(&format!("  identity_file: {}\n", client_key.display()), ""));
+    let agent = fleet.agent(&[&client_key]);
+    let run = fleet.ship_env(
+        &["deploy", "production"],
+        &[
+            ("SSH_AUTH_SOCK", agent.socket.as_path()),
+            // No default key files to fall back on.
+            ("HOME", fleet.dir()),
+        ],
+    );
+    assert_eq!(run.code, 0, "{}", run.all());
+    let id = fleet.host(0).current_id().expect("current");
+    assert_eq!(fleet.host(1).current_id().as_deref(), Some(id.as_str()));
+    // Without the agent (and no key files), the refusal says what to do.
+    let run = fleet.ship_env(&["deploy", "production"], &[("HOME", fleet.dir())]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.all()
+            .contains("no key to offer: set identity_file, or load a key into ssh-agent"),
+        "{}",
+        run.all()
+    );
+}
