@@ -968,3 +968,131 @@ fn the_live_view_draws_a_row_per_host_on_a_terminal() {
     assert!(!screen.any_bold(), "{}", screen.contents());
     assert!(screen.child.wait().expect("ship ends").success());
 }
+
+/// The JSON event table of docs/cli.md: event name → its top-level fields, and the fields of a
+/// summary and of a host summary.
+fn documented_events() -> (
+    std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+    std::collections::BTreeSet<String>,
+    std::collections::BTreeSet<String>,
+) {
+    let doc =
+        fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/cli.md"))
+            .expect("docs/cli.md");
+    let section = doc.split("## JSON events").nth(1).expect("JSON section");
+    // Backticked names in `cell` at nesting depth `want` of (), [], {}.
+    let names_at = |cell: &str, want: i32| {
+        let mut out = std::collections::BTreeSet::new();
+        let (mut depth, mut inside, mut word) = (0, false, String::new());
+        for ch in cell.chars() {
+            match ch {
+                '`' if inside => {
+                    inside = false;
+                    if depth == want {
+                        out.insert(std::mem::take(&mut word));
+                    }
+                    word.clear();
+                }
+                '`' => inside = true,
+                c if inside => word.push(c),
+                '(' | '[' | '{' => depth += 1,
+                ')' | ']' | '}' => depth -= 1,
+                _ => {}
+            }
+        }
+        out
+    };
+    let mut events = std::collections::BTreeMap::new();
+    let (mut summary, mut host) = (Default::default(), Default::default());
+    for line in section.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = line.split(" | ").collect();
+        let name = cells[0]
+            .trim_start_matches("| ")
+            .trim_matches('`')
+            .to_owned();
+        let fields = cells[1].trim_end_matches(" |");
+        events.insert(name.clone(), names_at(fields, 0));
+        if name == "finished" {
+            summary = names_at(fields, 1);
+            let hosts = fields
+                .split("`hosts`[{")
+                .nth(1)
+                .and_then(|r| r.split("}]").next())
+                .expect("host summary fields");
+            host = names_at(hosts, 0);
+        }
+    }
+    (events, summary, host)
+}
+
+#[test]
+fn the_json_event_stream_matches_its_documented_schema() {
+    let (events, summary_keys, host_keys) = documented_events();
+    assert!(events.len() >= 12, "{events:?}");
+    let fleet = Fleet::start(3);
+    fleet.inventory(
+        "  after_switch: [\"test ! -e $SHIP_DEPLOY_TO/shared/HOOK_FAILS\"]\n  \
+         health_check: { on_failure: warn }\n",
+        "",
+    );
+    fs::create_dir_all(fleet.host(2).path("shared")).expect("mkdir");
+    fs::write(fleet.host(2).path("shared/HOOK_FAILS"), "").expect("marker");
+    // A canary deploy with a warning, then one that fails on a host.
+    let ok = fleet.ship(&[
+        "deploy",
+        "production",
+        "--json",
+        "--canary",
+        "1",
+        "--observe",
+        "1s",
+    ]);
+    assert_eq!(ok.code, 0, "{}", ok.all());
+    fs::write(fleet.host(1).path("shared/FAIL_BUILD"), "").expect("marker");
+    let failed = fleet.ship(&["deploy", "production", "--json"]);
+    assert_eq!(failed.code, 1, "{}", failed.all());
+    let mut seen = std::collections::BTreeSet::new();
+    for line in ok.stdout.lines().chain(failed.stdout.lines()) {
+        let v: serde_json::Value = serde_json::from_str(line).expect("every line is JSON");
+        let obj = v.as_object().expect("an object");
+        assert_eq!(obj.get("schema"), Some(&serde_json::json!(1)), "{line}");
+        let name = obj["event"].as_str().expect("event").to_owned();
+        let documented = events
+            .get(&name)
+            .unwrap_or_else(|| panic!("`{name}` is not documented in docs/cli.md"));
+        let keys: std::collections::BTreeSet<String> = obj
+            .keys()
+            .filter(|k| *k != "event" && *k != "schema")
+            .cloned()
+            .collect();
+        assert_eq!(&keys, documented, "fields of `{name}`");
+        if name == "finished" {
+            let s = obj["summary"].as_object().expect("summary");
+            let keys: std::collections::BTreeSet<String> = s.keys().cloned().collect();
+            assert_eq!(keys, summary_keys, "summary fields");
+            for h in s["hosts"].as_array().expect("hosts") {
+                let keys: std::collections::BTreeSet<String> =
+                    h.as_object().expect("host").keys().cloned().collect();
+                assert_eq!(keys, host_keys, "host summary fields");
+            }
+        }
+        seen.insert(name);
+    }
+    for expected in [
+        "started",
+        "phase",
+        "step_started",
+        "step_finished",
+        "output",
+        "host_failed",
+        "switched",
+        "host_warning",
+        "observing",
+        "finished",
+    ] {
+        assert!(
+            seen.contains(expected),
+            "no `{expected}` event was seen: {seen:?}"
+        );
+    }
+}
