@@ -926,3 +926,39 @@ fn init_writes_an_inventory_ship_accepts_and_never_overwrites_one() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("`we b` is not a valid host name"));
 }
+
+#[test]
+fn without_an_ssh_program_the_ssh_config_is_read_by_ships_own_reader_which_says_its_limits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    fs::write(
+        dir.path().join("ssh_config"),
+        "Host app-*\n  HostName 10.9.8.7\n  User deploy\n  Port 2200\nMatch all\n  User root\n",
+    )
+    .expect("write");
+    fs::write(
+        dir.path().join("inventory.yaml"),
+        "defaults:\n  deploy_to: /var/www/app\n  source: { artifact: ./build }\n  \
+         ssh_config: ./ssh_config\nstages:\n  production:\n    hosts:\n      \
+         web-1: { address: app-1 }\n      web-2: { address: app-2, port: 22 }\n",
+    )
+    .expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ship"))
+        .args(["config", "production", "--json"])
+        .current_dir(dir.path())
+        .env("PATH", "/nonexistent")
+        .output()
+        .expect("ship");
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no `ssh` program here"), "{err}");
+    assert!(
+        err.contains("`match` cannot be evaluated without ssh"),
+        "{err}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["hosts"][0]["address"], "10.9.8.7");
+    assert_eq!(v["hosts"][0]["user"], "deploy");
+    assert_eq!(v["hosts"][0]["port"], 2200);
+    // The inventory's own setting wins over the file.
+    assert_eq!(v["hosts"][1]["port"], 22);
+}

@@ -12,6 +12,78 @@ use super::{Connection, ProxyJump, SshConfig, Stage};
 
 type Options = BTreeMap<String, Vec<String>>;
 
+/// A small reader of ssh config files, for machines without an `ssh` program: `Host` blocks
+/// with `*`, `?` and `!` patterns, first value wins, and HostName, User, Port, IdentityFile,
+/// ProxyJump. What it cannot handle (Match, Include, ProxyCommand, `%` tokens) is returned as
+/// notes rather than silently ignored.
+pub fn parse_config(text: &str, name: &str) -> (Options, Vec<String>) {
+    const TAKEN: &[&str] = &["hostname", "user", "port", "identityfile", "proxyjump"];
+    let mut out = Options::new();
+    let mut notes = Vec::new();
+    let mut applies = true;
+    for (n, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (key, rest) = match line.split_once(|c: char| c.is_whitespace() || c == '=') {
+            Some((k, r)) => (
+                k.to_lowercase(),
+                r.trim_start_matches([' ', '\t', '=']).trim(),
+            ),
+            None => (line.to_lowercase(), ""),
+        };
+        let value = rest.trim_matches('"').to_owned();
+        match key.as_str() {
+            "host" => {
+                let pats: Vec<&str> = rest.split_whitespace().collect();
+                let negated = pats
+                    .iter()
+                    .any(|p| p.strip_prefix('!').is_some_and(|p| glob(p, name)));
+                applies = !negated && pats.iter().any(|p| !p.starts_with('!') && glob(p, name));
+            }
+            "match" | "include" => notes.push(format!(
+                "line {}: `{}` cannot be evaluated without ssh; the lines it governs may be \
+                 applied wrongly",
+                n + 1,
+                key
+            )),
+            k if applies && k == "proxycommand" => {
+                out.entry(k.to_owned()).or_insert_with(|| vec![value]);
+            }
+            k if applies && TAKEN.contains(&k) => {
+                if value.contains('%') {
+                    notes.push(format!(
+                        "line {}: `%` tokens in {k} are not expanded without ssh",
+                        n + 1
+                    ));
+                    continue;
+                }
+                let entry = out.entry(k.to_owned()).or_default();
+                if entry.is_empty() || k == "identityfile" {
+                    entry.push(value);
+                }
+            }
+            _ => {}
+        }
+    }
+    (out, notes)
+}
+
+/// ssh's `Host` pattern match: `*` any run, `?` any one character.
+fn glob(pattern: &str, name: &str) -> bool {
+    fn m(p: &[u8], n: &[u8]) -> bool {
+        match (p.first(), n.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => m(&p[1..], n) || (!n.is_empty() && m(p, &n[1..])),
+            (Some(b'?'), Some(_)) => m(&p[1..], &n[1..]),
+            (Some(a), Some(b)) if a.eq_ignore_ascii_case(b) => m(&p[1..], &n[1..]),
+            _ => false,
+        }
+    }
+    m(pattern.as_bytes(), name.as_bytes())
+}
+
 /// `ssh -G` for `name`, as key → values (lower-case keys, as ssh prints them).
 fn resolve(name: &str, file: Option<&Path>) -> Result<Options, String> {
     let mut cmd = Command::new("ssh");
@@ -62,17 +134,24 @@ pub fn apply(stage: &mut Stage) -> Vec<String> {
         let with = match resolve(&host.address, file.as_deref()) {
             Ok(m) => m,
             Err(e) if e.contains("No such file") || e.contains("not found") => {
+                // No ssh here: read the file ourselves, and say what could not be handled.
                 let wanted = file.clone().unwrap_or_else(|| home_path("~/.ssh/config"));
-                if wanted.exists() && !ssh_missing_noted {
+                let Ok(text) = std::fs::read_to_string(&wanted) else {
+                    continue;
+                };
+                let (parsed, problems) = parse_config(&text, &host.address);
+                if !ssh_missing_noted {
                     ssh_missing_noted = true;
                     notes.push(format!(
-                        "no `ssh` program here, so {} is not read: ship uses the inventory's \
-                         settings only (hint: install openssh-client, or set the hosts' \
-                         settings in the inventory)",
+                        "no `ssh` program here: {} is read by ship's own reader, which takes \
+                         Host blocks with HostName, User, Port, IdentityFile and ProxyJump only \
+                         (hint: install openssh-client for ssh's exact semantics)",
                         wanted.display()
                     ));
+                    let shown = wanted.display().to_string();
+                    notes.extend(problems.into_iter().map(|p| format!("{shown}: {p}")));
                 }
-                continue;
+                parsed
             }
             Err(e) => {
                 notes.push(format!(
@@ -82,9 +161,9 @@ pub fn apply(stage: &mut Stage) -> Vec<String> {
                 continue;
             }
         };
-        let Ok(base) = resolve(&host.address, Some(Path::new("/dev/null"))) else {
-            continue;
-        };
+        // What the file changes: ssh's answer without any file, or nothing at all when ship
+        // read the file itself.
+        let base = resolve(&host.address, Some(Path::new("/dev/null"))).unwrap_or_default();
         let changed = |key: &str| -> Option<&Vec<String>> {
             let v = with.get(key)?;
             (base.get(key) != Some(v)).then_some(v)
@@ -155,4 +234,52 @@ pub fn apply(stage: &mut Stage) -> Vec<String> {
         }
     }
     notes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fallback_reader_takes_the_first_value_and_reports_what_it_cannot_handle() {
+        let text = "\
+# comment
+Host app-?
+  HostName 10.0.0.5
+  User deploy
+Host app-1 !app-2
+  Port 2222
+Host *
+  User nobody
+  IdentityFile ~/.ssh/id_deploy
+  ProxyJump jump@bastion
+  ProxyCommand nc %h %p
+Match exec \"true\"
+  User other
+Host legacy
+  HostName %h.internal
+";
+        let (o, notes) = parse_config(text, "app-1");
+        let get = |k: &str| o.get(k).cloned().unwrap_or_default();
+        assert_eq!(get("hostname"), ["10.0.0.5"]);
+        assert_eq!(get("user"), ["deploy"], "the first value wins");
+        assert_eq!(get("port"), ["2222"]);
+        assert_eq!(get("identityfile"), ["~/.ssh/id_deploy"]);
+        assert_eq!(get("proxyjump"), ["jump@bastion"]);
+        assert_eq!(get("proxycommand"), ["nc %h %p"]);
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("line 12: `match` cannot be evaluated"))
+        );
+        // `!app-2` excludes app-2 from that block; `app-?` still matches it.
+        let (o, _) = parse_config(text, "app-2");
+        assert_eq!(o.get("port"), None);
+        assert_eq!(o["user"], ["deploy"]);
+        let (o, notes) = parse_config(text, "legacy");
+        assert_eq!(o.get("hostname"), None);
+        assert!(notes.iter().any(|n| n.contains("`%` tokens in hostname")));
+        assert!(glob("*.example.com", "Web.EXAMPLE.com"));
+        assert!(!glob("web?", "web10"));
+    }
 }
