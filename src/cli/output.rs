@@ -123,6 +123,10 @@ impl Reporter for Plain {
 pub struct Live {
     multi: MultiProgress,
     bars: HashMap<String, ProgressBar>,
+    /// The fleet line above the rows: what runs where, how far the fleet is.
+    header: ProgressBar,
+    /// (what is being done, hosts prepared, hosts switched), for the header.
+    fleet: Mutex<(String, usize, usize)>,
     verbosity: Verbosity,
     failures: Mutex<Vec<String>>,
 }
@@ -141,6 +145,16 @@ impl Live {
             "{{prefix:<{width}{bold}}} {{spinner}} {{wide_msg}} {{elapsed:>4}}"
         ))
         .unwrap_or_else(|_| ProgressStyle::default_spinner());
+        let header = multi.add(ProgressBar::new_spinner());
+        header.set_style(
+            ProgressStyle::with_template(&format!(
+                "{{wide_msg{}}} {{elapsed:>4}}",
+                if bold.is_empty() { "" } else { ":.bold" }
+            ))
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        header.set_message(format!("{} host(s)", hosts.len()));
+        header.enable_steady_tick(Duration::from_millis(500));
         let bars = hosts
             .iter()
             .map(|h| {
@@ -155,6 +169,8 @@ impl Live {
         Live {
             multi,
             bars,
+            header,
+            fleet: Mutex::new((String::new(), 0, 0)),
             verbosity,
             failures: Mutex::new(Vec::new()),
         }
@@ -166,8 +182,21 @@ impl Live {
         }
     }
 
+    /// Update the fleet line: `what` is being done, and the counts.
+    fn fleet_line(&self, update: impl FnOnce(&mut (String, usize, usize))) {
+        if let Ok(mut f) = self.fleet.lock() {
+            update(&mut f);
+            let n = self.bars.len();
+            self.header.set_message(format!(
+                "{} · {}/{n} prepared · {}/{n} switched",
+                f.0, f.1, f.2
+            ));
+        }
+    }
+
     /// Stop the rows and print failures kept for the end.
     pub fn finish(&self) {
+        self.header.finish();
         for b in self.bars.values() {
             b.finish();
         }
@@ -178,8 +207,30 @@ impl Live {
 impl Reporter for Live {
     fn report(&self, event: &Event) {
         match event {
-            Event::Phase { host, phase } => self.set(host, phase.to_string()),
+            Event::Started {
+                kind,
+                stage,
+                release,
+                ..
+            } => self.fleet_line(|f| {
+                f.0 = if kind == "rollback" {
+                    format!("{stage}: rolling back to {release}")
+                } else {
+                    format!("{stage}: deploying {release}")
+                }
+            }),
+            Event::Phase { host, phase } => {
+                self.set(host, phase.to_string());
+                // Past the barrier, every host is prepared.
+                if matches!(phase, Phase::RunOnce | Phase::Switch) {
+                    let n = self.bars.len();
+                    self.fleet_line(|f| f.1 = n);
+                }
+            }
             Event::StepStarted { host, step } => self.set(host, step.clone()),
+            Event::StepFinished { step, ok: true, .. } if step == "stage switch" => {
+                self.fleet_line(|f| f.1 += 1)
+            }
             Event::Output { host, line, .. } if self.verbosity == Verbosity::Verbose => {
                 let _ = self.multi.println(format!("[{host}] | {line}"));
             }
@@ -192,7 +243,10 @@ impl Reporter for Live {
                     }
                 }
             }
-            Event::Switched { host, .. } => self.set(host, "switched".into()),
+            Event::Switched { host, .. } => {
+                self.set(host, "switched".into());
+                self.fleet_line(|f| f.2 += 1);
+            }
             Event::Waiting { host, message } => {
                 self.set(host, "waiting for the lock".into());
                 let _ = self.multi.println(format!("[{host}] {message}"));

@@ -935,6 +935,14 @@ fn the_live_view_draws_a_row_per_host_on_a_terminal() {
         .filter(|l| fleet.hosts.iter().any(|h| l.starts_with(&h.name)))
         .collect();
     assert_eq!(rows.len(), 3, "{during}");
+    // Above them, the fleet line: the stage, the release, how far the fleet is.
+    assert!(
+        during
+            .lines()
+            .any(|l| l.starts_with("production: deploying 2")
+                && l.contains("/3 prepared · 0/3 switched")),
+        "{during}"
+    );
     assert!(
         rows.iter().all(|r| r.trim_end().ends_with('s')),
         "elapsed column: {during}"
