@@ -1,0 +1,192 @@
+//! The fleet benchmark: N real sshd hosts on loopback (the test harness's), the example app
+//! with a 1 s build, K deploys per N. Prints, per N: wall time (median, min, max), ship's
+//! overhead over the build, the switch spread measured on the hosts (each `current` link's own
+//! ctime, which the rename sets) and as ship reports it, SSH connections per host (sshd logs), the controller's peak
+//! RSS and CPU time, and the bytes sent. Figures only: nothing here passes or fails on time.
+//!
+//! `bench/run.sh [--hosts 1,5,20] [--runs 3]` (root: sshd in mount namespaces).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::os::unix::fs::MetadataExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::Fleet;
+
+const BUILD_SECONDS: f64 = 1.0;
+
+struct Run {
+    wall: f64,
+    ship_skew_ms: Option<f64>,
+    host_spread_ms: f64,
+    peak_rss_kb: u64,
+    cpu_s: f64,
+    phases: String,
+}
+
+/// Peak RSS (VmHWM, kB) and CPU seconds (utime + stime) of a running process.
+fn sample(pid: u32) -> Option<(u64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some((hwm, ticks / 100.0))
+}
+
+fn deploy(fleet: &Fleet) -> Run {
+    let t0 = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ship"))
+        .args(["deploy", "production", "--json"])
+        .current_dir(fleet.dir())
+        .env_remove("SSH_AUTH_SOCK")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ship");
+    let pid = child.id();
+    let mut last = (0, 0.0);
+    let stdout = child.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut s = String::new();
+        let mut r = stdout;
+        let _ = r.read_to_string(&mut s);
+        s
+    });
+    loop {
+        if let Some(s) = sample(pid) {
+            last = s;
+        }
+        if child.try_wait().ok().flatten().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    let out = reader.join().unwrap_or_default();
+    let summary = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "finished")
+        .map(|e| e["summary"].clone())
+        .unwrap_or_default();
+    assert_eq!(
+        summary["outcome"], "deployed",
+        "the benchmark deploy failed: {out}"
+    );
+    // The hosts' own record of their switch: the ctime of the `current` link. A rename keeps
+    // the link's mtime (when it was staged) but sets its ctime: the instant of the switch.
+    let stamps: Vec<i128> = fleet
+        .hosts
+        .iter()
+        .map(|h| {
+            let m = std::fs::symlink_metadata(h.path("current")).expect("current");
+            i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec())
+        })
+        .collect();
+    let spread =
+        stamps.iter().max().copied().unwrap_or(0) - stamps.iter().min().copied().unwrap_or(0);
+    let phases = summary["phases"]
+        .as_array()
+        .map(|p| {
+            p.iter()
+                .map(|x| format!("{} {}", x["phase"].as_str().unwrap_or("?"), x["ms"]))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default();
+    Run {
+        wall,
+        ship_skew_ms: summary["flip_skew_ms"].as_f64(),
+        host_spread_ms: spread as f64 / 1e6,
+        peak_rss_kb: last.0,
+        cpu_s: last.1,
+        phases,
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |name: &str, default: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1).cloned())
+            .unwrap_or_else(|| default.to_owned())
+    };
+    let sizes: Vec<usize> = arg("--hosts", "1,5,20")
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let runs: usize = arg("--runs", "3").parse().unwrap_or(3);
+    let payload = ship::source::pack_dir(&Fleet::example_app())
+        .map(|p| p.len())
+        .unwrap_or(0);
+    println!(
+        "ship fleet benchmark: example app, build {BUILD_SECONDS} s, {runs} deploys per size, \
+         artifact {payload} bytes (packed once)"
+    );
+    println!(
+        "{:>5}  {:>22}  {:>9}  {:>12}  {:>12}  {:>10}  {:>8}  {:>7}  {:>9}",
+        "hosts",
+        "wall s (med/min/max)",
+        "overhead",
+        "host spread",
+        "ship skew",
+        "conn/host",
+        "peak RSS",
+        "CPU s",
+        "sent B"
+    );
+    for &n in &sizes {
+        let fleet = Fleet::start(n);
+        fleet.inventory(
+            &format!("  env:\n    BUILD_SECONDS: \"{BUILD_SECONDS}\"\n"),
+            "",
+        );
+        // Keep the releases few, so every run does the same work.
+        fleet.edit_inventory(|t| t.replace("keep_releases: 3", "keep_releases: 2"));
+        let before: Vec<usize> = (0..n).map(|i| fleet.connections(i)).collect();
+        let results: Vec<Run> = (0..runs).map(|_| deploy(&fleet)).collect();
+        let conns: Vec<usize> = (0..n).map(|i| fleet.connections(i) - before[i]).collect();
+        let per_host = conns.iter().sum::<usize>() as f64 / (n * runs) as f64;
+        let mut walls: Vec<f64> = results.iter().map(|r| r.wall).collect();
+        let (min, max) = (
+            walls.iter().copied().fold(f64::MAX, f64::min),
+            walls.iter().copied().fold(0.0, f64::max),
+        );
+        let med = median(&mut walls);
+        let mut spreads: Vec<f64> = results.iter().map(|r| r.host_spread_ms).collect();
+        let mut skews: Vec<f64> = results.iter().filter_map(|r| r.ship_skew_ms).collect();
+        let rss = results.iter().map(|r| r.peak_rss_kb).max().unwrap_or(0);
+        let mut cpu: Vec<f64> = results.iter().map(|r| r.cpu_s).collect();
+        println!(
+            "{n:>5}  {:>22}  {:>8.2}s  {:>9.2} ms  {:>9.2} ms  {per_host:>10.1}  {:>5} MB  {:>7.2}  {:>7}",
+            format!("{med:.2} / {min:.2} / {max:.2}"),
+            med - BUILD_SECONDS,
+            median(&mut spreads),
+            if skews.is_empty() {
+                f64::NAN
+            } else {
+                median(&mut skews)
+            },
+            rss / 1024,
+            median(&mut cpu),
+            payload * n,
+        );
+        if let Some(r) = results.last() {
+            println!("       phases (last run, ms): {}", r.phases);
+        }
+    }
+}
