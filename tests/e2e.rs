@@ -14,7 +14,7 @@ mod servers;
 use std::fs;
 use std::path::Path;
 
-use support::Fleet;
+use support::{Fleet, git};
 
 fn sha256_revision() -> String {
     // The artifact digest ship writes to REVISION: packed the same way as ship packs it.
@@ -282,24 +282,6 @@ fn a_changed_host_key_is_refused_even_with_accept_new() {
         );
         fleet.assert_all_on(&live);
     }
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 fn copy_dir(from: &Path, to: &Path) {

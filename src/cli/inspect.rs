@@ -51,6 +51,21 @@ async fn stage_status(g: &Global, stage: &str) -> Result<(Stage, StageStatus), u
     Ok((stage, st))
 }
 
+/// Inspect the stage and print it: as JSON with `--json`, else as `render` makes it.
+async fn show_status(
+    g: &Global,
+    stage: &str,
+    render: fn(&StageStatus) -> String,
+) -> Result<StageStatus, u8> {
+    let (_, st) = stage_status(g, stage).await?;
+    if g.json {
+        print_json(&st);
+    } else {
+        print!("{}", render(&st));
+    }
+    Ok(st)
+}
+
 fn print_json<T: serde::Serialize>(value: &T) {
     match serde_json::to_string(value) {
         Ok(s) => println!("{s}"),
@@ -163,15 +178,10 @@ pub fn status_text(st: &StageStatus) -> String {
 /// `ship status <stage>`: 0 when every host answered and all are on one release with no
 /// dead run's leftovers; 3 otherwise.
 pub async fn status(g: &Global, stage: &str) -> u8 {
-    let st = match stage_status(g, stage).await {
-        Ok((_, st)) => st,
+    let st = match show_status(g, stage, status_text).await {
+        Ok(st) => st,
         Err(code) => return code,
     };
-    if g.json {
-        print_json(&st);
-    } else {
-        print!("{}", status_text(&st));
-    }
     let dead = st
         .hosts
         .iter()
@@ -298,15 +308,10 @@ pub async fn lock_release(g: &Global, stage: &str, yes: bool) -> u8 {
 /// `ship releases <stage>`: a table of releases per host, and whether the fleet agrees.
 /// 0 when every host answered and all are on one release; 3 otherwise.
 pub async fn releases(g: &Global, stage: &str) -> u8 {
-    let st = match stage_status(g, stage).await {
-        Ok((_, st)) => st,
+    let st = match show_status(g, stage, releases_text).await {
+        Ok(st) => st,
         Err(code) => return code,
     };
-    if g.json {
-        print_json(&st);
-    } else {
-        print!("{}", releases_text(&st));
-    }
     if st.consistent {
         exit::OK
     } else {

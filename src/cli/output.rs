@@ -37,13 +37,16 @@ impl Reporter for Json {
     }
 }
 
-fn failure_lines(host: &str, f: &Failure) -> Vec<String> {
-    let mut head = format!("[{host}] FAILED at {}", f.phase);
-    if let Some(step) = &f.step {
-        head.push_str(&format!(" ({step})"));
+/// Where a failure happened: `prepare (build: npm ci)`, or just the phase.
+fn place(f: &Failure) -> String {
+    match &f.step {
+        Some(step) => format!("{} ({step})", f.phase),
+        None => f.phase.to_string(),
     }
-    head.push_str(&format!(": {}", f.message));
-    let mut lines = vec![head];
+}
+
+fn failure_lines(host: &str, f: &Failure) -> Vec<String> {
+    let mut lines = vec![format!("[{host}] FAILED at {}: {}", place(f), f.message)];
     lines.extend(f.output_tail.iter().map(|l| format!("[{host}]   | {l}")));
     lines
 }
@@ -447,25 +450,19 @@ pub fn summary_text(s: &Summary) -> String {
     ));
     for h in &s.hosts {
         if let Some(f) = &h.failure {
-            let step = f
-                .step
-                .as_deref()
-                .map(|s| format!(" ({s})"))
-                .unwrap_or_default();
             out.push_str(&format!(
-                "  {}: failed at {}{step}: {}\n",
-                h.host, f.phase, f.message
+                "  {}: failed at {}: {}\n",
+                h.host,
+                place(f),
+                f.message
             ));
         }
         for w in &h.warnings {
-            let step = w
-                .step
-                .as_deref()
-                .map(|s| format!(" ({s})"))
-                .unwrap_or_default();
             out.push_str(&format!(
-                "  {}: warning at {}{step}: {}\n",
-                h.host, w.phase, w.message
+                "  {}: warning at {}: {}\n",
+                h.host,
+                place(w),
+                w.message
             ));
         }
         if let Some(r) = &h.remedy {
@@ -521,12 +518,7 @@ pub fn github_annotations(s: &Summary) -> String {
             .map(|f| ("error", f))
             .chain(h.warnings.iter().map(|w| ("warning", w)));
         for (level, f) in items {
-            let step = f
-                .step
-                .as_deref()
-                .map(|s| format!(" ({s})"))
-                .unwrap_or_default();
-            let title = format!("ship {}: {} {level} at {}{step}", s.stage, h.host, f.phase);
+            let title = format!("ship {}: {} {level} at {}", s.stage, h.host, place(f));
             let mut msg = f.message.clone();
             if !f.output_tail.is_empty() {
                 msg.push('\n');
@@ -576,13 +568,9 @@ pub fn markdown_summary(s: &Summary) -> String {
     for h in &s.hosts {
         if let Some(f) = &h.failure {
             out.push_str(&format!(
-                "\n**{}** failed at {}{}: {}\n",
+                "\n**{}** failed at {}: {}\n",
                 h.host,
-                f.phase,
-                f.step
-                    .as_deref()
-                    .map(|s| format!(" ({s})"))
-                    .unwrap_or_default(),
+                place(f),
                 f.message
             ));
             if !f.output_tail.is_empty() {

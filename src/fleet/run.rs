@@ -106,6 +106,20 @@ struct HostRun {
 }
 
 impl HostRun {
+    fn new(host: &Host) -> Self {
+        HostRun {
+            host: host.clone(),
+            conn: None,
+            preflight: Preflight::default(),
+            failure: None,
+            prepare_time: None,
+            switched_at: None,
+            remedy: None,
+            left_behind: false,
+            warnings: Vec::new(),
+        }
+    }
+
     /// Report a failure and keep it (the first one wins: it is the cause, later ones follow).
     fn fail(&mut self, ctx: &Ctx, f: Failure) {
         ctx.failed(&self.host.name, &f);
@@ -135,6 +149,34 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// The context of one run of `d`, started at `started_unix`. The release id is
+    /// provisional until the hosts were inspected (a rollback's comes from them).
+    fn new(
+        d: &Deploy,
+        reporter: Arc<dyn Reporter>,
+        cancel: CancellationToken,
+        started_unix: u64,
+    ) -> Self {
+        Ctx {
+            kind: d.job.kind(),
+            reporter,
+            stage: d.stage.name.clone(),
+            masker: masker_for(&d.stage),
+            release: util::release_id_at(started_unix),
+            token: String::new(),
+            revision: match &d.job {
+                Job::Deploy(p) => p.revision.clone(),
+                Job::Rollback { .. } => String::new(),
+            },
+            started: util::rfc3339(started_unix),
+            outcome: None,
+            user: operator(),
+            controller: controller_name(),
+            ci_job: ci_job(),
+            cancel,
+        }
+    }
+
     fn phase(&self, host: &str, phase: Phase) {
         self.reporter.report(&Event::Phase {
             host: host.to_owned(),
@@ -264,41 +306,8 @@ pub(crate) fn operator() -> String {
 pub async fn deploy(d: Deploy, reporter: Arc<dyn Reporter>, cancel: CancellationToken) -> Summary {
     let started = Instant::now();
     let started_unix = util::unix_now();
-    let masker = masker_for(&d.stage);
-    let mut hosts: Vec<HostRun> = d
-        .stage
-        .hosts
-        .iter()
-        .map(|h| HostRun {
-            host: h.clone(),
-            conn: None,
-            preflight: Preflight::default(),
-            failure: None,
-            prepare_time: None,
-            switched_at: None,
-            remedy: None,
-            left_behind: false,
-            warnings: Vec::new(),
-        })
-        .collect();
-    let mut ctx = Ctx {
-        kind: d.job.kind(),
-        reporter,
-        stage: d.stage.name.clone(),
-        masker,
-        release: util::release_id_at(started_unix),
-        token: String::new(),
-        revision: match &d.job {
-            Job::Deploy(p) => p.revision.clone(),
-            Job::Rollback { .. } => String::new(),
-        },
-        started: util::rfc3339(started_unix),
-        outcome: None,
-        user: operator(),
-        controller: controller_name(),
-        ci_job: ci_job(),
-        cancel: cancel.clone(),
-    };
+    let mut hosts: Vec<HostRun> = d.stage.hosts.iter().map(HostRun::new).collect();
+    let mut ctx = Ctx::new(&d, reporter, cancel.clone(), started_unix);
     let mut proto = Protocol::with(hosts.len(), protocol_options(&d));
     let mut phases: Vec<PhaseTiming> = Vec::new();
     let mut announced = false;
@@ -473,11 +482,7 @@ pub async fn deploy(d: Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellation
         outcome,
         hosts: host_summaries,
         flip_skew_ms,
-        canary: d
-            .canary
-            .iter()
-            .filter_map(|&i| d.stage.hosts.get(i).map(|h| h.name.clone()))
-            .collect(),
+        canary: canary_names(&d),
         untouched: d.stage.excluded.clone(),
         phases,
         elapsed_ms: started.elapsed().as_millis() as u64,
@@ -502,7 +507,7 @@ async fn run_action(
             Job::Deploy(source) => prepare(ids, hosts, ctx, source).await,
             Job::Rollback { .. } => stage_target(ids, hosts, ctx).await,
         },
-        Action::RunOnce(i) => run_once(*i, hosts, ctx, d, stop).await,
+        Action::RunOnce(i) => run_once(*i, hosts, ctx, d).await,
         Action::Switch(ids) => switch(ids, hosts, ctx).await,
         Action::Verify(ids) => verify(ids, hosts, ctx, d, stop).await,
         Action::Observe => observe(ctx, d).await,
@@ -537,16 +542,7 @@ async fn run_action(
             match &d.job {
                 Job::Deploy(_) => {
                     simple(ids, hosts, ctx, Phase::Cleanup, |h, c| {
-                        let mut releases = h.preflight.releases.clone();
-                        releases.push(c.release.clone());
-                        let old = remote::releases_to_remove(
-                            &releases,
-                            h.host.config.keep_releases,
-                            &c.release,
-                            h.preflight.current_release(),
-                            &h.preflight.bad,
-                        );
-                        remote::remove_releases(&h.host.config.deploy_to, &old).unwrap_or_default()
+                        cleanup_script(h, c).unwrap_or_default()
                     })
                     .await
                 }
@@ -562,18 +558,19 @@ async fn run_action(
             Vec::new()
         }
         Action::Unlock(ids) => {
-            simple(ids, hosts, ctx, Phase::Unlock, |h, c| {
-                format!(
-                    "{}; {}",
-                    remote::journal(&h.host.config.deploy_to, &journal_line(h, c)),
-                    remote::unlock(&h.host.config.deploy_to, &c.token)
-                )
-            })
-            .await;
+            simple(ids, hosts, ctx, Phase::Unlock, unlock_script).await;
             Vec::new()
         }
         Action::Finish(_) => Vec::new(),
     }
+}
+
+/// The names of the canary hosts.
+fn canary_names(d: &Deploy) -> Vec<String> {
+    d.canary
+        .iter()
+        .filter_map(|&i| d.stage.hosts.get(i).map(|h| h.name.clone()))
+        .collect()
 }
 
 /// What the stage's settings and the command line ask of the protocol.
@@ -728,16 +725,56 @@ fn sudo_problem(tail: &[String]) -> Option<&'static str> {
     }
 }
 
+/// A host's run-once steps (migrations), rendered for this release.
+fn run_once_steps(plan: &remote::Plan, host: &Host) -> Vec<Step> {
+    host.config
+        .run_once
+        .iter()
+        .map(|c| remote::release_step(plan, "run once", c))
+        .collect()
+}
+
+/// A host's after-switch steps, then its health check, rendered for this release.
+fn verify_steps(plan: &remote::Plan, host: &Host) -> Vec<Step> {
+    let mut steps: Vec<Step> = host
+        .config
+        .after_switch
+        .iter()
+        .map(|c| remote::release_step(plan, "after switch", c))
+        .collect();
+    steps.extend(remote::health_step(plan, &host.config.health_check));
+    steps
+}
+
+/// Removing the releases beyond `keep_releases` once this release is current; `None` when
+/// there are none.
+fn cleanup_script(h: &HostRun, ctx: &Ctx) -> Option<String> {
+    let mut releases = h.preflight.releases.clone();
+    releases.push(ctx.release.clone());
+    let old = remote::releases_to_remove(
+        &releases,
+        h.host.config.keep_releases,
+        &ctx.release,
+        h.preflight.current_release(),
+        &h.preflight.bad,
+    );
+    remote::remove_releases(&h.host.config.deploy_to, &old)
+}
+
+/// The journal line for this run, then our lock released.
+fn unlock_script(h: &HostRun, ctx: &Ctx) -> String {
+    let d = &h.host.config.deploy_to;
+    format!(
+        "{}; {}",
+        remote::journal(d, &journal_line(h, ctx)),
+        remote::unlock(d, &ctx.token)
+    )
+}
+
 /// The run-once steps (migrations) on one host, after every host prepared and before any
 /// switches. An interruption does not stop a step half-way (a half-run migration is worse than
 /// a finished one); the deploy aborts after it.
-async fn run_once(
-    i: usize,
-    hosts: &mut [HostRun],
-    ctx: &Ctx,
-    d: &Deploy,
-    _stop: &CancellationToken,
-) -> Vec<P> {
+async fn run_once(i: usize, hosts: &mut [HostRun], ctx: &Ctx, d: &Deploy) -> Vec<P> {
     let Job::Deploy(source) = &d.job else {
         return vec![P::RanOnce];
     };
@@ -749,13 +786,7 @@ async fn run_once(
     };
     ctx.phase(&h.host.name, Phase::RunOnce);
     let plan = plan_for(h, ctx, &source.delivery);
-    let steps: Vec<Step> = h
-        .host
-        .config
-        .run_once
-        .iter()
-        .map(|c| remote::release_step(&plan, "run once", c))
-        .collect();
+    let steps = run_once_steps(&plan, &h.host);
     let host = h.host.clone();
     let never = CancellationToken::new();
     match run_steps(&conn, &host, &steps, None, Phase::RunOnce, ctx, &never).await {
@@ -786,13 +817,7 @@ async fn verify(
         let conn = h.conn.clone();
         let host = h.host.clone();
         let plan = plan_for(h, ctx, &delivery);
-        let mut steps: Vec<Step> = host
-            .config
-            .after_switch
-            .iter()
-            .map(|c| remote::release_step(&plan, "after switch", c))
-            .collect();
-        steps.extend(remote::health_step(&plan, &host.config.health_check));
+        let steps = verify_steps(&plan, &host);
         async move {
             ctx.phase(&host.name, Phase::Verify);
             let Some(conn) = conn else {
@@ -838,11 +863,7 @@ async fn verify(
 /// Hold with the canary switched, for `observe`, unless interrupted.
 async fn observe(ctx: &Ctx, d: &Deploy) -> Vec<P> {
     ctx.reporter.report(&Event::Observing {
-        hosts: d
-            .canary
-            .iter()
-            .filter_map(|&i| d.stage.hosts.get(i).map(|h| h.name.clone()))
-            .collect(),
+        hosts: canary_names(d),
         for_ms: d.observe.as_millis() as u64,
     });
     tokio::select! {
@@ -1053,7 +1074,6 @@ async fn connect(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, d: &Deploy) ->
         async move {
             ctx.phase(&host.name, Phase::Connect);
             if host.config.forward_agent
-                && !tools.is_empty()
                 && tools.contains(&"git")
                 && std::env::var_os("SSH_AUTH_SOCK").is_none()
             {
@@ -1636,37 +1656,13 @@ pub async fn plan(d: Deploy) -> RunPlan {
         };
     };
     let started_unix = util::unix_now();
-    let mut hosts: Vec<HostRun> = d
-        .stage
-        .hosts
-        .iter()
-        .map(|h| HostRun {
-            host: h.clone(),
-            conn: None,
-            preflight: Preflight::default(),
-            failure: None,
-            prepare_time: None,
-            switched_at: None,
-            remedy: None,
-            left_behind: false,
-            warnings: Vec::new(),
-        })
-        .collect();
-    let mut ctx = Ctx {
-        kind: d.job.kind(),
-        reporter: Arc::new(crate::report::Recorder::default()),
-        stage: d.stage.name.clone(),
-        masker: masker_for(&d.stage),
-        release: String::new(),
-        token: String::new(),
-        revision: source.revision.clone(),
-        started: util::rfc3339(started_unix),
-        outcome: None,
-        user: operator(),
-        controller: controller_name(),
-        ci_job: ci_job(),
-        cancel: CancellationToken::new(),
-    };
+    let mut hosts: Vec<HostRun> = d.stage.hosts.iter().map(HostRun::new).collect();
+    let mut ctx = Ctx::new(
+        &d,
+        Arc::new(crate::report::Recorder::default()),
+        CancellationToken::new(),
+        started_unix,
+    );
     let all: Vec<usize> = (0..hosts.len()).collect();
     connect(&all, &mut hosts, &ctx, &d).await;
     ctx.release = free_release_id(started_unix, &hosts);
@@ -1697,8 +1693,7 @@ pub async fn plan(d: Deploy) -> RunPlan {
             commands.push(cmd(Phase::Prepare, &step.name, step.script));
         }
         if options.run_once == Some(i) {
-            for c in &h.host.config.run_once {
-                let step = remote::release_step(&plan, "run once", c);
+            for step in run_once_steps(&plan, &h.host) {
                 commands.push(cmd(Phase::RunOnce, &step.name, step.script));
             }
         }
@@ -1707,33 +1702,16 @@ pub async fn plan(d: Deploy) -> RunPlan {
             "switch",
             remote::armed_switch(d_to, &ctx.release),
         ));
-        for c in &h.host.config.after_switch {
-            let step = remote::release_step(&plan, "after switch", c);
+        for step in verify_steps(&plan, &h.host) {
             commands.push(cmd(Phase::Verify, &step.name, step.script));
         }
-        if let Some(step) = remote::health_step(&plan, &h.host.config.health_check) {
-            commands.push(cmd(Phase::Verify, &step.name, step.script));
-        }
-        let mut releases = h.preflight.releases.clone();
-        releases.push(ctx.release.clone());
-        let old = remote::releases_to_remove(
-            &releases,
-            h.host.config.keep_releases,
-            &ctx.release,
-            h.preflight.current_release(),
-            &h.preflight.bad,
-        );
-        if let Some(script) = remote::remove_releases(d_to, &old) {
+        if let Some(script) = cleanup_script(h, &ctx) {
             commands.push(cmd(Phase::Cleanup, "remove old releases", script));
         }
         commands.push(cmd(
             Phase::Unlock,
             "journal and unlock",
-            format!(
-                "{}; {}",
-                remote::journal(d_to, &journal_line(h, &ctx)),
-                remote::unlock(d_to, &ctx.token)
-            ),
+            unlock_script(h, &ctx),
         ));
         out.push(HostPlan {
             host: h.host.name.clone(),
@@ -1750,11 +1728,7 @@ pub async fn plan(d: Deploy) -> RunPlan {
         stage: d.stage.name.clone(),
         release: ctx.release.clone(),
         revision: ctx.revision.clone(),
-        canary: d
-            .canary
-            .iter()
-            .filter_map(|&i| d.stage.hosts.get(i).map(|h| h.name.clone()))
-            .collect(),
+        canary: canary_names(&d),
         run_once_host: options
             .run_once
             .and_then(|i| d.stage.hosts.get(i).map(|h| h.name.clone())),

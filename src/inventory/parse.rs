@@ -184,6 +184,13 @@ impl Ctx<'_> {
         }
     }
 
+    fn boolean(&self, node: &Node, path: &str) -> Result<bool> {
+        match node.kind {
+            Kind::Bool(b) => Ok(b),
+            _ => Err(self.expected(node, path, "true or false")),
+        }
+    }
+
     fn int(&self, node: &Node, path: &str, min: i64, max: i64) -> Result<i64> {
         match node.kind {
             Kind::Int(i) if (min..=max).contains(&i) => Ok(i),
@@ -850,12 +857,7 @@ fn layer<'n>(
                 });
             }
             "writable" => l.writable = Some(writable(ctx, v, &p)?),
-            "forward_agent" => {
-                l.forward_agent = Some(match v.kind {
-                    Kind::Bool(b) => b,
-                    _ => return Err(ctx.expected(v, &p, "true or false")),
-                })
-            }
+            "forward_agent" => l.forward_agent = Some(ctx.boolean(v, &p)?),
             "git_known_hosts" => l.git_known_hosts = Some(ctx.local_path(v, &p)?),
             "run_once" => l.run_once = Some(steps(ctx, v, &p)?),
             "after_switch" => l.after_switch = Some(steps(ctx, v, &p)?),
@@ -1076,12 +1078,7 @@ fn env(ctx: &Ctx, v: &Node, p: &str) -> Result<BTreeMap<String, EnvVar>> {
                 for (k, n, _) in ctx.entries(value, &kp, SECRET_KEYS)? {
                     match k {
                         "value" => val = Some(ctx.scalar_text(n, &join(&kp, k))?),
-                        _ => {
-                            secret = match n.kind {
-                                Kind::Bool(b) => b,
-                                _ => return Err(ctx.expected(n, &join(&kp, k), "true or false")),
-                            }
-                        }
+                        _ => secret = ctx.boolean(n, &join(&kp, k))?,
                     }
                 }
                 let Some(val) = val else {
@@ -1137,12 +1134,7 @@ fn steps(ctx: &Ctx, v: &Node, p: &str) -> Result<Vec<StepSpec>> {
             let kp = join(&ip, k);
             match k {
                 "run" => run = Some(ctx.non_empty(n, &kp)?),
-                "sudo" => {
-                    sudo = match n.kind {
-                        Kind::Bool(b) => b,
-                        _ => return Err(ctx.expected(n, &kp, "true or false")),
-                    }
-                }
+                "sudo" => sudo = ctx.boolean(n, &kp)?,
                 _ => roles = strings(ctx, n, &kp)?,
             }
         }

@@ -71,14 +71,7 @@ fn building_everywhere(fleet: &Fleet) -> bool {
 
 /// Processes of the host still running the slow build step.
 fn builds_running(h: &TestHost) -> usize {
-    h.pids()
-        .into_iter()
-        .filter(|p| {
-            std::fs::read(format!("/proc/{p}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-                .is_ok_and(|c| c.starts_with("sleep 20"))
-        })
-        .count()
+    h.running("sleep 20")
 }
 
 /// Start a deploy with the slow build and wait until every host is inside it.

@@ -756,13 +756,6 @@ fn exec_runs_a_command_on_every_host_and_groups_the_output() {
             .is_some_and(|e| e.contains("timed out")),
         "{v}"
     );
-    let sleeping = |h: &crate::support::TestHost| {
-        h.pids().into_iter().any(|p| {
-            fs::read(format!("/proc/{p}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-                .is_ok_and(|c| c.starts_with("sleep 30"))
-        })
-    };
     assert!(
         !fleet.host(2).pids().is_empty(),
         "the host's processes are visible"
@@ -770,7 +763,7 @@ fn exec_runs_a_command_on_every_host_and_groups_the_output() {
     crate::support::wait_until(
         "the remote sleep is stopped",
         std::time::Duration::from_secs(15),
-        || !sleeping(fleet.host(2)),
+        || fleet.host(2).running("sleep 30") == 0,
     );
     // Nothing about the deploy changed.
     assert_fleet(&fleet, &id, &[&id]);

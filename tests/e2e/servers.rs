@@ -156,21 +156,7 @@ fn steps_limited_to_roles_run_only_on_those_hosts() {
 /// GitHub) on the git server; `app` has an annotated tag `v1.0` and a later commit on `main`.
 /// Returns the commit `v1.0` points at.
 fn make_repositories(server: &crate::support::GitServer) -> String {
-    let git = |dir: &std::path::Path, args: &[&str]| {
-        let out = std::process::Command::new("git")
-            .args(["-c", "protocol.file.allow=always"])
-            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("git");
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
+    use crate::support::git;
     let d = &server.dir;
     let lib = d.join("lib-work");
     fs::create_dir_all(&lib).expect("mkdir");

@@ -113,6 +113,18 @@ impl TestHost {
         pids
     }
 
+    /// How many of this host's processes run a command line starting with `prefix`.
+    pub fn running(&self, prefix: &str) -> usize {
+        self.pids()
+            .into_iter()
+            .filter(|p| {
+                fs::read(format!("/proc/{p}/cmdline"))
+                    .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+                    .is_ok_and(|c| c.starts_with(prefix))
+            })
+            .count()
+    }
+
     fn signal_all(&self, sig: &str) {
         for pid in self.pids() {
             let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
@@ -472,17 +484,25 @@ impl Fleet {
 
     /// Start the ship binary with `args` and return at once.
     pub fn spawn_ship(&self, args: &[&str]) -> Running {
-        let child = Command::new(env!("CARGO_BIN_EXE_ship"))
-            .args(args)
+        self.spawn_ship_env(args, &[])
+    }
+
+    /// Start the ship binary with extra environment variables (e.g. `SSH_AUTH_SOCK`).
+    pub fn spawn_ship_env(&self, args: &[&str], env: &[(&str, &Path)]) -> Running {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_ship"));
+        c.args(args)
             .current_dir(self.dir.path())
             .env_remove("SSH_AUTH_SOCK")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start ship");
-        Running { child }
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        Running {
+            child: c.spawn().expect("start ship"),
+        }
     }
 
     /// `ship deploy production` with the fleet's inventory.
@@ -539,6 +559,27 @@ fn spawn_sshd(start: &str, log: &Path) -> Child {
         .expect("start sshd")
 }
 
+/// Run git in `dir` with a fixed identity (local `file` transport allowed, for submodules in
+/// test repositories); fail the test on error. Returns stdout, trimmed.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(["-c", "protocol.file.allow=always"])
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.com")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.com")
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// Wait until `cond` holds, or fail the test saying `what` did not happen.
 pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
@@ -593,9 +634,13 @@ impl TestHost {
 /// A web server on one test host: Python's http.server on the host's own address, in its mount
 /// namespace, serving `current/public` of the deploy directory (resolved per request, as a
 /// web server's document root is). Stopped when dropped.
-pub struct HttpServer(Child);
+pub type HttpServer = Background;
 
-impl Drop for HttpServer {
+/// A process a test started beside the hosts (a web server, a git server, an agent): killed
+/// and reaped when dropped.
+pub struct Background(Child);
+
+impl Drop for Background {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -615,7 +660,7 @@ impl TestHost {
             .stderr(Stdio::null())
             .spawn()
             .expect("python3 http.server");
-        let server = HttpServer(child);
+        let server = Background(child);
         let addr = format!("{}:{port}", self.address);
         wait_until("the web server listens", Duration::from_secs(20), || {
             std::net::TcpStream::connect(&addr).is_ok()
@@ -686,14 +731,7 @@ pub struct GitServer {
     pub dir: PathBuf,
     /// The server's host key as a known_hosts line.
     pub known_hosts_line: String,
-    sshd: Child,
-}
-
-impl Drop for GitServer {
-    fn drop(&mut self) {
-        let _ = self.sshd.kill();
-        let _ = self.sshd.wait();
-    }
+    _sshd: Background,
 }
 
 impl GitServer {
@@ -706,14 +744,7 @@ impl GitServer {
 /// An ssh-agent of the test's own, holding the given keys. Stopped when dropped.
 pub struct Agent {
     pub socket: PathBuf,
-    child: Child,
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    _process: Background,
 }
 
 impl Fleet {
@@ -764,7 +795,7 @@ impl Fleet {
             known_hosts_line: format!("{address} {}", fields.join(" ")),
             address: address.clone(),
             dir,
-            sshd,
+            _sshd: Background(sshd),
         };
         wait_until("the git server listens", Duration::from_secs(10), || {
             std::net::TcpStream::connect(format!("{address}:22")).is_ok()
@@ -785,7 +816,10 @@ impl Fleet {
         wait_until("the agent listens", Duration::from_secs(10), || {
             socket.exists()
         });
-        let agent = Agent { socket, child };
+        let agent = Agent {
+            socket,
+            _process: Background(child),
+        };
         for k in keys {
             run_ok(
                 Command::new("ssh-add")
@@ -799,20 +833,6 @@ impl Fleet {
 
     /// Run ship with extra environment variables (e.g. `SSH_AUTH_SOCK`).
     pub fn ship_env(&self, args: &[&str], env: &[(&str, &Path)]) -> Run {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_ship"));
-        c.args(args)
-            .current_dir(self.dir.path())
-            .env_remove("SSH_AUTH_SOCK")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null());
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        let out = c.output().expect("run ship");
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        self.spawn_ship_env(args, env).finish()
     }
 }
