@@ -357,20 +357,7 @@ impl Fleet {
             keygen(&key);
             let host_key_pub = fs::read_to_string(key.with_extension("pub")).expect("pub");
             let address = format!("{net}.{}", i + 1);
-            let config = hdir.join("sshd_config");
-            fs::write(
-                &config,
-                format!(
-                    "ListenAddress {address}\nPort 22\nHostKey {}\nAuthorizedKeysFile {}\n\
-                     PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-                     PermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\n\
-                     PidFile {}\nMaxStartups 1000\nMaxSessions 100\nLogLevel VERBOSE\n",
-                    key.display(),
-                    authorized.display(),
-                    hdir.join("sshd.pid").display()
-                ),
-            )
-            .expect("sshd_config");
+            let config = write_sshd_config(&hdir, &address, &key, &authorized);
             let faults = hdir.join("faults");
             fs::create_dir_all(&faults).expect("faults");
             let tmpfs = small_disk.filter(|(h, _)| *h == i).map(|(_, size)| {
@@ -542,6 +529,26 @@ fn wait_listening(h: &mut TestHost) {
     h.mnt_ns = fs::read_link(format!("/proc/{pid}/ns/mnt"))
         .ok()
         .map(|p| p.to_string_lossy().into_owned());
+}
+
+/// The sshd_config of a test server in `dir`: key-only logins (root included), the keys in
+/// `authorized` for every user, verbose logs (connections are counted from them).
+fn write_sshd_config(dir: &Path, address: &str, host_key: &Path, authorized: &Path) -> PathBuf {
+    let config = dir.join("sshd_config");
+    fs::write(
+        &config,
+        format!(
+            "ListenAddress {address}\nPort 22\nHostKey {}\nAuthorizedKeysFile {}\n\
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+             PermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\n\
+             PidFile {}\nMaxStartups 1000\nMaxSessions 100\nLogLevel VERBOSE\n",
+            host_key.display(),
+            authorized.display(),
+            dir.join("sshd.pid").display()
+        ),
+    )
+    .expect("sshd_config");
+    config
 }
 
 fn spawn_sshd(start: &str, log: &Path) -> Child {
@@ -771,20 +778,7 @@ impl Fleet {
             .map(|(n, _)| n.to_owned())
             .expect("address");
         let address = format!("{net}.200");
-        let config = base.join("sshd_config");
-        fs::write(
-            &config,
-            format!(
-                "ListenAddress {address}\nPort 22\nHostKey {}\nAuthorizedKeysFile {}\n\
-                 PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-                 PermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\n\
-                 PidFile {}\nLogLevel VERBOSE\n",
-                key.display(),
-                auth.display(),
-                base.join("sshd.pid").display()
-            ),
-        )
-        .expect("sshd_config");
+        let config = write_sshd_config(&base, &address, &key, &auth);
         let sshd = spawn_sshd(
             &format!("exec /usr/sbin/sshd -D -e -f {}", config.display()),
             &base.join("sshd.log"),
