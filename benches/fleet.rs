@@ -130,12 +130,15 @@ fn main() {
         .filter_map(|s| s.trim().parse().ok())
         .collect();
     let runs: usize = arg("--runs", "3").parse().unwrap_or(3);
+    // `deploy`: a provisioned deploy user (login shell /bin/sh, no rc files), as on a server
+    // set up for deploys. `root`: this machine's root, whose shell start-up is what it is here.
+    let user = arg("--user", "deploy");
     let payload = ship::source::pack_dir(&Fleet::example_app())
         .map(|p| p.len())
         .unwrap_or(0);
     println!(
         "ship fleet benchmark: example app, build {BUILD_SECONDS} s, {runs} deploys per size, \
-         artifact {payload} bytes (packed once)"
+         artifact {payload} bytes (packed once), as user {user}"
     );
     println!(
         "{:>5}  {:>22}  {:>9}  {:>12}  {:>12}  {:>10}  {:>8}  {:>7}  {:>9}",
@@ -155,6 +158,16 @@ fn main() {
             &format!("  env:\n    BUILD_SECONDS: \"{BUILD_SECONDS}\"\n"),
             "",
         );
+        if user != "root" {
+            const UID: u32 = 2301;
+            for h in &fleet.hosts {
+                h.add_users(&[(user.as_str(), UID)], "");
+                let app = h.path("");
+                std::fs::create_dir_all(&app).expect("deploy dir");
+                std::os::unix::fs::chown(&app, Some(UID), Some(UID)).expect("chown");
+            }
+            fleet.edit_inventory(|t| t.replace("user: root", &format!("user: {user}")));
+        }
         // Keep the releases few, so every run does the same work.
         fleet.edit_inventory(|t| t.replace("keep_releases: 3", "keep_releases: 2"));
         let before: Vec<usize> = (0..n).map(|i| fleet.connections(i)).collect();

@@ -572,9 +572,7 @@ pub async fn exec(
             }
         };
         let d = remote::quote(&host.config.deploy_to);
-        let script = remote::supervised(&format!(
-            "cd {d}/current 2>/dev/null || cd {d} 2>/dev/null || true\n{command}"
-        ));
+        let script = format!("cd {d}/current 2>/dev/null || cd {d} 2>/dev/null || true\n{command}");
         match conn
             .run_step(&script, None, Some(on_line), timeout, cancel, false)
             .await

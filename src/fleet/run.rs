@@ -630,7 +630,7 @@ async fn run_steps(
         let stdin = if step.takes_payload { payload } else { None };
         let result = conn
             .run_step(
-                &step.command(),
+                &step.script,
                 stdin,
                 Some(ctx.on_line(&host.name)),
                 host.config.timeouts.step,

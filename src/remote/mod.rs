@@ -36,18 +36,6 @@ pub struct Step {
     pub reaches_git: bool,
 }
 
-impl Step {
-    /// The command sent to the host: the script itself when it reads the payload (a cut
-    /// stream stops it), otherwise the script [`supervised`].
-    pub fn command(&self) -> String {
-        if self.takes_payload {
-            self.script.clone()
-        } else {
-            supervised(&self.script)
-        }
-    }
-}
-
 /// Run `script` so that it lives only as long as the controller holds its stdin open: the
 /// script runs in a session of its own (so its whole process tree can be signalled), and a
 /// watcher waits for end-of-file on stdin. When stdin closes before the script ends (the
@@ -677,18 +665,43 @@ pub fn stage_switch(deploy_to: &str, release_id: &str) -> String {
     )
 }
 
-/// The switch, armed: it prints [`SWITCH_READY`], then waits for one line on stdin and renames the staged link over `current`
-/// only if that line is `go`. A controller that dies or cancels sends EOF instead, and the host
-/// does not switch. `mv -f <dir>/current .` is one `rename(2)` (GNU coreutils and BusyBox alike):
-/// `current` never stops existing. The host's clock is read right after the rename, for the
-/// switch spread.
+/// The switch, armed: it prints [`SWITCH_READY`], then waits for one line on stdin and renames
+/// the staged link over `current` only if that line is `go`. A controller that dies or cancels
+/// sends EOF or another line instead, and the host does not switch. The rename is one
+/// `rename(2)`: `current` never stops existing. The host's clock is read right after it, for
+/// the switch spread.
+///
+/// Where perl is installed (it is on Debian, Ubuntu and most RHEL hosts), the process that
+/// waits for the word is perl, already started: the word costs one read and one `rename(2)`,
+/// with no process to start after it, so hosts that get the word at the same instant switch
+/// at the same instant even when they share few cores. Otherwise the shell waits, and
+/// `mv -f <dir>/current .` (GNU coreutils and BusyBox alike) renames.
 pub fn armed_switch(deploy_to: &str, release_id: &str) -> String {
     let dir = quote(&stage_dir(release_id)).into_owned();
     format!(
-        "{} || exit {SWITCH_RENAME_FAILED}; echo {SWITCH_READY}; \
+        "{} || exit {SWITCH_RENAME_FAILED}; \
+         if command -v perl >/dev/null 2>&1; then exec perl -e {perl} {dir}; fi; \
+         echo {SWITCH_READY}; \
          read -r go && [ \"$go\" = go ] || exit {SWITCH_CANCELLED}; \
          mv -f {dir}/current . || exit {SWITCH_RENAME_FAILED}; date +%s%N; rmdir {dir}; exit 0",
-        cd(deploy_to)
+        cd(deploy_to),
+        perl = quote(&armed_switch_perl()),
+    )
+}
+
+/// The perl side of [`armed_switch`]: the staging directory is its argument. It reads the word
+/// one byte at a time (nothing past it is taken from stdin) and prints the host's clock after
+/// the rename in nanoseconds (microsecond precision; `date` when Time::HiRes is missing).
+fn armed_switch_perl() -> String {
+    format!(
+        "$| = 1; my $d = $ARGV[0]; my $hires = eval {{ require Time::HiRes; 1 }}; \
+         print \"{SWITCH_READY}\\n\"; my ($w, $c) = (\"\", \"\"); \
+         while (sysread(STDIN, $c, 1) == 1) {{ last if $c eq \"\\n\"; $w .= $c; }} \
+         exit {SWITCH_CANCELLED} unless $w eq \"go\"; \
+         rename(\"$d/current\", \"current\") or exit {SWITCH_RENAME_FAILED}; \
+         if ($hires) {{ my ($s, $us) = Time::HiRes::gettimeofday(); \
+         printf(\"%d%06d000\\n\", $s, $us); }} else {{ system(\"date\", \"+%s%N\"); }} \
+         rmdir($d); exit 0;"
     )
 }
 

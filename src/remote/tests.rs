@@ -7,8 +7,17 @@ use std::process::Command;
 use super::*;
 
 fn sh(script: &str, stdin: &[u8]) -> (i32, String) {
+    sh_path(script, stdin, None)
+}
+
+/// [`sh`] with `PATH` set to `path` only.
+fn sh_path(script: &str, stdin: &[u8], path: Option<&Path>) -> (i32, String) {
     use std::io::Write;
-    let mut child = Command::new("sh")
+    let mut cmd = Command::new("/bin/sh");
+    if let Some(p) = path {
+        cmd.env("PATH", p);
+    }
+    let mut child = cmd
         .arg("-c")
         .arg(script)
         .stdin(std::process::Stdio::piped())
@@ -101,12 +110,21 @@ fn renders_exact_commands() {
          mkdir -p .ship/stage-20261122103000 && \
          ln -s releases/20261122103000 .ship/stage-20261122103000/current"
     );
-    assert_eq!(
-        armed_switch("/srv/app", "20261122103000"),
-        "cd /srv/app || exit 77; echo ship-switch-ready; \
-         read -r go && [ \"$go\" = go ] || exit 76; \
-         mv -f .ship/stage-20261122103000/current . || exit 77; date +%s%N; \
-         rmdir .ship/stage-20261122103000; exit 0"
+    let armed = armed_switch("/srv/app", "20261122103000");
+    assert!(
+        armed.starts_with(
+            "cd /srv/app || exit 77; if command -v perl >/dev/null 2>&1; then exec perl -e '"
+        ),
+        "{armed}"
+    );
+    assert!(
+        armed.ends_with(
+            "' .ship/stage-20261122103000; fi; echo ship-switch-ready; \
+             read -r go && [ \"$go\" = go ] || exit 76; \
+             mv -f .ship/stage-20261122103000/current . || exit 77; date +%s%N; \
+             rmdir .ship/stage-20261122103000; exit 0"
+        ),
+        "{armed}"
     );
     assert_eq!(
         lock("/srv/app", "{\"a\":1}"),
@@ -755,4 +773,65 @@ fn writable_uses_chmod_or_acls_on_the_shared_target_and_creates_missing_paths() 
     let text = String::from_utf8_lossy(&got.stdout);
     assert!(text.contains("user:nobody:rwx"), "{text}");
     assert!(text.contains("default:user:nobody:rwx"), "{text}");
+}
+
+#[test]
+fn the_armed_switch_renames_only_on_its_word_with_and_without_perl() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // A PATH without perl: only what the shell fallback uses.
+    let bin = tmp.path().join("bin");
+    fs::create_dir_all(&bin).expect("bin");
+    for tool in ["mv", "date", "rmdir"] {
+        let found = ["/usr/bin", "/bin"]
+            .iter()
+            .map(|d| Path::new(d).join(tool))
+            .find(|p| p.exists())
+            .expect("coreutils");
+        std::os::unix::fs::symlink(found, bin.join(tool)).expect("link");
+    }
+    let has_perl = Command::new("perl").arg("-e1").status().is_ok();
+    let paths: Vec<Option<&Path>> = if has_perl {
+        vec![None, Some(&bin)]
+    } else {
+        vec![Some(&bin)]
+    };
+    for path in paths {
+        let root = tmp.path().join("app");
+        let _ = fs::remove_dir_all(&root);
+        fs::create_dir_all(root.join("releases/1")).expect("release 1");
+        fs::create_dir_all(root.join("releases/2")).expect("release 2");
+        std::os::unix::fs::symlink("releases/1", root.join("current")).expect("current");
+        let d = root.display().to_string();
+        let stage = |id: &str| {
+            let (rc, out) = sh(&stage_switch(&d, id), b"");
+            assert_eq!(rc, 0, "{out}");
+        };
+        let current = || fs::read_link(root.join("current")).expect("current");
+        // EOF, or any other word: nothing changes.
+        stage("2");
+        for input in [&b""[..], b"no\n", b"\n", b"gone\n"] {
+            let (rc, out) = sh_path(&armed_switch(&d, "2"), input, path);
+            assert_eq!(rc, SWITCH_CANCELLED as i32, "{path:?} {input:?}: {out}");
+            assert_eq!(out.lines().next(), Some(SWITCH_READY), "{out}");
+            assert_eq!(current(), Path::new("releases/1"), "{path:?}");
+        }
+        // The word: one rename, a timestamp, the staging dir gone; what follows the word on
+        // stdin is not read.
+        let (rc, out) = sh_path(&armed_switch(&d, "2"), b"go\nleft for the shell\n", path);
+        assert_eq!(rc, 0, "{path:?}: {out}");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], SWITCH_READY, "{out}");
+        let ns: u128 = lines[1].parse().expect("a timestamp in ns");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_nanos();
+        assert!(now - ns < 10_000_000_000, "{path:?}: {ns} is now-ish");
+        assert_eq!(current(), Path::new("releases/2"), "{path:?}");
+        assert!(!root.join(stage_dir("2")).exists(), "{path:?}");
+        // A missing staged link: the rename fails, current is unchanged.
+        let (rc, _) = sh_path(&armed_switch(&d, "9"), b"go\n", path);
+        assert_eq!(rc, SWITCH_RENAME_FAILED as i32, "{path:?}");
+        assert_eq!(current(), Path::new("releases/2"));
+    }
 }

@@ -1,12 +1,14 @@
 //! The transport seam: run a command on a host with streamed output and an exit status, and
 //! stream bytes to its stdin.
 //!
-//! Implementations: [`ssh`] (production: one connection per host, one channel per command) and
+//! Implementations: [`ssh`] (production: one connection per host; its commands go through one
+//! long-lived shell, a [`session`], with a channel of their own only when they need one) and
 //! [`local`] (`sh -c` on the controller, for deploying to this machine and for tests on temp
 //! dirs). The fleet logic only sees [`Connection`] and [`Process`].
 
 pub mod known_hosts;
 pub mod local;
+pub mod session;
 pub mod ssh;
 
 use std::sync::Arc;
@@ -179,6 +181,7 @@ impl Collector {
 pub enum Process {
     Ssh(ssh::SshProcess),
     Local(local::LocalProcess),
+    Session(session::SessionProcess),
 }
 
 impl Process {
@@ -187,6 +190,7 @@ impl Process {
         match self {
             Process::Ssh(p) => p.write(data).await,
             Process::Local(p) => p.write(data).await,
+            Process::Session(p) => p.write(data).await,
         }
     }
 
@@ -195,6 +199,7 @@ impl Process {
         match self {
             Process::Ssh(p) => p.close_stdin().await,
             Process::Local(p) => p.close_stdin().await,
+            Process::Session(p) => p.close_stdin().await,
         }
     }
 
@@ -204,6 +209,7 @@ impl Process {
         match self {
             Process::Ssh(p) => p.wait().await,
             Process::Local(p) => p.wait().await,
+            Process::Session(p) => p.wait().await,
         }
     }
 }
@@ -225,17 +231,38 @@ impl Connection {
         }
     }
 
-    /// Start `script` (POSIX sh) on the host.
+    /// Start `script` (POSIX sh) on the host, to be fed lines on its stdin (over SSH it runs
+    /// in the connection's session when that is free: closing stdin then sends an empty line).
     pub async fn spawn(
         &self,
         script: &str,
         on_line: Option<OnLine>,
     ) -> Result<Process, TransportError> {
+        if let Some(p) = self
+            .in_session(script, session::Mode::LineInput, on_line.clone())
+            .await
+        {
+            return Ok(Process::Session(p?));
+        }
         self.spawn_with(script, on_line, false).await
     }
 
-    /// Start `script`; with `agent`, it gets the controller's ssh-agent (over SSH, agent
-    /// forwarding for this command only; locally, the agent is simply inherited).
+    /// Start `script` in the connection's session, if it has one and it is free.
+    async fn in_session(
+        &self,
+        script: &str,
+        mode: session::Mode,
+        on_line: Option<OnLine>,
+    ) -> Option<Result<session::SessionProcess, TransportError>> {
+        match self {
+            Connection::Ssh(c) => c.session().await?.try_start(script, mode, on_line).await,
+            Connection::Local(_) => None,
+        }
+    }
+
+    /// Start `script` in a channel (a process) of its own; with `agent`, it gets the
+    /// controller's ssh-agent (over SSH, agent forwarding for this command only; locally, the
+    /// agent is simply inherited).
     pub async fn spawn_with(
         &self,
         script: &str,
@@ -258,7 +285,16 @@ impl Connection {
         timeout: Duration,
     ) -> Result<Output, TransportError> {
         let work = async {
-            let mut p = self.spawn(script, on_line).await?;
+            let mut p = match stdin {
+                None => match self
+                    .in_session(script, session::Mode::Quick, on_line.clone())
+                    .await
+                {
+                    Some(p) => Process::Session(p?),
+                    None => self.spawn_with(script, on_line, false).await?,
+                },
+                Some(_) => self.spawn_with(script, on_line, false).await?,
+            };
             if let Some(data) = stdin {
                 p.write(data).await?;
             }
@@ -273,10 +309,11 @@ impl Connection {
             })?
     }
 
-    /// Run a step that may take long and must be stoppable: `script` should be
-    /// [`crate::remote::supervised`] (it stops itself when its stdin closes) unless it reads
-    /// `stdin`. On `timeout` or `cancel`, stdin is closed and the host gets [`STOP_GRACE`] to
-    /// confirm the step ended; the error says whether it did.
+    /// Run a step that may take long and must be stoppable. Without `stdin`, it runs stoppable
+    /// in the session, or in a channel of its own [`crate::remote::supervised`] (it stops
+    /// itself when its stdin closes); with `stdin`, a cut stream stops it. On `timeout` or
+    /// `cancel`, the step is told to stop and the host gets [`STOP_GRACE`] to confirm it ended;
+    /// the error says whether it did.
     #[allow(clippy::too_many_arguments)]
     pub async fn run_step(
         &self,
@@ -298,11 +335,28 @@ impl Connection {
                 )
             }
         };
+        let start = async {
+            if stdin.is_none() && !agent {
+                if let Some(p) = self
+                    .in_session(script, session::Mode::Stoppable, on_line.clone())
+                    .await
+                {
+                    return p.map(Process::Session);
+                }
+            }
+            match stdin {
+                Some(_) => self.spawn_with(script, on_line, agent).await,
+                None => {
+                    self.spawn_with(&crate::remote::supervised(script), on_line, agent)
+                        .await
+                }
+            }
+        };
         let mut p = tokio::select! {
             biased;
             _ = cancel.cancelled() => return Err(TransportError::Stopped { why: why(true), confirmed: true }),
             _ = tokio::time::sleep_until(deadline) => return Err(TransportError::Timeout { after: timeout, what: "starting the step" }),
-            p = self.spawn_with(script, on_line, agent) => p?,
+            p = start => p?,
         };
         let fed = async {
             if let Some(data) = stdin {
@@ -317,10 +371,16 @@ impl Connection {
             _ = tokio::time::sleep_until(deadline) => false,
             _ = cancel.cancelled() => true,
         };
-        // Closing stdin is the stop signal of a supervised step (and cuts a stream short).
+        // A session's step is told to stop; closing stdin is the stop signal of a supervised
+        // step in its own channel (and cuts a stream short).
         let stop = async {
-            let _ = p.close_stdin().await;
-            p.wait().await
+            match &mut p {
+                Process::Session(s) => s.stop(STOP_GRACE).await,
+                other => {
+                    let _ = other.close_stdin().await;
+                    other.wait().await
+                }
+            }
         };
         let confirmed = matches!(tokio::time::timeout(STOP_GRACE, stop).await, Ok(Ok(_)));
         Err(TransportError::Stopped {

@@ -1,4 +1,5 @@
-//! The SSH transport, on russh: one connection per host, one channel per command.
+//! The SSH transport, on russh: one connection per host; commands go through one long-lived
+//! shell on it (a [`Session`]), or a channel of their own when they need one.
 //!
 //! Traps handled here (each was observed against OpenSSH): no connect timeout in russh (we wrap
 //! connect and auth in one); bursts of connects get reset by sshd's MaxStartups (we retry with
@@ -18,6 +19,7 @@ use russh::{ChannelMsg, ChannelWriteHalf};
 use tokio::task::JoinHandle;
 
 use super::known_hosts::{self, Verdict};
+use super::session::{Input, Raw, Session};
 use super::{Collector, ConnectOptions, OnLine, Output, Stream, TransportError};
 use crate::inventory::{Host, HostKeyChecking};
 use crate::remote::quote;
@@ -138,6 +140,9 @@ pub struct SshConnection {
     jump: Option<Box<SshConnection>>,
     /// Channels are opened one at a time per connection (sshd caps sessions per connection).
     open_timeout: Duration,
+    /// The long-lived shell, opened with the first command that can use it (`None`: it could
+    /// not be started, and every command gets a channel of its own).
+    session: tokio::sync::OnceCell<Option<Arc<Session>>>,
 }
 
 /// A command running in an SSH channel.
@@ -306,6 +311,7 @@ impl SshConnection {
             handle: Arc::new(handle),
             jump,
             open_timeout: cfg.timeouts.connect,
+            session: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -361,6 +367,48 @@ impl SshConnection {
             drain,
             finished: false,
         })
+    }
+
+    /// The connection's session, started on first use.
+    pub async fn session(&self) -> Option<Arc<Session>> {
+        self.session
+            .get_or_init(|| async { self.open_session().await.ok() })
+            .await
+            .clone()
+            .filter(|s| s.usable())
+    }
+
+    async fn open_session(&self) -> Result<Arc<Session>, TransportError> {
+        let channel = tokio::time::timeout(self.open_timeout, self.handle.channel_open_session())
+            .await
+            .map_err(|_| TransportError::Timeout {
+                after: self.open_timeout,
+                what: "opening a channel",
+            })?
+            .map_err(|e| TransportError::Lost(describe_russh_error(&e)))?;
+        channel
+            .exec(true, "sh -s")
+            .await
+            .map_err(|e| TransportError::Lost(describe_russh_error(&e)))?;
+        let (mut read, write) = channel.split();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(msg) = read.wait().await {
+                let raw = match msg {
+                    ChannelMsg::Data { data } => Raw::Data(Stream::Stdout, data.to_vec()),
+                    ChannelMsg::ExtendedData { data, ext: 1 } => {
+                        Raw::Data(Stream::Stderr, data.to_vec())
+                    }
+                    ChannelMsg::Close => break,
+                    _ => continue,
+                };
+                if tx.send(raw).is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send(Raw::Closed);
+        });
+        Session::start(Input::Ssh(write), rx).await
     }
 
     pub async fn close(&self) {

@@ -1,0 +1,751 @@
+//! One long-lived shell per host: the commands of a whole deploy go through it.
+//!
+//! Opening an SSH channel for every command costs a round trip, a process forked by sshd and
+//! a start of the user's login shell (with its rc files: 150 ms of CPU on a host whose
+//! `.bashrc` starts pyenv). A session pays that once: one channel runs `sh -s`, a small driver
+//! is written to it, and then each command is one line on its stdin, `ship_<mode> <id>
+//! '<script>'`. The driver runs the script in a subshell and prints an end marker with the exit
+//! status on stdout and on stderr (both streams are complete once both markers arrived):
+//!
+//! ```text
+//! <token> <id> <status>\n
+//! ```
+//!
+//! The token is random per session, so no output can fake a marker; it is found wherever it
+//! starts (output need not end with a newline). Modes:
+//!
+//! - `q` (quick): stdin is `/dev/null`.
+//! - `p` (stoppable): the script runs in a process group of its own, and a watcher reads the
+//!   session's stdin while it runs: a `stop` line (timeout, Ctrl-C) or end-of-file (the
+//!   controller died and took the connection with it) sends SIGTERM to the group, then SIGKILL
+//!   5 s later. The session stays usable after a stop.
+//! - `i` (line input): the script reads lines the controller writes (the armed switch waits
+//!   for its word this way).
+//!
+//! While a command runs, the controller writes nothing the command has not shown it waits for:
+//! the shell reads its input in blocks, so a line sent together with the command line would be
+//! taken by the shell, not by the command. A line-input command prints a ready line first; a
+//! stop is repeated until the step ends (a repeated or late `stop` is a no-op for the shell). A session that cannot be used any more (a command timed
+//! out, a process was abandoned) is set aside and the connection falls back to a channel per
+//! command; so does a command that needs its own channel (a binary payload on stdin, agent
+//! forwarding) or that comes while the session is busy.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{Mutex, OwnedMutexGuard, mpsc};
+
+use super::{Collector, OnLine, Output, Stream, TransportError};
+use crate::remote::quote;
+
+/// How the session runs a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Stdin is `/dev/null`.
+    Quick,
+    /// Stoppable with [`SessionProcess::stop`] and stopped when the session's stdin closes.
+    Stoppable,
+    /// The command reads lines written with [`SessionProcess::write`].
+    LineInput,
+}
+
+impl Mode {
+    fn function(self) -> &'static str {
+        match self {
+            Mode::Quick => "ship_q",
+            Mode::Stoppable => "ship_p",
+            Mode::LineInput => "ship_i",
+        }
+    }
+}
+
+/// The driver, written to `sh -s` once per session (POSIX sh: dash, bash, BusyBox ash).
+/// `stop` and `go` are no-ops at the prompt, for a word that arrives after its command ended.
+fn driver(token: &str) -> String {
+    format!(
+        "S={token}\n\
+         exec 3<&0\n\
+         stop() {{ :; }}\n\
+         go() {{ :; }}\n\
+         ship_end() {{ printf '%s %s %s\\n' \"$S\" \"$1\" \"$2\"; \
+         printf '%s %s %s\\n' \"$S\" \"$1\" \"$2\" >&2; }}\n\
+         if command -v setsid >/dev/null 2>&1; then ship_ss=1; else ship_ss=; fi\n\
+         ship_q() {{ ship_s=$2; ( set --; eval \"$ship_s\" ) </dev/null 3<&-; ship_end \"$1\" $?; }}\n\
+         ship_i() {{ ship_s=$2; ( set --; eval \"$ship_s\" ) 3<&-; ship_end \"$1\" $?; }}\n\
+         ship_p() {{ ship_s=$2\n\
+         if [ -n \"$ship_ss\" ]; then setsid sh -c \"$ship_s\" </dev/null 3<&- & ship_c=$!; ship_g=-$ship_c\n\
+         else ( set --; eval \"$ship_s\" ) </dev/null 3<&- & ship_c=$!; ship_g=$ship_c; fi\n\
+         {{ read -r _ <&3; while ! kill -TERM $ship_g; do kill -0 $ship_c || exit 0; sleep 1; done; \
+         sleep 5; kill -KILL $ship_g; }} >/dev/null 2>&1 & ship_w=$!\n\
+         wait $ship_c; ship_r=$?\n\
+         kill $ship_w 2>/dev/null; wait $ship_w 2>/dev/null\n\
+         ship_end \"$1\" $ship_r; }}\n\
+         ship_end 0 0\n"
+    )
+}
+
+/// Where the session's stdin goes.
+pub(crate) enum Input {
+    Ssh(russh::ChannelWriteHalf<russh::client::Msg>),
+    /// A local `sh -s` (the driver's tests run it under each shell it supports).
+    #[cfg(test)]
+    Local(tokio::process::ChildStdin),
+}
+
+impl Input {
+    async fn write(&mut self, data: &[u8]) -> Result<(), TransportError> {
+        match self {
+            Input::Ssh(w) => w
+                .data(data)
+                .await
+                .map_err(|e| TransportError::Lost(format!("the session's channel failed: {e}"))),
+            #[cfg(test)]
+            Input::Local(w) => {
+                use tokio::io::AsyncWriteExt;
+                w.write_all(data)
+                    .await
+                    .map_err(|e| TransportError::Lost(format!("the session's shell is gone: {e}")))
+            }
+        }
+    }
+}
+
+/// What the reader of the session's channel or process passes on.
+#[derive(Debug)]
+pub(crate) enum Raw {
+    Data(Stream, Vec<u8>),
+    /// The session's shell ended or its channel closed.
+    Closed,
+}
+
+/// What a stream of the session carries: a command's output, or its end.
+#[derive(Debug, PartialEq, Eq)]
+enum Item {
+    Bytes(Vec<u8>),
+    End(u64, u32),
+}
+
+/// Finds end markers in one output stream. Trailing bytes that could be the start of a marker
+/// (a prefix of it: the token starts with `@ship-`, which ends no ordinary line) are held back
+/// until the next chunk shows what they are.
+#[derive(Default)]
+struct Scanner {
+    pending: Vec<u8>,
+}
+
+impl Scanner {
+    fn feed(&mut self, data: &[u8], needle: &[u8], items: &mut Vec<Item>) {
+        self.pending.extend_from_slice(data);
+        loop {
+            let Some(p) = find(&self.pending, needle) else {
+                let keep = (1..needle.len().min(self.pending.len() + 1))
+                    .rev()
+                    .find(|&k| self.pending.ends_with(&needle[..k]))
+                    .unwrap_or(0);
+                if self.pending.len() > keep {
+                    let out: Vec<u8> = self.pending.drain(..self.pending.len() - keep).collect();
+                    items.push(Item::Bytes(out));
+                }
+                return;
+            };
+            if p > 0 {
+                items.push(Item::Bytes(self.pending.drain(..p).collect()));
+            }
+            let rest = &self.pending[needle.len()..];
+            let Some(nl) = rest.iter().position(|b| *b == b'\n') else {
+                return; // the marker's line is not complete yet
+            };
+            let line = String::from_utf8_lossy(&rest[..nl]).into_owned();
+            self.pending.drain(..needle.len() + nl + 1);
+            let mut words = line.split_whitespace();
+            if let (Some(Ok(id)), Some(Ok(status))) = (
+                words.next().map(str::parse::<u64>),
+                words.next().map(str::parse::<u32>),
+            ) {
+                items.push(Item::End(id, status));
+            }
+        }
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The part of a session only the command that holds it touches.
+struct State {
+    raw: mpsc::UnboundedReceiver<Raw>,
+    scanners: [Scanner; 2],
+    /// The driver's own start marker was seen on each stream: what came before it (a login
+    /// script's chatter) is not any command's output.
+    ready: [bool; 2],
+    closed: bool,
+}
+
+/// A shell running on the host for the life of the connection.
+pub struct Session {
+    input: Mutex<Input>,
+    state: Arc<Mutex<State>>,
+    needle: Vec<u8>,
+    next_id: AtomicU64,
+    /// Set aside: a command was abandoned or timed out, so what the shell does next is unknown.
+    broken: AtomicBool,
+}
+
+impl Session {
+    /// Start the driver on a shell that reads commands from its stdin (`sh -s`), whose output
+    /// arrives on `raw`. Nothing is waited for: the first command's answer follows the
+    /// driver's start marker.
+    pub(crate) async fn start(
+        mut input: Input,
+        raw: mpsc::UnboundedReceiver<Raw>,
+    ) -> Result<Arc<Session>, TransportError> {
+        let token = format!("@ship-{:016x}", random_u64());
+        input.write(driver(&token).as_bytes()).await?;
+        Ok(Arc::new(Session {
+            input: Mutex::new(input),
+            state: Arc::new(Mutex::new(State {
+                raw,
+                scanners: [Scanner::default(), Scanner::default()],
+                ready: [false, false],
+                closed: false,
+            })),
+            needle: format!("{token} ").into_bytes(),
+            next_id: AtomicU64::new(1),
+            broken: AtomicBool::new(false),
+        }))
+    }
+
+    /// Whether commands can go through this session.
+    pub fn usable(&self) -> bool {
+        !self.broken.load(Ordering::SeqCst)
+    }
+
+    /// Start `script`, or `None` when the session is busy with another command or set aside
+    /// (the caller then uses a channel of its own).
+    pub async fn try_start(
+        self: &Arc<Self>,
+        script: &str,
+        mode: Mode,
+        on_line: Option<OnLine>,
+    ) -> Option<Result<SessionProcess, TransportError>> {
+        if !self.usable() {
+            return None;
+        }
+        let guard = self.state.clone().try_lock_owned().ok()?;
+        if guard.closed {
+            return None;
+        }
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        let line = format!("{} {id} {}\n", mode.function(), quote(script));
+        let mut process = SessionProcess {
+            session: self.clone(),
+            state: Some(guard),
+            id,
+            collector: Some(Collector::new(on_line)),
+            ends: [None, None],
+            wrote: false,
+            result: None,
+        };
+        if let Err(e) = self.write(line.as_bytes()).await {
+            self.broken.store(true, Ordering::SeqCst);
+            process.state = None;
+            return Some(Err(e));
+        }
+        Some(Ok(process))
+    }
+
+    async fn write(&self, data: &[u8]) -> Result<(), TransportError> {
+        self.input.lock().await.write(data).await
+    }
+}
+
+/// A command running in a session. It holds the session until it has ended; dropped before
+/// that, it sets the session aside.
+pub struct SessionProcess {
+    session: Arc<Session>,
+    state: Option<OwnedMutexGuard<State>>,
+    id: u64,
+    collector: Option<Collector>,
+    ends: [Option<u32>; 2],
+    wrote: bool,
+    result: Option<Result<Output, TransportError>>,
+}
+
+impl SessionProcess {
+    /// Send lines to a [`Mode::LineInput`] command.
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), TransportError> {
+        self.wrote = true;
+        self.session.write(data).await
+    }
+
+    /// A line reader's end of input: an empty line, unless a line was already sent (the
+    /// session's stdin itself stays open for the next command).
+    pub async fn close_stdin(&mut self) -> Result<(), TransportError> {
+        if self.wrote || self.result.is_some() {
+            return Ok(());
+        }
+        self.wrote = true;
+        self.session.write(b"\n").await
+    }
+
+    /// Stop a [`Mode::Stoppable`] command (its process group gets SIGTERM, then SIGKILL 5 s
+    /// later) and wait up to `grace` for its end. The word is repeated every second: one sent
+    /// right after the command line may have been read by the shell with it.
+    pub async fn stop(&mut self, grace: Duration) -> Result<Output, TransportError> {
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            if self.result.is_none() {
+                self.session.write(b"stop\n").await?;
+            }
+            let next = (tokio::time::Instant::now() + Duration::from_secs(1)).min(deadline);
+            if let Ok(r) = tokio::time::timeout_at(next, self.wait()).await {
+                return r;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(TransportError::Timeout {
+                    after: grace,
+                    what: "waiting for the stopped step to end",
+                });
+            }
+        }
+    }
+
+    /// Wait for the command's end. Safe to abandon and call again (nothing read is lost).
+    pub async fn wait(&mut self) -> Result<Output, TransportError> {
+        if let Some(r) = &self.result {
+            return r.clone();
+        }
+        let r = self.read_to_end().await;
+        // The session is free again once this command's end was read on both streams.
+        if r.is_err() {
+            self.session.broken.store(true, Ordering::SeqCst);
+        }
+        self.state = None;
+        self.result = Some(r.clone());
+        r
+    }
+
+    async fn read_to_end(&mut self) -> Result<Output, TransportError> {
+        let lost = || {
+            TransportError::Lost(
+                "the connection's shell ended (the connection dropped or the host stopped \
+                 answering keepalives)"
+                    .into(),
+            )
+        };
+        let needle = self.session.needle.clone();
+        loop {
+            if let [Some(status), Some(_)] = self.ends {
+                let collector = self
+                    .collector
+                    .take()
+                    .unwrap_or_else(|| Collector::new(None));
+                return Ok(collector.finish(Some(status), None));
+            }
+            let Some(state) = self.state.as_mut() else {
+                return Err(lost());
+            };
+            if state.closed {
+                return Err(lost());
+            }
+            let Some(raw) = state.raw.recv().await else {
+                state.closed = true;
+                return Err(lost());
+            };
+            let (stream, data) = match raw {
+                Raw::Data(stream, data) => (stream, data),
+                Raw::Closed => {
+                    state.closed = true;
+                    return Err(lost());
+                }
+            };
+            let k = stream as usize;
+            let mut items = Vec::new();
+            state.scanners[k].feed(&data, &needle, &mut items);
+            for item in items {
+                match item {
+                    Item::End(0, _) => state.ready[k] = true,
+                    Item::End(id, status) if id == self.id && state.ready[k] => {
+                        self.ends[k] = Some(status)
+                    }
+                    Item::End(..) => {}
+                    Item::Bytes(b) if state.ready[k] && self.ends[k].is_none() => {
+                        if let Some(c) = self.collector.as_mut() {
+                            c.push(stream, &b);
+                        }
+                    }
+                    Item::Bytes(_) => {}
+                }
+            }
+        }
+    }
+}
+
+impl Drop for SessionProcess {
+    fn drop(&mut self) {
+        if self.result.is_none() {
+            self.session.broken.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// A random value for the session's marker (not secret: it only has to be unguessable by the
+/// output of commands that were written before it existed).
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Stdio;
+    use std::time::Instant;
+
+    use tokio::io::AsyncReadExt;
+
+    /// The shells the driver must work under that this machine has.
+    fn shells() -> Vec<Vec<&'static str>> {
+        let mut v = vec![vec!["sh"]];
+        for (probe, cmd) in [
+            ("/bin/bash", vec!["bash", "--posix"]),
+            ("/bin/dash", vec!["dash"]),
+            ("/bin/busybox", vec!["busybox", "sh"]),
+        ] {
+            if std::path::Path::new(probe).exists() {
+                v.push(cmd);
+            }
+        }
+        v
+    }
+
+    /// A session on a local shell started as a login shell would be on a host: it prints some
+    /// chatter on both streams first (rc files do), then reads the driver from stdin.
+    async fn local(shell: &[&str]) -> (Arc<Session>, tokio::process::Child) {
+        let mut child = tokio::process::Command::new(shell[0])
+            .args(&shell[1..])
+            .arg("-c")
+            .arg(format!(
+                "echo motd; echo rc noise >&2; exec {} -s",
+                shell.join(" ")
+            ))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("shell starts");
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut out = child.stdout.take().expect("stdout");
+        let mut err = child.stderr.take().expect("stderr");
+        tokio::spawn(async move {
+            let (mut a, mut b) = (vec![0u8; 4096], vec![0u8; 4096]);
+            let (mut out_open, mut err_open) = (true, true);
+            while out_open || err_open {
+                tokio::select! {
+                    n = out.read(&mut a), if out_open => match n {
+                        Ok(n) if n > 0 => { let _ = tx.send(Raw::Data(Stream::Stdout, a[..n].to_vec())); }
+                        _ => out_open = false,
+                    },
+                    n = err.read(&mut b), if err_open => match n {
+                        Ok(n) if n > 0 => { let _ = tx.send(Raw::Data(Stream::Stderr, b[..n].to_vec())); }
+                        _ => err_open = false,
+                    },
+                }
+            }
+            let _ = tx.send(Raw::Closed);
+        });
+        let input = Input::Local(child.stdin.take().expect("stdin"));
+        (
+            Session::start(input, rx).await.expect("driver written"),
+            child,
+        )
+    }
+
+    async fn run(s: &Arc<Session>, script: &str, mode: Mode) -> Output {
+        let mut p = s
+            .try_start(script, mode, None)
+            .await
+            .expect("the session is free")
+            .expect("written");
+        tokio::time::timeout(Duration::from_secs(10), p.wait())
+            .await
+            .expect("ends in time")
+            .expect("ends")
+    }
+
+    /// The process has ended (a zombie waiting for its reaper counts), within 3 s.
+    async fn gone(pid: &str) -> bool {
+        for _ in 0..300 {
+            match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+                Err(_) => return true,
+                Ok(stat)
+                    if stat
+                        .rsplit_once(") ")
+                        .is_some_and(|(_, r)| r.starts_with('Z')) =>
+                {
+                    return true;
+                }
+                Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+        false
+    }
+
+    fn text(b: &[u8]) -> String {
+        String::from_utf8_lossy(b).into_owned()
+    }
+
+    #[tokio::test]
+    async fn commands_run_one_after_another_with_their_own_output_status_and_state() {
+        for shell in shells() {
+            let (s, _child) = local(&shell).await;
+            let o = run(&s, "echo out; echo err >&2; printf tail", Mode::Quick).await;
+            assert_eq!(o.status, Some(0), "{shell:?}");
+            assert_eq!(
+                text(&o.stdout),
+                "out\ntail",
+                "{shell:?}: login chatter is not output"
+            );
+            let tail = text(&o.tail);
+            assert!(
+                tail.contains("err\n") && tail.contains("out\n") && !tail.contains("noise"),
+                "{shell:?}: {tail}"
+            );
+            // Exit status, and nothing of one command's state leaks into the next.
+            let o = run(&s, "cd /; X=1; set -e; false; echo never", Mode::Quick).await;
+            assert_eq!(o.status, Some(1), "{shell:?}");
+            let o = run(&s, "pwd; echo \"x=${X:-unset}\"; exit 7", Mode::Quick).await;
+            assert_eq!(o.status, Some(7), "{shell:?}");
+            assert_ne!(text(&o.stdout).lines().next(), Some("/"), "{shell:?}");
+            assert!(text(&o.stdout).contains("x=unset"), "{shell:?}");
+            // A script that does not parse fails alone; the session goes on.
+            let o = run(&s, "if then fi ((", Mode::Quick).await;
+            assert_ne!(o.status, Some(0), "{shell:?}");
+            let o = run(&s, "cat; echo \"it's $((6 * 7))\"", Mode::Quick).await;
+            assert_eq!(text(&o.stdout), "it's 42\n", "{shell:?}: stdin is empty");
+            // Output that looks like a marker without the token is output.
+            let o = run(&s, "printf '\\n@ship-0000 9 0\\n'", Mode::Quick).await;
+            assert_eq!(text(&o.stdout), "\n@ship-0000 9 0\n", "{shell:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stoppable_step_stops_with_its_children_and_the_session_goes_on() {
+        for shell in shells() {
+            let (s, _child) = local(&shell).await;
+            let dir = tempfile::tempdir().expect("tempdir");
+            let pid_file = dir.path().join("pid");
+            let script = format!(
+                "sleep 60 & echo $! > {}; wait",
+                quote(&pid_file.display().to_string())
+            );
+            let mut p = s
+                .try_start(&script, Mode::Stoppable, None)
+                .await
+                .expect("free")
+                .expect("written");
+            let t0 = Instant::now();
+            while !pid_file.exists()
+                || std::fs::read_to_string(&pid_file)
+                    .unwrap_or_default()
+                    .is_empty()
+            {
+                assert!(
+                    t0.elapsed() < Duration::from_secs(5),
+                    "{shell:?}: the step started"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert!(
+                s.try_start("true", Mode::Quick, None).await.is_none(),
+                "busy"
+            );
+            let o = p
+                .stop(Duration::from_secs(5))
+                .await
+                .expect("stopped in time");
+            assert_eq!(o.status, Some(143), "{shell:?}");
+            let pid = std::fs::read_to_string(&pid_file).unwrap_or_default();
+            assert!(
+                gone(pid.trim()).await,
+                "{shell:?}: the step's child {pid} was stopped too"
+            );
+            let o = run(&s, "echo still here", Mode::Quick).await;
+            assert_eq!(text(&o.stdout), "still here\n", "{shell:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stoppable_step_ends_when_the_controller_goes_away() {
+        for shell in shells() {
+            let (s, mut child) = local(&shell).await;
+            let dir = tempfile::tempdir().expect("tempdir");
+            let done = dir.path().join("done");
+            let script = format!("sleep 3; touch {}", quote(&done.display().to_string()));
+            let p = s
+                .try_start(&script, Mode::Stoppable, None)
+                .await
+                .expect("free")
+                .expect("written");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            // The controller's end of stdin closes (a dead controller's connection does this).
+            drop(p);
+            drop(s);
+            let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+                .await
+                .expect("the shell ends")
+                .expect("status");
+            assert!(status.code().is_some(), "{shell:?}");
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            assert!(
+                !done.exists(),
+                "{shell:?}: the step was stopped, not left to finish"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stop_sent_with_the_command_line_still_stops_it() {
+        for shell in shells() {
+            let (s, _child) = local(&shell).await;
+            let mut p = s
+                .try_start("sleep 30", Mode::Stoppable, None)
+                .await
+                .expect("free")
+                .expect("written");
+            let t0 = Instant::now();
+            let o = p.stop(Duration::from_secs(8)).await.expect("stopped");
+            assert_eq!(o.status, Some(143), "{shell:?}");
+            assert!(t0.elapsed() < Duration::from_secs(5), "{shell:?}");
+            let o = run(&s, "echo next", Mode::Quick).await;
+            assert_eq!(text(&o.stdout), "next\n", "{shell:?}");
+        }
+    }
+
+    /// Start a line-input command and wait for its ready line.
+    async fn ready(s: &Arc<Session>, script: &str) -> SessionProcess {
+        let (tx, mut rx) = tokio::sync::watch::channel(false);
+        let on_line: OnLine = Arc::new(move |_, line: &str| {
+            if line == "ready" {
+                let _ = tx.send(true);
+            }
+        });
+        let mut p = s
+            .try_start(script, Mode::LineInput, Some(on_line))
+            .await
+            .expect("free")
+            .expect("written");
+        tokio::select! {
+            r = rx.wait_for(|r| *r) => { r.expect("ready line"); }
+            r = p.wait() => panic!("ended before it was ready: {r:?}"),
+        }
+        p
+    }
+
+    #[tokio::test]
+    async fn a_line_input_command_reads_the_lines_it_is_sent() {
+        for shell in shells() {
+            let (s, _child) = local(&shell).await;
+            let script = "echo ready; read -r w; echo \"got [$w]\"";
+            let mut p = ready(&s, script).await;
+            p.write(b"go\n").await.expect("sent");
+            p.close_stdin().await.expect("nothing more");
+            let o = p.wait().await.expect("ends");
+            assert_eq!(text(&o.stdout), "ready\ngot [go]\n", "{shell:?}");
+            // Closed without a line: the reader sees an empty line, and the session goes on.
+            let mut p = ready(&s, script).await;
+            p.close_stdin().await.expect("closed");
+            let o = p.wait().await.expect("ends");
+            assert_eq!(text(&o.stdout), "ready\ngot []\n", "{shell:?}");
+            let o = run(&s, "echo next", Mode::Quick).await;
+            assert_eq!(text(&o.stdout), "next\n", "{shell:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_command_sets_the_session_aside() {
+        let (s, _child) = local(&["sh"]).await;
+        let p = s
+            .try_start("sleep 1", Mode::Quick, None)
+            .await
+            .expect("free")
+            .expect("written");
+        drop(p);
+        assert!(!s.usable());
+        assert!(s.try_start("true", Mode::Quick, None).await.is_none());
+    }
+
+    fn scan(chunks: &[&[u8]]) -> Vec<Item> {
+        let mut s = Scanner::default();
+        let mut items = Vec::new();
+        for c in chunks {
+            s.feed(c, b"@T ", &mut items);
+        }
+        // Merge adjacent byte items: how output was cut into chunks does not matter.
+        let mut merged: Vec<Item> = Vec::new();
+        for item in items {
+            match (merged.last_mut(), item) {
+                (Some(Item::Bytes(a)), Item::Bytes(b)) => a.extend(b),
+                (_, item) => merged.push(item),
+            }
+        }
+        merged
+    }
+
+    #[test]
+    fn markers_split_output_exactly_however_it_is_chunked() {
+        let stream: &[u8] = b"@T 0 0\nhello\nno newline@T 1 0\n@T 2 7\n";
+        let whole = scan(&[stream]);
+        assert_eq!(
+            whole,
+            vec![
+                Item::End(0, 0),
+                Item::Bytes(b"hello\nno newline".to_vec()),
+                Item::End(1, 0),
+                Item::End(2, 7),
+            ]
+        );
+        for cut in 1..stream.len() {
+            assert_eq!(
+                scan(&[&stream[..cut], &stream[cut..]]),
+                whole,
+                "cut at {cut}"
+            );
+        }
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(scan(&bytes), whole);
+    }
+
+    #[test]
+    fn output_is_passed_on_as_it_comes_unless_it_may_start_a_marker() {
+        let mut s = Scanner::default();
+        let mut items = Vec::new();
+        s.feed(b"ready\n", b"@T ", &mut items);
+        assert_eq!(items, vec![Item::Bytes(b"ready\n".to_vec())]);
+        items.clear();
+        s.feed(b"50%@", b"@T ", &mut items);
+        assert_eq!(items, vec![Item::Bytes(b"50%".to_vec())]);
+        items.clear();
+        s.feed(b"home\n", b"@T ", &mut items);
+        assert_eq!(items, vec![Item::Bytes(b"@home\n".to_vec())]);
+    }
+
+    #[test]
+    fn a_lookalike_without_the_token_is_output() {
+        assert_eq!(
+            scan(&[b"@X 1 0\n@T\n", b"@T 3 1\n"]),
+            vec![Item::Bytes(b"@X 1 0\n@T\n".to_vec()), Item::End(3, 1)]
+        );
+    }
+}
