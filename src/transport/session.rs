@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{Mutex, OwnedMutexGuard, mpsc};
+use tokio::sync::{Mutex, OwnedMutexGuard, mpsc, oneshot};
 
 use super::{Collector, OnLine, Output, Stream, TransportError};
 use crate::remote::quote;
@@ -173,24 +173,85 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// The part of a session only the command that holds it touches.
-struct State {
-    raw: mpsc::UnboundedReceiver<Raw>,
-    scanners: [Scanner; 2],
-    /// The driver's own start marker was seen on each stream: what came before it (a login
-    /// script's chatter) is not any command's output.
-    ready: [bool; 2],
+/// The command the session is running, fed by the reader as its output arrives.
+struct Current {
+    id: u64,
+    collector: Collector,
+    ends: [Option<u32>; 2],
+    done: oneshot::Sender<Result<Output, TransportError>>,
+}
+
+#[derive(Default)]
+struct Shared {
+    current: Option<Current>,
+    /// The shell ended or its channel closed.
     closed: bool,
 }
 
 /// A shell running on the host for the life of the connection.
 pub struct Session {
     input: Mutex<Input>,
-    state: Arc<Mutex<State>>,
-    needle: Vec<u8>,
+    shared: Arc<std::sync::Mutex<Shared>>,
+    /// Held by the running command.
+    busy: Arc<Mutex<()>>,
     next_id: AtomicU64,
     /// Set aside: a command was abandoned or timed out, so what the shell does next is unknown.
     broken: AtomicBool,
+}
+
+fn lost() -> TransportError {
+    TransportError::Lost(
+        "the connection's shell ended (the connection dropped or the host stopped answering \
+         keepalives)"
+            .into(),
+    )
+}
+
+/// Read the session's output: pass each command's output to it as it arrives (its line
+/// callback runs live), and finish it when its end marker has come on both streams.
+async fn read(
+    mut raw: mpsc::UnboundedReceiver<Raw>,
+    shared: Arc<std::sync::Mutex<Shared>>,
+    needle: Vec<u8>,
+) {
+    let mut scanners = [Scanner::default(), Scanner::default()];
+    // The driver's start marker was seen on each stream: what came before it (a login
+    // script's chatter) is no command's output.
+    let mut ready = [false, false];
+    while let Some(Raw::Data(stream, data)) = raw.recv().await {
+        let k = stream as usize;
+        let mut items = Vec::new();
+        scanners[k].feed(&data, &needle, &mut items);
+        let Ok(mut sh) = shared.lock() else { return };
+        for item in items {
+            match (item, sh.current.as_mut()) {
+                (Item::End(0, _), _) => ready[k] = true,
+                (Item::End(id, status), Some(c)) if c.id == id && ready[k] => {
+                    c.ends[k] = Some(status)
+                }
+                (Item::Bytes(b), Some(c)) if ready[k] && c.ends[k].is_none() => {
+                    c.collector.push(stream, &b)
+                }
+                _ => {}
+            }
+        }
+        if sh
+            .current
+            .as_ref()
+            .is_some_and(|c| c.ends.iter().all(Option::is_some))
+        {
+            if let Some(c) = sh.current.take() {
+                let output = c.collector.finish(c.ends[0], None);
+                let _ = c.done.send(Ok(output));
+            }
+        }
+    }
+    if let Ok(mut sh) = shared.lock() {
+        sh.closed = true;
+        if let Some(c) = sh.current.take() {
+            let _ = c.done.send(Err(lost()));
+        }
+    }
 }
 
 impl Session {
@@ -203,15 +264,12 @@ impl Session {
     ) -> Result<Arc<Session>, TransportError> {
         let token = format!("@ship-{:016x}", random_u64());
         input.write(driver(&token).as_bytes()).await?;
+        let shared = Arc::new(std::sync::Mutex::new(Shared::default()));
+        tokio::spawn(read(raw, shared.clone(), format!("{token} ").into_bytes()));
         Ok(Arc::new(Session {
             input: Mutex::new(input),
-            state: Arc::new(Mutex::new(State {
-                raw,
-                scanners: [Scanner::default(), Scanner::default()],
-                ready: [false, false],
-                closed: false,
-            })),
-            needle: format!("{token} ").into_bytes(),
+            shared,
+            busy: Arc::new(Mutex::new(())),
             next_id: AtomicU64::new(1),
             broken: AtomicBool::new(false),
         }))
@@ -219,7 +277,7 @@ impl Session {
 
     /// Whether commands can go through this session.
     pub fn usable(&self) -> bool {
-        !self.broken.load(Ordering::SeqCst)
+        !self.broken.load(Ordering::SeqCst) && self.shared.lock().is_ok_and(|s| !s.closed)
     }
 
     /// Start `script`, or `None` when the session is busy with another command or set aside
@@ -233,24 +291,32 @@ impl Session {
         if !self.usable() {
             return None;
         }
-        let guard = self.state.clone().try_lock_owned().ok()?;
-        if guard.closed {
-            return None;
-        }
+        let busy = self.busy.clone().try_lock_owned().ok()?;
         let id = self.next_id.fetch_add(1, Ordering::SeqCst);
-        let line = format!("{} {id} {}\n", mode.function(), quote(script));
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut sh = self.shared.lock().ok()?;
+            if sh.closed {
+                return None;
+            }
+            sh.current = Some(Current {
+                id,
+                collector: Collector::new(on_line),
+                ends: [None, None],
+                done: tx,
+            });
+        }
         let mut process = SessionProcess {
             session: self.clone(),
-            state: Some(guard),
-            id,
-            collector: Some(Collector::new(on_line)),
-            ends: [None, None],
+            busy: Some(busy),
+            done: rx,
             wrote: false,
             result: None,
         };
+        let line = format!("{} {id} {}\n", mode.function(), quote(script));
         if let Err(e) = self.write(line.as_bytes()).await {
+            process.result = Some(Err(e.clone()));
             self.broken.store(true, Ordering::SeqCst);
-            process.state = None;
             return Some(Err(e));
         }
         Some(Ok(process))
@@ -265,16 +331,14 @@ impl Session {
 /// that, it sets the session aside.
 pub struct SessionProcess {
     session: Arc<Session>,
-    state: Option<OwnedMutexGuard<State>>,
-    id: u64,
-    collector: Option<Collector>,
-    ends: [Option<u32>; 2],
+    busy: Option<OwnedMutexGuard<()>>,
+    done: oneshot::Receiver<Result<Output, TransportError>>,
     wrote: bool,
     result: Option<Result<Output, TransportError>>,
 }
 
 impl SessionProcess {
-    /// Send lines to a [`Mode::LineInput`] command.
+    /// Send lines to a [`Mode::LineInput`] command, once it has shown it reads them.
     pub async fn write(&mut self, data: &[u8]) -> Result<(), TransportError> {
         self.wrote = true;
         self.session.write(data).await
@@ -312,74 +376,19 @@ impl SessionProcess {
         }
     }
 
-    /// Wait for the command's end. Safe to abandon and call again (nothing read is lost).
+    /// Wait for the command's end. Safe to abandon and call again.
     pub async fn wait(&mut self) -> Result<Output, TransportError> {
         if let Some(r) = &self.result {
             return r.clone();
         }
-        let r = self.read_to_end().await;
-        // The session is free again once this command's end was read on both streams.
+        let r = (&mut self.done).await.unwrap_or_else(|_| Err(lost()));
         if r.is_err() {
             self.session.broken.store(true, Ordering::SeqCst);
         }
-        self.state = None;
+        // The session is free again: this command's end was read on both streams.
+        self.busy = None;
         self.result = Some(r.clone());
         r
-    }
-
-    async fn read_to_end(&mut self) -> Result<Output, TransportError> {
-        let lost = || {
-            TransportError::Lost(
-                "the connection's shell ended (the connection dropped or the host stopped \
-                 answering keepalives)"
-                    .into(),
-            )
-        };
-        let needle = self.session.needle.clone();
-        loop {
-            if let [Some(status), Some(_)] = self.ends {
-                let collector = self
-                    .collector
-                    .take()
-                    .unwrap_or_else(|| Collector::new(None));
-                return Ok(collector.finish(Some(status), None));
-            }
-            let Some(state) = self.state.as_mut() else {
-                return Err(lost());
-            };
-            if state.closed {
-                return Err(lost());
-            }
-            let Some(raw) = state.raw.recv().await else {
-                state.closed = true;
-                return Err(lost());
-            };
-            let (stream, data) = match raw {
-                Raw::Data(stream, data) => (stream, data),
-                Raw::Closed => {
-                    state.closed = true;
-                    return Err(lost());
-                }
-            };
-            let k = stream as usize;
-            let mut items = Vec::new();
-            state.scanners[k].feed(&data, &needle, &mut items);
-            for item in items {
-                match item {
-                    Item::End(0, _) => state.ready[k] = true,
-                    Item::End(id, status) if id == self.id && state.ready[k] => {
-                        self.ends[k] = Some(status)
-                    }
-                    Item::End(..) => {}
-                    Item::Bytes(b) if state.ready[k] && self.ends[k].is_none() => {
-                        if let Some(c) = self.collector.as_mut() {
-                            c.push(stream, &b);
-                        }
-                    }
-                    Item::Bytes(_) => {}
-                }
-            }
-        }
     }
 }
 
