@@ -390,9 +390,10 @@ fn probe(
     })
 }
 
-/// Run a script on the host through its real sshd (the test's own ssh client).
-fn ssh(fleet: &Fleet, host: usize, script: &str) -> std::process::Output {
-    std::process::Command::new("ssh")
+/// Run `command` on the host through its real sshd (the test's own ssh client), with `stdin`.
+fn ssh_stdin(fleet: &Fleet, host: usize, command: &str, stdin: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new("ssh")
         .arg("-i")
         .arg(&fleet.client_key)
         .arg("-o")
@@ -402,9 +403,21 @@ fn ssh(fleet: &Fleet, host: usize, script: &str) -> std::process::Output {
         ))
         .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
         .arg(format!("root@{}", fleet.host(host).address))
-        .arg(script)
-        .output()
-        .expect("ssh")
+        .arg(command)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("ssh");
+    if let Some(mut input) = child.stdin.take() {
+        input.write_all(stdin).expect("ssh stdin");
+    }
+    child.wait_with_output().expect("ssh")
+}
+
+/// Run a script on the host through its real sshd (the test's own ssh client).
+fn ssh(fleet: &Fleet, host: usize, script: &str) -> std::process::Output {
+    ssh_stdin(fleet, host, script, b"")
 }
 
 #[test]
@@ -433,7 +446,8 @@ fn the_switch_never_leaves_current_missing_under_read_load() {
     }
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let reader = probe(h.path("current/public/index.html"), stop.clone());
-    let out = ssh(&fleet, 0, &script);
+    // The script goes on stdin: 200 armed switches are too long for one argument.
+    let out = ssh_stdin(&fleet, 0, "sh -s", script.as_bytes());
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (reads, failed) = reader.join().expect("probe");
     assert!(

@@ -5,6 +5,7 @@
 //! docs/reliability.md lists these scenarios with their guarantees.
 
 use std::collections::BTreeMap;
+use std::fs;
 use std::time::{Duration, Instant};
 
 use crate::support::{Fleet, Run, TestHost, wait_until};
@@ -260,6 +261,7 @@ fn a_host_cut_off_during_prepare_aborts_within_the_keepalive_timeout() {
 /// A `mv` on one host that does `action` instead of (or around) the switch's rename; renames
 /// that are not the switch pass through.
 fn switch_fault(h: &TestHost, action: &str) {
+    h.switch_through_mv();
     h.fault(
         "mv",
         &format!("case \"$2\" in .ship/stage-*) {action} ;; esac\nexec /bin/mv \"$@\""),
@@ -574,6 +576,15 @@ fn a_killed_controller_is_detected_by_status_and_the_next_deploy() {
 fn a_second_ctrl_c_exits_at_once_and_says_where_each_host_stood() {
     let (fleet, live, snaps) = deployed(3);
     let run = deploy_until_building(&fleet);
+    // The cleanup the first Ctrl-C starts is held at its first `rm` on every host, so the
+    // second one comes while it runs.
+    for h in &fleet.hosts {
+        fs::write(h.faults.join("hold"), "").expect("hold");
+        h.fault(
+            "rm",
+            "while [ -e /usr/local/sbin/hold ]; do sleep 0.05; done; exec /bin/rm \"$@\"",
+        );
+    }
     run.signal("-INT");
     std::thread::sleep(Duration::from_millis(30));
     run.signal("-INT");
@@ -598,6 +609,9 @@ fn a_second_ctrl_c_exits_at_once_and_says_where_each_host_stood() {
     for (h, snap) in fleet.hosts.iter().zip(&snaps) {
         assert_eq!(h.current_id().as_deref(), Some(live.as_str()), "{}", h.name);
         assert_eq!(&h.shared_snapshot(), snap);
+    }
+    for h in &fleet.hosts {
+        fs::remove_file(h.faults.join("hold")).expect("release the held rm");
     }
     wait_until("the abandoned builds stop", Duration::from_secs(15), || {
         fleet.hosts.iter().all(|h| builds_running(h) == 0)

@@ -208,6 +208,29 @@ impl TestHost {
         fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod");
     }
 
+    /// Make this host's switch rename through its `mv` (so an `mv` fault applies to it): where
+    /// perl is installed, the armed switch renames in perl; this host's `perl` then loads a
+    /// module that routes the rename of `current` through `mv -f <staged> .`, at the same
+    /// moment.
+    pub fn switch_through_mv(&self) {
+        fs::write(
+            self.faults.join("ShipRenameViaMv.pm"),
+            "package ShipRenameViaMv;\n\
+             BEGIN { *CORE::GLOBAL::rename = sub { my ($from, $to) = @_; \
+             return system('mv', '-f', $from, '.') == 0 if $to eq 'current'; \
+             return CORE::rename($from, $to); }; }\n1;\n",
+        )
+        .expect("perl module");
+        let perl = ["/usr/bin/perl", "/bin/perl"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .unwrap_or("/usr/bin/perl");
+        self.fault(
+            "perl",
+            &format!("PERL5OPT='-I/usr/local/sbin -MShipRenameViaMv' exec {perl} \"$@\""),
+        );
+    }
+
     /// A fault script line that crashes the whole host: every process in its mount namespace
     /// is killed at once, the calling one included.
     /// The calling shell kills itself last: /proc is walked in name order, and a shell that
