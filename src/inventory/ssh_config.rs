@@ -84,6 +84,47 @@ fn glob(pattern: &str, name: &str) -> bool {
     m(pattern.as_bytes(), name.as_bytes())
 }
 
+/// `ssh -G` with and without the config (`-F /dev/null`) for each host that wants it, on a
+/// few threads (each is a process start).
+fn resolve_all(
+    hosts: &[super::Host],
+    wanted: &[Option<Option<PathBuf>>],
+) -> Vec<(Result<Options, String>, Options)> {
+    let one = |i: usize| match &wanted[i] {
+        None => (Ok(Options::new()), Options::new()),
+        Some(file) => (
+            resolve(&hosts[i].address, file.as_deref()),
+            resolve(&hosts[i].address, Some(Path::new("/dev/null"))).unwrap_or_default(),
+        ),
+    };
+    let n = hosts.len();
+    let threads = n.clamp(1, 8);
+    let mut out: Vec<Option<(Result<Options, String>, Options)>> = (0..n).map(|_| None).collect();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let one = &one;
+                s.spawn(move || {
+                    (t..n)
+                        .step_by(threads)
+                        .map(|i| (i, one(i)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for h in handles {
+            if let Ok(done) = h.join() {
+                for (i, r) in done {
+                    out[i] = Some(r);
+                }
+            }
+        }
+    });
+    out.into_iter()
+        .map(|r| r.unwrap_or_else(|| (Err("resolving failed".into()), Options::new())))
+        .collect()
+}
+
 /// `ssh -G` for `name`, as key → values (lower-case keys, as ssh prints them).
 fn resolve(name: &str, file: Option<&Path>) -> Result<Options, String> {
     let mut cmd = Command::new("ssh");
@@ -109,6 +150,99 @@ fn resolve(name: &str, file: Option<&Path>) -> Result<Options, String> {
     Ok(map)
 }
 
+/// The keywords whose values ship takes from the config, and those that make a file's effect
+/// impossible to tell without ssh itself.
+const RELEVANT: &[&str] = &[
+    "hostname",
+    "user",
+    "port",
+    "identityfile",
+    "proxyjump",
+    "proxycommand",
+    "match",
+];
+
+/// Whether the client configuration ssh reads by default (`~/.ssh/config`, the system-wide
+/// `/etc/ssh/ssh_config`, and what they include) could change anything ship uses. When no
+/// file sets any of [`RELEVANT`], `ssh -G` cannot differ from `ssh -G -F /dev/null` in what
+/// ship reads, and is not run (it costs a process per host, twice). Unsure means yes.
+fn default_config_matters() -> bool {
+    let user = home_path("~/.ssh/config");
+    let system = Path::new("/etc/ssh/ssh_config");
+    [
+        (user.as_path(), home_path("~/.ssh")),
+        (system, PathBuf::from("/etc/ssh")),
+    ]
+    .iter()
+    .any(|(file, base)| file_matters(file, base, 0))
+}
+
+fn file_matters(file: &Path, base: &Path, depth: usize) -> bool {
+    if depth > 8 {
+        return true;
+    }
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
+        Err(_) => return true,
+    };
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (key, rest) = line
+            .split_once(|c: char| c.is_whitespace() || c == '=')
+            .unwrap_or((line, ""));
+        let key = key.to_lowercase();
+        if RELEVANT.contains(&key.as_str()) {
+            return true;
+        }
+        if key == "include" {
+            for pattern in rest.trim_start_matches([' ', '\t', '=']).split_whitespace() {
+                let pattern = pattern.trim_matches('"');
+                let path = if pattern.starts_with('~') {
+                    home_path(pattern)
+                } else {
+                    base.join(pattern)
+                };
+                match expand(&path) {
+                    Some(files) => {
+                        if files.iter().any(|f| file_matters(f, base, depth + 1)) {
+                            return true;
+                        }
+                    }
+                    None => return true,
+                }
+            }
+        }
+    }
+    false
+}
+
+/// The files an `Include` path names: wildcards only in its last component (`None`: a
+/// pattern this cannot expand, so the caller assumes the worst).
+fn expand(path: &Path) -> Option<Vec<PathBuf>> {
+    let name = path.file_name()?.to_str()?;
+    let dir = path.parent()?;
+    if dir.to_str()?.contains(['*', '?', '[', '%']) {
+        return None;
+    }
+    if !name.contains(['*', '?']) {
+        return Some(vec![path.to_path_buf()]);
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Some(Vec::new());
+    };
+    let mut files: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(|n| glob(name, n)))
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    Some(files)
+}
+
 fn home_path(p: &str) -> PathBuf {
     match (p.strip_prefix("~/"), std::env::var_os("HOME")) {
         (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
@@ -121,17 +255,24 @@ fn home_path(p: &str) -> PathBuf {
 pub fn apply(stage: &mut Stage) -> Vec<String> {
     let mut notes = Vec::new();
     let mut ssh_missing_noted = false;
-    for host in &mut stage.hosts {
+    let default_matters = std::sync::LazyLock::new(default_config_matters);
+    // `ssh -G` for every host that needs it, with and without the config, a few at a time.
+    let wanted: Vec<Option<Option<PathBuf>>> = stage
+        .hosts
+        .iter()
+        .map(|h| match (&h.config.connection, &h.config.ssh_config) {
+            (Connection::Ssh, SshConfig::File(f)) => Some(Some(f.clone())),
+            (Connection::Ssh, SshConfig::Default) if *default_matters => Some(None),
+            _ => None,
+        })
+        .collect();
+    let resolved = resolve_all(&stage.hosts, &wanted);
+    for ((host, want), (with, base)) in stage.hosts.iter_mut().zip(wanted).zip(resolved) {
         let c = &mut host.config;
-        if c.connection != Connection::Ssh {
+        let Some(file) = want else {
             continue;
-        }
-        let file = match &c.ssh_config {
-            SshConfig::Off => continue,
-            SshConfig::Default => None,
-            SshConfig::File(f) => Some(f.clone()),
         };
-        let with = match resolve(&host.address, file.as_deref()) {
+        let with = match with {
             Ok(m) => m,
             Err(e) if e.contains("No such file") || e.contains("not found") => {
                 // No ssh here: read the file ourselves, and say what could not be handled.
@@ -163,7 +304,6 @@ pub fn apply(stage: &mut Stage) -> Vec<String> {
         };
         // What the file changes: ssh's answer without any file, or nothing at all when ship
         // read the file itself.
-        let base = resolve(&host.address, Some(Path::new("/dev/null"))).unwrap_or_default();
         let changed = |key: &str| -> Option<&Vec<String>> {
             let v = with.get(key)?;
             (base.get(key) != Some(v)).then_some(v)
@@ -281,5 +421,47 @@ Host legacy
         assert!(notes.iter().any(|n| n.contains("`%` tokens in hostname")));
         assert!(glob("*.example.com", "Web.EXAMPLE.com"));
         assert!(!glob("web?", "web10"));
+    }
+
+    #[test]
+    fn only_a_config_that_sets_what_ship_uses_is_resolved_with_ssh() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        let write = |name: &str, text: &str| {
+            let p = d.join(name);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("dir");
+            std::fs::write(&p, text).expect("write");
+            p
+        };
+        // Debian's stock system file: nothing ship uses.
+        let stock = write(
+            "ssh_config",
+            "# comment\nInclude conf.d/*.conf\nHost *\n    SendEnv LANG LC_*\n    \
+             HashKnownHosts yes\n    GSSAPIAuthentication yes\n",
+        );
+        assert!(!file_matters(&stock, d, 0));
+        assert!(!file_matters(&d.join("missing"), d, 0));
+        // An included file that sets a port, or a user.
+        write("conf.d/10-ports.conf", "Host web-*\n  Port 2222\n");
+        assert!(file_matters(&stock, d, 0));
+        write("conf.d/10-ports.conf", "Host web-*\n  Compression yes\n");
+        assert!(!file_matters(&stock, d, 0));
+        for line in [
+            "User deploy",
+            "hostname=10.0.0.5",
+            "IdentityFile ~/.ssh/deploy",
+            "ProxyJump bastion",
+            "ProxyCommand nc %h %p",
+            "Match host web-1",
+        ] {
+            let f = write("user_config", &format!("Host x\n  {line}\n"));
+            assert!(file_matters(&f, d, 0), "{line}");
+        }
+        // An Include this cannot expand: assume it matters.
+        let f = write("odd", "Include /etc/*/x.conf\n");
+        assert!(file_matters(&f, d, 0));
+        // An Include of itself does not loop forever.
+        let f = write("loop", "Include loop\n");
+        assert!(file_matters(&f, d, 0));
     }
 }
