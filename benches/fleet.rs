@@ -39,6 +39,114 @@ fn sample(pid: u32) -> Option<(u64, f64)> {
     Some((hwm, ticks / 100.0))
 }
 
+/// Deploy as `user` (not root): a user of that name on every host, owning the deploy dir.
+fn as_user(fleet: &Fleet, user: &str) {
+    if user == "root" {
+        return;
+    }
+    const UID: u32 = 2301;
+    for h in &fleet.hosts {
+        h.add_users(&[(user, UID)], "");
+        let app = h.path("");
+        std::fs::create_dir_all(&app).expect("deploy dir");
+        std::os::unix::fs::chown(&app, Some(UID), Some(UID)).expect("chown");
+    }
+    fleet.edit_inventory(|t| t.replace("user: root", &format!("user: {user}")));
+}
+
+/// `n` bytes that do not compress (xorshift), for the upload measurement.
+fn noise(n: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut v = Vec::with_capacity(n + 8);
+    while v.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(n);
+    v
+}
+
+/// Upload throughput on one connection: the same packed artifact (the bytes ship sends) piped
+/// through OpenSSH's client into `tar -xz` on the host, and ship's own upload step.
+fn upload_throughput(mb: usize, runs: usize, user: &str) {
+    let fleet = Fleet::start(1);
+    fleet.inventory("", "");
+    as_user(&fleet, user);
+    let app = fleet.dir().join("big-app");
+    std::fs::create_dir_all(app.join("public")).expect("app");
+    for f in ["build.sh", "public/index.html"] {
+        std::fs::copy(Fleet::example_app().join(f), app.join(f)).expect("copy");
+    }
+    std::fs::write(app.join("public/big.bin"), noise(mb << 20)).expect("big file");
+    fleet.set_source(&format!("{{ artifact: {} }}", app.display()));
+    let payload = ship::source::pack_dir(&app).expect("pack");
+    let file = fleet.dir().join("artifact.tar.gz");
+    std::fs::write(&file, &payload).expect("artifact");
+    let h = fleet.host(0);
+    let mut openssh = Vec::new();
+    for _ in 0..runs {
+        let t0 = Instant::now();
+        let out = Command::new("ssh")
+            .arg("-i")
+            .arg(&fleet.client_key)
+            .arg("-o")
+            .arg(format!(
+                "UserKnownHostsFile={}",
+                fleet.known_hosts.display()
+            ))
+            .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
+            .arg(format!("{user}@{}", h.address))
+            .arg(
+                "d=/var/www/app/.bench-upload; rm -rf $d && mkdir -p $d && tar -xzf - -C $d \
+                 && rm -rf $d",
+            )
+            .stdin(std::fs::File::open(&file).expect("artifact"))
+            .output()
+            .expect("ssh");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        openssh.push(t0.elapsed().as_secs_f64());
+    }
+    let mut ship_upload = Vec::new();
+    for _ in 0..runs {
+        let out = Command::new(env!("CARGO_BIN_EXE_ship"))
+            .args(["deploy", "production", "--json"])
+            .current_dir(fleet.dir())
+            .env_remove("SSH_AUTH_SOCK")
+            .stdin(Stdio::null())
+            .output()
+            .expect("ship");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let ms = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|e| e["event"] == "step_finished" && e["step"] == "upload")
+            .and_then(|e| e["elapsed_ms"].as_f64())
+            .expect("an upload step");
+        ship_upload.push(ms / 1000.0);
+    }
+    let size = payload.len() as f64 / (1 << 20) as f64;
+    let (o, s) = (median(&mut openssh), median(&mut ship_upload));
+    println!(
+        "\nupload, one connection, {size:.1} MiB packed ({mb} MiB of incompressible data), \
+         median of {runs}:"
+    );
+    println!(
+        "  OpenSSH `ssh host 'tar -xz -C dir' < artifact`: {o:.2} s  {:.0} MiB/s",
+        size / o
+    );
+    println!(
+        "  ship's upload step (stream + tar -xz):          {s:.2} s  {:.0} MiB/s  ({:.2}x OpenSSH)",
+        size / s,
+        o / s
+    );
+}
+
 fn deploy(fleet: &Fleet) -> Run {
     let t0 = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_ship"))
@@ -158,16 +266,7 @@ fn main() {
             &format!("  env:\n    BUILD_SECONDS: \"{BUILD_SECONDS}\"\n"),
             "",
         );
-        if user != "root" {
-            const UID: u32 = 2301;
-            for h in &fleet.hosts {
-                h.add_users(&[(user.as_str(), UID)], "");
-                let app = h.path("");
-                std::fs::create_dir_all(&app).expect("deploy dir");
-                std::os::unix::fs::chown(&app, Some(UID), Some(UID)).expect("chown");
-            }
-            fleet.edit_inventory(|t| t.replace("user: root", &format!("user: {user}")));
-        }
+        as_user(&fleet, &user);
         // Keep the releases few, so every run does the same work.
         fleet.edit_inventory(|t| t.replace("keep_releases: 3", "keep_releases: 2"));
         let before: Vec<usize> = (0..n).map(|i| fleet.connections(i)).collect();
@@ -201,5 +300,9 @@ fn main() {
         if let Some(r) = results.last() {
             println!("       phases (last run, ms): {}", r.phases);
         }
+    }
+    let upload_mb: usize = arg("--upload-mb", "64").parse().unwrap_or(64);
+    if upload_mb > 0 {
+        upload_throughput(upload_mb, runs, &user);
     }
 }
