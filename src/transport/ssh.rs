@@ -250,7 +250,13 @@ impl SshConnection {
         let (jump, connected) = match &cfg.proxy_jump {
             None => (
                 None,
-                client::connect(config, (host.address.as_str(), cfg.port), handler).await,
+                match tokio::net::TcpStream::connect((host.address.as_str(), cfg.port)).await {
+                    Ok(tcp) => {
+                        let _ = tcp.set_nodelay(true);
+                        client::connect_stream(config, QuickAck(tcp), handler).await
+                    }
+                    Err(e) => Err(russh::Error::IO(e)),
+                },
             ),
             Some(j) => {
                 // First the jump host (its key checked like any host's), then a TCP channel
@@ -428,6 +434,51 @@ impl SshConnection {
         if let Some(j) = &self.jump {
             Box::pin(j.close()).await;
         }
+    }
+}
+
+/// A TCP stream that acknowledges what it receives at once. sshd sends a command's output
+/// with Nagle's algorithm on (it turns it off only for terminals), so a second small packet
+/// waits for the first one's acknowledgement, which the kernel delays by up to 40 ms: a stall
+/// on most commands. Re-arming TCP_QUICKACK after every read removes it.
+struct QuickAck(tokio::net::TcpStream);
+
+impl tokio::io::AsyncRead for QuickAck {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let r = std::pin::Pin::new(&mut self.0).poll_read(cx, buf);
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if matches!(r, std::task::Poll::Ready(Ok(()))) {
+            let _ = socket2::SockRef::from(&self.0).set_tcp_quickack(true);
+        }
+        r
+    }
+}
+
+impl tokio::io::AsyncWrite for QuickAck {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }
 
