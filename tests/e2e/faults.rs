@@ -397,6 +397,8 @@ fn a_full_disk_on_one_host_aborts_everywhere_and_says_so() {
 #[test]
 fn of_two_deploys_started_together_exactly_one_proceeds() {
     let (fleet, live, snaps) = deployed(3);
+    // Builds of 3 s, so the two runs overlap however slowly either one connects.
+    fleet.inventory("  env:\n    BUILD_SECONDS: \"3\"\n", "");
     let a = fleet.spawn_ship(&["deploy", "production"]);
     let b = fleet.spawn_ship(&["deploy", "production"]);
     let (a, b) = (a.finish(), b.finish());
