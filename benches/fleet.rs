@@ -84,20 +84,11 @@ fn upload_throughput(mb: usize, runs: usize, user: &str) {
     let payload = ship::source::pack_dir(&app).expect("pack");
     let file = fleet.dir().join("artifact.tar.gz");
     std::fs::write(&file, &payload).expect("artifact");
-    let h = fleet.host(0);
     let mut openssh = Vec::new();
     for _ in 0..runs {
         let t0 = Instant::now();
-        let out = Command::new("ssh")
-            .arg("-i")
-            .arg(&fleet.client_key)
-            .arg("-o")
-            .arg(format!(
-                "UserKnownHostsFile={}",
-                fleet.known_hosts.display()
-            ))
-            .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
-            .arg(format!("{user}@{}", h.address))
+        let out = fleet
+            .openssh(user, 0)
             .arg(
                 "d=/var/www/app/.bench-upload; rm -rf $d && mkdir -p $d && tar -xzf - -C $d \
                  && rm -rf $d",

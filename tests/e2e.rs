@@ -393,16 +393,8 @@ fn probe(
 /// Run `command` on the host through its real sshd (the test's own ssh client), with `stdin`.
 fn ssh_stdin(fleet: &Fleet, host: usize, command: &str, stdin: &[u8]) -> std::process::Output {
     use std::io::Write;
-    let mut child = std::process::Command::new("ssh")
-        .arg("-i")
-        .arg(&fleet.client_key)
-        .arg("-o")
-        .arg(format!(
-            "UserKnownHostsFile={}",
-            fleet.known_hosts.display()
-        ))
-        .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
-        .arg(format!("root@{}", fleet.host(host).address))
+    let mut child = fleet
+        .openssh("root", host)
         .arg(command)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())

@@ -339,13 +339,7 @@ impl SshConnection {
         on_line: Option<OnLine>,
         agent: bool,
     ) -> Result<SshProcess, TransportError> {
-        let channel = tokio::time::timeout(self.open_timeout, self.handle.channel_open_session())
-            .await
-            .map_err(|_| TransportError::Timeout {
-                after: self.open_timeout,
-                what: "opening a channel",
-            })?
-            .map_err(|e| TransportError::Lost(describe_russh_error(&e)))?;
+        let channel = self.open_channel().await?;
         if agent {
             channel
                 .agent_forward(false)
@@ -393,14 +387,19 @@ impl SshConnection {
             .filter(|s| s.usable())
     }
 
-    async fn open_session(&self) -> Result<Arc<Session>, TransportError> {
-        let channel = tokio::time::timeout(self.open_timeout, self.handle.channel_open_session())
+    /// A new session channel, within the connect timeout.
+    async fn open_channel(&self) -> Result<russh::Channel<Msg>, TransportError> {
+        tokio::time::timeout(self.open_timeout, self.handle.channel_open_session())
             .await
             .map_err(|_| TransportError::Timeout {
                 after: self.open_timeout,
                 what: "opening a channel",
             })?
-            .map_err(|e| TransportError::Lost(describe_russh_error(&e)))?;
+            .map_err(|e| TransportError::Lost(describe_russh_error(&e)))
+    }
+
+    async fn open_session(&self) -> Result<Arc<Session>, TransportError> {
+        let channel = self.open_channel().await?;
         channel
             .exec(true, "sh -s")
             .await

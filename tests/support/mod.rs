@@ -521,6 +521,19 @@ impl Fleet {
     }
 
     /// How many SSH connections each host accepted so far (from its sshd log).
+    /// OpenSSH's client, logged in as `user` to host `i` with the fleet's key and known hosts
+    /// (strict), no prompts; the caller adds the command.
+    pub fn openssh(&self, user: &str, i: usize) -> Command {
+        let mut cmd = Command::new("ssh");
+        cmd.arg("-i")
+            .arg(&self.client_key)
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", self.known_hosts.display()))
+            .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"])
+            .arg(format!("{user}@{}", self.hosts[i].address));
+        cmd
+    }
+
     pub fn connections(&self, i: usize) -> usize {
         fs::read_to_string(self.dir.path().join(&self.hosts[i].name).join("sshd.log"))
             .unwrap_or_default()
