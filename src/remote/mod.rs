@@ -43,7 +43,9 @@ pub struct Step {
 /// watcher sends SIGTERM to the script's process group (retrying while the group is still being
 /// set up), then SIGKILL 5 s later. Without it, a
 /// build abandoned by a dead controller would keep running, and writing into a release that
-/// is being removed. The exit status is the script's (143 when stopped).
+/// is being removed. The exit status is the script's (143 when stopped). Any line on stdin
+/// stops it too, and it ends only once the watcher has: a session's next command line is never
+/// read by a leftover watcher.
 pub fn supervised(script: &str) -> String {
     format!(
         "exec 3<&0 </dev/null\n\
@@ -53,7 +55,7 @@ pub fn supervised(script: &str) -> String {
          sleep 5; kill -KILL $g; }} >/dev/null 2>&1 & w=$!\n\
          exec 3<&-\n\
          wait $p; rc=$?\n\
-         kill $w 2>/dev/null\n\
+         kill $w 2>/dev/null; wait $w 2>/dev/null\n\
          exit $rc\n",
         s = quote(script)
     )

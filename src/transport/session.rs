@@ -15,20 +15,22 @@
 //! starts (output need not end with a newline). Modes:
 //!
 //! - `q` (quick): stdin is `/dev/null`.
-//! - `p` (stoppable): the script runs in a process group of its own, and a watcher reads the
-//!   session's stdin while it runs: a `stop` line (timeout, Ctrl-C) or end-of-file (the
-//!   controller died and took the connection with it) sends SIGTERM to the group, then SIGKILL
-//!   5 s later. The session stays usable after a stop.
 //! - `i` (line input): the script reads lines the controller writes (the armed switch waits
 //!   for its word this way).
+//! - stoppable: the script [`supervised`], run with line input, as a step in a channel of its
+//!   own is: it runs in a process group of its own, and a watcher reads the session's stdin
+//!   while it runs: a `stop` line (timeout, Ctrl-C) or end-of-file (the controller died and
+//!   took the connection with it) sends SIGTERM to the group, then SIGKILL 5 s later. The
+//!   session stays usable after a stop.
 //!
 //! While a command runs, the controller writes nothing the command has not shown it waits for:
 //! the shell reads its input in blocks, so a line sent together with the command line would be
 //! taken by the shell, not by the command. A line-input command prints a ready line first; a
-//! stop is repeated until the step ends (a repeated or late `stop` is a no-op for the shell). A session that cannot be used any more (a command timed
-//! out, a process was abandoned) is set aside and the connection falls back to a channel per
-//! command; so does a command that needs its own channel (a binary payload on stdin, agent
-//! forwarding) or that comes while the session is busy.
+//! stop is repeated until the step ends (a repeated or late `stop` is a no-op for the shell).
+//! A session that cannot be used any more (a command timed out, a process was abandoned) is
+//! set aside and the connection falls back to a channel per command; so does a command that
+//! needs its own channel (a binary payload on stdin, agent forwarding) or that comes while the
+//! session is busy.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -37,7 +39,7 @@ use std::time::Duration;
 use tokio::sync::{Mutex, OwnedMutexGuard, mpsc, oneshot};
 
 use super::{Collector, OnLine, Output, Stream, TransportError};
-use crate::remote::quote;
+use crate::remote::{quote, supervised};
 
 /// How the session runs a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,11 +53,12 @@ pub enum Mode {
 }
 
 impl Mode {
-    fn function(self) -> &'static str {
+    /// The line that runs `script` as command `id` in this mode.
+    fn line(self, id: u64, script: &str) -> String {
         match self {
-            Mode::Quick => "ship_q",
-            Mode::Stoppable => "ship_p",
-            Mode::LineInput => "ship_i",
+            Mode::Quick => format!("ship_q {id} {}\n", quote(script)),
+            Mode::LineInput => format!("ship_i {id} {}\n", quote(script)),
+            Mode::Stoppable => Mode::LineInput.line(id, &supervised(script)),
         }
     }
 }
@@ -65,22 +68,12 @@ impl Mode {
 fn driver(token: &str) -> String {
     format!(
         "S={token}\n\
-         exec 3<&0\n\
          stop() {{ :; }}\n\
          go() {{ :; }}\n\
          ship_end() {{ printf '%s %s %s\\n' \"$S\" \"$1\" \"$2\"; \
          printf '%s %s %s\\n' \"$S\" \"$1\" \"$2\" >&2; }}\n\
-         if command -v setsid >/dev/null 2>&1; then ship_ss=1; else ship_ss=; fi\n\
-         ship_q() {{ ship_s=$2; ( set --; eval \"$ship_s\" ) </dev/null 3<&-; ship_end \"$1\" $?; }}\n\
-         ship_i() {{ ship_s=$2; ( set --; eval \"$ship_s\" ) 3<&-; ship_end \"$1\" $?; }}\n\
-         ship_p() {{ ship_s=$2\n\
-         if [ -n \"$ship_ss\" ]; then setsid sh -c \"$ship_s\" </dev/null 3<&- & ship_c=$!; ship_g=-$ship_c\n\
-         else ( set --; eval \"$ship_s\" ) </dev/null 3<&- & ship_c=$!; ship_g=$ship_c; fi\n\
-         {{ read -r _ <&3; while ! kill -TERM $ship_g; do kill -0 $ship_c || exit 0; sleep 1; done; \
-         sleep 5; kill -KILL $ship_g; }} >/dev/null 2>&1 & ship_w=$!\n\
-         wait $ship_c; ship_r=$?\n\
-         kill $ship_w 2>/dev/null; wait $ship_w 2>/dev/null\n\
-         ship_end \"$1\" $ship_r; }}\n\
+         ship_q() {{ ship_s=$2; ( set --; eval \"$ship_s\" ) </dev/null; ship_end \"$1\" $?; }}\n\
+         ship_i() {{ ship_s=$2; ( set --; eval \"$ship_s\" ); ship_end \"$1\" $?; }}\n\
          ship_end 0 0\n"
     )
 }
@@ -313,7 +306,7 @@ impl Session {
             wrote: false,
             result: None,
         };
-        let line = format!("{} {id} {}\n", mode.function(), quote(script));
+        let line = mode.line(id, script);
         if let Err(e) = self.write(line.as_bytes()).await {
             process.result = Some(Err(e.clone()));
             self.broken.store(true, Ordering::SeqCst);
