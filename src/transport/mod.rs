@@ -285,15 +285,17 @@ impl Connection {
         timeout: Duration,
     ) -> Result<Output, TransportError> {
         let work = async {
-            let mut p = match stdin {
-                None => match self
-                    .in_session(script, session::Mode::Quick, on_line.clone())
-                    .await
-                {
-                    Some(p) => Process::Session(p?),
-                    None => self.spawn_with(script, on_line, false).await?,
-                },
-                Some(_) => self.spawn_with(script, on_line, false).await?,
+            // A payload goes through a channel of its own, straight to the script's stdin.
+            let in_session = match stdin {
+                None => {
+                    self.in_session(script, session::Mode::Quick, on_line.clone())
+                        .await
+                }
+                Some(_) => None,
+            };
+            let mut p = match in_session {
+                Some(p) => Process::Session(p?),
+                None => self.spawn_with(script, on_line, false).await?,
             };
             if let Some(data) = stdin {
                 p.write(data).await?;
@@ -336,7 +338,10 @@ impl Connection {
             }
         };
         let start = async {
-            if stdin.is_none() && !agent {
+            if stdin.is_some() {
+                return self.spawn_with(script, on_line, agent).await;
+            }
+            if !agent {
                 if let Some(p) = self
                     .in_session(script, session::Mode::Stoppable, on_line.clone())
                     .await
@@ -344,13 +349,8 @@ impl Connection {
                     return p.map(Process::Session);
                 }
             }
-            match stdin {
-                Some(_) => self.spawn_with(script, on_line, agent).await,
-                None => {
-                    self.spawn_with(&crate::remote::supervised(script), on_line, agent)
-                        .await
-                }
-            }
+            self.spawn_with(&crate::remote::supervised(script), on_line, agent)
+                .await
         };
         let mut p = tokio::select! {
             biased;
