@@ -12,12 +12,14 @@ use super::{Connection, ProxyJump, SshConfig, Stage};
 
 type Options = BTreeMap<String, Vec<String>>;
 
+/// The keywords whose values ship takes from the config.
+const TAKEN: &[&str] = &["hostname", "user", "port", "identityfile", "proxyjump"];
+
 /// A small reader of ssh config files, for machines without an `ssh` program: `Host` blocks
 /// with `*`, `?` and `!` patterns, first value wins, and HostName, User, Port, IdentityFile,
 /// ProxyJump. What it cannot handle (Match, Include, ProxyCommand, `%` tokens) is returned as
 /// notes rather than silently ignored.
 pub fn parse_config(text: &str, name: &str) -> (Options, Vec<String>) {
-    const TAKEN: &[&str] = &["hostname", "user", "port", "identityfile", "proxyjump"];
     let mut out = Options::new();
     let mut notes = Vec::new();
     let mut applies = true;
@@ -150,22 +152,11 @@ fn resolve(name: &str, file: Option<&Path>) -> Result<Options, String> {
     Ok(map)
 }
 
-/// The keywords whose values ship takes from the config, and those that make a file's effect
-/// impossible to tell without ssh itself.
-const RELEVANT: &[&str] = &[
-    "hostname",
-    "user",
-    "port",
-    "identityfile",
-    "proxyjump",
-    "proxycommand",
-    "match",
-];
-
 /// Whether the client configuration ssh reads by default (`~/.ssh/config`, the system-wide
 /// `/etc/ssh/ssh_config`, and what they include) could change anything ship uses. When no
-/// file sets any of [`RELEVANT`], `ssh -G` cannot differ from `ssh -G -F /dev/null` in what
-/// ship reads, and is not run (it costs a process per host, twice). Unsure means yes.
+/// file sets any of [`TAKEN`], ProxyCommand (which ship reports) or Match (which only ssh can
+/// evaluate), `ssh -G` cannot differ from `ssh -G -F /dev/null` in what ship reads, and is not
+/// run (it costs a process per host, twice). Unsure means yes.
 fn default_config_matters() -> bool {
     let user = home_path("~/.ssh/config");
     let system = Path::new("/etc/ssh/ssh_config");
@@ -195,7 +186,7 @@ fn file_matters(file: &Path, base: &Path, depth: usize) -> bool {
             .split_once(|c: char| c.is_whitespace() || c == '=')
             .unwrap_or((line, ""));
         let key = key.to_lowercase();
-        if RELEVANT.contains(&key.as_str()) {
+        if TAKEN.contains(&key.as_str()) || key == "proxycommand" || key == "match" {
             return true;
         }
         if key == "include" {
