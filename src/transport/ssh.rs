@@ -577,11 +577,18 @@ fn default_identities() -> Vec<PathBuf> {
         .collect()
 }
 
-/// Keys unlocked with a passphrase typed at the terminal, for the rest of this run.
-static UNLOCKED: Mutex<Vec<(PathBuf, Arc<PrivateKey>)>> = Mutex::new(Vec::new());
+/// Keys loaded this run (read once, not once per host), and those unlocked with a passphrase
+/// typed at the terminal.
+static LOADED: Mutex<Vec<(PathBuf, Arc<PrivateKey>)>> = Mutex::new(Vec::new());
+
+fn remember(path: &Path, key: Arc<PrivateKey>) {
+    if let Ok(mut v) = LOADED.lock() {
+        v.push((path.to_path_buf(), key));
+    }
+}
 
 fn load_key(path: &Path) -> Result<Arc<PrivateKey>, TransportError> {
-    if let Some(k) = UNLOCKED
+    if let Some(k) = LOADED
         .lock()
         .ok()
         .and_then(|v| v.iter().find(|(p, _)| p == path).map(|(_, k)| k.clone()))
@@ -589,7 +596,11 @@ fn load_key(path: &Path) -> Result<Arc<PrivateKey>, TransportError> {
         return Ok(k);
     }
     russh::keys::load_secret_key(path, None)
-        .map(Arc::new)
+        .map(|k| {
+            let k = Arc::new(k);
+            remember(path, k.clone());
+            k
+        })
         .map_err(|e| {
             let reason = match e {
                 russh::keys::Error::KeyIsEncrypted => format!(
@@ -656,9 +667,7 @@ pub fn unlock_keys(hosts: &[Host]) -> Result<(), String> {
                 path.display()
             ));
         };
-        if let Ok(mut v) = UNLOCKED.lock() {
-            v.push((path, Arc::new(key)));
-        }
+        remember(&path, Arc::new(key));
     }
     Ok(())
 }
