@@ -211,6 +211,19 @@ fn deploy(fleet: &Fleet) -> Run {
     }
 }
 
+/// `n` hosts with the example app's inventory (build of BUILD_SECONDS), deployed to as `user`.
+fn bench_fleet(n: usize, user: &str) -> Fleet {
+    let fleet = Fleet::start(n);
+    fleet.inventory(
+        &format!("  env:\n    BUILD_SECONDS: \"{BUILD_SECONDS}\"\n"),
+        "",
+    );
+    as_user(&fleet, user);
+    // Keep the releases few, so every run does the same work.
+    fleet.edit_inventory(|t| t.replace("keep_releases: 3", "keep_releases: 2"));
+    fleet
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -232,6 +245,26 @@ fn main() {
     // `deploy`: a provisioned deploy user (login shell /bin/sh, no rc files), as on a server
     // set up for deploys. `root`: this machine's root, whose shell start-up is what it is here.
     let user = arg("--user", "deploy");
+    // `--hold N`: start N hosts ready to deploy to, print where, and keep them up until Enter,
+    // for profiling a deploy by hand (strace, perf) instead of measuring it.
+    if let Some(n) = args
+        .iter()
+        .position(|a| a == "--hold")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse::<usize>().ok())
+    {
+        let fleet = bench_fleet(n, &user);
+        println!(
+            "{n} hosts up; deploy with:\n  cd {} && {} deploy production\nsshd pids: {:?}\n\
+             press Enter to stop them",
+            fleet.dir().display(),
+            env!("CARGO_BIN_EXE_ship"),
+            fleet.hosts.iter().map(|h| h.sshd_pid()).collect::<Vec<_>>()
+        );
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+        return;
+    }
     let payload = ship::source::pack_dir(&Fleet::example_app())
         .map(|p| p.len())
         .unwrap_or(0);
@@ -252,14 +285,7 @@ fn main() {
         "sent B"
     );
     for &n in &sizes {
-        let fleet = Fleet::start(n);
-        fleet.inventory(
-            &format!("  env:\n    BUILD_SECONDS: \"{BUILD_SECONDS}\"\n"),
-            "",
-        );
-        as_user(&fleet, &user);
-        // Keep the releases few, so every run does the same work.
-        fleet.edit_inventory(|t| t.replace("keep_releases: 3", "keep_releases: 2"));
+        let fleet = bench_fleet(n, &user);
         let before: Vec<usize> = (0..n).map(|i| fleet.connections(i)).collect();
         let results: Vec<Run> = (0..runs).map(|_| deploy(&fleet)).collect();
         let conns: Vec<usize> = (0..n).map(|i| fleet.connections(i) - before[i]).collect();

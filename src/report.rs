@@ -142,6 +142,11 @@ pub enum Event {
         ok: bool,
         elapsed_ms: u64,
     },
+    /// Every prepare step of this host succeeded: it is ready to switch.
+    Prepared {
+        host: String,
+        elapsed_ms: u64,
+    },
     Output {
         host: String,
         stream: &'static str,

@@ -96,6 +96,10 @@ impl Reporter for Plain {
                 if *ok { "ok" } else { "FAILED" },
                 human_duration(Duration::from_millis(*elapsed_ms))
             )),
+            Event::Prepared { host, elapsed_ms } if v != Verbosity::Quiet => self.line(&format!(
+                "[{host}] prepared in {}",
+                human_duration(Duration::from_millis(*elapsed_ms))
+            )),
             Event::Output { host, line, .. } if v == Verbosity::Verbose => {
                 self.line(&format!("[{host}] | {line}"))
             }
@@ -231,9 +235,7 @@ impl Reporter for Live {
                 }
             }
             Event::StepStarted { host, step } => self.set(host, step.clone()),
-            Event::StepFinished { step, ok: true, .. } if step == "stage switch" => {
-                self.fleet_line(|f| f.1 += 1)
-            }
+            Event::Prepared { .. } => self.fleet_line(|f| f.1 += 1),
             Event::Output { host, line, .. } if self.verbosity == Verbosity::Verbose => {
                 let _ = self.multi.println(format!("[{host}] | {line}"));
             }

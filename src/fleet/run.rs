@@ -628,16 +628,21 @@ async fn run_steps(
             step: step.name.clone(),
         });
         let stdin = if step.takes_payload { payload } else { None };
-        let result = conn
-            .run_step(
+        let on_line = Some(ctx.on_line(&host.name));
+        let result = if step.quick {
+            conn.run(&step.script, stdin, on_line, host.config.timeouts.step)
+                .await
+        } else {
+            conn.run_step(
                 &step.script,
                 stdin,
-                Some(ctx.on_line(&host.name)),
+                on_line,
                 host.config.timeouts.step,
                 stop,
                 step.reaches_git && host.config.forward_agent,
             )
-            .await;
+            .await
+        };
         let ok = matches!(&result, Ok(o) if o.success());
         ctx.reporter.report(&Event::StepFinished {
             host: host.name.clone(),
@@ -1013,10 +1018,17 @@ async fn stage_target(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx) -> Vec<P>
         let t = h.host.config.timeouts.step.min(SHORT_COMMAND);
         async move {
             ctx.phase(&name, Phase::Prepare);
+            let t0 = Instant::now();
             let r = match conn {
                 Some(c) => c.run(&script, None, None, t).await,
                 None => Err(TransportError::Other("not connected".into())),
             };
+            if matches!(&r, Ok(o) if o.success()) {
+                ctx.reporter.report(&Event::Prepared {
+                    host: name,
+                    elapsed_ms: t0.elapsed().as_millis() as u64,
+                });
+            }
             (i, r)
         }
     }))
@@ -1378,8 +1390,13 @@ async fn prepare(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, source: &Prepa
             };
             let payload = Some(source.payload.as_slice());
             let r = run_steps(&conn, &host, &steps, payload, Phase::Prepare, ctx, stop).await;
-            if r.is_err() {
-                stop.cancel();
+            match r {
+                Ok(true) => ctx.reporter.report(&Event::Prepared {
+                    host: host.name.clone(),
+                    elapsed_ms: t0.elapsed().as_millis() as u64,
+                }),
+                Ok(false) => {}
+                Err(_) => stop.cancel(),
             }
             (i, t0.elapsed(), r)
         }

@@ -34,6 +34,9 @@ pub struct Step {
     pub takes_payload: bool,
     /// The step talks to the git server: with `forward_agent`, it gets the controller's agent.
     pub reaches_git: bool,
+    /// One of ship's own short steps (a few `mkdir`/`ln`): it runs as it is, not supervised as a
+    /// stoppable build step is, and an interruption waits the milliseconds it takes.
+    pub quick: bool,
 }
 
 /// Run `script` so that it lives only as long as the controller holds its stdin open: the
@@ -122,8 +125,9 @@ pub fn preflight(deploy_to: &str, tools: &[&str], detail: bool) -> String {
     } else {
         String::new()
     };
+    // Few processes: the shell's own `read` and expansions do what `head` and `awk` would.
     let mut s = format!(
-        "D={d}\n\
+        "D={d}\nN='\n'\n\
          if [ -d \"$D\" ]; then\n\
          \x20 cd \"$D\" || exit 1\n\
          \x20 if [ -w . ]; then echo writable=yes; else echo writable=no; fi\n\
@@ -133,7 +137,8 @@ pub fn preflight(deploy_to: &str, tools: &[&str], detail: bool) -> String {
          [ -e \"$r/REVISION\" ] || echo \"incomplete=${{r#releases/}}\"; done\n\
          \x20 for s in .ship/stage-*; do [ -d \"$s\" ] && echo \"staged=${{s#.ship/stage-}}\"; done\n\
          \x20 if [ -d .ship/lock ]; then echo \"lock=$(head -c 4000 .ship/lock/owner 2>/dev/null | tr '\\n' ' ')\"; fi\n\
-         \x20 if [ -f .ship/history ]; then echo \"last=$(tail -n 1 .ship/history | head -c 4000)\"; fi\n\
+         \x20 if [ -f .ship/history ]; then l=$(tail -c 4000 .ship/history); \
+         echo \"last=${{l##*\"$N\"}}\"; fi\n\
          \x20 for b in .ship/bad/*; do [ -e \"$b\" ] && echo \"bad=${{b#.ship/bad/}}\"; done\n\
          {detail}\
          else\n\
@@ -141,7 +146,7 @@ pub fn preflight(deploy_to: &str, tools: &[&str], detail: bool) -> String {
          \x20 if [ -w \"$P\" ]; then echo writable=yes; else echo writable=no; fi\n\
          \x20 cd \"$P\" || exit 1\n\
          fi\n\
-         echo \"disk_free_kb=$(df -Pk . 2>/dev/null | awk 'NR==2 {{print $4}}')\"\n",
+         df -Pk . 2>/dev/null | {{ read -r _; read -r _ _ _ a _; echo \"disk_free_kb=$a\"; }}\n",
         d = quote(deploy_to)
     );
     for tool in tools {
@@ -261,7 +266,8 @@ impl LockOwner {
 /// skeleton on a first deploy. Exits [`LOCK_HELD`] and prints the holder when already locked.
 pub fn lock(deploy_to: &str, owner_json: &str) -> String {
     format!(
-        "mkdir -p {d}/releases {d}/shared {d}/.ship && {cd} && \
+        "{{ {{ [ -d {d}/releases ] && [ -d {d}/shared ] && [ -d {d}/.ship ]; }} || \
+         mkdir -p {d}/releases {d}/shared {d}/.ship; }} && {cd} && \
          if mkdir .ship/lock 2>/dev/null; then printf '%s\\n' {owner} > .ship/lock/owner; \
          else echo \"lock held: $(head -c 4000 .ship/lock/owner 2>/dev/null)\"; exit {held}; fi && \
          for r in releases/*; do [ -d \"$r\" ] && echo \"release=${{r#releases/}}\"; done; true",
@@ -282,10 +288,12 @@ pub fn relock(deploy_to: &str, token: &str, owner_json: &str) -> String {
     )
 }
 
-/// Release the lock, but only if it is still ours (its owner record carries our token).
+/// Release the lock, but only if it is still ours (its owner record, one line, carries our
+/// token).
 pub fn unlock(deploy_to: &str, token: &str) -> String {
     format!(
-        "{cd} && if grep -qF {t} .ship/lock/owner 2>/dev/null; then rm -rf .ship/lock; fi",
+        "{cd} && o= && {{ [ ! -f .ship/lock/owner ] || read -r o < .ship/lock/owner; }}; \
+         case $o in *{t}*) rm -rf .ship/lock;; esac",
         cd = cd(deploy_to),
         t = quote(token),
     )
@@ -335,36 +343,41 @@ pub fn prepare(plan: &Plan) -> Vec<Step> {
     let rel = format!("releases/{}", plan.release_id);
     let q_rel = quote(&rel).into_owned();
     let cd = cd(plan.deploy_to);
-    let mut steps = vec![Step {
-        name: "create".into(),
-        // No -p: an existing release directory is never written into.
-        script: format!("{cd} && mkdir {q_rel}"),
-        takes_payload: false,
-        reaches_git: false,
-    }];
+    // No -p: an existing release directory is never written into.
+    let create = format!("{cd} && mkdir {q_rel}");
+    let mut steps = Vec::new();
     match plan.delivery {
+        // The release directory is made by the command the tarball streams into.
         Delivery::Tarball { compression } => steps.push(Step {
             name: "upload".into(),
             script: match compression {
-                Compression::None => format!("{cd} && tar -xf - -C {q_rel}"),
-                Compression::Gzip => format!("{cd} && tar -xzf - -C {q_rel}"),
+                Compression::None => format!("{create} && tar -xf - -C {q_rel}"),
+                Compression::Gzip => format!("{create} && tar -xzf - -C {q_rel}"),
                 // Through a file, not a pipe: a failed decompression must fail the step.
                 Compression::Zstd => {
                     let tmp = quote(&format!(".ship/{}.tar", plan.release_id)).into_owned();
                     format!(
-                        "{cd} && zstd -q -d -c > {tmp} && tar -xf {tmp} -C {q_rel}; rc=$?; \
+                        "{create} && zstd -q -d -c > {tmp} && tar -xf {tmp} -C {q_rel}; rc=$?; \
                          rm -f {tmp}; exit $rc"
                     )
                 }
             },
             takes_payload: true,
             reaches_git: false,
+            quick: false,
         }),
         Delivery::Git {
             url,
             commit,
             known_hosts,
         } => {
+            steps.push(Step {
+                name: "create".into(),
+                script: create,
+                takes_payload: false,
+                reaches_git: false,
+                quick: true,
+            });
             // Every git command that may reach the server: never prompts, checks the server's
             // host key strictly.
             let kh_path = format!("{}/.ship/git_known_hosts", plan.deploy_to);
@@ -392,6 +405,7 @@ pub fn prepare(plan: &Plan) -> Vec<Step> {
                 ),
                 takes_payload: false,
                 reaches_git: true,
+                quick: false,
             });
             let tmp = quote(&format!(".ship/{}.tar", plan.release_id)).into_owned();
             let work = quote(&format!(".ship/work-{}", plan.release_id)).into_owned();
@@ -413,6 +427,7 @@ pub fn prepare(plan: &Plan) -> Vec<Step> {
                 ),
                 takes_payload: false,
                 reaches_git: true,
+                quick: false,
             });
         }
     }
@@ -443,7 +458,10 @@ pub fn prepare(plan: &Plan) -> Vec<Step> {
         link.push(format!(
             "{{ [ -e {shared} ] || [ -L {shared} ] || {{ {seed}; }}; }}"
         ));
-        link.push(format!("rm -rf {in_release}"));
+        // Only what the release brought is removed (an `rm` less on most deploys).
+        link.push(format!(
+            "{{ {{ [ ! -e {in_release} ] && [ ! -L {in_release} ]; }} || rm -rf {in_release}; }}"
+        ));
         link.push(format!(
             "ln -s {} {in_release}",
             quote(&shared_link_target(path))
@@ -454,11 +472,15 @@ pub fn prepare(plan: &Plan) -> Vec<Step> {
         quote(plan.revision),
         quote(&format!("{rel}/REVISION"))
     ));
+    // The link that will become `current` is staged here, before the build: it changes nothing
+    // live, and the switch only needs it to exist. A failed prepare removes it with the release.
+    link.push(stage_link(plan.release_id));
     steps.push(Step {
         name: "link".into(),
         script: link.join(" && "),
         takes_payload: false,
         reaches_git: false,
+        quick: true,
     });
     if let Some(step) = copy_from_previous(plan) {
         steps.push(step);
@@ -469,12 +491,6 @@ pub fn prepare(plan: &Plan) -> Vec<Step> {
     if let Some(w) = plan.writable {
         steps.push(writable(plan.deploy_to, plan.release_id, w));
     }
-    steps.push(Step {
-        name: "stage switch".into(),
-        script: stage_switch(plan.deploy_to, plan.release_id),
-        takes_payload: false,
-        reaches_git: false,
-    });
     steps
 }
 
@@ -513,6 +529,7 @@ pub fn copy_from_previous(plan: &Plan) -> Option<Step> {
         script: s,
         takes_payload: false,
         reaches_git: false,
+        quick: false,
     })
 }
 
@@ -551,6 +568,7 @@ pub fn writable(deploy_to: &str, release_id: &str, w: &Writable) -> Step {
         script: s,
         takes_payload: false,
         reaches_git: false,
+        quick: false,
     }
 }
 
@@ -581,6 +599,7 @@ fn release_script(plan: &Plan, name: String, cmd: &str) -> Step {
         ),
         takes_payload: false,
         reaches_git: false,
+        quick: false,
     }
 }
 
@@ -659,10 +678,14 @@ fn stage_dir(release_id: &str) -> String {
 /// Make, ahead of the switch, the link that will become `current`: a link named `current` in a
 /// staging directory, so that switching is a single rename into `deploy_to`.
 pub fn stage_switch(deploy_to: &str, release_id: &str) -> String {
+    format!("{} && {}", cd(deploy_to), stage_link(release_id))
+}
+
+/// [`stage_switch`] without its `cd`: run in `deploy_to`.
+fn stage_link(release_id: &str) -> String {
     let dir = quote(&stage_dir(release_id)).into_owned();
     format!(
-        "{} && rm -rf {dir} && mkdir -p {dir} && ln -s {} {dir}/current",
-        cd(deploy_to),
+        "{{ [ ! -e {dir} ] || rm -rf {dir}; }} && mkdir -p {dir} && ln -s {} {dir}/current",
         quote(&format!("releases/{release_id}"))
     )
 }

@@ -80,36 +80,48 @@ fn renders_exact_commands() {
     assert_eq!(
         names,
         [
-            "create",
             "upload",
             "link",
             "build: echo \"built $APP_ENV\" > built.txt",
-            "stage switch"
         ]
     );
     assert_eq!(
         steps[0].script,
-        "cd '/var/www/my app' && mkdir releases/20261122103000"
+        "cd '/var/www/my app' && mkdir releases/20261122103000 && \
+         tar -xzf - -C releases/20261122103000"
     );
-    assert_eq!(
-        steps[1].script,
-        "cd '/var/www/my app' && tar -xzf - -C releases/20261122103000"
+    assert!(steps[0].takes_payload && !steps[0].quick);
+    // Ship's own links (a path the release brought is removed first; else no `rm` runs), and
+    // the link the switch will rename, staged before the build.
+    let link = &steps[1].script;
+    assert!(link.starts_with("cd '/var/www/my app' && "), "{link}");
+    assert!(
+        link.contains(
+            "{ { [ ! -e releases/20261122103000/.env ] && [ ! -L releases/20261122103000/.env ]; } \
+             || rm -rf releases/20261122103000/.env; } && \
+             ln -s ../../shared/.env releases/20261122103000/.env && "
+        ),
+        "{link}"
     );
-    assert!(steps[1].takes_payload);
+    assert!(
+        link.ends_with(
+            " && printf '%s\\n' abc123 > releases/20261122103000/REVISION && \
+             { [ ! -e .ship/stage-20261122103000 ] || rm -rf .ship/stage-20261122103000; } && \
+             mkdir -p .ship/stage-20261122103000 && \
+             ln -s releases/20261122103000 .ship/stage-20261122103000/current"
+        ),
+        "{link}"
+    );
+    assert!(steps[1].quick);
     assert_eq!(
-        steps[3].script,
+        steps[2].script,
         "cd '/var/www/my app/releases/20261122103000' && \
          export SHIP_RELEASE_ID=20261122103000 && \
          export SHIP_RELEASE_PATH='/var/www/my app/releases/20261122103000' && \
          export SHIP_DEPLOY_TO='/var/www/my app' && export SHIP_REVISION=abc123 && \
          export APP_ENV='prod $(x)' && echo \"built $APP_ENV\" > built.txt"
     );
-    assert_eq!(
-        steps[4].script,
-        "cd '/var/www/my app' && rm -rf .ship/stage-20261122103000 && \
-         mkdir -p .ship/stage-20261122103000 && \
-         ln -s releases/20261122103000 .ship/stage-20261122103000/current"
-    );
+    assert!(!steps[2].quick);
     let armed = armed_switch("/srv/app", "20261122103000");
     assert!(
         armed.starts_with(
@@ -128,14 +140,16 @@ fn renders_exact_commands() {
     );
     assert_eq!(
         lock("/srv/app", "{\"a\":1}"),
-        "mkdir -p /srv/app/releases /srv/app/shared /srv/app/.ship && cd /srv/app && \
+        "{ { [ -d /srv/app/releases ] && [ -d /srv/app/shared ] && [ -d /srv/app/.ship ]; } || \
+         mkdir -p /srv/app/releases /srv/app/shared /srv/app/.ship; } && cd /srv/app && \
          if mkdir .ship/lock 2>/dev/null; then printf '%s\\n' '{\"a\":1}' > .ship/lock/owner; \
          else echo \"lock held: $(head -c 4000 .ship/lock/owner 2>/dev/null)\"; exit 75; fi && \
          for r in releases/*; do [ -d \"$r\" ] && echo \"release=${r#releases/}\"; done; true"
     );
     assert_eq!(
         unlock("/srv/app", "tok-1"),
-        "cd /srv/app && if grep -qF tok-1 .ship/lock/owner 2>/dev/null; then rm -rf .ship/lock; fi"
+        "cd /srv/app && o= && { [ ! -f .ship/lock/owner ] || read -r o < .ship/lock/owner; }; \
+         case $o in *tok-1*) rm -rf .ship/lock;; esac"
     );
     assert_eq!(
         revert("/srv/app", "2", Some("releases/1")),
@@ -156,8 +170,8 @@ fn zstd_tarballs_go_through_a_file_so_failures_count() {
     };
     let steps = prepare(&plan("/srv/app", &d, &[]));
     assert_eq!(
-        steps[1].script,
-        "cd /srv/app && zstd -q -d -c > .ship/20261122103000.tar && \
+        steps[0].script,
+        "cd /srv/app && mkdir releases/20261122103000 && zstd -q -d -c > .ship/20261122103000.tar && \
          tar -xf .ship/20261122103000.tar -C releases/20261122103000; rc=$?; \
          rm -f .ship/20261122103000.tar; exit $rc"
     );
@@ -482,6 +496,7 @@ fn scripts_behave_on_a_real_shell() {
     assert_eq!(pf.releases, ["20261122103000"]);
     assert_eq!(pf.tools, ["tar"]);
     assert!(pf.writable && pf.lock.is_none());
+    assert!(pf.disk_free_kb.is_some_and(|kb| kb > 0), "{out}");
     assert!(pf.incomplete.is_empty() && pf.staged.is_empty(), "{out}");
     // A staged release that lost its REVISION and the journal's last line are seen too.
     fs::create_dir_all(root.join(".ship/stage-20261122120000")).expect("mkdir");
@@ -492,6 +507,21 @@ fn scripts_behave_on_a_real_shell() {
     assert_eq!(pf.incomplete, ["20261122120000"]);
     assert_eq!(pf.staged, ["20261122120000"]);
     assert_eq!(pf.last_journal.as_deref(), Some("{\"n\":2}"));
+    // A journal of one line without its newline; and an oversized last line, read only in part.
+    fs::write(root.join(".ship/history"), "{\"n\":3}").expect("history");
+    let (_, out) = sh(&preflight(deploy_to, &[], false), b"");
+    assert_eq!(
+        Preflight::parse(&out).last_journal.as_deref(),
+        Some("{\"n\":3}")
+    );
+    fs::write(
+        root.join(".ship/history"),
+        format!("{{}}\n{}\n", "x".repeat(9000)),
+    )
+    .expect("history");
+    let (_, out) = sh(&preflight(deploy_to, &[], false), b"");
+    let last = Preflight::parse(&out).last_journal.unwrap_or_default();
+    assert!(last.len() < 4001 && last.chars().all(|c| c == 'x'), "{out}");
 }
 
 #[test]

@@ -91,6 +91,11 @@ impl TestHost {
             .collect()
     }
 
+    /// The pid of this host's sshd listener, if it runs.
+    pub fn sshd_pid(&self) -> Option<u32> {
+        self.sshd.as_ref().map(|c| c.id())
+    }
+
     /// Every process of this host (its sshd and all sessions), found by mount namespace.
     pub fn pids(&self) -> Vec<i32> {
         let Some(ns) = &self.mnt_ns else {
