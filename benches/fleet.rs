@@ -1,7 +1,7 @@
 //! The fleet benchmark: N real sshd hosts on loopback (the test harness's), the example app
 //! with a 1 s build, K deploys per N. Prints, per N: wall time (median, min, max), ship's
-//! overhead over the build, the switch spread measured on the hosts (each `current` link's own
-//! ctime, which the rename sets) and as ship reports it, SSH connections per host (sshd logs), the controller's peak
+//! overhead over the build, the switch spread measured on the hosts (their own clocks, which
+//! here are one) and as ship reports it, SSH connections per host (sshd logs), the controller's peak
 //! RSS and CPU time, and the bytes sent. Figures only: nothing here passes or fails on time.
 //!
 //! `bench/run.sh [--hosts 1,5,20] [--runs 3]` (root: sshd in mount namespaces).
@@ -180,14 +180,35 @@ fn deploy(fleet: &Fleet) -> Run {
         summary["outcome"], "deployed",
         "the benchmark deploy failed: {out}"
     );
-    // The hosts' own record of their switch: the ctime of the `current` link. A rename keeps
-    // the link's mtime (when it was staged) but sets its ctime: the instant of the switch.
+    // The hosts' own clocks right after their renames, as each reported it: here they all share
+    // this machine's clock, so their spread is the true switch spread, with no estimate in it
+    // (ship's own figure puts each host's clock on the controller's with a measured offset).
+    let reported: std::collections::HashMap<String, i128> = summary["hosts"]
+        .as_array()
+        .map(|hs| {
+            hs.iter()
+                .filter_map(|h| {
+                    let ns = h["switched_at_unix_ns"].as_u64()?;
+                    Some((h["host"].as_str()?.to_owned(), i128::from(ns)))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    // A cross-check the hosts' kernels keep: a rename sets the `current` link's ctime (from the
+    // coarse clock, a tick behind at most).
     let stamps: Vec<i128> = fleet
         .hosts
         .iter()
         .map(|h| {
+            let ns = *reported.get(&h.name).expect("a switch stamp per host");
             let m = std::fs::symlink_metadata(h.path("current")).expect("current");
-            i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec())
+            let ctime = i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec());
+            assert!(
+                (ns - ctime).abs() < 20_000_000,
+                "{}: the link changed at {ctime}, the host reported {ns}",
+                h.name
+            );
+            ns
         })
         .collect();
     let spread =

@@ -77,6 +77,11 @@ pub struct HostSummary {
     pub prepare_ms: Option<u64>,
     /// The host's clock right after its rename, in Unix nanoseconds.
     pub switched_at_unix_ns: Option<u128>,
+    /// The host's clock minus the controller's, in µs, as measured before the switch (hosts
+    /// with perl and Time::HiRes).
+    pub clock_offset_us: Option<i64>,
+    /// The most that offset can be wrong by (half the round trip it was measured with), µs.
+    pub clock_error_us: Option<i64>,
     pub failure: Option<Failure>,
     /// A command an operator should run on this host to finish what ship could not.
     pub remedy: Option<String>,
@@ -105,9 +110,12 @@ pub struct Summary {
     pub revision: String,
     pub outcome: Outcome,
     pub hosts: Vec<HostSummary>,
-    /// Spread between the first and the last host's switch (host clocks), in milliseconds:
-    /// how long the fleet served two versions.
+    /// Spread between the first and the last host's switch, in milliseconds: how long the
+    /// fleet served two versions. Each host's instant is taken on its own clock and put on the
+    /// controller's with the offset measured before the switch (hosts without one: as is).
     pub flip_skew_ms: Option<f64>,
+    /// The largest error bound of those offsets, in milliseconds.
+    pub clock_error_ms: Option<f64>,
     /// The hosts that switched first (`--canary`).
     pub canary: Vec<String>,
     /// Hosts of the stage left out by `--hosts` / `--roles`: not contacted, untouched.

@@ -191,6 +191,39 @@ fn a_failed_build_on_one_host_changes_no_host() {
 }
 
 #[test]
+fn hosts_ready_and_armed_are_told_not_to_switch_when_another_fails_later() {
+    let fleet = Fleet::start(3);
+    fleet.inventory("", "");
+    let first = fleet.deploy();
+    assert_eq!(first.code, 0, "{}", first.all());
+    let live = fleet.host(0).current_id().expect("current");
+    // web-1 and web-3 are prepared (and their switches armed) long before web-2 fails.
+    fleet.host_settings(1, "build: [\"sh build.sh\", \"sleep 2; exit 4\"]");
+    let channels: Vec<usize> = (0..3).map(|i| fleet.command_channels(i)).collect();
+
+    let run = fleet.deploy();
+    assert_eq!(run.code, 1, "{}", run.all());
+    let all = run.all();
+    for ready in ["web-1", "web-3"] {
+        assert!(all.contains(&format!("[{ready}] prepared in")), "{all}");
+    }
+    assert!(
+        all.contains("[web-2] FAILED at prepare (build: sleep 2; exit 4): exited with status 4"),
+        "{all}"
+    );
+    for (i, h) in fleet.hosts.iter().enumerate() {
+        assert_eq!(h.current_id().as_deref(), Some(live.as_str()), "{}", h.name);
+        assert_eq!(h.releases(), vec![live.clone()], "{}", h.name);
+        assert!(!h.locked(), "{}: lock released", h.name);
+        // The waiting switches were ended before the discard: it, and the unlock, ran in the
+        // host's one shell, beside only the upload's channel.
+        assert_eq!(fleet.command_channels(i) - channels[i], 2, "{}", h.name);
+        assert_eq!(h.running("perl"), 0, "{}", h.name);
+        assert_eq!(h.journal().last().expect("journal")["outcome"], "aborted");
+    }
+}
+
+#[test]
 fn an_unknown_host_key_stops_everything_before_any_change() {
     let fleet = Fleet::start(3);
     fleet.inventory("", "");

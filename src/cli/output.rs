@@ -430,9 +430,7 @@ pub fn summary_text(s: &Summary) -> String {
         ));
     }
     if let Some(skew) = s.flip_skew_ms {
-        out.push_str(&format!(
-            "  flip skew {skew:.2} ms (spread of the hosts' switch instants, by their clocks)\n"
-        ));
+        out.push_str(&format!("  flip skew {skew:.2} ms {}\n", skew_basis(s)));
     }
     let phases: Vec<String> = s
         .phases
@@ -565,7 +563,7 @@ pub fn markdown_summary(s: &Summary) -> String {
         ));
     }
     if let Some(skew) = s.flip_skew_ms {
-        out.push_str(&format!("\nflip skew **{skew:.2} ms**\n"));
+        out.push_str(&format!("\nflip skew **{skew:.2} ms** {}\n", skew_basis(s)));
     }
     for h in &s.hosts {
         if let Some(f) = &h.failure {
@@ -581,4 +579,15 @@ pub fn markdown_summary(s: &Summary) -> String {
         }
     }
     out
+}
+
+/// What the flip skew was measured on, for the line that shows it.
+fn skew_basis(s: &Summary) -> String {
+    match s.clock_error_ms {
+        Some(e) => format!(
+            "(spread of the hosts' switch instants on this machine's clock, each within \
+             ±{e:.2} ms)"
+        ),
+        None => "(spread of the hosts' switch instants, by their clocks)".to_owned(),
+    }
 }

@@ -7,6 +7,7 @@ use futures::future::join_all;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use super::clock;
 use super::lock::HeldLock;
 use super::protocol::{Action, Event as P, Options, Outcome, Protocol, SwitchState};
 use crate::inventory::{Host, OnFailure, Stage};
@@ -19,7 +20,8 @@ use crate::report::{
 };
 use crate::source::Prepared;
 use crate::transport::{
-    CONNECT_CONCURRENCY, ConnectOptions, Connection, OnLine, Output, Stream, TransportError,
+    CONNECT_CONCURRENCY, ConnectOptions, Connection, OnLine, Output, Process, Stream,
+    TransportError,
 };
 use crate::util;
 
@@ -99,6 +101,10 @@ struct HostRun {
     failure: Option<Failure>,
     prepare_time: Option<Duration>,
     switched_at: Option<u128>,
+    /// Its clock against ours, measured while the switch was armed.
+    clock: Option<clock::Offset>,
+    /// Its switch command, started at the end of its prepare and waiting for the word.
+    armed: Option<Armed>,
     remedy: Option<String>,
     /// Our lock (and maybe the staged release) could not be removed from this host.
     left_behind: bool,
@@ -114,6 +120,8 @@ impl HostRun {
             failure: None,
             prepare_time: None,
             switched_at: None,
+            clock: None,
+            armed: None,
             remedy: None,
             left_behind: false,
             warnings: Vec::new(),
@@ -434,6 +442,9 @@ pub async fn deploy(d: Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellation
             ctx.reporter.report(&started_event(&d, &ctx, &hosts));
         }
     };
+    // Nothing is left armed (the protocol disarms every host it discards or unlocks; this is
+    // the backstop).
+    disarm(&(0..hosts.len()).collect::<Vec<_>>(), &mut hosts).await;
     if !announced {
         // The run ended before the lock phase (a host could not be reached or inspected).
         ctx.reporter.report(&started_event(&d, &ctx, &hosts));
@@ -457,6 +468,8 @@ pub async fn deploy(d: Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellation
                 current,
                 prepare_ms: h.prepare_time.map(|t| t.as_millis() as u64),
                 switched_at_unix_ns: h.switched_at,
+                clock_offset_us: h.clock.map(|c| c.offset_us),
+                clock_error_us: h.clock.map(|c| c.error_us),
                 failure: h.failure.clone(),
                 remedy: h.remedy.clone(),
                 lock_left: h.left_behind,
@@ -464,11 +477,26 @@ pub async fn deploy(d: Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellation
             }
         })
         .collect::<Vec<_>>();
-    let stamps: Vec<u128> = hosts.iter().filter_map(|h| h.switched_at).collect();
+    // Each host's instant on our clock: its own, corrected by its measured offset.
+    let stamps: Vec<i128> = hosts
+        .iter()
+        .filter_map(|h| {
+            let ns = h.switched_at? as i128;
+            Some(ns - h.clock.map_or(0, |c| i128::from(c.offset_us) * 1000))
+        })
+        .collect();
     let flip_skew_ms = match (stamps.iter().min(), stamps.iter().max()) {
         (Some(a), Some(b)) if outcome == Outcome::Deployed => Some((b - a) as f64 / 1e6),
         _ => None,
     };
+    let clock_error_ms = flip_skew_ms.and_then(|_| {
+        hosts
+            .iter()
+            .filter(|h| h.switched_at.is_some())
+            .filter_map(|h| h.clock.map(|c| c.error_us))
+            .max()
+            .map(|us| us as f64 / 1e3)
+    });
     for h in &hosts {
         if let Some(c) = &h.conn {
             c.close().await;
@@ -482,6 +510,7 @@ pub async fn deploy(d: Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellation
         outcome,
         hosts: host_summaries,
         flip_skew_ms,
+        clock_error_ms,
         canary: canary_names(&d),
         untouched: d.stage.excluded.clone(),
         phases,
@@ -500,11 +529,27 @@ async fn run_action(
     d: &Deploy,
     stop: &CancellationToken,
 ) -> Vec<P> {
+    // Hosts armed at the end of their prepare wait for their word; anything else done to them
+    // (discard, revert, unlock…) means their switch is off.
+    match action {
+        Action::Switch(_) | Action::Verify(_) | Action::Observe | Action::RunOnce(_) => {}
+        Action::Finish(_) => {}
+        Action::Connect(ids)
+        | Action::Lock(ids)
+        | Action::Prepare(ids)
+        | Action::MarkBad(ids)
+        | Action::Revert(ids)
+        | Action::Discard(ids)
+        | Action::Cleanup(ids)
+        | Action::Unlock(ids) => disarm(ids, hosts).await,
+    }
     match action {
         Action::Connect(ids) => connect(ids, hosts, ctx, d).await,
         Action::Lock(ids) => lock(ids, hosts, ctx, d).await,
         Action::Prepare(ids) => match &d.job {
-            Job::Deploy(source) => prepare(ids, hosts, ctx, source).await,
+            Job::Deploy(source) => {
+                prepare(ids, hosts, ctx, source, protocol_options(d).run_once).await
+            }
             Job::Rollback { .. } => stage_target(ids, hosts, ctx).await,
         },
         Action::RunOnce(i) => run_once(*i, hosts, ctx, d).await,
@@ -1366,7 +1411,16 @@ fn held_lock_failure(ctx: &Ctx, host: &Host, raw: &str, waited: Duration) -> Fai
     ctx.failure(Phase::Lock, None, None, msg)
 }
 
-async fn prepare(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, source: &Prepared) -> Vec<P> {
+/// Prepare the release on every host. A host whose steps all succeeded arms its switch at once
+/// (perl's start-up is paid while other hosts still build), but for `run_once`: the run-once
+/// steps need its session first.
+async fn prepare(
+    ids: &[usize],
+    hosts: &mut [HostRun],
+    ctx: &Ctx,
+    source: &Prepared,
+    run_once: Option<usize>,
+) -> Vec<P> {
     // Recorded before any work starts: an interruption mid-prepare must still discard.
     let mut events: Vec<P> = ids.iter().map(|&i| P::Staging(i)).collect();
     // The first failure closes the barrier: the other hosts' steps are stopped at once rather
@@ -1389,13 +1443,26 @@ async fn prepare(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, source: &Prepa
                 );
             };
             let payload = Some(source.payload.as_slice());
-            let r = run_steps(&conn, &host, &steps, payload, Phase::Prepare, ctx, stop).await;
-            match r {
-                Ok(true) => ctx.reporter.report(&Event::Prepared {
+            let mut r = run_steps(&conn, &host, &steps, payload, Phase::Prepare, ctx, stop)
+                .await
+                .map(|done| (done, None));
+            if matches!(r, Ok((true, _))) && run_once != Some(i) && !stop.is_cancelled() {
+                r = match arm(h, ctx).await {
+                    Ok(a) => Ok((true, Some(a))),
+                    Err(e) => Err(transport_failure(
+                        ctx,
+                        Phase::Prepare,
+                        Some("arm switch"),
+                        &e,
+                    )),
+                };
+            }
+            match &r {
+                Ok((true, _)) => ctx.reporter.report(&Event::Prepared {
                     host: host.name.clone(),
                     elapsed_ms: t0.elapsed().as_millis() as u64,
                 }),
-                Ok(false) => {}
+                Ok((false, _)) => {}
                 Err(_) => stop.cancel(),
             }
             (i, t0.elapsed(), r)
@@ -1405,8 +1472,11 @@ async fn prepare(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, source: &Prepa
     for (i, took, r) in results {
         hosts[i].prepare_time = Some(took);
         match r {
-            Ok(true) => events.push(P::Prepared(i)),
-            Ok(false) => events.push(P::PrepareFailed(i)),
+            Ok((true, armed)) => {
+                hosts[i].armed = armed;
+                events.push(P::Prepared(i));
+            }
+            Ok((false, _)) => events.push(P::PrepareFailed(i)),
             Err(f) => {
                 hosts[i].fail(ctx, f);
                 events.push(P::PrepareFailed(i));
@@ -1416,13 +1486,14 @@ async fn prepare(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, source: &Prepa
     events
 }
 
-/// The host's clock after its rename: the first line of the switch's output that is not the
-/// ready line, from `date +%s%N` (BusyBox prints a literal `%N`: seconds precision then).
+/// The host's clock after its rename: the first line of the switch's output that is neither the
+/// ready line nor a clock answer, from `date +%s%N` (BusyBox prints a literal `%N`: seconds
+/// precision then).
 fn switch_stamp(stdout: &str) -> Option<u128> {
     let line = stdout
         .lines()
         .map(str::trim)
-        .find(|l| *l != remote::SWITCH_READY)?;
+        .find(|l| !l.starts_with(remote::SWITCH_READY) && !l.starts_with("t "))?;
     if let Ok(ns) = line.parse::<u128>() {
         return Some(ns);
     }
@@ -1430,48 +1501,192 @@ fn switch_stamp(stdout: &str) -> Option<u128> {
     secs.parse::<u128>().ok().map(|s| s * 1_000_000_000)
 }
 
-async fn switch(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx) -> Vec<P> {
-    // 1. Arm: start the switch command on every host, and wait until each one says it is
-    //    waiting for our word. Until we fire, nothing has changed anywhere.
-    let armed = join_all(ids.iter().map(|&i| {
-        let h = &hosts[i];
-        let conn = h.conn.clone();
-        let script = remote::armed_switch(&h.host.config.deploy_to, &ctx.release);
-        let t = h.host.config.timeouts.switch;
-        let name = h.host.name.clone();
+/// A host whose switch command waits for its word.
+struct Armed {
+    p: Process,
+    /// Its stdout lines as they arrive, each with the controller's clock then (µs).
+    lines: tokio::sync::mpsc::UnboundedReceiver<(String, i64)>,
+    /// It can be given an instant (`at`), not only `go`.
+    scheduled: bool,
+    /// Its answers to our clock questions, and what they tell.
+    samples: Vec<clock::Sample>,
+    clock: Option<clock::Offset>,
+    /// The round trip of its last clock question.
+    last_trip: i64,
+}
+
+impl Armed {
+    /// The next stdout line that satisfies `want`, with when it arrived.
+    async fn line(&mut self, want: impl Fn(&str) -> bool) -> Result<(String, i64), TransportError> {
+        while let Some((line, at)) = self.lines.recv().await {
+            if want(&line) {
+                return Ok((line, at));
+            }
+        }
+        Err(TransportError::Lost(
+            "the switch command ended before it answered".into(),
+        ))
+    }
+
+    /// Ask the host for its clock once.
+    async fn ask_clock(&mut self) -> Result<clock::Sample, TransportError> {
+        let sent = clock::now_us();
+        self.p.write(b"t\n").await?;
+        let (line, received) = self.line(|l| l.starts_with("t ")).await?;
+        let host = line[2..].trim().parse::<i64>().map_err(|_| {
+            TransportError::Other(format!(
+                "the switch command answered {line:?} for its clock"
+            ))
+        })?;
+        Ok(clock::Sample {
+            sent,
+            host,
+            received,
+        })
+    }
+}
+
+/// Ask every armed host that can be scheduled for its clock `n` times (holding a permit of
+/// `turn`, if given, meanwhile), and estimate its offset from all its answers so far.
+/// Nothing is asked once any host failed: the switch will not happen.
+async fn ask_clocks(
+    ids: &[usize],
+    hosts: &[HostRun],
+    armed: Vec<Result<Armed, TransportError>>,
+    turn: Option<&Semaphore>,
+    n: usize,
+) -> Vec<Result<Armed, TransportError>> {
+    // One host has no one to switch together with.
+    if ids.len() < 2 || armed.iter().any(|a| a.is_err()) {
+        return armed;
+    }
+    join_all(ids.iter().zip(armed).map(|(&i, a)| {
+        let t = hosts[i].host.config.timeouts.switch;
         async move {
-            ctx.phase(&name, Phase::Switch);
-            let conn = conn.ok_or_else(|| TransportError::Other("not connected".into()))?;
-            let (ready_tx, mut ready_rx) = tokio::sync::watch::channel(false);
-            let on_line: OnLine = Arc::new(move |_, line: &str| {
-                if line.trim() == remote::SWITCH_READY {
-                    let _ = ready_tx.send(true);
+            let mut a = a?;
+            if !a.scheduled {
+                return Ok(a);
+            }
+            let ask = async {
+                let _permit = match turn {
+                    Some(s) => s.acquire().await.ok(),
+                    None => None,
+                };
+                for _ in 0..n {
+                    let sample = a.ask_clock().await?;
+                    a.last_trip = sample.round_trip();
+                    a.samples.push(sample);
                 }
-            });
-            tokio::time::timeout(t, async {
-                let p = conn.spawn(&script, Some(on_line)).await?;
-                ready_rx.wait_for(|r| *r).await.map_err(|_| {
-                    TransportError::Lost("the switch command ended before it was ready".into())
-                })?;
-                Ok(p)
-            })
-            .await
-            .map_err(|_| TransportError::Timeout {
-                after: t,
-                what: "arming the switch",
-            })?
+                Ok::<_, TransportError>(())
+            };
+            tokio::time::timeout(t, ask)
+                .await
+                .map_err(|_| TransportError::Timeout {
+                    after: t,
+                    what: "reading the host's clock",
+                })??;
+            a.clock = clock::estimate(&a.samples);
+            Ok(a)
+        }
+    }))
+    .await
+}
+
+/// Start the switch command on the host and wait until it is ready for its word.
+async fn arm(h: &HostRun, ctx: &Ctx) -> Result<Armed, TransportError> {
+    let conn = h
+        .conn
+        .clone()
+        .ok_or_else(|| TransportError::Other("not connected".into()))?;
+    let script = remote::armed_switch(&h.host.config.deploy_to, &ctx.release);
+    let t = h.host.config.timeouts.switch;
+    let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
+    let on_line: OnLine = Arc::new(move |stream, line: &str| {
+        if stream == Stream::Stdout {
+            let _ = tx.send((line.trim().to_owned(), clock::now_us()));
+        }
+    });
+    tokio::time::timeout(t, async {
+        let p = conn.spawn(&script, Some(on_line)).await?;
+        let mut a = Armed {
+            p,
+            lines,
+            scheduled: false,
+            samples: Vec::new(),
+            clock: None,
+            last_trip: 0,
+        };
+        let (ready, _) = a.line(|l| l.starts_with(remote::SWITCH_READY)).await?;
+        a.scheduled = ready == remote::SWITCH_READY_AT;
+        Ok(a)
+    })
+    .await
+    .map_err(|_| TransportError::Timeout {
+        after: t,
+        what: "arming the switch",
+    })?
+}
+
+/// Tell armed hosts among `ids` not to switch (end of input), and wait for their switch
+/// commands to end: the switch is not going to happen there, and their sessions are needed.
+async fn disarm(ids: &[usize], hosts: &mut [HostRun]) {
+    let armed: Vec<(Armed, Duration)> = ids
+        .iter()
+        .filter_map(|&i| {
+            let t = hosts[i].host.config.timeouts.switch;
+            hosts[i].armed.take().map(|a| (a, t))
+        })
+        .collect();
+    join_all(armed.into_iter().map(|(mut a, t)| async move {
+        let _ = a.p.close_stdin().await;
+        let _ = tokio::time::timeout(t, a.p.wait()).await;
+    }))
+    .await;
+}
+
+/// Clock questions per host before a scheduled switch, asked of a few hosts at a time (short
+/// round trips, so small error bounds)...
+const CLOCK_QUESTIONS: usize = 3;
+const CLOCK_CONCURRENCY: usize = 8;
+/// After its rename, a scheduled host waits this long per scheduled host before it reports, at
+/// most `SETTLE_MOST` (see [`remote::armed_switch`]).
+const SETTLE_PER_HOST: Duration = Duration::from_micros(100);
+const SETTLE_MOST: Duration = Duration::from_millis(20);
+/// The switch is scheduled at least this far ahead, and at most this far.
+const LEAD_FLOOR: Duration = Duration::from_millis(3);
+const LEAD_CEILING: Duration = Duration::from_millis(250);
+
+async fn switch(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx) -> Vec<P> {
+    // 1. Arm: start the switch command on every host not armed at the end of its prepare, and
+    //    wait until each one says it is waiting for our word. Until we fire, nothing has
+    //    changed anywhere.
+    let early: Vec<Option<Armed>> = ids.iter().map(|&i| hosts[i].armed.take()).collect();
+    let armed = join_all(ids.iter().zip(early).map(|(&i, early)| {
+        let h = &hosts[i];
+        async move {
+            ctx.phase(&h.host.name, Phase::Switch);
+            match early {
+                Some(a) => Ok(a),
+                None => arm(h, ctx).await,
+            }
         }
     }))
     .await;
+    // 2. Measure each host's clock against ours, once every host is armed: a few hosts at a
+    //    time, for short round trips and so small error bounds; then once more every host at
+    //    once, the way the words will go out, for how long they take to arrive.
+    let few = Semaphore::new(CLOCK_CONCURRENCY);
+    let armed = ask_clocks(ids, hosts, armed, Some(&few), CLOCK_QUESTIONS).await;
+    let armed = ask_clocks(ids, hosts, armed, None, 1).await;
     let mut events = Vec::new();
     if armed.iter().any(|a| a.is_err()) {
         // Some host cannot be armed: tell every armed host not to switch (EOF). Nothing changes.
         for (&i, a) in ids.iter().zip(armed) {
             match a {
-                Ok(mut p) => {
-                    let _ = p.close_stdin().await;
-                    let _ =
-                        tokio::time::timeout(hosts[i].host.config.timeouts.switch, p.wait()).await;
+                Ok(mut a) => {
+                    let _ = a.p.close_stdin().await;
+                    let _ = tokio::time::timeout(hosts[i].host.config.timeouts.switch, a.p.wait())
+                        .await;
                 }
                 Err(e) => {
                     let f = transport_failure(ctx, Phase::Switch, None, &e);
@@ -1482,32 +1697,72 @@ async fn switch(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx) -> Vec<P> {
         }
         return events;
     }
-    let mut armed: Vec<_> = armed.into_iter().flatten().collect();
-    // 2. Fire: one short write per host, back to back, before waiting for any answer.
-    let fire: Vec<Result<(), TransportError>> = join_all(armed.iter_mut().map(|p| async move {
-        p.write(b"go\n").await?;
-        p.close_stdin().await
-    }))
-    .await;
-    // 3. Collect the confirmations.
-    let results = join_all(ids.iter().zip(armed).zip(fire).map(|((&i, mut p), fired)| {
+    let mut armed: Vec<Armed> = armed.into_iter().flatten().collect();
+    // 3. Fire: one short write per host, back to back, before waiting for any answer. A host
+    //    whose clock we know is given an instant a little ahead (time for every word to
+    //    arrive), on its own clock: all of them rename at that instant. The others get `go`
+    //    at that instant.
+    let trips: Vec<i64> = armed
+        .iter()
+        .filter(|a| a.clock.is_some())
+        .map(|a| a.last_trip)
+        .collect();
+    let at = if trips.is_empty() {
+        clock::now_us()
+    } else {
+        clock::now_us() + clock::lead(&trips, LEAD_FLOOR, LEAD_CEILING).as_micros() as i64
+    };
+    let settle =
+        (SETTLE_PER_HOST.as_micros() as usize * trips.len()).min(SETTLE_MOST.as_micros() as usize);
+    let mut fire: Vec<Result<(), TransportError>> =
+        join_all(armed.iter_mut().map(|a| async move {
+            if let Some(c) = a.clock {
+                a.p.write(format!("at {} {settle}\n", c.to_host(at)).as_bytes())
+                    .await?;
+                a.p.close_stdin().await?;
+            }
+            Ok(())
+        }))
+        .await;
+    if armed.iter().any(|a| a.clock.is_none()) {
+        let wait = at - clock::now_us();
+        if wait > 0 {
+            tokio::time::sleep(Duration::from_micros(wait as u64)).await;
+        }
+        let go = join_all(armed.iter_mut().map(|a| async move {
+            if a.clock.is_none() {
+                a.p.write(b"go\n").await?;
+                a.p.close_stdin().await?;
+            }
+            Ok(())
+        }))
+        .await;
+        for (f, g) in fire.iter_mut().zip(go) {
+            if f.is_ok() {
+                *f = g;
+            }
+        }
+    }
+    // 4. Collect the confirmations.
+    let results = join_all(ids.iter().zip(armed).zip(fire).map(|((&i, mut a), fired)| {
         let t = hosts[i].host.config.timeouts.switch;
         async move {
             let r = match fired {
                 Err(e) => Err(e),
-                Ok(()) => tokio::time::timeout(t, p.wait()).await.unwrap_or(Err(
+                Ok(()) => tokio::time::timeout(t, a.p.wait()).await.unwrap_or(Err(
                     TransportError::Timeout {
                         after: t,
                         what: "waiting for the switch",
                     },
                 )),
             };
-            (i, r)
+            (i, a.clock, r)
         }
     }))
     .await;
-    for (i, r) in results {
+    for (i, offset, r) in results {
         let name = hosts[i].host.name.clone();
+        hosts[i].clock = offset;
         match r {
             Ok(o) if o.success() => {
                 let at = switch_stamp(&o.stdout_text());

@@ -22,6 +22,12 @@ pub const SWITCH_RENAME_FAILED: u32 = 77;
 /// The line the armed switch prints once it waits for the word: the controller fires only when
 /// every host has printed it, so slow shell start-up (login rc files) cannot spread the switch.
 pub const SWITCH_READY: &str = "ship-switch-ready";
+/// The ready line of an armed switch that can be scheduled: it answers `t` with its clock and
+/// takes `at <unix µs>` (see [`armed_switch`]).
+pub const SWITCH_READY_AT: &str = "ship-switch-ready at";
+/// Most a scheduled switch waits for its instant, whatever it was told: a bad clock estimate
+/// delays the host's switch by at most this much.
+pub const SWITCH_MAX_WAIT_MS: u64 = 1000;
 /// Exit status of [`stage_existing`] when the release to switch to is missing or incomplete.
 pub const RELEASE_MISSING: u32 = 78;
 
@@ -690,7 +696,7 @@ fn stage_link(release_id: &str) -> String {
     )
 }
 
-/// The switch, armed: it prints [`SWITCH_READY`], then waits for one line on stdin and renames
+/// The switch, armed: it prints [`SWITCH_READY`], then waits for a line on stdin and renames
 /// the staged link over `current` only if that line is `go`. A controller that dies or cancels
 /// sends EOF or another line instead, and the host does not switch. The rename is one
 /// `rename(2)`: `current` never stops existing. The host's clock is read right after it, for
@@ -698,9 +704,19 @@ fn stage_link(release_id: &str) -> String {
 ///
 /// Where perl is installed (it is on Debian, Ubuntu and most RHEL hosts), the process that
 /// waits for the word is perl, already started: the word costs one read and one `rename(2)`,
-/// with no process to start after it, so hosts that get the word at the same instant switch
-/// at the same instant even when they share few cores. Otherwise the shell waits, and
-/// `mv -f <dir>/current .` (GNU coreutils and BusyBox alike) renames.
+/// with no process to start after it. With Time::HiRes (part of perl's core) it prints
+/// [`SWITCH_READY_AT`] and also understands:
+/// - `t`: it answers `t <its clock, Unix µs>` and waits on (the controller measures the host's
+///   clock against its own);
+/// - `at <Unix µs> [<settle µs>]`: the word, with the instant to rename at on the host's clock.
+///   It sleeps until then (at most [`SWITCH_MAX_WAIT_MS`]; at once when the instant is past),
+///   renames, and reports only `settle` later: where hosts share CPUs (containers or VMs on one
+///   machine) and rename at the same instant, one host's report (its output, its exit, the
+///   shell and sshd that relay them) must not delay another's rename.
+///
+/// So every host can rename at the same instant however long its word took to arrive.
+/// Otherwise the shell waits, and `mv -f <dir>/current .` (GNU coreutils and BusyBox alike)
+/// renames.
 pub fn armed_switch(deploy_to: &str, release_id: &str) -> String {
     let dir = quote(&stage_dir(release_id)).into_owned();
     format!(
@@ -714,19 +730,29 @@ pub fn armed_switch(deploy_to: &str, release_id: &str) -> String {
     )
 }
 
-/// The perl side of [`armed_switch`]: the staging directory is its argument. It reads the word
-/// one byte at a time (nothing past it is taken from stdin) and prints the host's clock after
-/// the rename in nanoseconds (microsecond precision; `date` when Time::HiRes is missing).
+/// The perl side of [`armed_switch`]: the staging directory is its argument. It reads its input
+/// one byte at a time (nothing past the word is taken from stdin) and prints the host's clock
+/// after the rename in nanoseconds (microsecond precision; `date` when Time::HiRes is missing).
+/// Clock values in the exchange are whole microseconds, which a perl number holds exactly.
 fn armed_switch_perl() -> String {
     format!(
         "$| = 1; my $d = $ARGV[0]; my $hires = eval {{ require Time::HiRes; 1 }}; \
-         print \"{SWITCH_READY}\\n\"; my ($w, $c) = (\"\", \"\"); \
-         while (sysread(STDIN, $c, 1) == 1) {{ last if $c eq \"\\n\"; $w .= $c; }} \
-         exit {SWITCH_CANCELLED} unless $w eq \"go\"; \
+         sub us {{ my ($s, $u) = Time::HiRes::gettimeofday(); return $s * 1000000 + $u; }} \
+         print($hires ? \"{SWITCH_READY_AT}\\n\" : \"{SWITCH_READY}\\n\"); my ($c, $settle) = (\"\", 0); \
+         while (1) {{ my $w = \"\"; \
+         while (1) {{ exit {SWITCH_CANCELLED} unless sysread(STDIN, $c, 1) == 1; \
+         last if $c eq \"\\n\"; $w .= $c; }} \
+         if ($hires && $w eq \"t\") {{ printf(\"t %d\\n\", us()); next; }} \
+         if ($hires && $w =~ /^at (\\d+)(?: (\\d+))?$/) {{ my $wait = ($1 - us()) / 1e6; \
+         $settle = ($2 // 0) / 1e6; $settle = {max} if $settle > {max}; \
+         $wait = {max} if $wait > {max}; Time::HiRes::sleep($wait) if $wait > 0; last; }} \
+         last if $w eq \"go\"; exit {SWITCH_CANCELLED}; }} \
          rename(\"$d/current\", \"current\") or exit {SWITCH_RENAME_FAILED}; \
          if ($hires) {{ my ($s, $us) = Time::HiRes::gettimeofday(); \
+         Time::HiRes::sleep($settle) if $settle > 0; \
          printf(\"%d%06d000\\n\", $s, $us); }} else {{ system(\"date\", \"+%s%N\"); }} \
-         rmdir($d); exit 0;"
+         rmdir($d); exit 0;",
+        max = SWITCH_MAX_WAIT_MS as f64 / 1000.0,
     )
 }
 

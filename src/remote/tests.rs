@@ -428,7 +428,7 @@ fn scripts_behave_on_a_real_shell() {
     let (rc, out) = sh(&armed_switch(deploy_to, "20261122103000"), b"go\n");
     assert_eq!(rc, 0, "{out}");
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines[0], SWITCH_READY);
+    assert!(lines[0].starts_with(SWITCH_READY), "{out}");
     assert!(lines[1].parse::<u128>().is_ok(), "a timestamp: {out}");
     assert_eq!(
         fs::read_link(root.join("current")).expect("current"),
@@ -842,7 +842,7 @@ fn the_armed_switch_renames_only_on_its_word_with_and_without_perl() {
         for input in [&b""[..], b"no\n", b"\n", b"gone\n"] {
             let (rc, out) = sh_path(&armed_switch(&d, "2"), input, path);
             assert_eq!(rc, SWITCH_CANCELLED as i32, "{path:?} {input:?}: {out}");
-            assert_eq!(out.lines().next(), Some(SWITCH_READY), "{out}");
+            assert!(out.starts_with(SWITCH_READY), "{out}");
             assert_eq!(current(), Path::new("releases/1"), "{path:?}");
         }
         // The word: one rename, a timestamp, the staging dir gone; what follows the word on
@@ -850,7 +850,7 @@ fn the_armed_switch_renames_only_on_its_word_with_and_without_perl() {
         let (rc, out) = sh_path(&armed_switch(&d, "2"), b"go\nleft for the shell\n", path);
         assert_eq!(rc, 0, "{path:?}: {out}");
         let lines: Vec<&str> = out.lines().collect();
-        assert_eq!(lines[0], SWITCH_READY, "{out}");
+        assert!(lines[0].starts_with(SWITCH_READY), "{out}");
         let ns: u128 = lines[1].parse().expect("a timestamp in ns");
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -862,6 +862,65 @@ fn the_armed_switch_renames_only_on_its_word_with_and_without_perl() {
         // A missing staged link: the rename fails, current is unchanged.
         let (rc, _) = sh_path(&armed_switch(&d, "9"), b"go\n", path);
         assert_eq!(rc, SWITCH_RENAME_FAILED as i32, "{path:?}");
+        assert_eq!(current(), Path::new("releases/2"));
+        if path.is_some() {
+            // The shell knows only `go`: a clock question cancels it.
+            stage("1");
+            let (rc, out) = sh_path(&armed_switch(&d, "1"), b"t\ngo\n", path);
+            assert_eq!(rc, SWITCH_CANCELLED as i32, "{out}");
+            assert_eq!(current(), Path::new("releases/2"));
+            continue;
+        }
+        // perl: it answers clock questions, and renames at the instant it is given.
+        let now_us = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .as_micros()
+        };
+        let scheduled = |input: String| {
+            stage("1");
+            let sent = now_us();
+            let (rc, out) = sh_path(&armed_switch(&d, "1"), input.as_bytes(), path);
+            assert_eq!(rc, 0, "{input}: {out}");
+            assert_eq!(current(), Path::new("releases/1"));
+            fs::remove_file(root.join("current")).expect("rm");
+            std::os::unix::fs::symlink("releases/2", root.join("current")).expect("current");
+            let lines: Vec<String> = out.lines().map(str::to_owned).collect();
+            assert_eq!(lines[0], SWITCH_READY_AT, "{out}");
+            let at: u128 = lines.last().and_then(|l| l.parse().ok()).expect("stamp");
+            (sent, lines, at / 1000)
+        };
+        let (sent, lines, _) = scheduled("t\nt\ngo\n".into());
+        for l in &lines[1..3] {
+            let us: u128 = l
+                .strip_prefix("t ")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("a clock answer: {l}"));
+            assert!(us >= sent && us - sent < 5_000_000, "{us} is now-ish");
+        }
+        // An instant 300 ms ahead: not before it, and soon after.
+        let target = now_us() + 300_000;
+        let (_, _, at) = scheduled(format!("at {target}\n"));
+        assert!(at >= target && at - target < 200_000, "{at} vs {target}");
+        // With a settle time: the rename at once, the report that much later.
+        let t0 = std::time::Instant::now();
+        let (sent, _, at) = scheduled(format!("at {} 300000\n", now_us()));
+        assert!(at - sent < 200_000, "{at} vs {sent}");
+        assert!(t0.elapsed() >= std::time::Duration::from_millis(300));
+        // An instant already past: at once. One absurdly far: at most the longest wait.
+        let (sent, _, at) = scheduled(format!("at {}\n", now_us() - 10_000_000));
+        assert!(at - sent < 200_000, "{at} vs {sent}");
+        let (sent, _, at) = scheduled(format!("at {}\n", now_us() + 3_600_000_000));
+        let waited = at - sent;
+        assert!(
+            waited >= u128::from(SWITCH_MAX_WAIT_MS) * 1000 && waited < 3_000_000,
+            "{waited}"
+        );
+        // A malformed instant is not the word.
+        stage("1");
+        let (rc, _) = sh_path(&armed_switch(&d, "1"), b"at soon\n", path);
+        assert_eq!(rc, SWITCH_CANCELLED as i32);
         assert_eq!(current(), Path::new("releases/2"));
     }
 }

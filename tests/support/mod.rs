@@ -540,9 +540,18 @@ impl Fleet {
     }
 
     pub fn connections(&self, i: usize) -> usize {
+        self.log_count(i, "Accepted publickey")
+    }
+
+    /// How many channels that run a command (a session, an upload…) host `i` opened so far.
+    pub fn command_channels(&self, i: usize) -> usize {
+        self.log_count(i, "Starting session: command")
+    }
+
+    fn log_count(&self, i: usize, what: &str) -> usize {
         fs::read_to_string(self.dir.path().join(&self.hosts[i].name).join("sshd.log"))
             .unwrap_or_default()
-            .matches("Accepted publickey")
+            .matches(what)
             .count()
     }
 }
