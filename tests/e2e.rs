@@ -137,6 +137,49 @@ fn later_deploys_keep_shared_content_and_clean_up_old_releases() {
 }
 
 #[test]
+fn a_failed_cleanup_is_reported_and_the_host_is_still_unlocked_and_journaled() {
+    let fleet = Fleet::start(2);
+    fleet.inventory("", "");
+    fleet.edit_inventory(|t| t.replace("keep_releases: 3", "keep_releases: 1"));
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let run = fleet.deploy();
+        assert_eq!(run.code, 0, "{}", run.all());
+        ids.push(fleet.host(0).current_id().expect("current"));
+    }
+    // web-2 cannot remove releases (a read-only mount, say).
+    fleet.host(1).fault(
+        "rm",
+        "case \"$*\" in *releases/*) echo 'rm: cannot remove: Read-only file system' >&2; \
+         exit 1;; esac; exec /bin/rm \"$@\"",
+    );
+    let run = fleet.deploy();
+    let all = run.all();
+    let live = fleet.host(0).current_id().expect("current");
+    for h in &fleet.hosts {
+        assert_eq!(h.current_id().as_deref(), Some(live.as_str()), "{}", h.name);
+        assert!(!h.locked(), "{}: unlocked", h.name);
+        assert_eq!(h.journal().last().expect("journal")["outcome"], "deployed");
+    }
+    // keep_releases 1 (and the previous release always kept): web-1 removed the oldest;
+    // web-2 could not.
+    assert_eq!(fleet.host(0).releases(), vec![ids[1].clone(), live.clone()]);
+    assert_eq!(
+        fleet.host(1).releases(),
+        vec![ids[0].clone(), ids[1].clone(), live.clone()]
+    );
+    assert!(
+        all.contains("[web-2] FAILED at cleanup: exited with status 1"),
+        "{all}"
+    );
+    assert!(all.contains("Read-only file system"), "{all}");
+    assert_eq!(
+        run.code, 0,
+        "deployed, with a cleanup failure reported: {all}"
+    );
+}
+
+#[test]
 fn a_failed_build_on_one_host_changes_no_host() {
     let fleet = Fleet::start(3);
     fleet.inventory("", "");
@@ -216,8 +259,8 @@ fn hosts_ready_and_armed_are_told_not_to_switch_when_another_fails_later() {
         assert_eq!(h.releases(), vec![live.clone()], "{}", h.name);
         assert!(!h.locked(), "{}: lock released", h.name);
         // The waiting switches were ended before the discard: it, and the unlock, ran in the
-        // host's one shell, beside only the upload's channel.
-        assert_eq!(fleet.command_channels(i) - channels[i], 2, "{}", h.name);
+        // host's one shell, like everything else (the small artifact rides in it too).
+        assert_eq!(fleet.command_channels(i) - channels[i], 1, "{}", h.name);
         assert_eq!(h.running("perl"), 0, "{}", h.name);
         assert_eq!(h.journal().last().expect("journal")["outcome"], "aborted");
     }
@@ -697,6 +740,53 @@ fn tarball_artifacts_gzip_and_zstd_and_a_corrupt_one() {
     for h in &fleet.hosts {
         assert!(!h.path(&format!(".ship/{live}.tar")).exists());
     }
+}
+
+#[test]
+fn a_small_artifact_rides_in_the_hosts_shell_and_a_big_one_streams_in_a_channel() {
+    let fleet = Fleet::start(2);
+    fleet.inventory("", "");
+    let channels = |f: &Fleet| -> Vec<usize> { (0..2).map(|i| f.command_channels(i)).collect() };
+    // The example app packs to under a kilobyte: everything runs in each host's one shell.
+    let before = channels(&fleet);
+    let run = fleet.deploy();
+    assert_eq!(run.code, 0, "{}", run.all());
+    let after = channels(&fleet);
+    assert_eq!(
+        after,
+        vec![before[0] + 1, before[1] + 1],
+        "one channel per host"
+    );
+    // 200 KiB that do not compress: streamed through a channel of its own, byte for byte.
+    let app = fleet.dir.path().join("big-app");
+    copy_dir(&Fleet::example_app(), &app);
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let noise: Vec<u8> = (0..200 * 1024)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect();
+    fs::write(app.join("public/noise.bin"), &noise).expect("write");
+    fleet.set_source(&format!("{{ artifact: {} }}", app.display()));
+    let run = fleet.deploy();
+    assert_eq!(run.code, 0, "{}", run.all());
+    let live = fleet.host(0).current_id().expect("current");
+    for h in &fleet.hosts {
+        assert_eq!(h.current_id().as_deref(), Some(live.as_str()), "{}", h.name);
+        assert_eq!(h.releases().len(), 2, "{}", h.name);
+        assert_eq!(
+            fs::read(h.path("current/public/noise.bin")).expect("read"),
+            noise
+        );
+    }
+    assert_eq!(
+        channels(&fleet),
+        vec![after[0] + 2, after[1] + 2],
+        "the shell's channel and the upload's"
+    );
 }
 
 #[test]

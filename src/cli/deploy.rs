@@ -386,15 +386,33 @@ fn plan_text(p: &RunPlan) -> String {
             continue;
         }
         for c in &h.commands {
-            out.push_str(&format!(
-                "# {} · {}\n{}\n",
-                c.phase,
-                c.name,
-                c.script.trim_end()
-            ));
+            out.push_str(&format!("# {} · {}\n", c.phase, c.name));
+            for line in c.script.trim_end().lines() {
+                out.push_str(&shortened(line));
+                out.push('\n');
+            }
         }
     }
     out
+}
+
+/// A script line as `ship plan` shows it: whole, unless it is very long (a small artifact
+/// carried inside its upload command); `--json` has every line whole.
+fn shortened(line: &str) -> String {
+    const SHOWN: usize = 160;
+    if line.chars().count() <= 2 * SHOWN {
+        return line.to_owned();
+    }
+    let head: String = line.chars().take(SHOWN).collect();
+    let tail: String = {
+        let mut t: Vec<char> = line.chars().rev().take(SHOWN / 2).collect();
+        t.reverse();
+        t.into_iter().collect()
+    };
+    format!(
+        "{head} … ({} characters not shown) … {tail}",
+        line.chars().count() - SHOWN - SHOWN / 2
+    )
 }
 
 /// First SIGINT/SIGTERM/SIGHUP: cancel (the deploy aborts cleanly, or finishes its switch).

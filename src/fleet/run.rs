@@ -108,6 +108,8 @@ struct HostRun {
     remedy: Option<String>,
     /// Our lock (and maybe the staged release) could not be removed from this host.
     left_behind: bool,
+    /// Its journal line is written and our lock released (with the cleanup).
+    unlocked: bool,
     warnings: Vec<Failure>,
 }
 
@@ -124,6 +126,7 @@ impl HostRun {
             armed: None,
             remedy: None,
             left_behind: false,
+            unlocked: false,
             warnings: Vec::new(),
         }
     }
@@ -583,17 +586,18 @@ async fn run_action(
             }
             Vec::new()
         }
+        // The journal line and the unlock that always follow go in the same command.
         Action::Cleanup(ids) => {
             match &d.job {
                 Job::Deploy(_) => {
-                    simple(ids, hosts, ctx, Phase::Cleanup, |h, c| {
+                    cleanup_and_unlock(ids, hosts, ctx, |h, c| {
                         cleanup_script(h, c).unwrap_or_default()
                     })
                     .await
                 }
                 // Rolled back from: kept for inspection, marked bad.
                 Job::Rollback { .. } => {
-                    simple(ids, hosts, ctx, Phase::Cleanup, |h, c| {
+                    cleanup_and_unlock(ids, hosts, ctx, |h, c| {
                         let from: Vec<&str> = h.preflight.current_release().into_iter().collect();
                         remote::mark_bad(&h.host.config.deploy_to, &from, Some(c.release.as_str()))
                     })
@@ -603,7 +607,12 @@ async fn run_action(
             Vec::new()
         }
         Action::Unlock(ids) => {
-            simple(ids, hosts, ctx, Phase::Unlock, unlock_script).await;
+            let still: Vec<usize> = ids
+                .iter()
+                .copied()
+                .filter(|&i| !hosts[i].unlocked)
+                .collect();
+            simple(&still, hosts, ctx, Phase::Unlock, unlock_script).await;
             Vec::new()
         }
         Action::Finish(_) => Vec::new(),
@@ -652,6 +661,7 @@ fn plan_for<'a>(h: &'a HostRun, ctx: &'a Ctx, delivery: &'a remote::Delivery) ->
         build: &h.host.config.build,
         writable: h.host.config.writable.as_ref(),
         env: &h.host.config.env,
+        inline_payload: None,
     }
 }
 
@@ -809,6 +819,75 @@ fn cleanup_script(h: &HostRun, ctx: &Ctx) -> Option<String> {
         &h.preflight.bad,
     );
     remote::remove_releases(&h.host.config.deploy_to, &old)
+}
+
+/// What [`cleanup_and_unlock`] prints with the cleanup's exit status.
+const CLEANUP_STATUS: &str = "ship-cleanup-status=";
+
+/// Clean up (`cleanup`'s script, in a subshell of its own), then write the journal line and
+/// release the lock, in one command per host: the unlock always follows a cleanup, so it need
+/// not wait for another round trip. A failed cleanup is reported as such and does not stop the
+/// unlock; the hosts unlocked here are skipped by the unlock that follows.
+async fn cleanup_and_unlock(
+    ids: &[usize],
+    hosts: &mut [HostRun],
+    ctx: &Ctx,
+    cleanup: impl Fn(&HostRun, &Ctx) -> String,
+) {
+    let results = join_all(ids.iter().map(|&i| {
+        let h = &hosts[i];
+        let conn = h.conn.clone();
+        let clean = cleanup(h, ctx);
+        let script = format!(
+            "{}{}",
+            if clean.is_empty() {
+                String::new()
+            } else {
+                format!("({clean})\necho {CLEANUP_STATUS}$?\n")
+            },
+            unlock_script(h, ctx)
+        );
+        let t = h.host.config.timeouts.step.min(SHORT_COMMAND);
+        let name = h.host.name.clone();
+        async move {
+            ctx.phase(&name, Phase::Cleanup);
+            let r = match conn {
+                Some(c) => c.run(&script, None, None, t).await,
+                None => Err(TransportError::Other("not connected".into())),
+            };
+            (i, r)
+        }
+    }))
+    .await;
+    for (i, r) in results {
+        match r {
+            Ok(o) => {
+                let stdout = o.stdout_text();
+                let cleanup_status = stdout
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix(CLEANUP_STATUS))
+                    .filter(|rc| *rc != "0");
+                if let Some(rc) = cleanup_status {
+                    let message = format!("exited with status {rc}");
+                    let mut f = ctx.failure(Phase::Cleanup, None, Some(&o), message);
+                    f.exit_status = rc.parse().ok();
+                    hosts[i].fail(ctx, f);
+                }
+                if o.success() {
+                    hosts[i].unlocked = true;
+                } else {
+                    hosts[i].left_behind = true;
+                    let f = command_failure(ctx, Phase::Unlock, None, &o);
+                    hosts[i].fail(ctx, f);
+                }
+            }
+            // Nothing is known: the unlock that follows tries again.
+            Err(e) => {
+                let f = transport_failure(ctx, Phase::Cleanup, None, &e);
+                hosts[i].fail(ctx, f);
+            }
+        }
+    }
 }
 
 /// The journal line for this run, then our lock released.
@@ -1430,7 +1509,10 @@ async fn prepare(
         let h = &hosts[i];
         let conn = h.conn.clone();
         let host = h.host.clone();
-        let steps = remote::prepare(&plan_for(h, ctx, &source.delivery));
+        let steps = remote::prepare(&remote::Plan {
+            inline_payload: Some(&source.payload),
+            ..plan_for(h, ctx, &source.delivery)
+        });
         let stop = &stop;
         async move {
             ctx.phase(&host.name, Phase::Prepare);
@@ -1953,7 +2035,10 @@ pub async fn plan(d: Deploy) -> RunPlan {
             continue;
         }
         let d_to = &h.host.config.deploy_to;
-        let plan = plan_for(h, &ctx, &source.delivery);
+        let plan = remote::Plan {
+            inline_payload: Some(&source.payload),
+            ..plan_for(h, &ctx, &source.delivery)
+        };
         // Secrets are masked here as in every output.
         let cmd = |phase, name: &str, script: String| PlannedCommand {
             phase,

@@ -108,6 +108,30 @@ pub struct Plan<'a> {
     pub build: &'a [StepSpec],
     pub writable: Option<&'a Writable>,
     pub env: &'a [EnvVar],
+    /// The tarball itself, when the upload may carry it in its command (see [`INLINE_MAX`]).
+    pub inline_payload: Option<&'a [u8]>,
+}
+
+/// A tarball up to this size (as sent) travels inside the upload command, in the host's one
+/// shell, instead of through a channel of its own: a channel costs a process start on the
+/// host (and the login shell's rc files), which outweighs a few more bytes of command.
+pub const INLINE_MAX: usize = 32 * 1024;
+
+/// `bytes` as a single-quoted `printf` format that prints exactly them: letters and digits as
+/// they are, every other byte as a three-digit octal escape (NUL included; dash, bash and
+/// BusyBox's printf all take them).
+pub fn printf_bytes(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 4 + 2);
+    s.push('\'');
+    for &b in bytes {
+        if b.is_ascii_alphanumeric() {
+            s.push(b as char);
+        } else {
+            s.push_str(&format!("\\{b:03o}"));
+        }
+    }
+    s.push('\'');
+    s
 }
 
 fn cd(deploy_to: &str) -> String {
@@ -352,8 +376,30 @@ pub fn prepare(plan: &Plan) -> Vec<Step> {
     // No -p: an existing release directory is never written into.
     let create = format!("{cd} && mkdir {q_rel}");
     let mut steps = Vec::new();
+    let inline = plan
+        .inline_payload
+        .filter(|p| p.len() <= INLINE_MAX)
+        .map(|p| format!("printf {} | ", printf_bytes(p)));
     match plan.delivery {
-        // The release directory is made by the command the tarball streams into.
+        // The release directory is made by the command the tarball goes into: inside it when
+        // small (quick, in the host's shell), else streamed to it through a channel.
+        Delivery::Tarball {
+            compression: compression @ (Compression::None | Compression::Gzip),
+        } if inline.is_some() => steps.push(Step {
+            name: "upload".into(),
+            script: format!(
+                "{create} && {}tar -x{}f - -C {q_rel}",
+                inline.unwrap_or_default(),
+                if *compression == Compression::Gzip {
+                    "z"
+                } else {
+                    ""
+                }
+            ),
+            takes_payload: false,
+            reaches_git: false,
+            quick: true,
+        }),
         Delivery::Tarball { compression } => steps.push(Step {
             name: "upload".into(),
             script: match compression {

@@ -62,6 +62,7 @@ fn plan<'a>(deploy_to: &'a str, delivery: &'a Delivery, env: &'a [EnvVar]) -> Pl
         build: &BUILD,
         writable: None,
         env,
+        inline_payload: None,
     }
 }
 
@@ -635,7 +636,73 @@ fn release_plan<'a>(deploy_to: &'a str, delivery: &'a Delivery) -> Plan<'a> {
         build: &[],
         writable: None,
         env: &[],
+        inline_payload: None,
     }
+}
+
+#[test]
+fn printf_bytes_prints_every_byte_back_in_every_shell() {
+    let all: Vec<u8> = (0..=255u8).chain(*b"0123\\'%%s\n9").collect();
+    let script = format!("printf {}", printf_bytes(&all));
+    for shell in [
+        &["sh"][..],
+        &["bash", "--posix"],
+        &["dash"],
+        &["busybox", "sh"],
+    ] {
+        let Ok(out) = Command::new(shell[0])
+            .args(&shell[1..])
+            .arg("-c")
+            .arg(&script)
+            .output()
+        else {
+            continue;
+        };
+        assert_eq!(out.stdout, all, "{shell:?}");
+    }
+}
+
+#[test]
+fn a_small_tarball_travels_inside_its_upload_command() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let src = tmp.path().join("src");
+    fs::create_dir_all(src.join("public")).expect("mkdir");
+    fs::write(src.join("public/index.html"), "small\n").expect("write");
+    let gz = Command::new("tar")
+        .args(["-czf", "-", "-C"])
+        .arg(&src)
+        .arg(".")
+        .output()
+        .expect("tar")
+        .stdout;
+    let root = tmp.path().join("app");
+    let d = root.to_str().expect("utf-8");
+    let delivery = Delivery::Tarball {
+        compression: Compression::Gzip,
+    };
+    let small = Plan {
+        inline_payload: Some(&gz),
+        ..plan(d, &delivery, &[])
+    };
+    let steps = prepare(&small);
+    assert_eq!(steps[0].name, "upload");
+    assert!(steps[0].quick && !steps[0].takes_payload, "{:?}", steps[0]);
+    assert!(steps[0].script.contains("printf '"), "{}", steps[0].script);
+    let (rc, out) = sh(&lock(d, "{}"), b"");
+    assert_eq!(rc, 0, "{out}");
+    run_prepare(&small, b"");
+    assert_eq!(
+        fs::read_to_string(root.join("releases/20261122103000/public/index.html")).expect("read"),
+        "small\n"
+    );
+    // A big one streams, as before.
+    let big = vec![7u8; INLINE_MAX + 1];
+    let steps = prepare(&Plan {
+        inline_payload: Some(&big),
+        ..plan(d, &delivery, &[])
+    });
+    assert!(steps[0].takes_payload && !steps[0].quick);
+    assert!(!steps[0].script.contains("printf"));
 }
 
 #[test]

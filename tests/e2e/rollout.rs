@@ -519,6 +519,17 @@ fn dry_run_changes_nothing_and_prints_what_a_real_run_then_does() {
         1,
         "{plan}"
     );
+    // The small example artifact goes inside its upload command, shown shortened.
+    let upload = plan
+        .split("# prepare · upload\n")
+        .nth(1)
+        .and_then(|rest| rest.lines().next())
+        .unwrap_or_else(|| panic!("an upload step: {plan}"));
+    assert!(
+        upload.contains("&& printf '") && upload.contains("characters not shown"),
+        "{upload}"
+    );
+    assert!(upload.contains("' | tar -xzf - -C releases/"), "{upload}");
     // Secrets are masked in the plan as everywhere.
     assert!(!plan.contains("tok-plan-secret-42"), "{plan}");
     assert!(
