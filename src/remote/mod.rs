@@ -150,14 +150,14 @@ pub fn preflight(deploy_to: &str, tools: &[&str], detail: bool) -> String {
             "\x20 for r in releases/*; do [ -f \"$r/REVISION\" ] && read -r v < \"$r/REVISION\" && \
              echo \"revision=${{r#releases/}} $v\"; done\n\
              \x20 if [ -f .ship/history ]; then tail -n {HISTORY_LINES} .ship/history | \
-             while IFS= read -r l; do printf 'history=%s\\n' \"$l\"; done; fi\n"
+             sed 's/^/history=/'; echo; fi\n"
         )
     } else {
         String::new()
     };
     // Few processes: the shell's own `read` and expansions do what `head` and `awk` would.
     let mut s = format!(
-        "D={d}\nN='\n'\n\
+        "D={d}\n\
          if [ -d \"$D\" ]; then\n\
          \x20 cd \"$D\" || exit 1\n\
          \x20 if [ -w . ]; then echo writable=yes; else echo writable=no; fi\n\
@@ -167,8 +167,6 @@ pub fn preflight(deploy_to: &str, tools: &[&str], detail: bool) -> String {
          [ -e \"$r/REVISION\" ] || echo \"incomplete=${{r#releases/}}\"; done\n\
          \x20 for s in .ship/stage-*; do [ -d \"$s\" ] && echo \"staged=${{s#.ship/stage-}}\"; done\n\
          \x20 if [ -d .ship/lock ]; then echo \"lock=$(head -c 4000 .ship/lock/owner 2>/dev/null | tr '\\n' ' ')\"; fi\n\
-         \x20 if [ -f .ship/history ]; then l=$(tail -c 4000 .ship/history); \
-         echo \"last=${{l##*\"$N\"}}\"; fi\n\
          \x20 for b in .ship/bad/*; do [ -e \"$b\" ] && echo \"bad=${{b#.ship/bad/}}\"; done\n\
          {detail}\
          else\n\
@@ -205,7 +203,7 @@ pub struct Preflight {
     pub incomplete: Vec<String>,
     /// Releases with a staged `current` link waiting in `.ship/`: prepared, never switched.
     pub staged: Vec<String>,
-    /// The last line of `.ship/history`.
+    /// With `detail`: the last line of `.ship/history`.
     pub last_journal: Option<String>,
     /// Releases marked bad (rolled back from): kept for inspection, never a rollback target.
     pub bad: Vec<String>,
@@ -233,9 +231,6 @@ impl Preflight {
                 "lock" => p.lock = Some(value.trim().to_owned()),
                 "incomplete" => p.incomplete.push(value.to_owned()),
                 "staged" => p.staged.push(value.to_owned()),
-                "last" if !value.trim().is_empty() => {
-                    p.last_journal = Some(value.trim().to_owned())
-                }
                 "tool" => p.tools.push(value.to_owned()),
                 "bad" => p.bad.push(value.to_owned()),
                 "revision" => {
@@ -249,6 +244,12 @@ impl Preflight {
             }
         }
         p.releases.sort();
+        p.last_journal = p
+            .history
+            .iter()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .map(|l| l.trim().to_owned());
         p
     }
 

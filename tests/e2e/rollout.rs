@@ -4,8 +4,9 @@
 //! the locks, the exit code and the message.
 
 use std::fs;
+use std::time::Duration;
 
-use crate::support::{DEPLOY_TO, Fleet};
+use crate::support::{DEPLOY_TO, Fleet, wait_until};
 
 /// Deploy and return the release id every host is now on.
 fn deploy_ok(fleet: &Fleet, args: &[&str]) -> String {
@@ -679,6 +680,11 @@ fn hosts_and_roles_limit_a_run_and_leave_the_rest_untouched() {
         &b,
     ]);
     assert_eq!(run.code, 1, "web-3 lacks {b}: {}", run.all());
+    // Release ids are the start second; a run that contacts only web-3 cannot see that web-1
+    // and web-2 have `b`, so it must start in a later second to get a new id.
+    wait_until("the next second", Duration::from_secs(3), || {
+        ship::util::release_id_at(ship::util::unix_now()) > b
+    });
     let run = fleet.ship(&["deploy", "production", "--roles", "worker"]);
     assert_eq!(run.code, 0, "{}", run.all());
     assert!(
