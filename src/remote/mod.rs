@@ -525,9 +525,6 @@ pub fn prepare(plan: &Plan) -> Vec<Step> {
         quote(plan.revision),
         quote(&format!("{rel}/REVISION"))
     ));
-    // The link that will become `current` is staged here, before the build: it changes nothing
-    // live, and the switch only needs it to exist. A failed prepare removes it with the release.
-    link.push(stage_link(plan.release_id));
     steps.push(Step {
         name: "link".into(),
         script: link.join(" && "),
@@ -743,7 +740,19 @@ fn stage_link(release_id: &str) -> String {
     )
 }
 
-/// The switch, armed: it prints [`SWITCH_READY`], then waits for a line on stdin and renames
+/// Stage the link unless it is (with no process started where perl does it).
+fn stage_if_missing(release_id: &str) -> String {
+    let dir = quote(&stage_dir(release_id)).into_owned();
+    format!(
+        "[ -L {dir}/current ] || {{ [ -d {rel} ] && mkdir -p {dir} && ln -s {rel} {dir}/current; }}",
+        rel = quote(&format!("releases/{release_id}"))
+    )
+}
+
+/// The switch, armed: it stages the link that will become `current` if no one did yet (a
+/// link named `current` in `.ship/stage-<id>`: nothing live changes; it exits
+/// [`SWITCH_CANCELLED`] when the release directory is missing), prints [`SWITCH_READY`],
+/// then waits for a line on stdin and renames
 /// the staged link over `current` only if that line is `go`. A controller that dies or cancels
 /// sends EOF or another line instead, and the host does not switch. The rename is one
 /// `rename(2)`: `current` never stops existing. The host's clock is read right after it, for
@@ -768,22 +777,27 @@ pub fn armed_switch(deploy_to: &str, release_id: &str) -> String {
     let dir = quote(&stage_dir(release_id)).into_owned();
     format!(
         "{} || exit {SWITCH_RENAME_FAILED}; \
-         if command -v perl >/dev/null 2>&1; then exec perl -e {perl} {dir}; fi; \
+         if command -v perl >/dev/null 2>&1; then exec perl -e {perl} {dir} {rel}; fi; \
+         {stage} || exit {SWITCH_CANCELLED}; \
          echo {SWITCH_READY}; \
          read -r go && [ \"$go\" = go ] || exit {SWITCH_CANCELLED}; \
          mv -f {dir}/current . || exit {SWITCH_RENAME_FAILED}; date +%s%N; rmdir {dir}; exit 0",
         cd(deploy_to),
         perl = quote(&armed_switch_perl()),
+        rel = quote(&format!("releases/{release_id}")),
+        stage = stage_if_missing(release_id),
     )
 }
 
-/// The perl side of [`armed_switch`]: the staging directory is its argument. It reads its input
+/// The perl side of [`armed_switch`]: the staging directory and the release are its arguments. It reads its input
 /// one byte at a time (nothing past the word is taken from stdin) and prints the host's clock
 /// after the rename in nanoseconds (microsecond precision; `date` when Time::HiRes is missing).
 /// Clock values in the exchange are whole microseconds, which a perl number holds exactly.
 fn armed_switch_perl() -> String {
     format!(
         "$| = 1; my $d = $ARGV[0]; my $hires = eval {{ require Time::HiRes; 1 }}; \
+         unless (-l \"$d/current\") {{ -d $ARGV[1] or exit {SWITCH_CANCELLED}; mkdir($d); \
+         symlink($ARGV[1], \"$d/current\") or exit {SWITCH_CANCELLED}; }} \
          sub us {{ my ($s, $u) = Time::HiRes::gettimeofday(); return $s * 1000000 + $u; }} \
          print($hires ? \"{SWITCH_READY_AT}\\n\" : \"{SWITCH_READY}\\n\"); my ($c, $settle) = (\"\", 0); \
          while (1) {{ my $w = \"\"; \

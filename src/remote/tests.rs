@@ -26,7 +26,11 @@ fn sh_path(script: &str, stdin: &[u8], path: Option<&Path>) -> (i32, String) {
         .spawn()
         .expect("sh starts");
     if let Some(mut input) = child.stdin.take() {
-        input.write_all(stdin).expect("stdin");
+        // A script may end without reading its input (a switch with nothing to stage).
+        match input.write_all(stdin) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => panic!("stdin: {e}"),
+            _ => {}
+        }
     }
     let out = child.wait_with_output().expect("sh ends");
     (
@@ -105,12 +109,7 @@ fn renders_exact_commands() {
         "{link}"
     );
     assert!(
-        link.ends_with(
-            " && printf '%s\\n' abc123 > releases/20261122103000/REVISION && \
-             { [ ! -e .ship/stage-20261122103000 ] || rm -rf .ship/stage-20261122103000; } && \
-             mkdir -p .ship/stage-20261122103000 && \
-             ln -s releases/20261122103000 .ship/stage-20261122103000/current"
-        ),
+        link.ends_with(" && printf '%s\\n' abc123 > releases/20261122103000/REVISION"),
         "{link}"
     );
     assert!(steps[1].quick);
@@ -132,7 +131,11 @@ fn renders_exact_commands() {
     );
     assert!(
         armed.ends_with(
-            "' .ship/stage-20261122103000; fi; echo ship-switch-ready; \
+            "' .ship/stage-20261122103000 releases/20261122103000; fi; \
+             [ -L .ship/stage-20261122103000/current ] || { [ -d releases/20261122103000 ] && \
+             mkdir -p .ship/stage-20261122103000 && \
+             ln -s releases/20261122103000 .ship/stage-20261122103000/current; } || exit 76; \
+             echo ship-switch-ready; \
              read -r go && [ \"$go\" = go ] || exit 76; \
              mv -f .ship/stage-20261122103000/current . || exit 77; date +%s%N; \
              rmdir .ship/stage-20261122103000; exit 0"
@@ -873,7 +876,7 @@ fn the_armed_switch_renames_only_on_its_word_with_and_without_perl() {
     // A PATH without perl: only what the shell fallback uses.
     let bin = tmp.path().join("bin");
     fs::create_dir_all(&bin).expect("bin");
-    for tool in ["mv", "date", "rmdir"] {
+    for tool in ["mv", "date", "rmdir", "mkdir", "ln"] {
         let found = ["/usr/bin", "/bin"]
             .iter()
             .map(|d| Path::new(d).join(tool))
@@ -921,10 +924,20 @@ fn the_armed_switch_renames_only_on_its_word_with_and_without_perl() {
         assert!(now - ns < 10_000_000_000, "{path:?}: {ns} is now-ish");
         assert_eq!(current(), Path::new("releases/2"), "{path:?}");
         assert!(!root.join(stage_dir("2")).exists(), "{path:?}");
-        // A missing staged link: the rename fails, current is unchanged.
-        let (rc, _) = sh_path(&armed_switch(&d, "9"), b"go\n", path);
-        assert_eq!(rc, SWITCH_RENAME_FAILED as i32, "{path:?}");
+        // A missing release: nothing to stage, so no switch.
+        let (rc, out) = sh_path(&armed_switch(&d, "9"), b"go\n", path);
+        assert_eq!(rc, SWITCH_CANCELLED as i32, "{path:?}: {out}");
+        assert!(!out.contains(SWITCH_READY), "{out}");
         assert_eq!(current(), Path::new("releases/2"));
+        assert!(!root.join(stage_dir("9")).exists());
+        // A release nobody staged: the switch stages it.
+        std::os::unix::fs::symlink("releases/2", root.join("current.new")).expect("link");
+        fs::rename(root.join("current.new"), root.join("current")).expect("reset");
+        let (rc, out) = sh_path(&armed_switch(&d, "1"), b"go\n", path);
+        assert_eq!(rc, 0, "{path:?}: {out}");
+        assert_eq!(current(), Path::new("releases/1"));
+        std::os::unix::fs::symlink("releases/2", root.join("current.new")).expect("link");
+        fs::rename(root.join("current.new"), root.join("current")).expect("reset");
         if path.is_some() {
             // The shell knows only `go`: a clock question cancels it.
             stage("1");
