@@ -93,6 +93,15 @@ pub struct HostSummary {
     pub warnings: Vec<Failure>,
 }
 
+impl HostSummary {
+    /// When this host switched, on the controller's clock (its own stamp corrected by its
+    /// measured clock offset; as is when no offset was measured), in Unix nanoseconds.
+    pub fn switched_at_controller_ns(&self) -> Option<i128> {
+        let own = self.switched_at_unix_ns? as i128;
+        Some(own - self.clock_offset_us.map_or(0, |us| i128::from(us) * 1000))
+    }
+}
+
 /// Time spent in one phase across the fleet.
 #[derive(Debug, Clone, Serialize)]
 pub struct PhaseTiming {

@@ -400,7 +400,11 @@ pub fn summary_text(s: &Summary) -> String {
     out.push('\n');
     out.push_str(&format!("  revision {}\n", s.revision));
     let width = column_width(s.hosts.iter().map(|h| h.host.as_str()));
-    let first_switch = s.hosts.iter().filter_map(|h| h.switched_at_unix_ns).min();
+    let first_switch = s
+        .hosts
+        .iter()
+        .filter_map(|h| h.switched_at_controller_ns())
+        .min();
     out.push_str(&format!(
         "  {:<width$}  {:<9}  {:<16}  {:>8}  {:>10}\n",
         "host", "result", "current", "prepare", "switched"
@@ -416,7 +420,7 @@ pub fn summary_text(s: &Summary) -> String {
             .prepare_ms
             .map(|ms| human_duration(Duration::from_millis(ms)))
             .unwrap_or_else(|| "-".into());
-        let switched = match (h.switched_at_unix_ns, first_switch) {
+        let switched = match (h.switched_at_controller_ns(), first_switch) {
             (Some(t), Some(t0)) => format!("+{:.2}ms", (t - t0) as f64 / 1e6),
             _ => "-".into(),
         };
@@ -541,7 +545,11 @@ pub fn markdown_summary(s: &Summary) -> String {
     let mut out = format!("### {headline}\n\n");
     out.push_str(&format!("revision `{}`\n\n", s.revision));
     out.push_str("| host | result | current | prepare | switched |\n|---|---|---|---|---|\n");
-    let first = s.hosts.iter().filter_map(|h| h.switched_at_unix_ns).min();
+    let first = s
+        .hosts
+        .iter()
+        .filter_map(|h| h.switched_at_controller_ns())
+        .min();
     for h in &s.hosts {
         let result = match h.result {
             HostResult::Switched => "switched",
@@ -549,7 +557,7 @@ pub fn markdown_summary(s: &Summary) -> String {
             HostResult::Unchanged => "unchanged",
             HostResult::Unknown => "**UNKNOWN**",
         };
-        let switched = match (h.switched_at_unix_ns, first) {
+        let switched = match (h.switched_at_controller_ns(), first) {
             (Some(t), Some(t0)) => format!("+{:.2}ms", (t - t0) as f64 / 1e6),
             _ => "-".into(),
         };

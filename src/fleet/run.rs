@@ -353,6 +353,10 @@ pub async fn deploy(d: Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellation
         } else {
             CancellationToken::new()
         };
+        // An unlock with nothing left to do (the cleanup's command unlocked every host) is not
+        // a phase of its own in the timings.
+        let nothing_to_do =
+            matches!(&action, Action::Unlock(ids) if ids.iter().all(|&i| hosts[i].unlocked));
         let events = {
             let work = run_action(&action, &mut hosts, &ctx, &d, &steps_stop);
             if interruptible {
@@ -393,10 +397,12 @@ pub async fn deploy(d: Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellation
             };
             ctx.reporter.report(&Event::Interrupted { message });
         }
-        phases.push(PhaseTiming {
-            phase,
-            ms: t0.elapsed().as_millis() as u64,
-        });
+        if !nothing_to_do {
+            phases.push(PhaseTiming {
+                phase,
+                ms: t0.elapsed().as_millis() as u64,
+            });
+        }
         if phase == Phase::Connect {
             if let Job::Rollback { to } = &d.job {
                 // The target must be on every host before anything is locked.
@@ -481,12 +487,9 @@ pub async fn deploy(d: Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellation
         })
         .collect::<Vec<_>>();
     // Each host's instant on our clock: its own, corrected by its measured offset.
-    let stamps: Vec<i128> = hosts
+    let stamps: Vec<i128> = host_summaries
         .iter()
-        .filter_map(|h| {
-            let ns = h.switched_at? as i128;
-            Some(ns - h.clock.map_or(0, |c| i128::from(c.offset_us) * 1000))
-        })
+        .filter_map(HostSummary::switched_at_controller_ns)
         .collect();
     let flip_skew_ms = match (stamps.iter().min(), stamps.iter().max()) {
         (Some(a), Some(b)) if outcome == Outcome::Deployed => Some((b - a) as f64 / 1e6),
