@@ -485,6 +485,9 @@ pub fn prepare(plan: &Plan) -> Vec<Step> {
         }
     }
     let mut link = vec![cd.clone()];
+    // The links themselves come last, one `ln -s` per directory they go in (a link takes its
+    // target's name, which is the shared path's own).
+    let mut links: Vec<(String, Vec<String>)> = Vec::new();
     for (path, is_dir) in plan
         .shared_files
         .iter()
@@ -494,8 +497,10 @@ pub fn prepare(plan: &Plan) -> Vec<Step> {
         let shared = quote(&format!("shared/{path}")).into_owned();
         let in_release = quote(&format!("{rel}/{path}")).into_owned();
         if let Some(dir) = parent(path) {
-            link.push(format!("mkdir -p {}", quote(&format!("shared/{dir}"))));
-            link.push(format!("mkdir -p {}", quote(&format!("{rel}/{dir}"))));
+            for d in [format!("shared/{dir}"), format!("{rel}/{dir}")] {
+                let d = quote(&d).into_owned();
+                link.push(format!("{{ [ -d {d} ] || mkdir -p {d}; }}"));
+            }
         }
         let seed = if is_dir {
             format!(
@@ -515,10 +520,18 @@ pub fn prepare(plan: &Plan) -> Vec<Step> {
         link.push(format!(
             "{{ {{ [ ! -e {in_release} ] && [ ! -L {in_release} ]; }} || rm -rf {in_release}; }}"
         ));
-        link.push(format!(
-            "ln -s {} {in_release}",
-            quote(&shared_link_target(path))
-        ));
+        let dir = match parent(path) {
+            Some(d) => format!("{rel}/{d}/"),
+            None => format!("{rel}/"),
+        };
+        let target = quote(&shared_link_target(path)).into_owned();
+        match links.iter_mut().find(|(d, _)| *d == dir) {
+            Some((_, targets)) => targets.push(target),
+            None => links.push((dir, vec![target])),
+        }
+    }
+    for (dir, targets) in links {
+        link.push(format!("ln -s {} {}", targets.join(" "), quote(&dir)));
     }
     link.push(format!(
         "printf '%s\\n' {} > {}",

@@ -103,13 +103,17 @@ fn renders_exact_commands() {
     assert!(
         link.contains(
             "{ { [ ! -e releases/20261122103000/.env ] && [ ! -L releases/20261122103000/.env ]; } \
-             || rm -rf releases/20261122103000/.env; } && \
-             ln -s ../../shared/.env releases/20261122103000/.env && "
+             || rm -rf releases/20261122103000/.env; } && "
         ),
         "{link}"
     );
+    // One `ln -s` per directory the links go in.
     assert!(
-        link.ends_with(" && printf '%s\\n' abc123 > releases/20261122103000/REVISION"),
+        link.ends_with(
+            " && ln -s ../../shared/.env ../../shared/storage releases/20261122103000/ && \
+             ln -s ../../../shared/config/app.ini releases/20261122103000/config/ && \
+             printf '%s\\n' abc123 > releases/20261122103000/REVISION"
+        ),
         "{link}"
     );
     assert!(steps[1].quick);

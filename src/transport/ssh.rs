@@ -401,7 +401,8 @@ impl SshConnection {
     async fn open_session(&self) -> Result<Arc<Session>, TransportError> {
         let channel = self.open_channel().await?;
         channel
-            .exec(true, "sh -s")
+            // `exec`: the login shell becomes the session's shell, not its idle parent.
+            .exec(true, "exec sh -s")
             .await
             .map_err(|e| TransportError::Lost(describe_russh_error(&e)))?;
         let (mut read, write) = channel.split();
