@@ -496,10 +496,10 @@ pub async fn deploy(d: Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellation
         _ => None,
     };
     let clock_error_ms = flip_skew_ms.and_then(|_| {
-        hosts
+        host_summaries
             .iter()
-            .filter(|h| h.switched_at.is_some())
-            .filter_map(|h| h.clock.map(|c| c.error_us))
+            .filter(|h| h.switched_at_unix_ns.is_some())
+            .filter_map(|h| h.clock_error_us)
             .max()
             .map(|us| us as f64 / 1e3)
     });
@@ -538,8 +538,11 @@ async fn run_action(
     // Hosts armed at the end of their prepare wait for their word; anything else done to them
     // (discard, revert, unlock…) means their switch is off.
     match action {
-        Action::Switch(_) | Action::Verify(_) | Action::Observe | Action::RunOnce(_) => {}
-        Action::Finish(_) => {}
+        Action::Switch(_)
+        | Action::Verify(_)
+        | Action::Observe
+        | Action::RunOnce(_)
+        | Action::Finish(_) => {}
         Action::Connect(ids)
         | Action::Lock(ids)
         | Action::Prepare(ids)
@@ -837,32 +840,18 @@ async fn cleanup_and_unlock(
     ctx: &Ctx,
     cleanup: impl Fn(&HostRun, &Ctx) -> String,
 ) {
-    let results = join_all(ids.iter().map(|&i| {
-        let h = &hosts[i];
-        let conn = h.conn.clone();
-        let clean = cleanup(h, ctx);
-        let script = format!(
-            "{}{}",
-            if clean.is_empty() {
-                String::new()
-            } else {
-                format!("({clean})\necho {CLEANUP_STATUS}$?\n")
-            },
-            unlock_script(h, ctx)
-        );
-        let t = h.host.config.timeouts.step.min(SHORT_COMMAND);
-        let name = h.host.name.clone();
-        async move {
-            ctx.phase(&name, Phase::Cleanup);
-            let r = match conn {
-                Some(c) => c.run(&script, None, None, t).await,
-                None => Err(TransportError::Other("not connected".into())),
-            };
-            (i, r)
+    let script = |h: &HostRun, c: &Ctx| {
+        let clean = cleanup(h, c);
+        let unlock = unlock_script(h, c);
+        if clean.is_empty() {
+            unlock
+        } else {
+            format!("({clean})\necho {CLEANUP_STATUS}$?\n{unlock}")
         }
-    }))
-    .await;
-    for (i, r) in results {
+    };
+    // The script always has the unlock: every host has a result.
+    let results = run_short(ids, hosts, ctx, Phase::Cleanup, script).await;
+    for (i, r) in results.into_iter().filter_map(|(i, r)| Some((i, r?))) {
         match r {
             Ok(o) => {
                 let stdout = o.stdout_text();
@@ -1593,14 +1582,22 @@ struct Armed {
     lines: tokio::sync::mpsc::UnboundedReceiver<(String, i64)>,
     /// It can be given an instant (`at`), not only `go`.
     scheduled: bool,
-    /// Its answers to our clock questions, and what they tell.
+    /// Its answers to our clock questions.
     samples: Vec<clock::Sample>,
-    clock: Option<clock::Offset>,
-    /// The round trip of its last clock question.
-    last_trip: i64,
 }
 
 impl Armed {
+    /// Its clock against ours, from its answers (none: it is not scheduled).
+    fn clock(&self) -> Option<clock::Offset> {
+        clock::estimate(&self.samples)
+    }
+
+    /// Tell the host not to switch (end of input), and wait up to `t` for its command to end.
+    async fn disarm(mut self, t: Duration) {
+        let _ = self.p.close_stdin().await;
+        let _ = tokio::time::timeout(t, self.p.wait()).await;
+    }
+
     /// The next stdout line that satisfies `want`, with when it arrived.
     async fn line(&mut self, want: impl Fn(&str) -> bool) -> Result<(String, i64), TransportError> {
         while let Some((line, at)) = self.lines.recv().await {
@@ -1659,7 +1656,6 @@ async fn ask_clocks(
                 };
                 for _ in 0..n {
                     let sample = a.ask_clock().await?;
-                    a.last_trip = sample.round_trip();
                     a.samples.push(sample);
                 }
                 Ok::<_, TransportError>(())
@@ -1670,7 +1666,6 @@ async fn ask_clocks(
                     after: t,
                     what: "reading the host's clock",
                 })??;
-            a.clock = clock::estimate(&a.samples);
             Ok(a)
         }
     }))
@@ -1698,8 +1693,6 @@ async fn arm(h: &HostRun, ctx: &Ctx) -> Result<Armed, TransportError> {
             lines,
             scheduled: false,
             samples: Vec::new(),
-            clock: None,
-            last_trip: 0,
         };
         let (ready, _) = a.line(|l| l.starts_with(remote::SWITCH_READY)).await?;
         a.scheduled = ready == remote::SWITCH_READY_AT;
@@ -1722,11 +1715,7 @@ async fn disarm(ids: &[usize], hosts: &mut [HostRun]) {
             hosts[i].armed.take().map(|a| (a, t))
         })
         .collect();
-    join_all(armed.into_iter().map(|(mut a, t)| async move {
-        let _ = a.p.close_stdin().await;
-        let _ = tokio::time::timeout(t, a.p.wait()).await;
-    }))
-    .await;
+    join_all(armed.into_iter().map(|(a, t)| a.disarm(t))).await;
 }
 
 /// Clock questions per host before a scheduled switch, asked of a few hosts at a time (short
@@ -1768,11 +1757,7 @@ async fn switch(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx) -> Vec<P> {
         // Some host cannot be armed: tell every armed host not to switch (EOF). Nothing changes.
         for (&i, a) in ids.iter().zip(armed) {
             match a {
-                Ok(mut a) => {
-                    let _ = a.p.close_stdin().await;
-                    let _ = tokio::time::timeout(hosts[i].host.config.timeouts.switch, a.p.wait())
-                        .await;
-                }
+                Ok(a) => a.disarm(hosts[i].host.config.timeouts.switch).await,
                 Err(e) => {
                     let f = transport_failure(ctx, Phase::Switch, None, &e);
                     hosts[i].fail(ctx, f);
@@ -1787,10 +1772,13 @@ async fn switch(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx) -> Vec<P> {
     //    whose clock we know is given an instant a little ahead (time for every word to
     //    arrive), on its own clock: all of them rename at that instant. The others get `go`
     //    at that instant.
+    let clocks: Vec<Option<clock::Offset>> = armed.iter().map(Armed::clock).collect();
+    // The round trip of each scheduled host's last question, asked of every host at once.
     let trips: Vec<i64> = armed
         .iter()
-        .filter(|a| a.clock.is_some())
-        .map(|a| a.last_trip)
+        .zip(&clocks)
+        .filter(|(_, c)| c.is_some())
+        .filter_map(|(a, _)| a.samples.last().map(clock::Sample::round_trip))
         .collect();
     let at = if trips.is_empty() {
         clock::now_us()
@@ -1800,8 +1788,8 @@ async fn switch(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx) -> Vec<P> {
     let settle =
         (SETTLE_PER_HOST.as_micros() as usize * trips.len()).min(SETTLE_MOST.as_micros() as usize);
     let mut fire: Vec<Result<(), TransportError>> =
-        join_all(armed.iter_mut().map(|a| async move {
-            if let Some(c) = a.clock {
+        join_all(armed.iter_mut().zip(&clocks).map(|(a, c)| async move {
+            if let Some(c) = c {
                 a.p.write(format!("at {} {settle}\n", c.to_host(at)).as_bytes())
                     .await?;
                 a.p.close_stdin().await?;
@@ -1809,13 +1797,13 @@ async fn switch(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx) -> Vec<P> {
             Ok(())
         }))
         .await;
-    if armed.iter().any(|a| a.clock.is_none()) {
+    if clocks.iter().any(Option::is_none) {
         let wait = at - clock::now_us();
         if wait > 0 {
             tokio::time::sleep(Duration::from_micros(wait as u64)).await;
         }
-        let go = join_all(armed.iter_mut().map(|a| async move {
-            if a.clock.is_none() {
+        let go = join_all(armed.iter_mut().zip(&clocks).map(|(a, c)| async move {
+            if c.is_none() {
                 a.p.write(b"go\n").await?;
                 a.p.close_stdin().await?;
             }
@@ -1829,21 +1817,23 @@ async fn switch(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx) -> Vec<P> {
         }
     }
     // 4. Collect the confirmations.
-    let results = join_all(ids.iter().zip(armed).zip(fire).map(|((&i, mut a), fired)| {
-        let t = hosts[i].host.config.timeouts.switch;
-        async move {
-            let r = match fired {
-                Err(e) => Err(e),
-                Ok(()) => tokio::time::timeout(t, a.p.wait()).await.unwrap_or(Err(
-                    TransportError::Timeout {
-                        after: t,
-                        what: "waiting for the switch",
-                    },
-                )),
-            };
-            (i, a.clock, r)
-        }
-    }))
+    let results = join_all(ids.iter().zip(armed).zip(fire).zip(clocks).map(
+        |(((&i, mut a), fired), offset)| {
+            let t = hosts[i].host.config.timeouts.switch;
+            async move {
+                let r = match fired {
+                    Err(e) => Err(e),
+                    Ok(()) => tokio::time::timeout(t, a.p.wait()).await.unwrap_or(Err(
+                        TransportError::Timeout {
+                            after: t,
+                            what: "waiting for the switch",
+                        },
+                    )),
+                };
+                (i, offset, r)
+            }
+        },
+    ))
     .await;
     for (i, offset, r) in results {
         let name = hosts[i].host.name.clone();
@@ -1937,7 +1927,31 @@ async fn simple(
     phase: Phase,
     script: impl Fn(&HostRun, &Ctx) -> String,
 ) {
-    let results = join_all(ids.iter().map(|&i| {
+    // A host with nothing to run has nothing to report.
+    for (i, r) in run_short(ids, hosts, ctx, phase, script).await {
+        let f = match r {
+            None => continue,
+            Some(Ok(o)) if o.success() => continue,
+            Some(Ok(o)) => command_failure(ctx, phase, None, &o),
+            Some(Err(e)) => transport_failure(ctx, phase, None, &e),
+        };
+        if matches!(phase, Phase::Unlock | Phase::Discard) {
+            hosts[i].left_behind = true;
+        }
+        hosts[i].fail(ctx, f);
+    }
+}
+
+/// Run `script`'s short command on each host at once, in `phase`; `None` for a host whose
+/// script is empty (nothing to run there).
+async fn run_short(
+    ids: &[usize],
+    hosts: &[HostRun],
+    ctx: &Ctx,
+    phase: Phase,
+    script: impl Fn(&HostRun, &Ctx) -> String,
+) -> Vec<(usize, Option<Result<Output, TransportError>>)> {
+    join_all(ids.iter().map(|&i| {
         let h = &hosts[i];
         let conn = h.conn.clone();
         let s = script(h, ctx);
@@ -1955,20 +1969,7 @@ async fn simple(
             (i, Some(r))
         }
     }))
-    .await;
-    // A host with nothing to run has nothing to report.
-    for (i, r) in results {
-        let f = match r {
-            None => continue,
-            Some(Ok(o)) if o.success() => continue,
-            Some(Ok(o)) => command_failure(ctx, phase, None, &o),
-            Some(Err(e)) => transport_failure(ctx, phase, None, &e),
-        };
-        if matches!(phase, Phase::Unlock | Phase::Discard) {
-            hosts[i].left_behind = true;
-        }
-        hosts[i].fail(ctx, f);
-    }
+    .await
 }
 
 /// One command a run would send to a host.

@@ -384,41 +384,35 @@ pub fn prepare(plan: &Plan) -> Vec<Step> {
     match plan.delivery {
         // The release directory is made by the command the tarball goes into: inside it when
         // small (quick, in the host's shell), else streamed to it through a channel.
-        Delivery::Tarball {
-            compression: compression @ (Compression::None | Compression::Gzip),
-        } if inline.is_some() => steps.push(Step {
-            name: "upload".into(),
-            script: format!(
-                "{create} && {}tar -x{}f - -C {q_rel}",
-                inline.unwrap_or_default(),
-                if *compression == Compression::Gzip {
-                    "z"
-                } else {
-                    ""
+        Delivery::Tarball { compression } => {
+            let untar = match compression {
+                Compression::None => Some("tar -xf -"),
+                Compression::Gzip => Some("tar -xzf -"),
+                Compression::Zstd => None,
+            };
+            let (script, inline) = match (untar, inline) {
+                (Some(untar), Some(printf)) => {
+                    (format!("{create} && {printf}{untar} -C {q_rel}"), true)
                 }
-            ),
-            takes_payload: false,
-            reaches_git: false,
-            quick: true,
-        }),
-        Delivery::Tarball { compression } => steps.push(Step {
-            name: "upload".into(),
-            script: match compression {
-                Compression::None => format!("{create} && tar -xf - -C {q_rel}"),
-                Compression::Gzip => format!("{create} && tar -xzf - -C {q_rel}"),
+                (Some(untar), None) => (format!("{create} && {untar} -C {q_rel}"), false),
                 // Through a file, not a pipe: a failed decompression must fail the step.
-                Compression::Zstd => {
+                (None, _) => {
                     let tmp = quote(&format!(".ship/{}.tar", plan.release_id)).into_owned();
-                    format!(
+                    let script = format!(
                         "{create} && zstd -q -d -c > {tmp} && tar -xf {tmp} -C {q_rel}; rc=$?; \
                          rm -f {tmp}; exit $rc"
-                    )
+                    );
+                    (script, false)
                 }
-            },
-            takes_payload: true,
-            reaches_git: false,
-            quick: false,
-        }),
+            };
+            steps.push(Step {
+                name: "upload".into(),
+                script,
+                takes_payload: !inline,
+                reaches_git: false,
+                quick: inline,
+            });
+        }
         Delivery::Git {
             url,
             commit,
@@ -741,14 +735,10 @@ fn stage_dir(release_id: &str) -> String {
 /// Make, ahead of the switch, the link that will become `current`: a link named `current` in a
 /// staging directory, so that switching is a single rename into `deploy_to`.
 pub fn stage_switch(deploy_to: &str, release_id: &str) -> String {
-    format!("{} && {}", cd(deploy_to), stage_link(release_id))
-}
-
-/// [`stage_switch`] without its `cd`: run in `deploy_to`.
-fn stage_link(release_id: &str) -> String {
     let dir = quote(&stage_dir(release_id)).into_owned();
     format!(
-        "{{ [ ! -e {dir} ] || rm -rf {dir}; }} && mkdir -p {dir} && ln -s {} {dir}/current",
+        "{} && {{ [ ! -e {dir} ] || rm -rf {dir}; }} && mkdir -p {dir} && ln -s {} {dir}/current",
+        cd(deploy_to),
         quote(&format!("releases/{release_id}"))
     )
 }

@@ -48,6 +48,17 @@ fn run_prepare(plan: &Plan, payload: &[u8]) {
     }
 }
 
+/// The tarball of `dir`'s contents, made by tar with `create` (`-cf`, `-czf`).
+fn tar_of(dir: &Path, create: &str) -> Vec<u8> {
+    Command::new("tar")
+        .args([create, "-", "-C"])
+        .arg(dir)
+        .arg(".")
+        .output()
+        .expect("tar")
+        .stdout
+}
+
 fn plan<'a>(deploy_to: &'a str, delivery: &'a Delivery, env: &'a [EnvVar]) -> Plan<'a> {
     static FILES: std::sync::LazyLock<Vec<String>> =
         std::sync::LazyLock::new(|| vec![".env".into(), "config/app.ini".into()]);
@@ -374,13 +385,7 @@ fn scripts_behave_on_a_real_shell() {
         fs::write(src.join(".env"), "FROM_RELEASE=1\n").expect("write");
         fs::write(src.join("storage/logs/seed.log"), "seed\n").expect("write");
         fs::write(src.join("index.html"), "v1\n").expect("write");
-        let out = Command::new("tar")
-            .args(["-cf", "-", "-C"])
-            .arg(&src)
-            .arg(".")
-            .output()
-            .expect("tar");
-        out.stdout
+        tar_of(&src, "-cf")
     };
     let delivery = Delivery::Tarball {
         compression: Compression::None,
@@ -670,13 +675,7 @@ fn a_small_tarball_travels_inside_its_upload_command() {
     let src = tmp.path().join("src");
     fs::create_dir_all(src.join("public")).expect("mkdir");
     fs::write(src.join("public/index.html"), "small\n").expect("write");
-    let gz = Command::new("tar")
-        .args(["-czf", "-", "-C"])
-        .arg(&src)
-        .arg(".")
-        .output()
-        .expect("tar")
-        .stdout;
+    let gz = tar_of(&src, "-czf");
     let root = tmp.path().join("app");
     let d = root.to_str().expect("utf-8");
     let delivery = Delivery::Tarball {
