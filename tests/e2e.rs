@@ -286,7 +286,12 @@ fn hosts_ready_and_armed_are_told_not_to_switch_when_another_fails_later() {
         assert!(!h.locked(), "{}: lock released", h.name);
         // The waiting switches were ended before the discard: it, and the unlock, ran in the
         // host's one shell, like everything else (the small artifact rides in it too).
-        assert_eq!(fleet.command_channels(i) - channels[i], 1, "{}", h.name);
+        assert_eq!(
+            fleet.command_channels(i) - channels[i],
+            1,
+            "{}: {all}",
+            h.name
+        );
         assert_eq!(h.running("perl"), 0, "{}", h.name);
         assert_eq!(h.journal().last().expect("journal")["outcome"], "aborted");
     }

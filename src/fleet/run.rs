@@ -12,8 +12,8 @@ use super::lock::HeldLock;
 use super::protocol::{Action, Event as P, Options, Outcome, Protocol, SwitchState};
 use crate::inventory::{Host, OnFailure, Stage};
 use crate::remote::{
-    self, LOCK_HELD, LockOwner, Preflight, RELEASE_MISSING, SWITCH_CANCELLED, SWITCH_RENAME_FAILED,
-    Step,
+    self, CLEANUP_STATUS, LOCK_HELD, LockOwner, Preflight, RELEASE_MISSING, SWITCH_CANCELLED,
+    SWITCH_RENAME_FAILED, Step,
 };
 use crate::report::{
     Event, Failure, HostResult, HostSummary, Phase, PhaseTiming, Reporter, Summary,
@@ -595,17 +595,17 @@ async fn run_action(
         // The journal line and the unlock that always follow go in the same command.
         Action::Cleanup(ids) => {
             match &d.job {
-                Job::Deploy(_) => {
-                    cleanup_and_unlock(ids, hosts, ctx, |h, c| {
-                        cleanup_script(h, c).unwrap_or_default()
-                    })
-                    .await
-                }
+                Job::Deploy(_) => cleanup_and_unlock(ids, hosts, ctx, finish_script).await,
                 // Rolled back from: kept for inspection, marked bad.
                 Job::Rollback { .. } => {
                     cleanup_and_unlock(ids, hosts, ctx, |h, c| {
                         let from: Vec<&str> = h.preflight.current_release().into_iter().collect();
-                        remote::mark_bad(&h.host.config.deploy_to, &from, Some(c.release.as_str()))
+                        let d = &h.host.config.deploy_to;
+                        format!(
+                            "({})\necho {CLEANUP_STATUS}$?\n{}",
+                            remote::mark_bad(d, &from, Some(c.release.as_str())),
+                            unlock_script(h, c)
+                        )
                     })
                     .await
                 }
@@ -812,9 +812,9 @@ fn verify_steps(plan: &remote::Plan, host: &Host) -> Vec<Step> {
     steps
 }
 
-/// Removing the releases beyond `keep_releases` once this release is current; `None` when
-/// there are none.
-fn cleanup_script(h: &HostRun, ctx: &Ctx) -> Option<String> {
+/// The end of a deploy on a host: the journal line, the releases beyond `keep_releases`
+/// removed now that this release is current, and the lock released (see [`remote::finish`]).
+fn finish_script(h: &HostRun, ctx: &Ctx) -> String {
     let mut releases = h.preflight.releases.clone();
     releases.push(ctx.release.clone());
     let old = remote::releases_to_remove(
@@ -824,31 +824,21 @@ fn cleanup_script(h: &HostRun, ctx: &Ctx) -> Option<String> {
         h.preflight.current_release(),
         &h.preflight.bad,
     );
-    remote::remove_releases(&h.host.config.deploy_to, &old)
+    let d = &h.host.config.deploy_to;
+    remote::finish(d, &ctx.token, &journal_line(h, ctx), &old)
 }
 
-/// What [`cleanup_and_unlock`] prints with the cleanup's exit status.
-const CLEANUP_STATUS: &str = "ship-cleanup-status=";
-
-/// Clean up (`cleanup`'s script, in a subshell of its own), then write the journal line and
-/// release the lock, in one command per host: the unlock always follows a cleanup, so it need
+/// Clean up, write the journal line and release the lock, in one command per host (`script`,
+/// which prints [`CLEANUP_STATUS`] and the status when its cleanup failed, and exits non-zero
+/// only when the lock could not be released): the unlock always follows a cleanup, so it need
 /// not wait for another round trip. A failed cleanup is reported as such and does not stop the
 /// unlock; the hosts unlocked here are skipped by the unlock that follows.
 async fn cleanup_and_unlock(
     ids: &[usize],
     hosts: &mut [HostRun],
     ctx: &Ctx,
-    cleanup: impl Fn(&HostRun, &Ctx) -> String,
+    script: impl Fn(&HostRun, &Ctx) -> String,
 ) {
-    let script = |h: &HostRun, c: &Ctx| {
-        let clean = cleanup(h, c);
-        let unlock = unlock_script(h, c);
-        if clean.is_empty() {
-            unlock
-        } else {
-            format!("({clean})\necho {CLEANUP_STATUS}$?\n{unlock}")
-        }
-    };
     // The script always has the unlock: every host has a result.
     let results = run_short(ids, hosts, ctx, Phase::Cleanup, script).await;
     for (i, r) in results.into_iter().filter_map(|(i, r)| Some((i, r?))) {
@@ -1497,6 +1487,12 @@ async fn prepare(
     // The first failure closes the barrier: the other hosts' steps are stopped at once rather
     // than left to finish a build nobody will switch to. An interruption does the same.
     let stop = ctx.cancel.child_token();
+    // Hosts armed early keep answering clock questions until every host is prepared (see
+    // `keep_time`); this is cancelled when the last one is.
+    let all_prepared = CancellationToken::new();
+    let unprepared = std::sync::atomic::AtomicUsize::new(ids.len());
+    let few = Semaphore::new(CLOCK_CONCURRENCY);
+    let together = ids.len() > 1;
     let results = join_all(ids.iter().map(|&i| {
         let h = &hosts[i];
         let conn = h.conn.clone();
@@ -1506,9 +1502,12 @@ async fn prepare(
             ..plan_for(h, ctx, &source.delivery)
         });
         let stop = &stop;
+        let (all_prepared, unprepared, few) = (&all_prepared, &unprepared, &few);
         async move {
             ctx.phase(&host.name, Phase::Prepare);
             let t0 = Instant::now();
+            // However this host's prepare ends, it is one fewer to wait for.
+            let done = Countdown(unprepared, all_prepared);
             let Some(conn) = conn else {
                 return (
                     i,
@@ -1539,7 +1538,28 @@ async fn prepare(
                 Ok((false, _)) => {}
                 Err(_) => stop.cancel(),
             }
-            (i, t0.elapsed(), r)
+            let took = t0.elapsed();
+            drop(done);
+            if let Ok((true, Some(a))) = &mut r {
+                if together && a.scheduled {
+                    let waiting = async {
+                        tokio::select! {
+                            _ = all_prepared.cancelled() => {}
+                            _ = stop.cancelled() => {}
+                        }
+                    };
+                    if let Err(e) = keep_time(a, few, host.config.timeouts.switch, waiting).await {
+                        r = Err(transport_failure(
+                            ctx,
+                            Phase::Prepare,
+                            Some("arm switch"),
+                            &e,
+                        ));
+                        stop.cancel();
+                    }
+                }
+            }
+            (i, took, r)
         }
     }))
     .await;
@@ -1610,6 +1630,22 @@ impl Armed {
         ))
     }
 
+    /// [`Armed::ask_clock`], given up after `t`.
+    async fn ask_clock_within(&mut self, t: Duration) -> Result<clock::Sample, TransportError> {
+        tokio::time::timeout(t, self.ask_clock())
+            .await
+            .map_err(|_| TransportError::Timeout {
+                after: t,
+                what: "reading the host's clock",
+            })?
+    }
+
+    /// Forget answers older than [`CLOCK_FRESH`] at `now` (µs).
+    fn keep_fresh(&mut self, now: i64) {
+        let oldest = now - CLOCK_FRESH.as_micros() as i64;
+        self.samples.retain(|s| s.received >= oldest);
+    }
+
     /// Ask the host for its clock once.
     async fn ask_clock(&mut self) -> Result<clock::Sample, TransportError> {
         let sent = clock::now_us();
@@ -1628,15 +1664,15 @@ impl Armed {
     }
 }
 
-/// Ask every armed host that can be scheduled for its clock `n` times (holding a permit of
-/// `turn`, if given, meanwhile), and estimate its offset from all its answers so far.
+/// Ask every armed host that can be scheduled for its clock, `n` of it times (holding a permit
+/// of `turn`, if given, meanwhile), adding to its answers so far.
 /// Nothing is asked once any host failed: the switch will not happen.
 async fn ask_clocks(
     ids: &[usize],
     hosts: &[HostRun],
     armed: Vec<Result<Armed, TransportError>>,
     turn: Option<&Semaphore>,
-    n: usize,
+    n: impl Fn(&Armed) -> usize,
 ) -> Vec<Result<Armed, TransportError>> {
     // One host has no one to switch together with.
     if ids.len() < 2 || armed.iter().any(|a| a.is_err()) {
@@ -1644,9 +1680,11 @@ async fn ask_clocks(
     }
     join_all(ids.iter().zip(armed).map(|(&i, a)| {
         let t = hosts[i].host.config.timeouts.switch;
+        let n = &n;
         async move {
             let mut a = a?;
-            if !a.scheduled {
+            let n = n(&a);
+            if !a.scheduled || n == 0 {
                 return Ok(a);
             }
             let ask = async {
@@ -1705,6 +1743,48 @@ async fn arm(h: &HostRun, ctx: &Ctx) -> Result<Armed, TransportError> {
     })?
 }
 
+/// Counts a host's prepare as ended when dropped; the last one cancels the token.
+struct Countdown<'a>(&'a std::sync::atomic::AtomicUsize, &'a CancellationToken);
+
+impl Drop for Countdown<'_> {
+    fn drop(&mut self) {
+        if self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+            self.1.cancel();
+        }
+    }
+}
+
+/// While a host that is armed early waits for the rest of the fleet, keep its clock measured:
+/// [`CLOCK_QUESTIONS`] questions at once (holding a permit of `few`), then one every
+/// [`CLOCK_PERIOD`] until `waiting` ends. So when the switch comes, the host has fresh answers
+/// and it need not be asked again a few hosts at a time (a round trip per question that grows
+/// with the fleet), but only once with every host at once.
+async fn keep_time(
+    a: &mut Armed,
+    few: &Semaphore,
+    t: Duration,
+    waiting: impl std::future::Future<Output = ()>,
+) -> Result<(), TransportError> {
+    {
+        let _permit = few.acquire().await.ok();
+        for _ in 0..CLOCK_QUESTIONS {
+            let s = a.ask_clock_within(t).await?;
+            a.samples.push(s);
+        }
+    }
+    tokio::pin!(waiting);
+    loop {
+        tokio::select! {
+            _ = &mut waiting => return Ok(()),
+            _ = tokio::time::sleep(CLOCK_PERIOD) => {
+                let s = a.ask_clock_within(t).await?;
+                a.keep_fresh(clock::now_us());
+                a.samples.push(s);
+            }
+        }
+    }
+}
+
 /// Tell armed hosts among `ids` not to switch (end of input), and wait for their switch
 /// commands to end: the switch is not going to happen there, and their sessions are needed.
 async fn disarm(ids: &[usize], hosts: &mut [HostRun]) {
@@ -1722,6 +1802,11 @@ async fn disarm(ids: &[usize], hosts: &mut [HostRun]) {
 /// round trips, so small error bounds)...
 const CLOCK_QUESTIONS: usize = 3;
 const CLOCK_CONCURRENCY: usize = 8;
+/// How often a host armed early is asked for its clock while it waits for the rest.
+const CLOCK_PERIOD: Duration = Duration::from_millis(500);
+/// Answers older than this are not used for the switch: clocks drift apart (by a few µs per
+/// second between NTP-disciplined hosts, by up to 0.5 ms per second while NTP slews one).
+const CLOCK_FRESH: Duration = Duration::from_secs(2);
 /// After its rename, a scheduled host waits this long per scheduled host before it reports, at
 /// most `SETTLE_MOST` (see [`remote::armed_switch`]).
 const SETTLE_PER_HOST: Duration = Duration::from_micros(100);
@@ -1747,11 +1832,26 @@ async fn switch(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx) -> Vec<P> {
     }))
     .await;
     // 2. Measure each host's clock against ours, once every host is armed: a few hosts at a
-    //    time, for short round trips and so small error bounds; then once more every host at
-    //    once, the way the words will go out, for how long they take to arrive.
+    //    time, for short round trips and so small error bounds (hosts armed early were asked
+    //    while they waited: only those without enough fresh answers are asked now); then once
+    //    more every host at once, the way the words will go out, for how long they take to
+    //    arrive.
+    let now = clock::now_us();
+    let armed: Vec<_> = armed
+        .into_iter()
+        .map(|a| {
+            a.map(|mut a| {
+                a.keep_fresh(now);
+                a
+            })
+        })
+        .collect();
     let few = Semaphore::new(CLOCK_CONCURRENCY);
-    let armed = ask_clocks(ids, hosts, armed, Some(&few), CLOCK_QUESTIONS).await;
-    let armed = ask_clocks(ids, hosts, armed, None, 1).await;
+    let armed = ask_clocks(ids, hosts, armed, Some(&few), |a| {
+        CLOCK_QUESTIONS.saturating_sub(a.samples.len())
+    })
+    .await;
+    let armed = ask_clocks(ids, hosts, armed, None, |_| 1).await;
     let mut events = Vec::new();
     if armed.iter().any(|a| a.is_err()) {
         // Some host cannot be armed: tell every armed host not to switch (EOF). Nothing changes.
@@ -2066,13 +2166,10 @@ pub async fn plan(d: Deploy) -> RunPlan {
         for step in verify_steps(&plan, &h.host) {
             commands.push(cmd(Phase::Verify, &step.name, step.script));
         }
-        if let Some(script) = cleanup_script(h, &ctx) {
-            commands.push(cmd(Phase::Cleanup, "remove old releases", script));
-        }
         commands.push(cmd(
-            Phase::Unlock,
-            "journal and unlock",
-            unlock_script(h, &ctx),
+            Phase::Cleanup,
+            "journal, old releases and unlock",
+            finish_script(h, &ctx),
         ));
         out.push(HostPlan {
             host: h.host.name.clone(),

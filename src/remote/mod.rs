@@ -921,16 +921,38 @@ pub fn check(deploy_to: &str, shared_files: &[String], shared_dirs: &[String]) -
     s
 }
 
-/// Remove old releases (ids chosen by [`releases_to_remove`]).
-pub fn remove_releases(deploy_to: &str, ids: &[String]) -> Option<String> {
-    if ids.is_empty() {
-        return None;
+/// What [`finish`] prints when removing old releases failed: this, then `rm`'s exit status.
+pub const CLEANUP_STATUS: &str = "ship-cleanup-status=";
+
+/// The end of a deploy on a host, in one command: the journal line, then the old releases (ids
+/// chosen by [`releases_to_remove`]) and our lock removed by one `rm` (the lock only if its
+/// owner record still carries `token`). When the `rm` fails and an old release is still there,
+/// it prints [`CLEANUP_STATUS`] and the status; whatever happened to them, it then makes sure
+/// the lock is gone, and exits non-zero only if our lock could not be removed.
+pub fn finish(deploy_to: &str, token: &str, json_line: &str, old: &[String]) -> String {
+    let mut s = format!(
+        "{} && printf '%s\\n' {} >> .ship/history; \
+         o= && {{ [ ! -f .ship/lock/owner ] || read -r o < .ship/lock/owner; }}; \
+         case $o in *{}*) l=.ship/lock;; *) l=;; esac; ",
+        cd(deploy_to),
+        quote(json_line),
+        quote(token),
+    );
+    if old.is_empty() {
+        s.push_str("[ -z \"$l\" ] || rm -rf .ship/lock");
+        return s;
     }
-    let paths: Vec<String> = ids
+    let paths: Vec<String> = old
         .iter()
         .map(|id| quote(&format!("releases/{id}")).into_owned())
         .collect();
-    Some(format!("{} && rm -rf {}", cd(deploy_to), paths.join(" ")))
+    let paths = paths.join(" ");
+    s.push_str(&format!(
+        "rm -rf {paths} $l; c=$?; if [ $c -ne 0 ]; then \
+         for r in {paths}; do if [ -e \"$r\" ] || [ -L \"$r\" ]; then echo {CLEANUP_STATUS}$c; break; fi; done; \
+         [ -z \"$l\" ] || [ ! -e .ship/lock ] || rm -rf .ship/lock; fi"
+    ));
+    s
 }
 
 /// Whether a directory name is a release id ship made (`YYYYMMDDHHMMSS`, optional `-N`).

@@ -175,11 +175,6 @@ fn renders_exact_commands() {
         "cd /srv/app && rm -rf .ship/revert && mkdir -p .ship/revert && \
          ln -s releases/1 .ship/revert/current && mv -f .ship/revert/current . && rmdir .ship/revert"
     );
-    assert_eq!(
-        remove_releases("/srv/app", &["1".into(), "2".into()]).as_deref(),
-        Some("cd /srv/app && rm -rf releases/1 releases/2")
-    );
-    assert_eq!(remove_releases("/srv/app", &[]), None);
 }
 
 #[test]
@@ -1001,4 +996,79 @@ fn the_armed_switch_renames_only_on_its_word_with_and_without_perl() {
         assert_eq!(rc, SWITCH_CANCELLED as i32);
         assert_eq!(current(), Path::new("releases/2"));
     }
+}
+
+#[test]
+fn finish_journals_removes_old_releases_and_only_our_lock_in_one_rm() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("app");
+    let d = root.display().to_string();
+    // A fake `rm` that refuses release paths (a read-only mount, say); the real one otherwise.
+    let bin = tmp.path().join("bin");
+    fs::create_dir_all(&bin).expect("bin");
+    let fake = bin.join("rm");
+    fs::write(
+        &fake,
+        "#!/bin/sh\nrc=0\nfor a in \"$@\"; do case $a in -*) ;; releases/*) \
+         echo \"rm: cannot remove '$a': Read-only file system\" >&2; rc=1;; \
+         *) /bin/rm -rf \"$a\";; esac; done\nexit $rc\n",
+    )
+    .expect("fake rm");
+    fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let path = format!("{}:/usr/bin:/bin", bin.display());
+    let old = vec!["1".to_owned(), "2".to_owned()];
+    let setup = |owner: &str| {
+        let _ = fs::remove_dir_all(&root);
+        for id in ["1", "2", "3"] {
+            fs::create_dir_all(root.join("releases").join(id).join("sub")).expect("release");
+        }
+        fs::create_dir_all(root.join("shared/storage")).expect("shared");
+        // A release's shared link: removing the release never follows it.
+        std::os::unix::fs::symlink("../../shared/storage", root.join("releases/1/storage"))
+            .expect("link");
+        fs::create_dir_all(root.join(".ship/lock")).expect("lock");
+        fs::write(
+            root.join(".ship/lock/owner"),
+            format!("{{\"token\":\"{owner}\"}}\n"),
+        )
+        .expect("owner");
+    };
+    let exists = |p: &str| root.join(p).exists();
+    let journal = || fs::read_to_string(root.join(".ship/history")).unwrap_or_default();
+
+    // Ours: the old releases and the lock go, the journal has the line, shared/ is intact.
+    setup("tok-1");
+    let (rc, out) = sh(&finish(&d, "tok-1", "{\"n\":1}", &old), b"");
+    assert_eq!(rc, 0, "{out}");
+    assert!(!out.contains(CLEANUP_STATUS), "{out}");
+    assert!(!exists("releases/1") && !exists("releases/2") && exists("releases/3"));
+    assert!(!exists(".ship/lock"));
+    assert!(exists("shared/storage"));
+    assert_eq!(journal(), "{\"n\":1}\n");
+
+    // Another run's lock stays; the old releases still go.
+    setup("tok-2");
+    let (rc, out) = sh(&finish(&d, "tok-1", "{\"n\":1}", &old), b"");
+    assert_eq!(rc, 0, "{out}");
+    assert!(!exists("releases/1") && exists(".ship/lock/owner"));
+
+    // Nothing to remove: only the lock goes.
+    setup("tok-1");
+    let (rc, out) = sh(&finish(&d, "tok-1", "{\"n\":2}", &[]), b"");
+    assert_eq!(rc, 0, "{out}");
+    assert!(exists("releases/1") && !exists(".ship/lock"));
+
+    // The releases cannot be removed: reported with rm's status, and the lock still goes.
+    setup("tok-1");
+    let (rc, out) = sh_path(
+        &finish(&d, "tok-1", "{\"n\":3}", &old),
+        b"",
+        Some(Path::new(&path)),
+    );
+    assert_eq!(rc, 0, "{out}");
+    assert!(out.contains(&format!("{CLEANUP_STATUS}1")), "{out}");
+    assert!(out.contains("Read-only file system"), "{out}");
+    assert!(exists("releases/1") && !exists(".ship/lock"), "{out}");
+    assert!(exists("shared/storage"));
+    assert_eq!(journal(), "{\"n\":3}\n");
 }

@@ -303,7 +303,7 @@ impl Session {
             session: self.clone(),
             busy: Some(busy),
             done: rx,
-            wrote: false,
+            closed: false,
             result: None,
         };
         let line = mode.line(id, script);
@@ -326,24 +326,26 @@ pub struct SessionProcess {
     session: Arc<Session>,
     busy: Option<OwnedMutexGuard<()>>,
     done: oneshot::Receiver<Result<Output, TransportError>>,
-    wrote: bool,
+    /// The end of input was sent.
+    closed: bool,
     result: Option<Result<Output, TransportError>>,
 }
 
 impl SessionProcess {
     /// Send lines to a [`Mode::LineInput`] command, once it has shown it reads them.
     pub async fn write(&mut self, data: &[u8]) -> Result<(), TransportError> {
-        self.wrote = true;
         self.session.write(data).await
     }
 
-    /// A line reader's end of input: an empty line, unless a line was already sent (the
-    /// session's stdin itself stays open for the next command).
+    /// A line reader's end of input: an empty line (the session's stdin itself stays open for
+    /// the next command), once. A command that reads several lines (the armed switch's clock
+    /// questions) sees it however many it was sent; one that read its last line already
+    /// leaves it to the shell, for which an empty line is nothing.
     pub async fn close_stdin(&mut self) -> Result<(), TransportError> {
-        if self.wrote || self.result.is_some() {
+        if self.closed || self.result.is_some() {
             return Ok(());
         }
-        self.wrote = true;
+        self.closed = true;
         self.session.write(b"\n").await
     }
 
