@@ -245,6 +245,54 @@ fn bench_fleet(n: usize, user: &str) -> Fleet {
     fleet
 }
 
+/// The filesystem the hosts' files live on (where the fleet's temporary directory is made):
+/// its type, device and, for ext4, whether it has a journal. Without one, ext4 scans recently
+/// deleted inodes on every file it creates, which makes file creation cost about a millisecond
+/// here (see docs/performance.md).
+fn hosts_disk() -> String {
+    let dir = std::env::temp_dir();
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return format!("{} (filesystem unknown)", dir.display());
+    };
+    // The mount with the longest mount point that contains the directory.
+    let mount = info
+        .lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let point = left.split_whitespace().nth(4)?;
+            let mut r = right.split_whitespace();
+            let (fstype, source) = (r.next()?, r.next()?);
+            dir.starts_with(point).then_some((point, fstype, source))
+        })
+        .max_by_key(|(point, _, _)| point.len());
+    let Some((point, fstype, source)) = mount else {
+        return format!("{} (filesystem unknown)", dir.display());
+    };
+    let journal = if fstype == "ext4" {
+        let dev = source.rsplit('/').next().unwrap_or(source);
+        let journaled = std::fs::read_dir("/proc/fs/jbd2")
+            .map(|d| {
+                d.flatten().any(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with(&format!("{dev}-"))
+                })
+            })
+            .unwrap_or(false);
+        if journaled {
+            ", with a journal"
+        } else {
+            ", no journal: every file created scans recently deleted inodes"
+        }
+    } else {
+        ""
+    };
+    format!(
+        "{} on {fstype} ({source} at {point}{journal})",
+        dir.display()
+    )
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -291,7 +339,8 @@ fn main() {
         .unwrap_or(0);
     println!(
         "ship fleet benchmark: example app, build {BUILD_SECONDS} s, {runs} deploys per size, \
-         artifact {payload} bytes (packed once), as user {user}"
+         artifact {payload} bytes (packed once), as user {user}\nhosts' files: {}",
+        hosts_disk()
     );
     println!(
         "{:>5}  {:>22}  {:>9}  {:>12}  {:>12}  {:>10}  {:>8}  {:>7}  {:>9}",
