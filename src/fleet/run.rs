@@ -1664,8 +1664,8 @@ impl Armed {
     }
 }
 
-/// Ask every armed host that can be scheduled for its clock, `n` of it times (holding a permit
-/// of `turn`, if given, meanwhile), adding to its answers so far.
+/// Ask every armed host that can be scheduled for its clock as many times as `n` says for it
+/// (holding a permit of `turn`, if given, meanwhile), adding to its answers so far.
 /// Nothing is asked once any host failed: the switch will not happen.
 async fn ask_clocks(
     ids: &[usize],
