@@ -928,10 +928,11 @@ pub const CLEANUP_STATUS: &str = "ship-cleanup-status=";
 /// chosen by [`releases_to_remove`]) and our lock removed by one `rm` (the lock only if its
 /// owner record still carries `token`). When the `rm` fails and an old release is still there,
 /// it prints [`CLEANUP_STATUS`] and the status; whatever happened to them, it then makes sure
-/// the lock is gone, and exits non-zero only if our lock could not be removed.
+/// the lock is gone, and exits non-zero only if our lock could not be removed (or `deploy_to`
+/// cannot be entered: then nothing is done, rather than removing paths relative to elsewhere).
 pub fn finish(deploy_to: &str, token: &str, json_line: &str, old: &[String]) -> String {
     let mut s = format!(
-        "{} && printf '%s\\n' {} >> .ship/history; \
+        "{} || exit 1; printf '%s\\n' {} >> .ship/history; \
          o= && {{ [ ! -f .ship/lock/owner ] || read -r o < .ship/lock/owner; }}; \
          case $o in *{}*) l=.ship/lock;; *) l=;; esac; ",
         cd(deploy_to),

@@ -1071,4 +1071,19 @@ fn finish_journals_removes_old_releases_and_only_our_lock_in_one_rm() {
     assert!(exists("releases/1") && !exists(".ship/lock"), "{out}");
     assert!(exists("shared/storage"));
     assert_eq!(journal(), "{\"n\":3}\n");
+
+    // `deploy_to` gone: it fails, and removes nothing relative to wherever the shell is.
+    let decoy = tmp.path().join("elsewhere");
+    fs::create_dir_all(decoy.join("releases/1")).expect("decoy");
+    fs::create_dir_all(decoy.join(".ship/lock")).expect("decoy lock");
+    fs::write(decoy.join(".ship/lock/owner"), "{\"token\":\"tok-1\"}\n").expect("owner");
+    let gone = tmp.path().join("gone").display().to_string();
+    let status = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(finish(&gone, "tok-1", "{}", &old))
+        .current_dir(&decoy)
+        .status()
+        .expect("sh");
+    assert!(!status.success());
+    assert!(decoy.join("releases/1").exists() && decoy.join(".ship/lock").exists());
 }
