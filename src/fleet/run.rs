@@ -1630,14 +1630,37 @@ impl Armed {
         ))
     }
 
-    /// [`Armed::ask_clock`], given up after `t`.
-    async fn ask_clock_within(&mut self, t: Duration) -> Result<clock::Sample, TransportError> {
-        tokio::time::timeout(t, self.ask_clock())
+    /// Ask the host for its clock `n` times (holding a permit of `turn`, if given, meanwhile),
+    /// adding to its answers; all of it given up after `t`.
+    async fn ask_clock_times(
+        &mut self,
+        n: usize,
+        turn: Option<&Semaphore>,
+        t: Duration,
+    ) -> Result<(), TransportError> {
+        let ask = async {
+            let _permit = match turn {
+                Some(s) => s.acquire().await.ok(),
+                None => None,
+            };
+            for _ in 0..n {
+                let sample = self.ask_clock().await?;
+                self.samples.push(sample);
+            }
+            Ok(())
+        };
+        tokio::time::timeout(t, ask)
             .await
             .map_err(|_| TransportError::Timeout {
                 after: t,
                 what: "reading the host's clock",
             })?
+    }
+
+    /// Give the word (`go`, or `at …`) and end the input.
+    async fn tell(&mut self, word: &str) -> Result<(), TransportError> {
+        self.p.write(format!("{word}\n").as_bytes()).await?;
+        self.p.close_stdin().await
     }
 
     /// Forget answers older than [`CLOCK_FRESH`] at `now` (µs).
@@ -1687,23 +1710,7 @@ async fn ask_clocks(
             if !a.scheduled || n == 0 {
                 return Ok(a);
             }
-            let ask = async {
-                let _permit = match turn {
-                    Some(s) => s.acquire().await.ok(),
-                    None => None,
-                };
-                for _ in 0..n {
-                    let sample = a.ask_clock().await?;
-                    a.samples.push(sample);
-                }
-                Ok::<_, TransportError>(())
-            };
-            tokio::time::timeout(t, ask)
-                .await
-                .map_err(|_| TransportError::Timeout {
-                    after: t,
-                    what: "reading the host's clock",
-                })??;
+            a.ask_clock_times(n, turn, t).await?;
             Ok(a)
         }
     }))
@@ -1765,21 +1772,14 @@ async fn keep_time(
     t: Duration,
     waiting: impl std::future::Future<Output = ()>,
 ) -> Result<(), TransportError> {
-    {
-        let _permit = few.acquire().await.ok();
-        for _ in 0..CLOCK_QUESTIONS {
-            let s = a.ask_clock_within(t).await?;
-            a.samples.push(s);
-        }
-    }
+    a.ask_clock_times(CLOCK_QUESTIONS, Some(few), t).await?;
     tokio::pin!(waiting);
     loop {
         tokio::select! {
             _ = &mut waiting => return Ok(()),
             _ = tokio::time::sleep(CLOCK_PERIOD) => {
-                let s = a.ask_clock_within(t).await?;
                 a.keep_fresh(clock::now_us());
-                a.samples.push(s);
+                a.ask_clock_times(1, None, t).await?;
             }
         }
     }
@@ -1889,12 +1889,10 @@ async fn switch(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx) -> Vec<P> {
         (SETTLE_PER_HOST.as_micros() as usize * trips.len()).min(SETTLE_MOST.as_micros() as usize);
     let mut fire: Vec<Result<(), TransportError>> =
         join_all(armed.iter_mut().zip(&clocks).map(|(a, c)| async move {
-            if let Some(c) = c {
-                a.p.write(format!("at {} {settle}\n", c.to_host(at)).as_bytes())
-                    .await?;
-                a.p.close_stdin().await?;
+            match c {
+                Some(c) => a.tell(&format!("at {} {settle}", c.to_host(at))).await,
+                None => Ok(()),
             }
-            Ok(())
         }))
         .await;
     if clocks.iter().any(Option::is_none) {
@@ -1903,11 +1901,10 @@ async fn switch(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx) -> Vec<P> {
             tokio::time::sleep(Duration::from_micros(wait as u64)).await;
         }
         let go = join_all(armed.iter_mut().zip(&clocks).map(|(a, c)| async move {
-            if c.is_none() {
-                a.p.write(b"go\n").await?;
-                a.p.close_stdin().await?;
+            match c {
+                None => a.tell("go").await,
+                Some(_) => Ok(()),
             }
-            Ok(())
         }))
         .await;
         for (f, g) in fire.iter_mut().zip(go) {

@@ -323,8 +323,7 @@ pub fn relock(deploy_to: &str, token: &str, owner_json: &str) -> String {
 /// token).
 pub fn unlock(deploy_to: &str, token: &str) -> String {
     format!(
-        "{cd} && o= && {{ [ ! -f .ship/lock/owner ] || read -r o < .ship/lock/owner; }}; \
-         case $o in *{t}*) rm -rf .ship/lock;; esac",
+        "{cd} && {READ_LOCK_OWNER}; case $o in *{t}*) rm -rf .ship/lock;; esac",
         cd = cd(deploy_to),
         t = quote(token),
     )
@@ -350,12 +349,17 @@ pub fn release_lock(deploy_to: &str, release_id: Option<&str>) -> String {
 
 /// Append one line to the host's deploy journal.
 pub fn journal(deploy_to: &str, json_line: &str) -> String {
-    format!(
-        "{} && printf '%s\\n' {} >> .ship/history",
-        cd(deploy_to),
-        quote(json_line)
-    )
+    format!("{} && {}", cd(deploy_to), append_journal(json_line))
 }
+
+/// In `deploy_to`: append `json_line` to the journal.
+fn append_journal(json_line: &str) -> String {
+    format!("printf '%s\\n' {} >> .ship/history", quote(json_line))
+}
+
+/// In `deploy_to`: `$o` set to the lock's owner record (one line; empty when there is none).
+const READ_LOCK_OWNER: &str =
+    "o= && { [ ! -f .ship/lock/owner ] || read -r o < .ship/lock/owner; }";
 
 /// The link target for a shared path, relative to where the link sits in the release.
 pub fn shared_link_target(path: &str) -> String {
@@ -932,11 +936,9 @@ pub const CLEANUP_STATUS: &str = "ship-cleanup-status=";
 /// cannot be entered: then nothing is done, rather than removing paths relative to elsewhere).
 pub fn finish(deploy_to: &str, token: &str, json_line: &str, old: &[String]) -> String {
     let mut s = format!(
-        "{} || exit 1; printf '%s\\n' {} >> .ship/history; \
-         o= && {{ [ ! -f .ship/lock/owner ] || read -r o < .ship/lock/owner; }}; \
-         case $o in *{}*) l=.ship/lock;; *) l=;; esac; ",
+        "{} || exit 1; {}; {READ_LOCK_OWNER}; case $o in *{}*) l=.ship/lock;; *) l=;; esac; ",
         cd(deploy_to),
-        quote(json_line),
+        append_journal(json_line),
         quote(token),
     );
     if old.is_empty() {
