@@ -26,17 +26,45 @@ struct Run {
     phases: String,
 }
 
-/// Peak RSS (VmHWM, kB) and CPU seconds (utime + stime) of a running process.
-fn sample(pid: u32) -> Option<(u64, f64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let hwm = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())?;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some((hwm, ticks / 100.0))
+/// Wait for the child `pid` to exit: its exact end, and from the kernel's own accounting its
+/// peak RSS (kB) and CPU seconds (user + system). No polling, so the wall time has no sampling
+/// error in it.
+fn wait_for(pid: u32) -> (Instant, u64, f64) {
+    let mut status = 0;
+    // SAFETY: rusage is plain data, filled in by the kernel.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: waits for our own child and writes into the two locals above.
+        let r = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut usage) };
+        if r == pid as libc::pid_t {
+            break;
+        }
+        if r < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            panic!("wait4: {}", std::io::Error::last_os_error());
+        }
+    }
+    let end = Instant::now();
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let cpu = secs(usage.ru_utime) + secs(usage.ru_stime);
+    (end, usage.ru_maxrss as u64, cpu)
+}
+
+/// Wait until every host is back to the processes it had when idle (the previous deploy's
+/// sessions have ended and their processes exited), then a moment more: each deploy starts on
+/// a quiet fleet, as deploys minutes apart do, instead of sharing the CPUs with the previous
+/// deploy's teardown.
+fn settle(fleet: &Fleet, idle: &[usize]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline
+        && fleet
+            .hosts
+            .iter()
+            .zip(idle)
+            .any(|(h, &n)| h.pids().len() > n)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
 }
 
 /// Deploy as `user` (not root): a user of that name on every host, owning the deploy dir.
@@ -138,6 +166,10 @@ fn upload_throughput(mb: usize, runs: usize, user: &str) {
     );
 }
 
+#[expect(
+    clippy::zombie_processes,
+    reason = "the child is reaped by wait_for (wait4), which also reads its resource use"
+)]
 fn deploy(fleet: &Fleet) -> Run {
     let t0 = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_ship"))
@@ -149,8 +181,6 @@ fn deploy(fleet: &Fleet) -> Run {
         .stderr(Stdio::null())
         .spawn()
         .expect("ship");
-    let pid = child.id();
-    let mut last = (0, 0.0);
     let stdout = child.stdout.take().expect("stdout");
     let reader = std::thread::spawn(move || {
         use std::io::Read;
@@ -159,16 +189,8 @@ fn deploy(fleet: &Fleet) -> Run {
         let _ = r.read_to_string(&mut s);
         s
     });
-    loop {
-        if let Some(s) = sample(pid) {
-            last = s;
-        }
-        if child.try_wait().ok().flatten().is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let wall = t0.elapsed().as_secs_f64();
+    let (end, peak_rss_kb, cpu_s) = wait_for(child.id());
+    let wall = (end - t0).as_secs_f64();
     let out = reader.join().unwrap_or_default();
     let summary = out
         .lines()
@@ -226,8 +248,8 @@ fn deploy(fleet: &Fleet) -> Run {
         wall,
         ship_skew_ms: summary["flip_skew_ms"].as_f64(),
         host_spread_ms: spread as f64 / 1e6,
-        peak_rss_kb: last.0,
-        cpu_s: last.1,
+        peak_rss_kb,
+        cpu_s,
         phases,
     }
 }
@@ -291,6 +313,26 @@ fn hosts_disk() -> String {
         "{} on {fstype} ({source} at {point}{journal})",
         dir.display()
     )
+}
+
+/// What creating a file costs in host 0's deploy directory now, in µs (the median of 21 directory
+/// creations): a few µs on a quiet filesystem, hundreds where ext4 without a journal has many
+/// recently deleted inodes to skip.
+fn creation_us(fleet: &Fleet) -> f64 {
+    let dir = fleet.hosts[0].www.join(".bench-probe");
+    let mut us: Vec<f64> = (0..21)
+        .map(|i| {
+            let d = dir.with_extension(i.to_string());
+            let t = Instant::now();
+            let made = std::fs::create_dir(&d).is_ok();
+            let e = t.elapsed().as_secs_f64() * 1e6;
+            if made {
+                let _ = std::fs::remove_dir(&d);
+            }
+            e
+        })
+        .collect();
+    median(&mut us)
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -357,7 +399,13 @@ fn main() {
     for &n in &sizes {
         let fleet = bench_fleet(n, &user);
         let before: Vec<usize> = (0..n).map(|i| fleet.connections(i)).collect();
-        let results: Vec<Run> = (0..runs).map(|_| deploy(&fleet)).collect();
+        let idle: Vec<usize> = fleet.hosts.iter().map(|h| h.pids().len()).collect();
+        let results: Vec<Run> = (0..runs)
+            .map(|_| {
+                settle(&fleet, &idle);
+                deploy(&fleet)
+            })
+            .collect();
         let conns: Vec<usize> = (0..n).map(|i| fleet.connections(i) - before[i]).collect();
         let per_host = conns.iter().sum::<usize>() as f64 / (n * runs) as f64;
         let mut walls: Vec<f64> = results.iter().map(|r| r.wall).collect();
@@ -385,7 +433,11 @@ fn main() {
             payload * n,
         );
         if let Some(r) = results.last() {
-            println!("       phases (last run, ms): {}", r.phases);
+            println!(
+                "       phases (last run, ms): {}; a file created on a host: {:.0} µs",
+                r.phases,
+                creation_us(&fleet)
+            );
         }
     }
     let upload_mb: usize = arg("--upload-mb", "64").parse().unwrap_or(64);
