@@ -282,7 +282,20 @@ pub async fn lock_release(g: &Global, stage: &str, yes: bool) -> u8 {
             return exit::FAILED;
         }
     }
-    let done = inspect::release_locks(&stage, &ConnectOptions::default()).await;
+    // Only the locks shown (and confirmed): one taken since by another run is not touched.
+    let shown: Vec<inspect::ShownLock> = locked
+        .iter()
+        .map(|h| {
+            (
+                h.host.clone(),
+                h.lock
+                    .as_ref()
+                    .and_then(|l| l.owner.as_ref())
+                    .map(|o| o.token.clone()),
+            )
+        })
+        .collect();
+    let done = inspect::release_locks(&stage, &ConnectOptions::default(), &shown).await;
     if g.json {
         print_json(&serde_json::json!({"stage": stage.name, "hosts": done}));
     }
@@ -291,6 +304,11 @@ pub async fn lock_release(g: &Global, stage: &str, yes: bool) -> u8 {
         if let Some(e) = &r.error {
             failed = true;
             eprintln!("{}: FAILED: {e}", r.host);
+        } else if !g.json && r.gone {
+            println!(
+                "{}: no longer locked (its holder ended); nothing removed",
+                r.host
+            );
         } else if !g.json && (!r.removed.is_empty() || !r.kept.is_empty()) {
             let mut line = format!("{}: removed {}", r.host, r.removed.join(", "));
             if !r.kept.is_empty() {

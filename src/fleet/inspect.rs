@@ -252,22 +252,44 @@ pub struct Released {
     /// Paths removed (relative to deploy_to), and a release kept because it is current.
     pub removed: Vec<String>,
     pub kept: Vec<String>,
+    /// The lock was gone by the time ship got there (its holder ended on its own): nothing was
+    /// removed.
+    pub gone: bool,
     pub error: Option<String>,
 }
 
-/// Remove the lock on every host of the stage that has one, with the release its holder was
-/// staging (unless it became `current` there). Records the release in the host's journal.
-pub async fn release_locks(stage: &Stage, options: &ConnectOptions) -> Vec<Released> {
+/// A lock as the operator was shown it: the host, and its owner's token (`None`: the lock had
+/// no owner record ship could read).
+pub type ShownLock = (String, Option<String>);
+
+/// Remove the locks in `shown` (and nothing else), each with the release its holder was
+/// staging (unless it became `current` there), and record it in the host's journal. A host
+/// whose lock is no longer the one shown (another run holds it now) is left alone and
+/// reported with an error.
+pub async fn release_locks(
+    stage: &Stage,
+    options: &ConnectOptions,
+    shown: &[ShownLock],
+) -> Vec<Released> {
     let controller = super::run::controller_name();
     let user = super::run::operator();
-    each_host(stage, options, |host, conn| {
+    let mut stage = stage.clone();
+    stage
+        .hosts
+        .retain(|h| shown.iter().any(|(name, _)| *name == h.name));
+    each_host(&stage, options, |host, conn| {
         let controller = controller.clone();
         let user = user.clone();
+        let token = shown
+            .iter()
+            .find(|(name, _)| *name == host.name)
+            .and_then(|(_, t)| t.clone());
         async move {
             let mut r = Released {
                 host: host.name.clone(),
                 removed: Vec::new(),
                 kept: Vec::new(),
+                gone: false,
                 error: None,
             };
             let conn = match conn {
@@ -278,37 +300,53 @@ pub async fn release_locks(stage: &Stage, options: &ConnectOptions) -> Vec<Relea
                 }
             };
             let before = inspect_one(&host, &conn, &controller).await;
-            if let Some(e) = before.error {
-                r.error = Some(e);
-            } else if let Some(lock) = &before.lock {
-                let d = &host.config.deploy_to;
-                let line = serde_json::json!({
-                    "kind": "lock-release",
-                    "release": lock.release,
-                    "holder": lock.owner,
-                    "user": user,
-                    "controller": controller,
-                    "host": host.name,
-                    "finished": crate::util::rfc3339(crate::util::unix_now()),
-                })
-                .to_string();
-                let script = format!(
-                    "{}\n{}",
-                    remote::release_lock(d, lock.release.as_deref()),
-                    remote::journal(d, &line)
-                );
-                match conn.run(&script, None, None, INSPECT_TIMEOUT).await {
-                    Ok(o) if o.success() => {
-                        for l in o.stdout_text().lines() {
-                            if let Some(p) = l.strip_prefix("removed=") {
-                                r.removed.push(p.trim_matches('\'').to_owned());
-                            } else if let Some(p) = l.strip_prefix("kept=") {
-                                r.kept.push(p.trim_matches('\'').to_owned());
+            match (&before.error, &before.lock) {
+                (Some(e), _) => r.error = Some(e.clone()),
+                (None, None) => r.gone = true,
+                (None, Some(lock)) if lock.owner.as_ref().map(|o| &o.token) != token.as_ref() => {
+                    r.error = Some(lock_changed(&lock.holder));
+                }
+                (None, Some(lock)) => {
+                    let d = &host.config.deploy_to;
+                    let line = serde_json::json!({
+                        "kind": "lock-release",
+                        "release": lock.release,
+                        "holder": lock.owner,
+                        "user": user,
+                        "controller": controller,
+                        "host": host.name,
+                        "finished": crate::util::rfc3339(crate::util::unix_now()),
+                    })
+                    .to_string();
+                    let script = format!(
+                        "{}\n{}",
+                        remote::release_lock(d, lock.release.as_deref(), token.as_deref()),
+                        remote::journal(d, &line)
+                    );
+                    match conn.run(&script, None, None, INSPECT_TIMEOUT).await {
+                        Ok(o) if o.success() => {
+                            for l in o.stdout_text().lines() {
+                                if let Some(p) = l.strip_prefix("removed=") {
+                                    r.removed.push(p.trim_matches('\'').to_owned());
+                                } else if let Some(p) = l.strip_prefix("kept=") {
+                                    r.kept.push(p.trim_matches('\'').to_owned());
+                                } else if l == "gone=.ship/lock" {
+                                    r.gone = true;
+                                }
                             }
                         }
+                        Ok(o) if o.status == Some(remote::LOCK_CHANGED) => {
+                            let now = o
+                                .stdout_text()
+                                .lines()
+                                .find_map(|l| l.strip_prefix("lock-changed="))
+                                .map(|raw| HeldLock::read(raw, &controller).who())
+                                .unwrap_or_else(|| "another run".to_owned());
+                            r.error = Some(lock_changed(&now));
+                        }
+                        Ok(o) => r.error = Some(o.last_lines(3).join(" / ")),
+                        Err(e) => r.error = Some(e.to_string()),
                     }
-                    Ok(o) => r.error = Some(o.last_lines(3).join(" / ")),
-                    Err(e) => r.error = Some(e.to_string()),
                 }
             }
             conn.close().await;
@@ -316,6 +354,13 @@ pub async fn release_locks(stage: &Stage, options: &ConnectOptions) -> Vec<Relea
         }
     })
     .await
+}
+
+fn lock_changed(holder: &str) -> String {
+    format!(
+        "the lock changed after it was shown: it is now held by {holder}; nothing was removed \
+         here (hint: run `ship lock release` again to see it)"
+    )
 }
 
 /// One line of `ship check` on one host.

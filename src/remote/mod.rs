@@ -30,6 +30,8 @@ pub const SWITCH_READY_AT: &str = "ship-switch-ready at";
 pub const SWITCH_MAX_WAIT_MS: u64 = 1000;
 /// Exit status of [`stage_existing`] when the release to switch to is missing or incomplete.
 pub const RELEASE_MISSING: u32 = 78;
+/// Exit status of [`release_lock`] when the lock on the host is no longer the one shown.
+pub const LOCK_CHANGED: u32 = 79;
 
 /// A step of the prepare phase: a name for progress and errors, and the script to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -332,8 +334,24 @@ pub fn unlock(deploy_to: &str, token: &str) -> String {
 /// Clear what a run that died left behind (`ship lock release`): its lock, and the release it
 /// was staging (with its staged link) unless that release is `current` on this host. Prints
 /// what it removed. Nothing in `shared/` is touched.
-pub fn release_lock(deploy_to: &str, release_id: Option<&str>) -> String {
-    let mut s = format!("{} || exit 1\n", cd(deploy_to));
+///
+/// Only the lock that was shown to the operator goes: `token` is the one its owner record had
+/// (`None`: it had no owner record ship could read). When the lock now on the host is another
+/// one (its holder finished and a new run took the lock in between), nothing is removed: it
+/// prints `lock-changed=<owner record>` and exits [`LOCK_CHANGED`]. When there is no lock any
+/// more, nothing is removed either (`gone=.ship/lock`): its holder ended on its own.
+pub fn release_lock(deploy_to: &str, release_id: Option<&str>, token: Option<&str>) -> String {
+    let same = match token {
+        Some(t) => format!("case $o in *{}*) ;; *) false;; esac", quote(t)),
+        // A record that has a token now is another run's lock.
+        None => "case $o in *'\"token\"'*) false;; esac".to_owned(),
+    };
+    let mut s = format!(
+        "{cd} || exit 1\n\
+         [ -d .ship/lock ] || {{ echo gone=.ship/lock; exit 0; }}\n\
+         {READ_LOCK_OWNER}; {same} || {{ echo \"lock-changed=$o\"; exit {LOCK_CHANGED}; }}\n",
+        cd = cd(deploy_to),
+    );
     if let Some(id) = release_id.filter(|id| is_release_id(id)) {
         let rel = quote(&format!("releases/{id}")).into_owned();
         let stage = quote(&stage_dir(id)).into_owned();
@@ -343,7 +361,11 @@ pub fn release_lock(deploy_to: &str, release_id: Option<&str>) -> String {
              echo kept={rel}; else rm -rf {rel} && echo removed={rel}; fi; fi\n"
         ));
     }
-    s.push_str("if [ -d .ship/lock ]; then rm -rf .ship/lock && echo removed=.ship/lock; fi\n");
+    // The lock last, read again: while it stood no other run could start here.
+    s.push_str(&format!(
+        "{READ_LOCK_OWNER}; if {same}; then rm -rf .ship/lock && echo removed=.ship/lock; \
+         else echo \"lock-changed=$o\"; exit {LOCK_CHANGED}; fi\n"
+    ));
     s
 }
 

@@ -581,8 +581,39 @@ fn releasing_a_dead_runs_lock_keeps_current_and_shared() {
         fs::create_dir_all(root.join(p)).expect("mkdir");
     }
     std::os::unix::fs::symlink("releases/20261122100000", root.join("current")).expect("link");
+    let owner = |token: &str| {
+        fs::write(
+            root.join(".ship/lock/owner"),
+            format!("{{\"token\":\"{token}\",\"kind\":\"deploy\"}}\n"),
+        )
+        .expect("owner")
+    };
+    owner("ship-20261122110000-41");
+    // Another run's lock now: nothing goes, and it says whose it is.
+    let (rc, out) = sh(
+        &release_lock(d, Some("20261122110000"), Some("ship-20261122090000-7")),
+        b"",
+    );
+    assert_eq!(rc, LOCK_CHANGED as i32, "{out}");
+    assert_eq!(
+        out,
+        "lock-changed={\"token\":\"ship-20261122110000-41\",\"kind\":\"deploy\"}\n"
+    );
+    // Shown without an owner record, but one has appeared since: another run's.
+    let (rc, _) = sh(&release_lock(d, Some("20261122110000"), None), b"");
+    assert_eq!(rc, LOCK_CHANGED as i32);
+    for p in [
+        ".ship/lock/owner",
+        "releases/20261122110000",
+        ".ship/stage-20261122110000",
+    ] {
+        assert!(root.join(p).exists(), "{p} is left alone");
+    }
     // The dead run was staging 20261122110000: it goes, with its staged link and the lock.
-    let (rc, out) = sh(&release_lock(d, Some("20261122110000")), b"");
+    let (rc, out) = sh(
+        &release_lock(d, Some("20261122110000"), Some("ship-20261122110000-41")),
+        b"",
+    );
     assert_eq!(rc, 0, "{out}");
     assert_eq!(
         out,
@@ -591,15 +622,24 @@ fn releasing_a_dead_runs_lock_keeps_current_and_shared() {
     );
     assert!(root.join("releases/20261122100000").is_dir());
     assert!(root.join("shared/storage").is_dir());
-    // A release that became current is kept.
+    // The lock is gone by now (its holder ended): nothing is removed.
+    fs::create_dir_all(root.join("releases/20261122110000")).expect("mkdir");
+    let (rc, out) = sh(
+        &release_lock(d, Some("20261122110000"), Some("ship-20261122110000-41")),
+        b"",
+    );
+    assert_eq!((rc, out.as_str()), (0, "gone=.ship/lock\n"));
+    assert!(root.join("releases/20261122110000").is_dir());
+    fs::remove_dir(root.join("releases/20261122110000")).expect("rmdir");
+    // A release that became current is kept (a lock made by hand, no owner record).
     fs::create_dir_all(root.join(".ship/lock")).expect("mkdir");
-    let (rc, out) = sh(&release_lock(d, Some("20261122100000")), b"");
+    let (rc, out) = sh(&release_lock(d, Some("20261122100000"), None), b"");
     assert_eq!(rc, 0);
     assert_eq!(out, "kept=releases/20261122100000\nremoved=.ship/lock\n");
     assert!(root.join("releases/20261122100000").is_dir());
     // A record naming something that is not a release id removes only the lock.
     fs::create_dir_all(root.join(".ship/lock")).expect("mkdir");
-    let (_, out) = sh(&release_lock(d, Some("../shared")), b"");
+    let (_, out) = sh(&release_lock(d, Some("../shared"), None), b"");
     assert_eq!(out, "removed=.ship/lock\n");
     assert!(root.join("shared/storage").is_dir());
 }

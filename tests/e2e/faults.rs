@@ -624,3 +624,84 @@ fn a_second_ctrl_c_exits_at_once_and_says_where_each_host_stood() {
         assert_untouched(h, &live, snap);
     }
 }
+
+/// An owner record as a run of ship writes it.
+fn lock_owner(token: &str, release: &str) -> String {
+    format!(
+        "{{\"token\":\"{token}\",\"kind\":\"deploy\",\"user\":\"ci\",\"controller\":\"elsewhere\",\
+         \"pid\":41,\"release\":\"{release}\",\"started\":\"2026-11-22T11:00:00Z\",\"ci_job\":null}}"
+    )
+}
+
+#[test]
+fn lock_release_removes_only_the_locks_it_showed() {
+    let (fleet, live, snaps) = deployed(3);
+    let left = "20261122110000";
+    for h in &fleet.hosts {
+        fs::create_dir_all(h.path(&format!("releases/{left}"))).expect("mkdir");
+        fs::create_dir_all(h.path(".ship/lock")).expect("mkdir");
+        fs::write(
+            h.path(".ship/lock/owner"),
+            lock_owner("ship-20261122110000-41", left) + "\n",
+        )
+        .expect("owner");
+    }
+    // Another run takes the lock of web-1 right after ship showed it (at the first `df`, which
+    // comes after the lock is read), and that of web-2 while ship is about to remove it (at the
+    // second, after ship looked again).
+    let taken = lock_owner("ship-20261122120000-9", "20261122120000");
+    for (i, at) in [(0, 1), (1, 2)] {
+        fleet.host(i).fault(
+            "df",
+            &format!(
+                "n=$(cat /var/www/.df 2>/dev/null || echo 0); n=$((n+1)); echo $n > /var/www/.df\n\
+                 if [ $n = {at} ]; then printf '%s\\n' '{taken}' > /var/www/app/.ship/lock/owner; fi\n\
+                 exec /usr/bin/df \"$@\""
+            ),
+        );
+    }
+    let run = fleet.ship(&["lock", "release", "production", "--yes"]);
+    assert_eq!(run.code, 3, "{}", run.all());
+    for h in &fleet.hosts[..2] {
+        assert!(
+            run.stderr.contains(&format!(
+                "{}: FAILED: the lock changed after it was shown: it is now held by deploy of \
+                 20261122120000",
+                h.name
+            )) && run.stderr.contains("nothing was removed here"),
+            "{}",
+            run.all()
+        );
+        assert!(h.locked(), "{}: the new holder keeps its lock", h.name);
+        assert_eq!(
+            fs::read_to_string(h.path(".ship/lock/owner")).expect("owner"),
+            format!("{taken}\n")
+        );
+        assert!(h.path(&format!("releases/{left}")).is_dir(), "{}", h.name);
+        assert!(
+            !fs::read_to_string(h.path(".ship/history"))
+                .expect("journal")
+                .contains("lock-release"),
+            "{}",
+            h.name
+        );
+    }
+    let web3 = fleet.host(2);
+    assert!(!web3.locked());
+    assert!(!web3.path(&format!("releases/{left}")).exists());
+    assert!(
+        run.stdout
+            .contains(&format!("web-3: removed releases/{left}, .ship/lock")),
+        "{}",
+        run.all()
+    );
+    assert!(
+        fs::read_to_string(web3.path(".ship/history"))
+            .expect("journal")
+            .contains("\"kind\":\"lock-release\"")
+    );
+    for (h, snap) in fleet.hosts.iter().zip(&snaps) {
+        assert_eq!(h.current_id().as_deref(), Some(live.as_str()), "{}", h.name);
+        assert_eq!(&h.shared_snapshot(), snap, "{}", h.name);
+    }
+}
