@@ -304,7 +304,7 @@ fn hosts_disk() -> String {
         if journaled {
             ", with a journal"
         } else {
-            ", no journal: every file created scans recently deleted inodes"
+            ", no journal: a file created scans the inodes its block group lost lately"
         }
     } else {
         ""
