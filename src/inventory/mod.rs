@@ -308,15 +308,45 @@ pub struct ProxyJump {
     pub port: Option<u16>,
 }
 
+/// At most this many jump hosts in a chain.
+pub const MAX_JUMPS: usize = 8;
+
 impl ProxyJump {
-    /// Parse `[user@]host[:port]` (one hop).
+    /// Parse a chain of jump hosts as ssh's ProxyJump writes it, `hop[,hop…]`: the first is
+    /// reached directly, each next one through the one before it, and the host through the last.
+    pub fn parse_chain(text: &str) -> Result<Vec<ProxyJump>, String> {
+        let hops: Vec<&str> = text.split(',').map(str::trim).collect();
+        if hops.iter().any(|h| h.is_empty()) {
+            return Err(format!(
+                "`{}` has an empty jump host (write `[user@]host[:port]`, several separated by \
+                 commas)",
+                text.trim()
+            ));
+        }
+        if hops.len() > MAX_JUMPS {
+            return Err(format!(
+                "`{}` names {} jump hosts; ship goes through at most {MAX_JUMPS}",
+                text.trim(),
+                hops.len()
+            ));
+        }
+        hops.into_iter().map(ProxyJump::parse).collect()
+    }
+
+    /// A chain as ssh's ProxyJump writes it.
+    pub fn chain_text(chain: &[ProxyJump]) -> String {
+        chain
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Parse one hop, `[user@]host[:port]`.
     pub fn parse(text: &str) -> Result<ProxyJump, String> {
         let t = text.trim();
         if t.contains(',') {
-            return Err(format!(
-                "`{t}` names several jump hosts; ship supports one (hint: jump to the last one \
-                 and let its own ssh config reach further, or use a single bastion)"
-            ));
+            return Err(format!("`{t}` names several jump hosts where one belongs"));
         }
         let t = t.strip_prefix("ssh://").unwrap_or(t);
         let (user, rest) = match t.rsplit_once('@') {
@@ -352,6 +382,23 @@ impl ProxyJump {
             return Err(format!("`{t}` has an invalid user"));
         }
         Ok(ProxyJump { user, host, port })
+    }
+}
+
+impl std::fmt::Display for ProxyJump {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(u) = &self.user {
+            write!(f, "{u}@")?;
+        }
+        if self.host.contains(':') {
+            write!(f, "[{}]", self.host)?;
+        } else {
+            write!(f, "{}", self.host)?;
+        }
+        if let Some(p) = self.port {
+            write!(f, ":{p}")?;
+        }
+        Ok(())
     }
 }
 
@@ -456,7 +503,8 @@ pub struct HostConfig {
     pub known_hosts: PathBuf,
     pub host_key_checking: HostKeyChecking,
     /// Connect through this jump host.
-    pub proxy_jump: Option<ProxyJump>,
+    /// Jump hosts, in the order they are reached (none: connect directly).
+    pub proxy_jump: Option<Vec<ProxyJump>>,
     /// Where ssh client settings come from (`ssh_config`).
     pub ssh_config: SshConfig,
     /// What the inventory set itself, so the ssh config only fills the rest.

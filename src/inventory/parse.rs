@@ -299,7 +299,7 @@ struct Layer {
     identity_file: Option<PathBuf>,
     known_hosts: Option<PathBuf>,
     host_key_checking: Option<HostKeyChecking>,
-    proxy_jump: Option<ProxyJump>,
+    proxy_jump: Option<Vec<ProxyJump>>,
     ssh_config: Option<SshConfig>,
     deploy_to: Option<String>,
     keep_releases: Option<usize>,
@@ -831,7 +831,8 @@ fn layer<'n>(
             }
             "proxy_jump" => {
                 let text = ctx.non_empty(v, &p)?;
-                l.proxy_jump = Some(ProxyJump::parse(&text).map_err(|m| ctx.err(v.pos, &p, m))?);
+                l.proxy_jump =
+                    Some(ProxyJump::parse_chain(&text).map_err(|m| ctx.err(v.pos, &p, m))?);
             }
             "ssh_config" => {
                 l.ssh_config = Some(match &v.kind {

@@ -8,7 +8,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::{
-    Canary, Connection, HealthCheck, HostKeyChecking, OnFailure, Probe, Source, Stage, StepSpec,
+    Canary, Connection, HealthCheck, HostKeyChecking, OnFailure, Probe, ProxyJump, Source, Stage,
+    StepSpec,
 };
 
 /// How a secret value is shown.
@@ -128,16 +129,7 @@ pub fn stage_config(stage: &Stage, mask: impl Fn(&str) -> String) -> StageConfig
                     HostKeyChecking::Strict => "strict",
                     HostKeyChecking::AcceptNew => "accept-new",
                 },
-                proxy_jump: c.proxy_jump.as_ref().map(|j| {
-                    let mut s = j.host.clone();
-                    if let Some(u) = &j.user {
-                        s = format!("{u}@{s}");
-                    }
-                    if let Some(p) = j.port {
-                        s = format!("{s}:{p}");
-                    }
-                    s
-                }),
+                proxy_jump: c.proxy_jump.as_deref().map(ProxyJump::chain_text),
                 deploy_to: c.deploy_to.clone(),
                 keep_releases: c.keep_releases,
                 source: match &c.source {

@@ -330,7 +330,7 @@ pub fn apply(stage: &mut Stage) -> Vec<String> {
         if !c.explicit.proxy_jump {
             if let Some(j) = changed("proxyjump").and_then(|v| v.first()) {
                 if j != "none" {
-                    match ProxyJump::parse(j) {
+                    match ProxyJump::parse_chain(j) {
                         Ok(pj) => c.proxy_jump = Some(pj),
                         Err(e) => notes.push(format!("{}: ssh config ProxyJump: {e}", host.name)),
                     }
@@ -340,8 +340,8 @@ pub fn apply(stage: &mut Stage) -> Vec<String> {
         if let Some(h) = changed("hostname").and_then(|v| v.first()) {
             c.alias = Some(std::mem::replace(&mut host.address, h.clone()));
         }
-        // The jump host's own entry (an alias, its user and port), as ssh would read it.
-        if let Some(j) = &mut c.proxy_jump {
+        // Each jump host's own entry (an alias, its user and port), as ssh would read it.
+        for j in c.proxy_jump.iter_mut().flatten() {
             if let (Ok(w), Ok(b)) = (
                 resolve(&j.host, file.as_deref()),
                 resolve(&j.host, Some(Path::new("/dev/null"))),

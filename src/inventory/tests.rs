@@ -393,7 +393,45 @@ fn jump_hosts_parse_as_ssh_writes_them() {
             port: Some(22)
         })
     );
-    assert!(p("a,b").expect_err("two hops").contains("supports one"));
+    assert!(
+        p("a,b")
+            .expect_err("two hops")
+            .contains("where one belongs")
+    );
+    let chain = ProxyJump::parse_chain("outer@gate.example.com:2222, inner").expect("chain");
+    assert_eq!(
+        chain,
+        vec![
+            ProxyJump {
+                user: Some("outer".into()),
+                host: "gate.example.com".into(),
+                port: Some(2222)
+            },
+            ProxyJump {
+                user: None,
+                host: "inner".into(),
+                port: None
+            }
+        ]
+    );
+    assert_eq!(
+        ProxyJump::chain_text(&chain),
+        "outer@gate.example.com:2222,inner"
+    );
+    assert_eq!(
+        ProxyJump::parse_chain("[::1]:22").map(|c| ProxyJump::chain_text(&c)),
+        Ok("[::1]:22".to_owned())
+    );
+    assert!(
+        ProxyJump::parse_chain("a,,b")
+            .expect_err("empty hop")
+            .contains("an empty jump host")
+    );
+    assert!(
+        ProxyJump::parse_chain(&["j"; MAX_JUMPS + 1].join(","))
+            .expect_err("too many")
+            .contains("at most 8")
+    );
     assert!(p("x:notaport").expect_err("port").contains("is not a port"));
     assert!(p("-oProxyCommand=x").is_err());
 }

@@ -247,8 +247,8 @@ impl SshConnection {
         };
         let addr = format!("{}:{}", host.address, cfg.port);
         let config = Arc::new(config);
-        let (jump, connected) = match &cfg.proxy_jump {
-            None => (
+        let (jump, connected) = match cfg.proxy_jump.as_deref() {
+            None | Some([]) => (
                 None,
                 match tokio::net::TcpStream::connect((host.address.as_str(), cfg.port)).await {
                     Ok(tcp) => {
@@ -258,13 +258,14 @@ impl SshConnection {
                     Err(e) => Err(russh::Error::IO(e)),
                 },
             ),
-            Some(j) => {
-                // First the jump host (its key checked like any host's), then a TCP channel
-                // through it to the host, and SSH over that channel.
+            Some([before @ .., j]) => {
+                // First the last jump host (its key checked like any host's; reached through
+                // the ones before it, the same way), then a TCP channel through it to the
+                // host, and SSH over that channel.
                 let mut jump_cfg = cfg.clone();
                 jump_cfg.user = j.user.clone().unwrap_or_else(|| cfg.user.clone());
                 jump_cfg.port = j.port.unwrap_or(22);
-                jump_cfg.proxy_jump = None;
+                jump_cfg.proxy_jump = (!before.is_empty()).then(|| before.to_vec());
                 jump_cfg.forward_agent = false;
                 let jump_host = Host {
                     name: j.host.clone(),
@@ -277,7 +278,11 @@ impl SshConnection {
                 let jump = match Box::pin(Self::connect_once(&jump_host, options)).await {
                     Ok(c) => c,
                     Err(Attempt::Retry) => return Err(Attempt::Retry),
-                    Err(Attempt::Fatal(e)) => return Err(Attempt::Fatal(via(e))),
+                    Err(Attempt::Fatal(e)) => {
+                        return Err(Attempt::Fatal(TransportError::Other(format!(
+                            "cannot reach the jump host {j}: {e}"
+                        ))));
+                    }
                 };
                 let channel = jump
                     .handle

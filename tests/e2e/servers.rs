@@ -514,6 +514,95 @@ fn an_ssh_config_alias_reaches_a_host_only_through_a_bastion() {
     assert_eq!(target.releases(), vec![id]);
 }
 
+/// Connections to `target`'s sshd are refused unless they come from a process of `uid` (a jump
+/// host's forwarding runs as the user who logged in there).
+fn reachable_only_from(target: &crate::support::TestHost, uid: u32) -> Rule {
+    Rule::add(&[
+        "OUTPUT",
+        "-p",
+        "tcp",
+        "-d",
+        &target.address,
+        "--dport",
+        "22",
+        "-m",
+        "owner",
+        "!",
+        "--uid-owner",
+        &uid.to_string(),
+        "-j",
+        "REJECT",
+        "--reject-with",
+        "tcp-reset",
+    ])
+}
+
+#[test]
+fn a_host_behind_two_jump_hosts_is_reached_through_both_in_order() {
+    const INNER_UID: u32 = 2104;
+    let fleet = Fleet::start(3);
+    fleet.inventory("", "");
+    let (outer, inner, target) = (fleet.host(0), fleet.host(1), fleet.host(2));
+    outer.add_users(&[("jump", JUMP_UID)], "");
+    inner.add_users(&[("inner", INNER_UID)], "");
+    // web-2 only through web-1, web-3 only through web-2.
+    let _inner_only_via_outer = reachable_only_from(inner, JUMP_UID);
+    let _target_only_via_inner = reachable_only_from(target, INNER_UID);
+    fleet.host_settings(1, &format!("proxy_jump: jump@{}", outer.address));
+    fleet.host_settings(
+        2,
+        &format!(
+            "proxy_jump: \"jump@{},inner@{}:22\"",
+            outer.address, inner.address
+        ),
+    );
+    let run = fleet.deploy();
+    assert_eq!(run.code, 0, "{}", run.all());
+    let id = outer.current_id().expect("current");
+    for h in [inner, target] {
+        assert_eq!(h.current_id().as_deref(), Some(id.as_str()), "{}", h.name);
+    }
+    for h in &fleet.hosts {
+        assert!(!h.locked(), "{}", h.name);
+    }
+    // Each host's chain is its own: web-1 took its deploy connection and one jump connection
+    // each for web-2 and web-3; web-2 its own and one for web-3.
+    assert_eq!(
+        (0..3).map(|i| fleet.connections(i)).collect::<Vec<_>>(),
+        vec![3, 2, 1]
+    );
+    let cfg = fleet.ship(&["config", "production", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(cfg.stdout.trim()).expect("json");
+    assert_eq!(
+        v["hosts"][2]["proxy_jump"],
+        format!("jump@{},inner@{}:22", outer.address, inner.address)
+    );
+
+    // In the wrong order the inner jump host cannot be reached first: web-3 fails at connect,
+    // saying which jump host it could not reach for which, and nothing changes anywhere.
+    fleet.edit_inventory(|t| {
+        t.replace(
+            &format!("jump@{},inner@{}:22", outer.address, inner.address),
+            &format!("inner@{}:22,jump@{}", inner.address, outer.address),
+        )
+    });
+    let run = fleet.deploy();
+    assert_eq!(run.code, 1, "{}", run.all());
+    let all = run.all();
+    assert!(
+        all.contains(&format!(
+            "[web-3] FAILED at connect: cannot reach the jump host jump@{}: cannot reach the \
+             jump host inner@{}:22: cannot connect to {}:22",
+            outer.address, inner.address, inner.address
+        )),
+        "{all}"
+    );
+    for h in &fleet.hosts {
+        assert_eq!(h.releases(), vec![id.clone()], "{}", h.name);
+        assert!(!h.locked(), "{}", h.name);
+    }
+}
+
 #[test]
 fn an_encrypted_key_is_asked_for_on_a_terminal_and_refused_clearly_without_one() {
     let fleet = Fleet::start(1);
