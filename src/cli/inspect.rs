@@ -110,6 +110,12 @@ pub fn status_text(st: &StageStatus) -> String {
             "{}: UNKNOWN: some hosts could not be inspected\n",
             st.stage
         ));
+    } else if st.revision_mismatch {
+        out.push_str(&format!(
+            "{}: NOT consistent: every host is on {}, but not on the same revision of it\n",
+            st.stage,
+            dash(st.hosts.first().and_then(|h| h.current.as_deref()))
+        ));
     } else {
         out.push_str(&format!(
             "{}: NOT consistent: hosts point `current` at different releases\n",
@@ -149,6 +155,19 @@ pub fn status_text(st: &StageStatus) -> String {
     for h in &st.hosts {
         if let Some(e) = &h.error {
             out.push_str(&format!("  {}: {e}\n", h.host));
+        }
+        if st.revision_mismatch {
+            let rev = h
+                .release_details
+                .iter()
+                .find(|r| r.current)
+                .and_then(|r| r.revision.as_deref());
+            out.push_str(&format!(
+                "  {}: {} is revision {}\n",
+                h.host,
+                dash(h.current.as_deref()),
+                dash(rev)
+            ));
         }
         if let Some(l) = &h.lock {
             out.push_str(&format!("  {}: locked by {}\n", h.host, l.holder));

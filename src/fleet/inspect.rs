@@ -71,6 +71,8 @@ pub struct StageStatus {
     pub consistent: bool,
     /// That release, when consistent.
     pub release: Option<String>,
+    /// Every host is on one release id, but its `REVISION` is not the same everywhere.
+    pub revision_mismatch: bool,
 }
 
 impl HostStatus {
@@ -233,14 +235,28 @@ pub async fn status(stage: &Stage, options: &ConnectOptions) -> StageStatus {
     })
     .await;
     let first = hosts.first().and_then(|h| h.current.clone());
-    let consistent = first.is_some()
+    let same_id = first.is_some()
         && hosts
             .iter()
             .all(|h| h.error.is_none() && h.current == first && h.current_other.is_none());
+    // One release id everywhere is one release only if its REVISION is the same everywhere (two
+    // deploys to different hosts in the same second can give one id to two revisions).
+    let revision = |h: &HostStatus| {
+        h.release_details
+            .iter()
+            .find(|r| r.current)
+            .and_then(|r| r.revision.clone())
+    };
+    let revision_mismatch = same_id
+        && hosts
+            .iter()
+            .any(|h| revision(h) != hosts.first().and_then(revision));
+    let consistent = same_id && !revision_mismatch;
     StageStatus {
         stage: stage.name.clone(),
         consistent,
         release: if consistent { first } else { None },
+        revision_mismatch,
         hosts,
     }
 }

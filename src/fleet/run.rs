@@ -1065,16 +1065,41 @@ fn rollback_target(
             format!("every host is already on {target}; nothing to roll back"),
         )]);
     }
-    let revision = hosts
+    // One release id on every host, but is it one release? Two deploys to different hosts in
+    // the same second can give one id to two revisions.
+    let revisions: Vec<(usize, String)> = hosts
         .iter()
-        .find_map(|h| {
+        .enumerate()
+        .filter_map(|(i, h)| {
             h.preflight
                 .revisions
                 .iter()
                 .find(|(id, _)| *id == target)
-                .map(|(_, r)| r.clone())
+                .map(|(_, r)| (i, r.clone()))
         })
+        .collect();
+    let revision = revisions
+        .first()
+        .map(|(_, r)| r.clone())
         .unwrap_or_default();
+    let differ: Vec<(usize, String)> = revisions
+        .iter()
+        .filter(|(_, r)| *r != revision)
+        .map(|(i, r)| {
+            (
+                *i,
+                format!(
+                    "releases/{target} here is revision {r}, but on {} it is {revision}: the \
+                     fleet does not agree on what {target} is, and nothing was changed on any \
+                     host (hint: deploy the revision you want instead)",
+                    hosts[revisions[0].0].host.name
+                ),
+            )
+        })
+        .collect();
+    if !differ.is_empty() {
+        return Err(differ);
+    }
     Ok((target, revision))
 }
 

@@ -157,6 +157,64 @@ fn rollback_to_a_release_missing_on_one_host_changes_nothing() {
     assert!(run.stderr.contains("is not a release id"), "{}", run.stderr);
 }
 
+/// One release id with two revisions (two deploys to different hosts in the same second would
+/// make it): `ship status` does not call the fleet consistent, and a rollback to that id is
+/// refused with nothing changed.
+#[test]
+fn one_release_id_with_two_revisions_is_not_one_release() {
+    let fleet = Fleet::start(2);
+    fleet.inventory("", "");
+    let a = deploy_ok(&fleet, &[]);
+    let other = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+    fs::write(
+        fleet.host(1).path(&format!("releases/{a}/REVISION")),
+        format!("{other}\n"),
+    )
+    .expect("REVISION");
+    let revision = fs::read_to_string(fleet.host(0).path(&format!("releases/{a}/REVISION")))
+        .expect("REVISION")
+        .trim()
+        .to_owned();
+    let status = fleet.ship(&["status", "production"]);
+    assert_eq!(status.code, 3, "{}", status.all());
+    assert!(
+        status.stdout.contains(&format!(
+            "production: NOT consistent: every host is on {a}, but not on the same revision of it"
+        )) && status
+            .stdout
+            .contains(&format!("web-1: {a} is revision {revision}"))
+            && status
+                .stdout
+                .contains(&format!("web-2: {a} is revision {other}")),
+        "{}",
+        status.all()
+    );
+    let json = fleet.ship(&["status", "production", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(json.stdout.trim()).expect("json");
+    assert_eq!(
+        (&v["consistent"], &v["revision_mismatch"]),
+        (&false.into(), &true.into())
+    );
+
+    let b = deploy_ok(&fleet, &[]);
+    let before: Vec<_> = fleet.hosts.iter().map(|h| h.journal().len()).collect();
+    let run = fleet.ship(&["rollback", "production", "--to", &a]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.all().contains(&format!(
+            "releases/{a} here is revision {other}, but on web-1 it is {revision}"
+        )),
+        "{}",
+        run.all()
+    );
+    for (i, h) in fleet.hosts.iter().enumerate() {
+        assert_eq!(h.current_id().as_deref(), Some(b.as_str()), "{}", h.name);
+        assert_eq!(h.releases(), vec![a.clone(), b.clone()], "{}", h.name);
+        assert!(!h.locked(), "{}", h.name);
+        assert_eq!(h.journal().len(), before[i], "{}: nothing recorded", h.name);
+    }
+}
+
 /// Every host gets an HTTP health check on its own web server.
 fn http_health(fleet: &Fleet, port: u16) {
     for i in 0..fleet.hosts.len() {
