@@ -944,7 +944,7 @@ fn config_prints_the_effective_settings_per_host_with_secrets_masked() {
 }
 
 #[test]
-fn completions_and_the_man_page_are_generated_from_the_command_line_definition() {
+fn completions_the_man_page_and_the_schema_come_with_the_binary() {
     let ship = |args: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_ship"))
             .args(args)
@@ -972,6 +972,13 @@ fn completions_and_the_man_page_are_generated_from_the_command_line_definition()
         String::from_utf8_lossy(&out.stdout).contains("-F _ship ship"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        ship(&["schema"]),
+        fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/inventory.schema.json")
+        )
+        .expect("schema file")
     );
     let man = ship(&["man"]);
     assert!(man.contains(".TH ship 1"), "{man}");

@@ -3,7 +3,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod deploy;
-mod init;
+pub(crate) mod init;
 mod inspect;
 mod output;
 
@@ -74,6 +74,9 @@ enum Command {
     },
     /// Print the man page (roff): `ship man > /usr/local/share/man/man1/ship.1`.
     Man,
+    /// Print the inventory's JSON Schema, for editors that check and complete YAML:
+    /// `ship schema > inventory.schema.json`.
+    Schema,
     /// Show or release the deploy lock of a stage.
     #[command(subcommand)]
     Lock(LockCommand),
@@ -271,6 +274,10 @@ pub fn main() -> ExitCode {
                 exit::OK
             }
             Command::Init(a) => init::run(&a),
+            Command::Schema => {
+                print!("{}", crate::inventory::SCHEMA);
+                exit::OK
+            }
             Command::Man => {
                 let cmd = <Cli as clap::CommandFactory>::command();
                 match clap_mangen::Man::new(cmd).render(&mut std::io::stdout()) {

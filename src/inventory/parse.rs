@@ -64,9 +64,9 @@ pub const HOOK_KEYS: &[&str] = &["before_deploy", "after_deploy", "on_failure"];
 /// Recipes `recipe:` accepts.
 pub const RECIPES: &[&str] = &["laravel"];
 
-const SOURCE_KEYS: &[&str] = &["artifact", "git", "ref"];
-const SHARED_KEYS: &[&str] = &["files", "dirs"];
-const SECRET_KEYS: &[&str] = &["value", "secret"];
+pub(crate) const SOURCE_KEYS: &[&str] = &["artifact", "git", "ref"];
+pub(crate) const SHARED_KEYS: &[&str] = &["files", "dirs"];
+pub(crate) const SECRET_KEYS: &[&str] = &["value", "secret"];
 /// Keys of `writable`.
 pub const WRITABLE_KEYS: &[&str] = &["paths", "mode", "user", "chmod"];
 /// Keys of a step written as a mapping.

@@ -435,3 +435,272 @@ fn jump_hosts_parse_as_ssh_writes_them() {
     assert!(p("x:notaport").expect_err("port").contains("is not a port"));
     assert!(p("-oProxyCommand=x").is_err());
 }
+
+fn schema() -> serde_json::Value {
+    serde_json::from_str(SCHEMA).expect("the schema is JSON")
+}
+
+fn property_names(v: &serde_json::Value) -> Vec<String> {
+    let mut k: Vec<String> = v
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
+    k.sort();
+    k
+}
+
+fn sorted(lists: &[&[&str]], except: &[&str]) -> Vec<String> {
+    let mut k: Vec<String> = lists
+        .iter()
+        .flat_map(|l| l.iter())
+        .filter(|k| !except.contains(k))
+        .map(|k| k.to_string())
+        .collect();
+    k.sort();
+    k
+}
+
+#[test]
+fn the_json_schema_takes_exactly_the_keys_the_parser_takes() {
+    let s = schema();
+    let defs = &s["$defs"];
+    let settings = &defs["settings"];
+    let cases: Vec<(&str, &serde_json::Value, Vec<String>)> = vec![
+        ("top", &s["properties"], sorted(&[TOP_KEYS], &[])),
+        ("settings", settings, sorted(&[LAYER_KEYS], &[])),
+        (
+            "defaults",
+            &defs["defaults"]["properties"],
+            sorted(&[LAYER_KEYS, STAGE_KEYS], &["hosts"]),
+        ),
+        (
+            "stage",
+            &defs["stage"]["properties"],
+            sorted(&[LAYER_KEYS, STAGE_KEYS], &[]),
+        ),
+        (
+            "host",
+            &defs["host"]["properties"],
+            sorted(&[LAYER_KEYS, HOST_KEYS], &[]),
+        ),
+        (
+            "health_check",
+            &defs["health_check"]["properties"],
+            sorted(&[HEALTH_KEYS], &[]),
+        ),
+        (
+            "hooks",
+            &defs["stage_settings"]["hooks"]["properties"],
+            sorted(&[HOOK_KEYS], &[]),
+        ),
+        (
+            "source",
+            &defs["source"]["properties"],
+            sorted(&[parse::SOURCE_KEYS], &[]),
+        ),
+        (
+            "shared",
+            &settings["shared"]["properties"],
+            sorted(&[parse::SHARED_KEYS], &[]),
+        ),
+        (
+            "writable",
+            &settings["writable"]["properties"],
+            sorted(&[WRITABLE_KEYS], &[]),
+        ),
+        (
+            "step",
+            &defs["step"]["anyOf"][1]["properties"],
+            sorted(&[STEP_KEYS], &[]),
+        ),
+        (
+            "secret env value",
+            &settings["env"]["additionalProperties"]["anyOf"][1]["properties"],
+            sorted(&[parse::SECRET_KEYS], &[]),
+        ),
+    ];
+    for (what, props, keys) in cases {
+        assert_eq!(property_names(props), keys, "{what}");
+    }
+    let recipes: Vec<&str> = settings["recipe"]["enum"]
+        .as_array()
+        .expect("recipe enum")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert_eq!(recipes, RECIPES);
+}
+
+/// A small validator for the keywords the schema uses (`pattern` and `propertyNames` are not
+/// checked): the errors, each with where.
+fn schema_errors(
+    root: &serde_json::Value,
+    s: &serde_json::Value,
+    v: &serde_json::Value,
+    at: &str,
+    out: &mut Vec<String>,
+) {
+    use serde_json::Value;
+    if let Some(r) = s["$ref"].as_str() {
+        let target = root
+            .pointer(r.trim_start_matches('#'))
+            .unwrap_or_else(|| panic!("{r} resolves"));
+        return schema_errors(root, target, v, at, out);
+    }
+    let valid = |sub: &Value| {
+        let mut e = Vec::new();
+        schema_errors(root, sub, v, at, &mut e);
+        e.is_empty()
+    };
+    if let Some(types) = s.get("type") {
+        let names: Vec<&str> = match types {
+            Value::String(t) => vec![t.as_str()],
+            Value::Array(ts) => ts.iter().filter_map(|t| t.as_str()).collect(),
+            _ => vec![],
+        };
+        let is = |t: &str| match t {
+            "object" => v.is_object(),
+            "array" => v.is_array(),
+            "string" => v.is_string(),
+            "integer" => v.is_i64() || v.is_u64(),
+            "number" => v.is_number(),
+            "boolean" => v.is_boolean(),
+            "null" => v.is_null(),
+            _ => false,
+        };
+        if !names.iter().any(|t| is(t)) {
+            out.push(format!("{at}: not {}", names.join(" or ")));
+            return;
+        }
+    }
+    if let Some(e) = s["enum"].as_array() {
+        if !e.contains(v) {
+            out.push(format!("{at}: {v} is not one of {}", s["enum"]));
+        }
+    }
+    if let (Some(min), Some(n)) = (s["minimum"].as_f64(), v.as_f64()) {
+        if n < min {
+            out.push(format!("{at}: {n} is below {min}"));
+        }
+    }
+    if let (Some(max), Some(n)) = (s["maximum"].as_f64(), v.as_f64()) {
+        if n > max {
+            out.push(format!("{at}: {n} is above {max}"));
+        }
+    }
+    if let (Some(min), Some(t)) = (s["minLength"].as_u64(), v.as_str()) {
+        if (t.chars().count() as u64) < min {
+            out.push(format!("{at}: too short"));
+        }
+    }
+    if let Some(o) = v.as_object() {
+        if let Some(min) = s["minProperties"].as_u64() {
+            if (o.len() as u64) < min {
+                out.push(format!("{at}: needs at least {min} entries"));
+            }
+        }
+        for r in s["required"].as_array().into_iter().flatten() {
+            if let Some(k) = r.as_str().filter(|k| !o.contains_key(*k)) {
+                out.push(format!("{at}: missing {k}"));
+            }
+        }
+        for (k, val) in o {
+            let here = format!("{at}.{k}");
+            match s["properties"].get(k) {
+                Some(sub) => schema_errors(root, sub, val, &here, out),
+                None => match s.get("additionalProperties") {
+                    Some(Value::Bool(false)) => out.push(format!("{here}: unknown key")),
+                    Some(sub @ Value::Object(_)) => schema_errors(root, sub, val, &here, out),
+                    _ => {}
+                },
+            }
+        }
+    }
+    if let (Some(items), Some(a)) = (s.get("items"), v.as_array()) {
+        for (i, item) in a.iter().enumerate() {
+            schema_errors(root, items, item, &format!("{at}[{i}]"), out);
+        }
+    }
+    if let Some(any) = s["anyOf"].as_array() {
+        if !any.iter().any(valid) {
+            out.push(format!("{at}: matches none of the allowed forms"));
+        }
+    }
+    if let Some(one) = s["oneOf"].as_array() {
+        if one.iter().filter(|sub| valid(sub)).count() != 1 {
+            out.push(format!("{at}: must match exactly one of the allowed forms"));
+        }
+    }
+    if let Some(not) = s.get("not") {
+        if valid(not) {
+            out.push(format!("{at}: has a form that is not allowed"));
+        }
+    }
+}
+
+#[test]
+fn the_example_inventory_is_valid_under_the_json_schema_and_mistakes_are_not() {
+    let s = schema();
+    let check = |yaml: &str| {
+        let v: serde_json::Value = serde_saphyr::from_str(yaml).expect("YAML");
+        let mut errors = Vec::new();
+        schema_errors(&s, &s, &v, "", &mut errors);
+        errors
+    };
+    let example = include_str!("../../inventory.example.yaml");
+    assert_eq!(check(example), Vec::<String>::new());
+    assert_eq!(check(GOOD), Vec::<String>::new());
+    // What `ship init` writes, each way.
+    let hosts = [("web-1".to_owned(), "203.0.113.10".to_owned())];
+    for (source, recipe) in [
+        ("./build", None),
+        ("git@github.com:acme/app.git", None),
+        ("https://git.example.com/app.git", Some("laravel")),
+    ] {
+        let text = crate::cli::init::render(
+            "production",
+            &hosts,
+            "/var/www/app",
+            "deploy",
+            source,
+            recipe,
+        );
+        assert_eq!(check(&text), Vec::<String>::new(), "{text}");
+    }
+    // Each mistake, as the parser also refuses it.
+    for (from, to, error) in [
+        (
+            "  keep_releases: 5 ",
+            "  keep_releases: 0 ",
+            ".defaults.keep_releases: 0 is below 1",
+        ),
+        (
+            "  port: 22\n",
+            "  prot: 22\n",
+            ".defaults.prot: unknown key",
+        ),
+        (
+            "  host_key_checking: strict ",
+            "  host_key_checking: loose ",
+            ".defaults.host_key_checking: \"loose\" is not one of",
+        ),
+        (
+            "    artifact: ./build ",
+            "    artifact: ./build\n    git: git@example.com:app.git\n ",
+            ".defaults.source: must match exactly one",
+        ),
+        (
+            "    interval: 2s",
+            "    interval: [2]",
+            ".defaults.health_check.interval: matches none",
+        ),
+    ] {
+        assert!(example.contains(from), "{from}");
+        let errors = check(&example.replacen(from, to, 1));
+        assert!(
+            errors.iter().any(|e| e.starts_with(error)),
+            "{error}: {errors:?}"
+        );
+        assert!(parse(&example.replacen(from, to, 1)).is_err(), "{to}");
+    }
+}
