@@ -433,24 +433,7 @@ fn an_ssh_config_alias_reaches_a_host_only_through_a_bastion() {
     let (bastion, target) = (fleet.host(0), fleet.host(1));
     bastion.add_users(&[("jump", JUMP_UID)], "");
     // web-2's sshd takes connections only from the bastion's forwarding (it runs as `jump`).
-    let _only_via_bastion = Rule::add(&[
-        "OUTPUT",
-        "-p",
-        "tcp",
-        "-d",
-        &target.address,
-        "--dport",
-        "22",
-        "-m",
-        "owner",
-        "!",
-        "--uid-owner",
-        &JUMP_UID.to_string(),
-        "-j",
-        "REJECT",
-        "--reject-with",
-        "tcp-reset",
-    ]);
+    let _only_via_bastion = reachable_only_from(target, JUMP_UID);
     let key = fleet.dir().join("client_key");
     // The inventory names web-2 only by an alias; the ssh config says the rest.
     let ssh_config = fleet.dir().join("ssh_config");
