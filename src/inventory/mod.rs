@@ -310,6 +310,9 @@ pub struct ProxyJump {
     pub user: Option<String>,
     pub host: String,
     pub port: Option<u16>,
+    /// The key to log in to this jump host with, from its own ssh config entry (none: the
+    /// host's own key).
+    pub identity_file: Option<PathBuf>,
 }
 
 /// At most this many jump hosts in a chain.
@@ -385,7 +388,12 @@ impl ProxyJump {
         {
             return Err(format!("`{t}` has an invalid user"));
         }
-        Ok(ProxyJump { user, host, port })
+        Ok(ProxyJump {
+            user,
+            host,
+            port,
+            identity_file: None,
+        })
     }
 }
 

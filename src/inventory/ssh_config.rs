@@ -361,6 +361,12 @@ pub fn apply(stage: &mut Stage) -> Vec<String> {
                 if let Some(h) = jchanged("hostname") {
                     j.host = h;
                 }
+                if let Some(files) = w
+                    .get("identityfile")
+                    .filter(|v| b.get("identityfile") != Some(*v))
+                {
+                    j.identity_file = files.iter().map(|f| home_path(f)).find(|p| p.exists());
+                }
             }
         }
     }

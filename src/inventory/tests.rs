@@ -374,7 +374,8 @@ fn jump_hosts_parse_as_ssh_writes_them() {
         Ok(ProxyJump {
             user: Some("jump".into()),
             host: "bastion.example.com".into(),
-            port: Some(2222)
+            port: Some(2222),
+            identity_file: None
         })
     );
     assert_eq!(
@@ -382,7 +383,8 @@ fn jump_hosts_parse_as_ssh_writes_them() {
         Ok(ProxyJump {
             user: Some("jump".into()),
             host: "10.0.0.1".into(),
-            port: None
+            port: None,
+            identity_file: None
         })
     );
     assert_eq!(
@@ -390,7 +392,8 @@ fn jump_hosts_parse_as_ssh_writes_them() {
         Ok(ProxyJump {
             user: None,
             host: "::1".into(),
-            port: Some(22)
+            port: Some(22),
+            identity_file: None
         })
     );
     assert!(
@@ -405,12 +408,14 @@ fn jump_hosts_parse_as_ssh_writes_them() {
             ProxyJump {
                 user: Some("outer".into()),
                 host: "gate.example.com".into(),
-                port: Some(2222)
+                port: Some(2222),
+                identity_file: None
             },
             ProxyJump {
                 user: None,
                 host: "inner".into(),
-                port: None
+                port: None,
+                identity_file: None
             }
         ]
     );

@@ -265,6 +265,9 @@ impl SshConnection {
                 let mut jump_cfg = cfg.clone();
                 jump_cfg.user = j.user.clone().unwrap_or_else(|| cfg.user.clone());
                 jump_cfg.port = j.port.unwrap_or(22);
+                if j.identity_file.is_some() {
+                    jump_cfg.identity_file = j.identity_file.clone();
+                }
                 jump_cfg.proxy_jump = (!before.is_empty()).then(|| before.to_vec());
                 jump_cfg.forward_agent = false;
                 let jump_host = Host {

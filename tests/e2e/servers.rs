@@ -520,6 +520,91 @@ fn reachable_only_from(target: &crate::support::TestHost, uid: u32) -> Rule {
     ])
 }
 
+/// A jump host's own ssh config entry gives it its own key: the bastion's `jump` user accepts only
+/// that key, not the one the target takes.
+#[test]
+fn a_jump_host_logs_in_with_the_key_its_own_ssh_config_entry_names() {
+    let mut fleet = Fleet::start(2);
+    fleet.inventory("", "");
+    let bastion_key = fleet.dir().join("bastion_key");
+    crate::support::keygen(&bastion_key);
+    let jump_keys = fleet.dir().join("jump_keys");
+    fs::copy(bastion_key.with_extension("pub"), &jump_keys).expect("jump_keys");
+    fs::set_permissions(&jump_keys, fs::Permissions::from_mode(0o644)).expect("chmod");
+    {
+        // The users are added into the running host: restart it first.
+        let bastion = &mut fleet.hosts[0];
+        let config = bastion.www.parent().expect("host dir").join("sshd_config");
+        let mut text = fs::read_to_string(&config).expect("sshd_config");
+        text.push_str(&format!(
+            "Match User jump\n  AuthorizedKeysFile {}\n",
+            jump_keys.display()
+        ));
+        fs::write(&config, text).expect("sshd_config");
+        bastion.restart();
+        bastion.add_users(&[("jump", JUMP_UID)], "");
+    }
+    let (bastion, target) = (fleet.host(0), fleet.host(1));
+    let _only_via_bastion = reachable_only_from(target, JUMP_UID);
+    let key = fleet.dir().join("client_key");
+    let ssh_config = fleet.dir().join("ssh_config");
+    let write_config = |bastion_entry: &str| {
+        fs::write(
+            &ssh_config,
+            format!(
+                "Host app-2\n  HostName {}\n  User root\n  IdentityFile {}\n  ProxyJump gate\n\
+                 Host gate\n  HostName {}\n  User jump\n{bastion_entry}",
+                target.address,
+                key.display(),
+                bastion.address
+            ),
+        )
+        .expect("ssh config")
+    };
+    write_config(&format!("  IdentityFile {}\n", bastion_key.display()));
+    let id_line = format!("  identity_file: {}\n", key.display());
+    fleet.edit_inventory(|t| {
+        t.replace("  user: root\n", "").replace(
+            &id_line,
+            &format!("  ssh_config: {}\n", ssh_config.display()),
+        )
+    });
+    fleet.host_settings(0, &format!("user: root, identity_file: {}", key.display()));
+    fleet.edit_inventory(|t| {
+        t.replace(
+            &format!("web-2: {{ address: {} }}", target.address),
+            "web-2: { address: app-2 }",
+        )
+    });
+    let cfg = fleet.ship(&["config", "production", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(cfg.stdout.trim()).expect("json");
+    assert_eq!(
+        v["hosts"][1]["proxy_jump"],
+        format!("jump@{}", bastion.address)
+    );
+    let run = fleet.deploy();
+    assert_eq!(run.code, 0, "{}", run.all());
+    let id = bastion.current_id().expect("current");
+    assert_eq!(target.current_id().as_deref(), Some(id.as_str()));
+
+    // Without its own key the bastion refuses the target's: nothing changes anywhere.
+    write_config("");
+    let run = fleet.deploy();
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.all().contains(&format!(
+            "[web-2] FAILED at connect: cannot reach the jump host jump@{}",
+            bastion.address
+        )),
+        "{}",
+        run.all()
+    );
+    for h in [bastion, target] {
+        assert_eq!(h.releases(), vec![id.clone()], "{}", h.name);
+        assert!(!h.locked(), "{}", h.name);
+    }
+}
+
 #[test]
 fn a_host_behind_two_jump_hosts_is_reached_through_both_in_order() {
     const INNER_UID: u32 = 2104;

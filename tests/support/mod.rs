@@ -29,6 +29,9 @@ pub struct TestHost {
     pub faults: PathBuf,
     sshd: Option<Child>,
     mnt_ns: Option<String>,
+    /// The mount namespace held open: while it is, its number cannot go to another test's host
+    /// (a namespace's number is reused as soon as it is freed, and processes are found by it).
+    mnt_ns_pin: Option<fs::File>,
     /// How this host's sshd is started (for a restart after a crash).
     start: String,
     log: PathBuf,
@@ -130,15 +133,18 @@ impl TestHost {
             .count()
     }
 
-    fn signal_all(&self, sig: &str) {
+    fn signal_all(&self, sig: libc::c_int) {
         for pid in self.pids() {
-            let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
+            // SAFETY: sends a signal; no memory is involved.
+            unsafe { libc::kill(pid, sig) };
         }
     }
 
-    /// The host crashes: every process of it dies at once.
+    /// The host crashes: every process of it dies at once (all are stopped first, so none
+    /// starts another while the others are being killed).
     pub fn kill(&mut self) {
-        self.signal_all("-KILL");
+        self.signal_all(libc::SIGSTOP);
+        self.signal_all(libc::SIGKILL);
         if let Some(mut c) = self.sshd.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -147,11 +153,11 @@ impl TestHost {
 
     /// The host hangs: every process stops answering (packets are still accepted by the kernel).
     pub fn freeze(&self) {
-        self.signal_all("-STOP");
+        self.signal_all(libc::SIGSTOP);
     }
 
     pub fn thaw(&self) {
-        self.signal_all("-CONT");
+        self.signal_all(libc::SIGCONT);
     }
 
     /// Start the host again (after a crash: its processes are reaped first).
@@ -237,13 +243,14 @@ impl TestHost {
     }
 
     /// A fault script line that crashes the whole host: every process in its mount namespace
-    /// is killed at once, the calling one included.
-    /// The calling shell kills itself last: /proc is walked in name order, and a shell that
-    /// met its own pid early would never reach the host's sshd.
-    pub const CRASH: &'static str = "me=$(readlink /proc/self/ns/mnt); for p in /proc/[0-9]*; do \
-        p=${p#/proc/}; [ \"$p\" = \"$$\" ] && continue; \
-        [ \"$(readlink /proc/$p/ns/mnt 2>/dev/null)\" = \"$me\" ] && kill -9 $p 2>/dev/null; done; \
-        kill -9 $$";
+    /// is killed at once, the calling one included. The host's processes are listed, stopped
+    /// together, listed again (in case one started another meanwhile), then killed together:
+    /// killing them one by one while walking /proc let the rest run on (after pids wrap, the
+    /// host's sshd comes last), long enough to answer. The calling shell kills itself last.
+    pub const CRASH: &'static str = "me=$(readlink /proc/self/ns/mnt); \
+        ours() { l=; for p in /proc/[0-9]*; do p=${p#/proc/}; [ \"$p\" = \"$$\" ] && continue; \
+        [ \"$(readlink /proc/$p/ns/mnt 2>/dev/null)\" = \"$me\" ] && l=\"$l $p\"; done; }; \
+        ours; kill -STOP $l 2>/dev/null; ours; kill -9 $l 2>/dev/null; kill -9 $$";
 
     /// Run `script` on the host as its own shell would (inside its mount namespace): to apply a
     /// remedy ship printed.
@@ -418,6 +425,7 @@ impl Fleet {
                 faults,
                 sshd: Some(child),
                 mnt_ns: None,
+                mnt_ns_pin: None,
                 start,
                 log,
                 tmpfs,
@@ -577,6 +585,7 @@ fn wait_listening(h: &mut TestHost) {
         std::thread::sleep(Duration::from_millis(20));
     }
     let pid = h.sshd.as_ref().map(|c| c.id()).expect("pid");
+    h.mnt_ns_pin = fs::File::open(format!("/proc/{pid}/ns/mnt")).ok();
     h.mnt_ns = fs::read_link(format!("/proc/{pid}/ns/mnt"))
         .ok()
         .map(|p| p.to_string_lossy().into_owned());
