@@ -18,14 +18,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::{InventoryError, edit_distance, nearest};
-
-/// The inventory's JSON Schema (draft 2020-12), for editors: `ship schema` prints it. A test
-/// keeps its keys equal to the parser's.
-pub const SCHEMA: &str = include_str!("../../docs/inventory.schema.json");
 pub use parse::{
     HEALTH_KEYS, HOOK_KEYS, HOST_KEYS, LAYER_KEYS, RECIPES, STAGE_KEYS, STEP_KEYS, TOP_KEYS,
     WRITABLE_KEYS, parse_canary, parse_duration, parse_inventory,
 };
+
+/// The inventory's JSON Schema (draft 2020-12), for editors: `ship schema` prints it. A test
+/// keeps its keys equal to the parser's.
+pub const SCHEMA: &str = include_str!("../../docs/inventory.schema.json");
 
 /// A parsed inventory file.
 #[derive(Debug, Clone)]
