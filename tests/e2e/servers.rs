@@ -426,6 +426,27 @@ impl Drop for Rule {
     }
 }
 
+/// The inventory reads `ssh_config` and names web-2 only by the alias `app-2` (user, key and
+/// jump host come from the ssh config); web-1 keeps its address, user and key.
+fn web_2_by_alias(fleet: &Fleet, ssh_config: &std::path::Path) {
+    let key = fleet.dir().join("client_key");
+    let id_line = format!("  identity_file: {}\n", key.display());
+    fleet.edit_inventory(|t| {
+        t.replace("  user: root\n", "").replace(
+            &id_line,
+            &format!("  ssh_config: {}\n", ssh_config.display()),
+        )
+    });
+    fleet.host_settings(0, &format!("user: root, identity_file: {}", key.display()));
+    let target = fleet.host(1);
+    fleet.edit_inventory(|t| {
+        t.replace(
+            &format!("web-2: {{ address: {} }}", target.address),
+            "web-2: { address: app-2 }",
+        )
+    });
+}
+
 #[test]
 fn an_ssh_config_alias_reaches_a_host_only_through_a_bastion() {
     let fleet = Fleet::start(2);
@@ -447,20 +468,7 @@ fn an_ssh_config_alias_reaches_a_host_only_through_a_bastion() {
         ),
     )
     .expect("ssh config");
-    let id_line = format!("  identity_file: {}\n", key.display());
-    fleet.edit_inventory(|t| {
-        t.replace("  user: root\n", "").replace(
-            &id_line,
-            &format!("  ssh_config: {}\n", ssh_config.display()),
-        )
-    });
-    fleet.host_settings(0, &format!("user: root, identity_file: {}", key.display()));
-    fleet.edit_inventory(|t| {
-        t.replace(
-            &format!("web-2: {{ address: {} }}", target.address),
-            "web-2: { address: app-2 }",
-        )
-    });
+    web_2_by_alias(&fleet, &ssh_config);
     let run = fleet.deploy();
     assert_eq!(run.code, 0, "{}", run.all());
     let id = bastion.current_id().expect("current");
@@ -562,20 +570,7 @@ fn a_jump_host_logs_in_with_the_key_its_own_ssh_config_entry_names() {
         .expect("ssh config")
     };
     write_config(&format!("  IdentityFile {}\n", bastion_key.display()));
-    let id_line = format!("  identity_file: {}\n", key.display());
-    fleet.edit_inventory(|t| {
-        t.replace("  user: root\n", "").replace(
-            &id_line,
-            &format!("  ssh_config: {}\n", ssh_config.display()),
-        )
-    });
-    fleet.host_settings(0, &format!("user: root, identity_file: {}", key.display()));
-    fleet.edit_inventory(|t| {
-        t.replace(
-            &format!("web-2: {{ address: {} }}", target.address),
-            "web-2: { address: app-2 }",
-        )
-    });
+    web_2_by_alias(&fleet, &ssh_config);
     let cfg = fleet.ship(&["config", "production", "--json"]);
     let v: serde_json::Value = serde_json::from_str(cfg.stdout.trim()).expect("json");
     assert_eq!(
