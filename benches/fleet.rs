@@ -57,10 +57,10 @@ fn settle(fleet: &Fleet, idle: &[usize]) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline
         && fleet
-            .hosts
+            .process_counts()
             .iter()
             .zip(idle)
-            .any(|(h, &n)| h.pids().len() > n)
+            .any(|(now, idle)| now > idle)
     {
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -399,7 +399,7 @@ fn main() {
     for &n in &sizes {
         let fleet = bench_fleet(n, &user);
         let before: Vec<usize> = (0..n).map(|i| fleet.connections(i)).collect();
-        let idle: Vec<usize> = fleet.hosts.iter().map(|h| h.pids().len()).collect();
+        let idle = fleet.process_counts();
         let results: Vec<Run> = (0..runs)
             .map(|_| {
                 settle(&fleet, &idle);

@@ -247,10 +247,8 @@ pub async fn status(stage: &Stage, options: &ConnectOptions) -> StageStatus {
             .find(|r| r.current)
             .and_then(|r| r.revision.clone())
     };
-    let revision_mismatch = same_id
-        && hosts
-            .iter()
-            .any(|h| revision(h) != hosts.first().and_then(revision));
+    let first_revision = hosts.first().and_then(revision);
+    let revision_mismatch = same_id && hosts.iter().any(|h| revision(h) != first_revision);
     let consistent = same_id && !revision_mismatch;
     StageStatus {
         stage: stage.name.clone(),

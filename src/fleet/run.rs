@@ -21,7 +21,7 @@ use crate::report::{
 use crate::source::Prepared;
 use crate::transport::{
     CONNECT_CONCURRENCY, ConnectOptions, Connection, OnLine, Output, Process, Stream,
-    TransportError,
+    TransportError, within,
 };
 use crate::util;
 
@@ -1674,12 +1674,7 @@ impl Armed {
             }
             Ok(())
         };
-        tokio::time::timeout(t, ask)
-            .await
-            .map_err(|_| TransportError::Timeout {
-                after: t,
-                what: "reading the host's clock",
-            })?
+        within(t, "reading the host's clock", ask).await
     }
 
     /// Give the word (`go`, or `at …`) and end the input.
@@ -1756,7 +1751,7 @@ async fn arm(h: &HostRun, ctx: &Ctx) -> Result<Armed, TransportError> {
             let _ = tx.send((line.trim().to_owned(), clock::now_us()));
         }
     });
-    tokio::time::timeout(t, async {
+    within(t, "arming the switch", async {
         let p = conn.spawn(&script, Some(on_line)).await?;
         let mut a = Armed {
             p,
@@ -1769,10 +1764,6 @@ async fn arm(h: &HostRun, ctx: &Ctx) -> Result<Armed, TransportError> {
         Ok(a)
     })
     .await
-    .map_err(|_| TransportError::Timeout {
-        after: t,
-        what: "arming the switch",
-    })?
 }
 
 /// Counts a host's prepare as ended when dropped; the last one cancels the token.
@@ -1945,12 +1936,7 @@ async fn switch(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx) -> Vec<P> {
             async move {
                 let r = match fired {
                     Err(e) => Err(e),
-                    Ok(()) => tokio::time::timeout(t, a.p.wait()).await.unwrap_or(Err(
-                        TransportError::Timeout {
-                            after: t,
-                            what: "waiting for the switch",
-                        },
-                    )),
+                    Ok(()) => within(t, "waiting for the switch", a.p.wait()).await,
                 };
                 (i, offset, r)
             }

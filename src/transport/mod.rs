@@ -303,12 +303,7 @@ impl Connection {
             p.close_stdin().await?;
             p.wait().await
         };
-        tokio::time::timeout(timeout, work)
-            .await
-            .map_err(|_| TransportError::Timeout {
-                after: timeout,
-                what: "waiting for the command",
-            })?
+        within(timeout, "waiting for the command", work).await
     }
 
     /// Run a step that may take long and must be stoppable. Without `stdin`, it runs stoppable
@@ -395,6 +390,17 @@ impl Connection {
             c.close().await;
         }
     }
+}
+
+/// `work`, given up after `after` with a [`TransportError::Timeout`] that says what timed out.
+pub async fn within<T>(
+    after: Duration,
+    what: &'static str,
+    work: impl std::future::Future<Output = Result<T, TransportError>>,
+) -> Result<T, TransportError> {
+    tokio::time::timeout(after, work)
+        .await
+        .map_err(|_| TransportError::Timeout { after, what })?
 }
 
 /// Controller-side options for opening connections.

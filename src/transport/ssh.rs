@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 
 use super::known_hosts::{self, Verdict};
 use super::session::{Input, Raw, Session};
-use super::{Collector, ConnectOptions, OnLine, Output, Stream, TransportError};
+use super::{Collector, ConnectOptions, OnLine, Output, Stream, TransportError, within};
 use crate::inventory::{Host, HostKeyChecking};
 use crate::remote::quote;
 
@@ -171,12 +171,12 @@ impl SshConnection {
     /// Connect, verify the host key and authenticate, all within the host's connect timeout.
     pub async fn connect(host: &Host, options: &ConnectOptions) -> Result<Self, TransportError> {
         let timeout = host.config.timeouts.connect;
-        tokio::time::timeout(timeout, Self::connect_with_retry(host, options))
-            .await
-            .map_err(|_| TransportError::Timeout {
-                after: timeout,
-                what: "connecting and authenticating",
-            })?
+        within(
+            timeout,
+            "connecting and authenticating",
+            Self::connect_with_retry(host, options),
+        )
+        .await
     }
 
     async fn connect_with_retry(
@@ -397,13 +397,13 @@ impl SshConnection {
 
     /// A new session channel, within the connect timeout.
     async fn open_channel(&self) -> Result<russh::Channel<Msg>, TransportError> {
-        tokio::time::timeout(self.open_timeout, self.handle.channel_open_session())
-            .await
-            .map_err(|_| TransportError::Timeout {
-                after: self.open_timeout,
-                what: "opening a channel",
-            })?
-            .map_err(|e| TransportError::Lost(describe_russh_error(&e)))
+        within(self.open_timeout, "opening a channel", async {
+            self.handle
+                .channel_open_session()
+                .await
+                .map_err(|e| TransportError::Lost(describe_russh_error(&e)))
+        })
+        .await
     }
 
     async fn open_session(&self) -> Result<Arc<Session>, TransportError> {

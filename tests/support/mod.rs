@@ -101,24 +101,18 @@ impl TestHost {
 
     /// Every process of this host (its sshd and all sessions), found by mount namespace.
     pub fn pids(&self) -> Vec<i32> {
+        self.pids_in(&processes())
+    }
+
+    /// This host's processes among `all` (from [`processes`]).
+    fn pids_in(&self, all: &[(i32, String)]) -> Vec<i32> {
         let Some(ns) = &self.mnt_ns else {
             return Vec::new();
         };
-        let mut pids = Vec::new();
-        for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            if fs::read_link(e.path().join("ns/mnt"))
-                .ok()
-                .map(|p| p.to_string_lossy().into_owned())
-                .as_deref()
-                == Some(ns.as_str())
-            {
-                pids.push(pid);
-            }
-        }
-        pids
+        all.iter()
+            .filter(|(_, n)| n == ns)
+            .map(|(pid, _)| *pid)
+            .collect()
     }
 
     /// How many of this host's processes run a command line starting with `prefix`.
@@ -548,6 +542,12 @@ impl Fleet {
         cmd
     }
 
+    /// How many processes each host has now (one walk of /proc for the whole fleet).
+    pub fn process_counts(&self) -> Vec<usize> {
+        let all = processes();
+        self.hosts.iter().map(|h| h.pids_in(&all).len()).collect()
+    }
+
     pub fn connections(&self, i: usize) -> usize {
         self.log_count(i, "Accepted publickey")
     }
@@ -913,4 +913,18 @@ fn own_disk_area(dir: &Path) {
             libc::ioctl(f.as_raw_fd(), FS_IOC_SETFLAGS, &flags);
         }
     }
+}
+
+/// Every process on this machine with its mount namespace, read once from /proc.
+fn processes() -> Vec<(i32, String)> {
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_string_lossy().parse::<i32>().ok()?;
+            let ns = fs::read_link(e.path().join("ns/mnt")).ok()?;
+            Some((pid, ns.to_string_lossy().into_owned()))
+        })
+        .collect()
 }
