@@ -7,6 +7,7 @@
 pub mod fleet;
 pub mod hooks;
 pub mod inventory;
+pub mod mask;
 pub mod remote;
 pub mod report;
 pub mod source;

@@ -49,7 +49,7 @@ pub fn prepare(source: &Source) -> Result<Prepared, SourceError> {
             let kh_text = match known_hosts {
                 Some(path) => {
                     Some(std::fs::read_to_string(path).map_err(|e| SourceError::Git {
-                        url: url.clone(),
+                        url: crate::mask::mask_urls(url),
                         reference: reference.clone(),
                         reason: format!(
                             "cannot read git_known_hosts {}: {e} (hint: ssh-keyscan the git server \
@@ -180,15 +180,28 @@ pub fn resolve_git(
     known_hosts: Option<&Path>,
 ) -> Result<String, SourceError> {
     let err = |reason: String| SourceError::Git {
-        url: url.to_owned(),
+        url: crate::mask::mask_urls(url),
         reference: reference.to_owned(),
-        reason,
+        reason: crate::mask::Masker::new(crate::mask::url_secrets(url)).mask(&reason),
     };
     if reference.len() == 40 && reference.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Ok(reference.to_lowercase());
     }
-    let out = std::process::Command::new("git")
-        .args(["ls-remote", "--", url])
+    // As on the hosts: credentials go to git through its credential helper, not its arguments.
+    let (public_url, credentials) = crate::mask::split_credentials(url);
+    let mut git = std::process::Command::new("git");
+    if let Some((user, password)) = credentials {
+        git.args(["-c", "credential.helper="])
+            .arg("-c")
+            .arg(format!(
+                "credential.helper={}",
+                crate::remote::GIT_CREDENTIAL_HELPER
+            ))
+            .env("SHIP_GIT_USER", user)
+            .env("SHIP_GIT_PASSWORD", password);
+    }
+    let out = git
+        .args(["ls-remote", "--", &public_url])
         .stdin(std::process::Stdio::null())
         .env("GIT_TERMINAL_PROMPT", "0")
         .env(

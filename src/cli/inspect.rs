@@ -331,10 +331,7 @@ pub async fn lock_release(g: &Global, stage: &str, yes: bool) -> u8 {
         } else if !g.json && (!r.removed.is_empty() || !r.kept.is_empty()) {
             let mut line = format!("{}: removed {}", r.host, r.removed.join(", "));
             if !r.kept.is_empty() {
-                line.push_str(&format!(
-                    "; kept {} (it is current there)",
-                    r.kept.join(", ")
-                ));
+                line.push_str(&format!("; kept {}", r.kept.join(", ")));
             }
             println!("{line}");
         }

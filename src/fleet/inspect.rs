@@ -263,7 +263,8 @@ pub async fn status(stage: &Stage, options: &ConnectOptions) -> StageStatus {
 #[derive(Debug, Clone, Serialize)]
 pub struct Released {
     pub host: String,
-    /// Paths removed (relative to deploy_to), and a release kept because it is current.
+    /// Paths removed (relative to deploy_to); releases kept, each with why (current there, or
+    /// complete).
     pub removed: Vec<String>,
     pub kept: Vec<String>,
     /// The lock was gone by the time ship got there (its holder ended on its own): nothing was
@@ -322,6 +323,11 @@ pub async fn release_locks(
                 }
                 (None, Some(lock)) => {
                     let d = &host.config.deploy_to;
+                    let staged = lock
+                        .owner
+                        .as_ref()
+                        .and_then(|o| o.staged_release())
+                        .map(str::to_owned);
                     let line = serde_json::json!({
                         "kind": "lock-release",
                         "release": lock.release,
@@ -334,7 +340,7 @@ pub async fn release_locks(
                     .to_string();
                     let script = format!(
                         "{}\n{}",
-                        remote::release_lock(d, lock.release.as_deref(), token.as_deref()),
+                        remote::release_lock(d, staged.as_deref(), token.as_deref()),
                         remote::journal(d, &line)
                     );
                     match conn.run(&script, None, None, INSPECT_TIMEOUT).await {
@@ -343,7 +349,16 @@ pub async fn release_locks(
                                 if let Some(p) = l.strip_prefix("removed=") {
                                     r.removed.push(p.trim_matches('\'').to_owned());
                                 } else if let Some(p) = l.strip_prefix("kept=") {
-                                    r.kept.push(p.trim_matches('\'').to_owned());
+                                    r.kept.push(format!(
+                                        "{} (it is current there)",
+                                        p.trim_matches('\'')
+                                    ));
+                                } else if let Some(p) = l.strip_prefix("complete=") {
+                                    r.kept.push(format!(
+                                        "{} (complete: a finished release is removed only when \
+                                         named, e.g. by cleanup or `ship rollback`)",
+                                        p.trim_matches('\'')
+                                    ));
                                 } else if l == "gone=.ship/lock" {
                                     r.gone = true;
                                 }

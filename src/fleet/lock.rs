@@ -86,12 +86,17 @@ impl HeldLock {
         s
     }
 
-    /// The release the holder was staging, if the record names one.
+    /// The release the holder was deploying or rolling back to, if the record names one.
     pub fn release(&self) -> Option<&str> {
         self.owner
             .as_ref()
             .map(|o| o.release.as_str())
             .filter(|r| !r.is_empty())
+    }
+
+    /// The release the holder was staging (a deploy's; a rollback stages none).
+    pub fn staged_release(&self) -> Option<&str> {
+        self.owner.as_ref().and_then(|o| o.staged_release())
     }
 
     /// What the operator should do about it.

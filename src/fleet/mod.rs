@@ -4,4 +4,5 @@ pub mod lock;
 pub mod protocol;
 pub mod run;
 
-pub use run::{Deploy, HostPlan, Job, Masker, PlannedCommand, RunPlan, deploy, masker_for, plan};
+pub use crate::mask::Masker;
+pub use run::{Deploy, HostPlan, Job, PlannedCommand, RunPlan, deploy, masker_for, plan};

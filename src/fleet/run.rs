@@ -11,6 +11,7 @@ use super::clock;
 use super::lock::HeldLock;
 use super::protocol::{Action, Event as P, Options, Outcome, Protocol, SwitchState};
 use crate::inventory::{Host, OnFailure, Stage};
+use crate::mask::Masker;
 use crate::remote::{
     self, CLEANUP_STATUS, LOCK_HELD, LockOwner, Preflight, RELEASE_MISSING, SWITCH_CANCELLED,
     SWITCH_RENAME_FAILED, Step,
@@ -65,33 +66,21 @@ pub struct Deploy {
     pub lock_wait: Duration,
 }
 
-/// The masker for every secret of a stage's hosts.
+/// The masker for every secret of a stage's hosts: their secret `env` values and the
+/// credentials in their git and health-check URLs.
 pub fn masker_for(stage: &Stage) -> Masker {
-    Masker::new(
-        stage
-            .hosts
-            .iter()
-            .flat_map(|h| h.config.secrets().map(str::to_owned).collect::<Vec<_>>()),
-    )
-}
-
-/// Replaces secret values in anything shown.
-#[derive(Clone, Default)]
-pub struct Masker(Arc<Vec<String>>);
-
-impl Masker {
-    pub fn new(secrets: impl IntoIterator<Item = String>) -> Self {
-        let mut v: Vec<String> = secrets.into_iter().filter(|s| !s.is_empty()).collect();
-        v.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        v.dedup();
-        Masker(Arc::new(v))
+    let mut secrets = Vec::new();
+    for h in &stage.hosts {
+        let c = &h.config;
+        secrets.extend(c.secrets().map(str::to_owned));
+        if let crate::inventory::Source::Git { url, .. } = &c.source {
+            secrets.extend(crate::mask::url_secrets(url));
+        }
+        if let Some(crate::inventory::Probe::Http { url, .. }) = &c.health_check.probe {
+            secrets.extend(crate::mask::url_secrets(url));
+        }
     }
-
-    pub fn mask(&self, text: &str) -> String {
-        self.0
-            .iter()
-            .fold(text.to_owned(), |t, s| t.replace(s.as_str(), "****"))
-    }
+    Masker::new(secrets)
 }
 
 struct HostRun {
@@ -1344,7 +1333,7 @@ fn preflight_problem(host: &Host, pf: &Preflight, tools: &[&str]) -> Option<Stri
 fn owner_record(ctx: &Ctx) -> String {
     serde_json::to_string(&LockOwner {
         token: ctx.token.clone(),
-        kind: "deploy".into(),
+        kind: ctx.kind.into(),
         user: ctx.user.clone(),
         controller: ctx.controller.clone(),
         pid: std::process::id(),
@@ -1484,7 +1473,7 @@ async fn lock(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, d: &Deploy) -> Ve
 fn held_lock_failure(ctx: &Ctx, host: &Host, raw: &str, waited: Duration) -> Failure {
     let lock = HeldLock::read(raw, &ctx.controller);
     let mut msg = format!("{} is locked by {}", host.config.deploy_to, lock.who());
-    if let Some(r) = lock.release() {
+    if let Some(r) = lock.staged_release() {
         msg.push_str(&format!(" (it may have left releases/{r} unfinished)"));
     }
     if !waited.is_zero() {
@@ -2228,11 +2217,5 @@ mod tests {
         );
         assert_eq!(switch_stamp(""), None);
         assert_eq!(switch_stamp("ship-switch-ready\n"), None);
-    }
-
-    #[test]
-    fn masks_secrets_longest_first() {
-        let m = Masker::new(["abc".to_owned(), "abcdef".to_owned(), String::new()]);
-        assert_eq!(m.mask("x abcdef y abc"), "x **** y ****");
     }
 }

@@ -888,8 +888,26 @@ fn layer<'n>(
     Ok((l, extra))
 }
 
+/// Paths are names on disk: a newline, a tab or another control character in one is a mistake
+/// (and would break the line-based replies hosts send about paths).
+fn no_control_characters(ctx: &Ctx, path: &str, pos: Pos, key_path: &str) -> Result<()> {
+    match path.chars().find(|c| c.is_control()) {
+        Some(c) => Err(ctx.err_hint(
+            pos,
+            key_path,
+            format!(
+                "`{}` contains a control character ({c:?})",
+                path.escape_debug()
+            ),
+            "write the path as it is on disk, without newlines, tabs or other control characters",
+        )),
+        None => Ok(()),
+    }
+}
+
 fn deploy_to(ctx: &Ctx, v: &Node, p: &str) -> Result<String> {
     let s = ctx.non_empty(v, p)?;
+    no_control_characters(ctx, &s, v.pos, p)?;
     if !s.starts_with('/') {
         return Err(ctx.err_hint(
             v.pos,
@@ -1017,6 +1035,7 @@ fn overlaps(a: &str, b: &str) -> bool {
 
 /// A shared path: relative, inside the release, normalised (no `.`, no trailing `/`).
 fn shared_path(ctx: &Ctx, path: &str, pos: Pos, key_path: &str) -> Result<String> {
+    no_control_characters(ctx, path, pos, key_path)?;
     let p = Path::new(path);
     if p.is_absolute() {
         return Err(ctx.err_hint(

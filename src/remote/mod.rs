@@ -7,8 +7,10 @@
 //! relative, so a deploy directory can be inspected or moved without dangling links.
 
 mod quote;
+mod script;
 
 pub use quote::quote;
+pub use script::{READ_SCRIPT, SCRIPT_CUT, channel_command, on_stdin, supervised};
 
 use crate::inventory::{EnvVar, HealthCheck, Probe, StepSpec, Writable, WritableMode};
 
@@ -47,30 +49,10 @@ pub struct Step {
     pub quick: bool,
 }
 
-/// Run `script` so that it lives only as long as the controller holds its stdin open: the
-/// script runs in a session of its own (so its whole process tree can be signalled), and a
-/// watcher waits for end-of-file on stdin. When stdin closes before the script ends (the
-/// controller timed out, was interrupted, or died and took its connection with it), the
-/// watcher sends SIGTERM to the script's process group (retrying while the group is still being
-/// set up), then SIGKILL 5 s later. Without it, a
-/// build abandoned by a dead controller would keep running, and writing into a release that
-/// is being removed. The exit status is the script's (143 when stopped). Any line on stdin
-/// stops it too, and it ends only once the watcher has: a session's next command line is never
-/// read by a leftover watcher.
-pub fn supervised(script: &str) -> String {
-    format!(
-        "exec 3<&0 </dev/null\n\
-         if command -v setsid >/dev/null 2>&1; then setsid sh -c {s} & p=$!; g=-$p; \
-         else sh -c {s} & p=$!; g=$p; fi\n\
-         {{ read -r _ <&3; while ! kill -TERM $g; do kill -0 $p || exit 0; sleep 1; done; \
-         sleep 5; kill -KILL $g; }} >/dev/null 2>&1 & w=$!\n\
-         exec 3<&-\n\
-         wait $p; rc=$?\n\
-         kill $w 2>/dev/null; wait $w 2>/dev/null\n\
-         exit $rc\n",
-        s = quote(script)
-    )
-}
+/// The credential helper git steps use when the git URL held credentials: it answers from
+/// `SHIP_GIT_USER` and `SHIP_GIT_PASSWORD` in its environment (set by the step, never in an
+/// argument list; git runs the helper with this text, which holds no value).
+pub const GIT_CREDENTIAL_HELPER: &str = "!f() { test \"$1\" = get && printf 'username=%s\\npassword=%s\\n' \"$SHIP_GIT_USER\" \"$SHIP_GIT_PASSWORD\"; }; f";
 
 /// How a streamed tarball is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -275,13 +257,13 @@ impl Preflight {
 pub struct LockOwner {
     /// Unique per run: only the run that took the lock releases it.
     pub token: String,
-    /// `deploy` or `rollback`.
+    /// `deploy` or `rollback`: what the holder was doing.
     pub kind: String,
     pub user: String,
     /// Host name of the machine ship ran on.
     pub controller: String,
     pub pid: u32,
-    /// The release being deployed (or rolled back to).
+    /// The release being deployed (staged), or rolled back to (a release that exists).
     pub release: String,
     /// RFC 3339, UTC.
     pub started: String,
@@ -292,6 +274,14 @@ impl LockOwner {
     /// Read an owner record; `None` when it is not one (a lock made by hand, a torn write).
     pub fn parse(raw: &str) -> Option<LockOwner> {
         serde_json::from_str(raw.trim()).ok()
+    }
+
+    /// The release the holder was staging: a deploy's new release. A rollback stages nothing
+    /// (its release is one the hosts already had), so it has none.
+    pub fn staged_release(&self) -> Option<&str> {
+        (self.kind.is_empty() || self.kind == "deploy")
+            .then_some(self.release.as_str())
+            .filter(|r| !r.is_empty())
     }
 }
 
@@ -332,8 +322,11 @@ pub fn unlock(deploy_to: &str, token: &str) -> String {
 }
 
 /// Clear what a run that died left behind (`ship lock release`): its lock, and the release it
-/// was staging (with its staged link) unless that release is `current` on this host. Prints
-/// what it removed. Nothing in `shared/` is touched.
+/// was staging (`release_id`: only a deploy's, never a rollback's target) with its staged link.
+/// The release is removed only while it is incomplete (no `REVISION`: its prepare never
+/// finished); one that is `current` here is kept (`kept=`), and so is a complete one
+/// (`complete=`): ship never deletes a finished release the operator did not name. Prints what
+/// it removed. Nothing in `shared/` is touched.
 ///
 /// Only the lock that was shown to the operator goes: `token` is the one its owner record had
 /// (`None`: it had no owner record ship could read). When the lock now on the host is another
@@ -358,7 +351,8 @@ pub fn release_lock(deploy_to: &str, release_id: Option<&str>, token: Option<&st
         s.push_str(&format!(
             "if [ -d {stage} ]; then rm -rf {stage} && echo removed={stage}; fi\n\
              if [ -d {rel} ]; then if [ \"$(readlink current 2>/dev/null)\" = {rel} ]; then \
-             echo kept={rel}; else rm -rf {rel} && echo removed={rel}; fi; fi\n"
+             echo kept={rel}; elif [ -f {rel}/REVISION ]; then echo complete={rel}; \
+             else rm -rf {rel} && echo removed={rel}; fi; fi\n"
         ));
     }
     // The lock last, read again: while it stood no other run could start here.
@@ -452,14 +446,27 @@ pub fn prepare(plan: &Plan) -> Vec<Step> {
                 quick: true,
             });
             // Every git command that may reach the server: never prompts, checks the server's
-            // host key strictly.
+            // host key strictly. Credentials in an https URL never reach git's arguments nor
+            // the mirror's config: the URL goes without them, and `g` (git with a credential
+            // helper reading them from its environment) answers the server's challenge.
             let kh_path = format!("{}/.ship/git_known_hosts", plan.deploy_to);
             let ssh =
                 crate::source::git_ssh_command(known_hosts.as_ref().map(|_| kh_path.as_str()));
-            let env = format!(
+            let (public_url, credentials) = crate::mask::split_credentials(url);
+            let mut env = format!(
                 "export GIT_TERMINAL_PROMPT=0 GIT_SSH_COMMAND={}",
                 quote(&ssh)
             );
+            match &credentials {
+                Some((user, password)) => env.push_str(&format!(
+                    " SHIP_GIT_USER={} SHIP_GIT_PASSWORD={} && g() {{ git -c credential.helper= \
+                     -c credential.helper={} \"$@\"; }}",
+                    quote(user),
+                    quote(password),
+                    quote(GIT_CREDENTIAL_HELPER)
+                )),
+                None => env.push_str(" && g() { git \"$@\"; }"),
+            }
             let write_kh = match known_hosts {
                 Some(k) => format!(
                     "mkdir -p .ship && printf '%s\\n' {} > .ship/git_known_hosts && ",
@@ -467,14 +474,14 @@ pub fn prepare(plan: &Plan) -> Vec<Step> {
                 ),
                 None => String::new(),
             };
+            let u = quote(&public_url);
             steps.push(Step {
                 name: "fetch".into(),
                 script: format!(
                     "{cd} && {write_kh}{env} && if [ -d repo ]; then \
                      git --git-dir=repo remote set-url origin {u} && \
-                     git --git-dir=repo fetch --quiet --prune origin; \
-                     else git clone --quiet --mirror {u} repo; fi",
-                    u = quote(url)
+                     g --git-dir=repo fetch --quiet --prune origin; \
+                     else g clone --quiet --mirror {u} repo; fi"
                 ),
                 takes_payload: false,
                 reaches_git: true,
@@ -490,13 +497,12 @@ pub fn prepare(plan: &Plan) -> Vec<Step> {
                      if git --git-dir=repo cat-file -e {c}:.gitmodules 2>/dev/null; then\n\
                      \x20 rm -rf {work} && git clone --quiet --no-checkout repo {work} && \
                      (cd {work} && git remote set-url origin {u} && git checkout --quiet {c} && \
-                     git submodule --quiet update --init --recursive && \
+                     g submodule --quiet update --init --recursive && \
                      tar -cf - --exclude=.git . | tar -xf - -C ../../{q_rel}); rc=$?; \
                      rm -rf {work}; exit $rc\n\
                      fi\n\
                      git --git-dir=repo archive --format=tar -o {tmp} {c} && \
-                     tar -xf {tmp} -C {q_rel}; rc=$?; rm -f {tmp}; exit $rc",
-                    u = quote(url)
+                     tar -xf {tmp} -C {q_rel}; rc=$?; rm -f {tmp}; exit $rc"
                 ),
                 takes_payload: false,
                 reaches_git: true,
@@ -516,6 +522,12 @@ pub fn prepare(plan: &Plan) -> Vec<Step> {
     {
         let shared = quote(&format!("shared/{path}")).into_owned();
         let in_release = quote(&format!("{rel}/{path}")).into_owned();
+        let key = if is_dir {
+            "shared.dirs"
+        } else {
+            "shared.files"
+        };
+        link.extend(refuse_links(&parents_in(&rel, path), key, path));
         if let Some(dir) = parent(path) {
             for d in [format!("shared/{dir}"), format!("{rel}/{dir}")] {
                 let d = quote(&d).into_owned();
@@ -553,11 +565,30 @@ pub fn prepare(plan: &Plan) -> Vec<Step> {
     for (dir, targets) in links {
         link.push(format!("ln -s {} {}", targets.join(" "), quote(&dir)));
     }
-    link.push(format!(
-        "printf '%s\\n' {} > {}",
+    let mut after_link = Vec::new();
+    after_link.extend(copy_from_previous(plan));
+    for spec in plan.build {
+        after_link.push(release_step(plan, "build", spec));
+    }
+    if let Some(w) = plan.writable {
+        let shared: Vec<String> = plan
+            .shared_files
+            .iter()
+            .chain(plan.shared_dirs)
+            .cloned()
+            .collect();
+        after_link.push(writable(plan.deploy_to, plan.release_id, w, &shared));
+    }
+    // `REVISION` is written last: a release that has it is complete (prepared to the end), and
+    // only a complete release is ever switched to, rolled back to or kept by `lock release`.
+    let complete = format!(
+        "rm -f {r} && printf '%s\\n' {} > {r}",
         quote(plan.revision),
-        quote(&format!("{rel}/REVISION"))
-    ));
+        r = quote(&format!("{rel}/REVISION"))
+    );
+    if after_link.is_empty() {
+        link.push(complete.clone());
+    }
     steps.push(Step {
         name: "link".into(),
         script: link.join(" && "),
@@ -565,16 +596,49 @@ pub fn prepare(plan: &Plan) -> Vec<Step> {
         reaches_git: false,
         quick: true,
     });
-    if let Some(step) = copy_from_previous(plan) {
-        steps.push(step);
-    }
-    for spec in plan.build {
-        steps.push(release_step(plan, "build", spec));
-    }
-    if let Some(w) = plan.writable {
-        steps.push(writable(plan.deploy_to, plan.release_id, w));
+    if !after_link.is_empty() {
+        steps.extend(after_link);
+        steps.push(Step {
+            name: "complete".into(),
+            script: format!("{cd} && {complete}"),
+            takes_payload: false,
+            reaches_git: false,
+            quick: true,
+        });
     }
     steps
+}
+
+/// The directories on the way to `path` inside `base`: `base/a`, `base/a/b` for `a/b/c`.
+fn parents_in(base: &str, path: &str) -> Vec<String> {
+    let parts: Vec<&str> = path.split('/').collect();
+    (1..parts.len())
+        .map(|n| format!("{base}/{}", parts[..n].join("/")))
+        .collect()
+}
+
+/// A check that stops the script (exit 1, saying why) when one of `paths` is a symlink: the
+/// release brought a link where ship must write, and writing through it would reach outside
+/// the release (`conf -> /etc` with a shared file `conf/app.ini`). `None` for no paths.
+fn refuse_links(paths: &[String], key: &str, value: &str) -> Option<String> {
+    refuse_links_in("", paths, key, value)
+}
+
+/// [`refuse_links`] for paths relative to `prefix`, shell text that may expand (`$prev/`).
+fn refuse_links_in(prefix: &str, paths: &[String], key: &str, value: &str) -> Option<String> {
+    if paths.is_empty() {
+        return None;
+    }
+    let list: Vec<String> = paths.iter().map(|p| quote(p).into_owned()).collect();
+    Some(format!(
+        "{{ for p in {}; do p=\"{prefix}$p\"; if [ -L \"$p\" ]; then printf '%s is a symlink in the release \
+         (%s: %s): ship does not write through links it did not make (hint: remove the link \
+         from the release, or choose a path that is not under it)\\n' \"$p\" {} {}; exit 1; \
+         fi; done; }}",
+        list.join(" "),
+        quote(key),
+        quote(value)
+    ))
 }
 
 /// Copy `copy_from_previous` paths from the release `current` points to into the new one, so
@@ -599,12 +663,27 @@ pub fn copy_from_previous(plan: &Plan) -> Option<Step> {
     for path in plan.copy_from_previous {
         let dst = quote(&format!("{rel}/{path}")).into_owned();
         let src = quote(path).into_owned();
+        // Neither release may lead the copy through a link it brought: reading through one
+        // would copy from outside, writing through one would write outside.
+        let key = "copy_from_previous";
+        let on_the_way = parents_in("", path);
+        let on_the_way: Vec<String> = on_the_way.iter().map(|p| p[1..].to_owned()).collect();
+        for guard in [
+            refuse_links_in("$prev/", &on_the_way, key, path),
+            refuse_links(&parents_in(&rel, path), key, path),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            s.push_str(&guard);
+            s.push('\n');
+        }
         let mkparent = parent(path)
             .map(|d| format!("mkdir -p {} && ", quote(&format!("{rel}/{d}"))))
             .unwrap_or_default();
         s.push_str(&format!(
             "if [ -e \"$prev\"/{src} ] && [ ! -e {dst} ] && [ ! -L {dst} ]; then \
-             {mkparent}$cpf \"$prev\"/{src} {dst} || exit 1; echo \"copied {path}\"; fi\n"
+             {mkparent}$cpf \"$prev\"/{src} {dst} || exit 1; printf 'copied %s\\n' {src}; fi\n"
         ));
     }
     Some(Step {
@@ -617,11 +696,17 @@ pub fn copy_from_previous(plan: &Plan) -> Option<Step> {
 }
 
 /// Make `writable` paths writable for the web server, after the build steps. A path that is
-/// shared is changed on its target in `shared/` (through the link). Only files the deploy user
-/// owns are touched: files the web server created there (logs, caches, uploads) belong to it
-/// and are left alone, so a second deploy never fails where the first let another user write.
-/// A path missing from the release is created.
-pub fn writable(deploy_to: &str, release_id: &str, w: &Writable) -> Step {
+/// shared (`shared` lists the shared files and dirs) is changed on its target in `shared/`,
+/// never through the release's link. Only files the deploy user owns are touched: files the web
+/// server created there (logs, caches, uploads) belong to it and are left alone, so a second
+/// deploy never fails where the first let another user write. A path missing from the release
+/// is created.
+///
+/// Nothing is changed through a link ship did not make: a link on the way to a path, or the
+/// path itself being a link, stops the step (see [`refuse_links`]); links found inside a path
+/// are neither followed (`find` does not) nor changed (`! -type l`: `chmod` and `setfacl`
+/// would change their targets).
+pub fn writable(deploy_to: &str, release_id: &str, w: &Writable, shared: &[String]) -> Step {
     let mut s = format!("{} || exit 1\nme=$(id -u)\n", cd(deploy_to));
     if let WritableMode::Acl(_) = &w.mode {
         s.push_str(
@@ -630,18 +715,43 @@ pub fn writable(deploy_to: &str, release_id: &str, w: &Writable) -> Step {
         );
     }
     for path in &w.paths {
-        let t = quote(&format!("releases/{release_id}/{path}/")).into_owned();
+        let root = shared
+            .iter()
+            .find(|r| *path == **r || path.starts_with(&format!("{r}/")));
+        let (t, guarded) = match root {
+            // The shared path itself is the operator's (it may be a link they made, to a
+            // mounted volume): only what lies below it is checked.
+            Some(r) => {
+                let below: Vec<String> = parents_in("shared", &format!("{path}/x"))
+                    .into_iter()
+                    .skip(r.split('/').count())
+                    .collect();
+                (format!("shared/{path}/"), below)
+            }
+            None => {
+                let rel = format!("releases/{release_id}");
+                (
+                    format!("{rel}/{path}"),
+                    parents_in(&rel, &format!("{path}/x")),
+                )
+            }
+        };
+        if let Some(guard) = refuse_links(&guarded, "writable", path) {
+            s.push_str(&guard);
+            s.push('\n');
+        }
+        let t = quote(&t).into_owned();
         s.push_str(&format!("[ -e {t} ] || mkdir -p {t} || exit 1\n"));
         match &w.mode {
             WritableMode::Chmod(mode) => s.push_str(&format!(
-                "find {t} -user \"$me\" -exec chmod {m} {{}} + || exit 1\n",
+                "find {t} -user \"$me\" ! -type l -exec chmod {m} {{}} + || exit 1\n",
                 m = quote(mode)
             )),
             WritableMode::Acl(user) => {
-                let acl = format!("u:{user}:rwX,u:$me:rwX");
+                let acl = format!("{}\"$me\":rwX", quote(&format!("u:{user}:rwX,u:")));
                 s.push_str(&format!(
-                    "find {t} -user \"$me\" -exec setfacl -m \"{acl}\" {{}} + && \
-                     find {t} -user \"$me\" -type d -exec setfacl -d -m \"{acl}\" {{}} + || exit 1\n"
+                    "find {t} -user \"$me\" ! -type l -exec setfacl -m {acl} {{}} + && \
+                     find {t} -user \"$me\" -type d -exec setfacl -d -m {acl} {{}} + || exit 1\n"
                 ));
             }
         }
@@ -712,19 +822,35 @@ pub fn health_step(plan: &Plan, check: &HealthCheck) -> Option<Step> {
                 ),
                 None => String::new(),
             };
+            // The URL goes to curl (and, when it holds credentials, to wget) on stdin, never
+            // in its arguments; messages show it with its credentials masked.
+            let curl_config = format!(
+                "url = \"{}\"",
+                url.replace('\\', "\\\\").replace('"', "\\\"")
+            );
+            let wget_url = if crate::mask::url_secrets(url).is_empty() {
+                format!("wget -q -S -O \"$t\" -T {timeout} {}", quote(url))
+            } else {
+                format!(
+                    "printf '%s\\n' {} | wget -q -S -O \"$t\" -T {timeout} -i -",
+                    quote(url)
+                )
+            };
             format!(
                 "t=$(mktemp) && h=$(mktemp) || exit 1; \
                  if command -v curl >/dev/null 2>&1; then \
-                 code=$(curl -s -o \"$t\" -w '%{{http_code}}' --max-time {timeout} {u} 2>\"$h\"); \
+                 code=$(printf '%s\\n' {cfg} | curl -s -o \"$t\" -w '%{{http_code}}' --max-time {timeout} \
+                 -K - 2>\"$h\"); \
                  elif command -v wget >/dev/null 2>&1; then \
-                 wget -q -S -O \"$t\" -T {timeout} {u} 2>\"$h\"; \
+                 {wget_url} 2>\"$h\"; \
                  code=$(awk '$1 ~ /^HTTP\\// {{c=$2}} END {{print c}}' \"$h\"); \
                  else echo 'health: neither curl nor wget is installed on this host'; exit 2; fi; \
                  [ -n \"$code\" ] || code=000; \
                  {{ [ \"$code\" = {expect_status} ] || {{ echo \"health: attempt $i: status $code \
-                 (expected {expect_status}) from \"{u}; false; }}; }}{body_check}; \
+                 (expected {expect_status}) from \"{shown}; false; }}; }}{body_check}; \
                  rc=$?; rm -f \"$t\" \"$h\"; [ $rc = 0 ]",
-                u = quote(url),
+                cfg = quote(&curl_config),
+                shown = quote(&crate::mask::mask_urls(url)),
             )
         }
     };
@@ -880,12 +1006,11 @@ pub fn discard(deploy_to: &str, release_id: &str) -> String {
 pub fn stage_existing(deploy_to: &str, release_id: &str) -> String {
     let rel = quote(&format!("releases/{release_id}")).into_owned();
     format!(
-        "{cd} || exit 1; [ -d {rel} ] || {{ echo \"releases/{id} does not exist on this host\"; \
-         exit {RELEASE_MISSING}; }}; [ -f {rel}/REVISION ] || {{ echo \"releases/{id} is \
-         incomplete (no REVISION: its deploy never finished)\"; exit {RELEASE_MISSING}; }}; \
+        "{cd} || exit 1; [ -d {rel} ] || {{ printf '%s does not exist on this host\\n' {rel}; \
+         exit {RELEASE_MISSING}; }}; [ -f {rel}/REVISION ] || {{ printf '%s is incomplete (no \
+         REVISION: its deploy never finished)\\n' {rel}; exit {RELEASE_MISSING}; }}; \
          read -r v < {rel}/REVISION; echo \"revision=$v\"; {stage}",
         cd = cd(deploy_to),
-        id = release_id,
         stage = stage_switch(deploy_to, release_id),
     )
 }
@@ -931,16 +1056,16 @@ pub fn check(deploy_to: &str, shared_files: &[String], shared_dirs: &[String]) -
          rm -rf \"$t\"\n",
         cd = cd(deploy_to)
     );
-    for f in shared_files {
+    for (path, test) in shared_files
+        .iter()
+        .map(|f| (f, "-f"))
+        .chain(shared_dirs.iter().map(|d| (d, "-d")))
+    {
         s.push_str(&format!(
-            "[ -f {p} ] && echo shared_ok={f} || echo shared_missing={f}\n",
-            p = quote(&format!("shared/{f}")),
-        ));
-    }
-    for d in shared_dirs {
-        s.push_str(&format!(
-            "[ -d {p} ] && echo shared_ok={d} || echo shared_missing={d}\n",
-            p = quote(&format!("shared/{d}")),
+            "if [ {test} {p} ]; then printf 'shared_ok=%s\\n' {q}; \
+             else printf 'shared_missing=%s\\n' {q}; fi\n",
+            p = quote(&format!("shared/{path}")),
+            q = quote(path),
         ));
     }
     s.push_str("true\n");

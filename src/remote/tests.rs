@@ -99,6 +99,7 @@ fn renders_exact_commands() {
             "upload",
             "link",
             "build: echo \"built $APP_ENV\" > built.txt",
+            "complete",
         ]
     );
     assert_eq!(
@@ -122,12 +123,23 @@ fn renders_exact_commands() {
     assert!(
         link.ends_with(
             " && ln -s ../../shared/.env ../../shared/storage releases/20261122103000/ && \
-             ln -s ../../../shared/config/app.ini releases/20261122103000/config/ && \
-             printf '%s\\n' abc123 > releases/20261122103000/REVISION"
+             ln -s ../../../shared/config/app.ini releases/20261122103000/config/"
         ),
         "{link}"
     );
     assert!(steps[1].quick);
+    // A link the release brought on the way to a shared path stops the step.
+    assert!(
+        link.contains("{ for p in releases/20261122103000/config; do p=\"$p\"; if [ -L \"$p\" ]"),
+        "{link}"
+    );
+    // REVISION last, once everything else is done: it marks the release complete.
+    assert_eq!(
+        steps[3].script,
+        "cd '/var/www/my app' && rm -f releases/20261122103000/REVISION && \
+         printf '%s\\n' abc123 > releases/20261122103000/REVISION"
+    );
+    assert!(steps[3].quick);
     assert_eq!(
         steps[2].script,
         "cd '/var/www/my app/releases/20261122103000' && \
@@ -870,7 +882,7 @@ fn writable_uses_chmod_or_acls_on_the_shared_target_and_creates_missing_paths() 
         paths: vec!["storage".into(), "bootstrap/cache".into()],
         mode: WritableMode::Chmod("a+rwX".into()),
     };
-    let step = writable(d, "20260101000000", &w);
+    let step = writable(d, "20260101000000", &w, &["storage".into()]);
     let (rc, out) = sh(&step.script, b"");
     assert_eq!(rc, 0, "{out}");
     let mode = |p: &Path| fs::metadata(p).expect("meta").permissions().mode() & 0o777;
@@ -891,7 +903,10 @@ fn writable_uses_chmod_or_acls_on_the_shared_target_and_creates_missing_paths() 
         paths: vec!["storage".into()],
         mode: WritableMode::Acl("nobody".into()),
     };
-    let (rc, out) = sh(&writable(d, "20260101000000", &acl).script, b"");
+    let (rc, out) = sh(
+        &writable(d, "20260101000000", &acl, &["storage".into()]).script,
+        b"",
+    );
     if Command::new("setfacl").arg("--version").output().is_err() {
         assert_eq!(rc, 1);
         assert!(out.contains("setfacl is not installed"), "{out}");

@@ -1,4 +1,4 @@
-//! The local transport: commands run on the controller with `sh -c`.
+//! The local transport: commands run on the controller by `sh`, the script on its stdin.
 //!
 //! For `connection: local` hosts (deploying to the machine ship runs on) and for tests on temp
 //! directories. Behaves like the SSH transport: streamed output, exit status, stdin.
@@ -15,10 +15,12 @@ use super::{Collector, OnLine, Output, Stream, TransportError};
 /// The controller itself.
 pub struct LocalConnection;
 
-/// A `sh -c` child process.
+/// A `sh` child process.
 pub struct LocalProcess {
     child: Child,
     stdin: Option<ChildStdin>,
+    /// Stdin comes back here once the script is written to it.
+    script_sent: Option<tokio::sync::oneshot::Receiver<Option<ChildStdin>>>,
     drain: Option<JoinHandle<Collector>>,
 }
 
@@ -30,14 +32,23 @@ impl LocalConnection {
     ) -> Result<LocalProcess, TransportError> {
         let mut child = tokio::process::Command::new("sh")
             .arg("-c")
-            .arg(script)
+            .arg(crate::remote::READ_SCRIPT)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| TransportError::Other(format!("cannot start sh: {e}")))?;
-        let stdin = child.stdin.take();
+        // The script is the first input (see `remote::on_stdin`): a pipe holds it until `sh`
+        // reads it, so a script larger than the pipe is written by a task of its own.
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        if let Some(mut s) = child.stdin.take() {
+            let bytes = crate::remote::on_stdin(script);
+            tokio::spawn(async move {
+                let ok = s.write_all(&bytes).await.is_ok();
+                let _ = ready_tx.send(ok.then_some(s));
+            });
+        }
         let (tx, mut rx) = mpsc::channel::<(Stream, Vec<u8>)>(64);
         for (stream, reader) in [
             (
@@ -76,14 +87,23 @@ impl LocalConnection {
         });
         Ok(LocalProcess {
             child,
-            stdin,
+            stdin: None,
+            script_sent: Some(ready_rx),
             drain: Some(drain),
         })
     }
 }
 
 impl LocalProcess {
+    /// Stdin, once the script went through it.
+    async fn script_sent(&mut self) {
+        if let Some(rx) = self.script_sent.take() {
+            self.stdin = rx.await.ok().flatten();
+        }
+    }
+
     pub async fn write(&mut self, data: &[u8]) -> Result<(), TransportError> {
+        self.script_sent().await;
         match &mut self.stdin {
             Some(s) => s
                 .write_all(data)
@@ -94,6 +114,7 @@ impl LocalProcess {
     }
 
     pub async fn close_stdin(&mut self) -> Result<(), TransportError> {
+        self.script_sent().await;
         if let Some(mut s) = self.stdin.take() {
             let _ = s.shutdown().await;
         }
@@ -109,6 +130,7 @@ impl LocalProcess {
             .await
             .map_err(|e| TransportError::Other(format!("waiting for sh failed: {e}")))?;
         drop(self.stdin.take());
+        drop(self.script_sent.take());
         let Some(drain) = self.drain.take() else {
             return Err(TransportError::Other(
                 "the command was already waited for".into(),

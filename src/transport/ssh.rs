@@ -22,7 +22,6 @@ use super::known_hosts::{self, Verdict};
 use super::session::{Input, Raw, Session};
 use super::{Collector, ConnectOptions, OnLine, Output, Stream, TransportError, within};
 use crate::inventory::{Host, HostKeyChecking};
-use crate::remote::quote;
 
 /// What the host-key check decided, kept so a refused handshake gets a precise error.
 #[derive(Default)]
@@ -338,7 +337,9 @@ impl SshConnection {
         })
     }
 
-    /// Start `script` under `sh -c` (so the user's login shell, even fish, does not matter).
+    /// Start `script` in a channel of its own: the channel runs [`crate::remote::READ_SCRIPT`]
+    /// and the script is its first input (so the user's login shell, even fish, does not
+    /// matter, and the script is in no process's arguments).
     /// With `agent`, the command gets the controller's ssh-agent (`SSH_AUTH_SOCK` on the host,
     /// for this command only).
     pub async fn spawn(
@@ -354,12 +355,16 @@ impl SshConnection {
                 .await
                 .map_err(|e| TransportError::Lost(describe_russh_error(&e)))?;
         }
-        let command = format!("sh -c {}", quote(script));
+        // The script follows on stdin: nothing of it is in the host's process arguments.
         channel
-            .exec(true, command)
+            .exec(true, crate::remote::channel_command())
             .await
             .map_err(|e| TransportError::Lost(describe_russh_error(&e)))?;
         let (mut read, write) = channel.split();
+        write
+            .data_bytes(bytes::Bytes::from(crate::remote::on_stdin(script)))
+            .await
+            .map_err(|e| TransportError::Lost(describe_russh_error(&e)))?;
         let drain = tokio::spawn(async move {
             let mut collector = Collector::new(on_line);
             let (mut status, mut signal) = (None, None);
