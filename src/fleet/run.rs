@@ -671,7 +671,11 @@ async fn run_steps(
     ctx: &Ctx,
     stop: &CancellationToken,
 ) -> Result<bool, Failure> {
-    for step in steps {
+    // The git steps that use the operator's agent run on a connection of their own, closed
+    // as soon as they are done: no other step can reach the agent (see `Connection::for_agent`).
+    let mut agent_conn: Option<Connection> = None;
+    let refused_before = conn.agent_refusals();
+    for (n, step) in steps.iter().enumerate() {
         let s0 = Instant::now();
         ctx.reporter.report(&Event::StepStarted {
             host: host.name.clone(),
@@ -679,20 +683,43 @@ async fn run_steps(
         });
         let stdin = if step.takes_payload { payload } else { None };
         let on_line = Some(ctx.on_line(&host.name));
+        let agent = step.reaches_git && host.config.forward_agent;
+        if agent && agent_conn.is_none() {
+            match conn.for_agent().await {
+                Ok(Some(c)) => agent_conn = Some(c),
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(transport_failure(ctx, phase, Some(&step.name), &e));
+                }
+            }
+        }
+        let on = match (&agent_conn, agent) {
+            (Some(c), true) => c,
+            _ => conn,
+        };
         let result = if step.quick {
-            conn.run(&step.script, stdin, on_line, host.config.timeouts.step)
+            on.run(&step.script, stdin, on_line, host.config.timeouts.step)
                 .await
         } else {
-            conn.run_step(
+            on.run_step(
                 &step.script,
                 stdin,
                 on_line,
                 host.config.timeouts.step,
                 stop,
-                step.reaches_git && host.config.forward_agent,
+                agent,
             )
             .await
         };
+        let agent_done = !steps
+            .get(n + 1)
+            .is_some_and(|s| s.reaches_git && host.config.forward_agent);
+        if agent_done || result.as_ref().map_or(true, |o| !o.success()) {
+            if let Some(c) = agent_conn.take() {
+                report_refused_agent(ctx, host, c.agent_refusals());
+                c.close().await;
+            }
+        }
         let ok = matches!(&result, Ok(o) if o.success());
         ctx.reporter.report(&Event::StepFinished {
             host: host.name.clone(),
@@ -724,7 +751,22 @@ async fn run_steps(
             Err(e) => return Err(transport_failure(ctx, phase, Some(&step.name), &e)),
         }
     }
+    report_refused_agent(ctx, host, conn.agent_refusals() - refused_before);
     Ok(true)
+}
+
+/// Say (as the host's output, shown with `-v`) that the host opened agent channels ship
+/// refused: something on it tried to use the operator's agent outside a git step.
+fn report_refused_agent(ctx: &Ctx, host: &Host, refused: usize) {
+    if refused > 0 {
+        ctx.reporter.report(&Event::Output {
+            host: host.name.clone(),
+            stream: "stderr",
+            line: format!(
+                "ship: refused {refused} ssh-agent channel(s) the host opened outside a git step"
+            ),
+        });
+    }
 }
 
 /// What went wrong reaching the git server, from a git step's output, with what to do.

@@ -582,7 +582,7 @@ pub fn prepare(plan: &Plan) -> Vec<Step> {
     // `REVISION` is written last: a release that has it is complete (prepared to the end), and
     // only a complete release is ever switched to, rolled back to or kept by `lock release`.
     let complete = format!(
-        "rm -f {r} && printf '%s\\n' {} > {r}",
+        "{{ [ ! -L {r} ] || rm -f {r}; }} && printf '%s\\n' {} > {r}",
         quote(plan.revision),
         r = quote(&format!("{rel}/REVISION"))
     );

@@ -136,7 +136,8 @@ fn renders_exact_commands() {
     // REVISION last, once everything else is done: it marks the release complete.
     assert_eq!(
         steps[3].script,
-        "cd '/var/www/my app' && rm -f releases/20261122103000/REVISION && \
+        "cd '/var/www/my app' && { [ ! -L releases/20261122103000/REVISION ] || \
+         rm -f releases/20261122103000/REVISION; } && \
          printf '%s\\n' abc123 > releases/20261122103000/REVISION"
     );
     assert!(steps[3].quick);

@@ -384,6 +384,24 @@ impl Connection {
         })
     }
 
+    /// A connection for the commands that use the controller's ssh-agent (see
+    /// [`ssh::SshConnection::for_agent`]); `None` where this one serves (a local connection
+    /// inherits the agent anyway).
+    pub async fn for_agent(&self) -> Result<Option<Connection>, TransportError> {
+        match self {
+            Connection::Ssh(c) => Ok(Some(Connection::Ssh(c.for_agent().await?))),
+            Connection::Local(_) => Ok(None),
+        }
+    }
+
+    /// Agent channels the host opened on this connection that were refused.
+    pub fn agent_refusals(&self) -> usize {
+        match self {
+            Connection::Ssh(c) => c.agent_refusals(),
+            Connection::Local(_) => 0,
+        }
+    }
+
     /// Close the connection politely.
     pub async fn close(&self) {
         if let Connection::Ssh(c) = self {

@@ -10,6 +10,7 @@
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,9 +36,45 @@ struct Client {
     known_hosts: PathBuf,
     policy: HostKeyChecking,
     check: Arc<Mutex<KeyCheck>>,
-    /// Accept the host's agent channels and bridge them to this machine's ssh-agent. Only
-    /// channels that asked for it (git steps with `forward_agent`) make the host open one.
-    forward_agent: bool,
+    /// The agent window of this connection: agent channels the host opens are accepted and
+    /// bridged to this machine's ssh-agent only while it is open, and refused otherwise.
+    agent: Arc<AgentWindow>,
+}
+
+/// When a host may reach the controller's ssh-agent over one connection: only a connection
+/// made for it ([`SshConnection::for_agent`]), and only while one of its commands that asked
+/// for the agent (a git step) runs. Every other agent channel the host opens is refused and
+/// counted.
+#[derive(Debug, Default)]
+pub struct AgentWindow {
+    /// Whether this connection may forward the agent at all.
+    allowed: bool,
+    /// Commands with the agent running now.
+    open: AtomicUsize,
+    /// Agent channels refused so far.
+    refused: AtomicUsize,
+}
+
+impl AgentWindow {
+    fn accepts(&self) -> bool {
+        self.allowed && self.open.load(Ordering::SeqCst) > 0
+    }
+}
+
+/// Holds a connection's agent window open while a command that asked for the agent runs.
+struct AgentOpen(Arc<AgentWindow>);
+
+impl AgentOpen {
+    fn new(w: &Arc<AgentWindow>) -> Self {
+        w.open.fetch_add(1, Ordering::SeqCst);
+        AgentOpen(w.clone())
+    }
+}
+
+impl Drop for AgentOpen {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Bridge one forwarded agent channel to the local agent at `SSH_AUTH_SOCK`.
@@ -99,10 +136,11 @@ impl client::Handler for Client {
         reply: client::ChannelOpenHandle,
         _session: &mut client::Session,
     ) -> Result<(), Self::Error> {
-        if self.forward_agent && std::env::var_os("SSH_AUTH_SOCK").is_some() {
+        if self.agent.accepts() && std::env::var_os("SSH_AUTH_SOCK").is_some() {
             reply.accept().await;
             tokio::spawn(bridge_agent(channel));
         } else {
+            self.agent.refused.fetch_add(1, Ordering::SeqCst);
             reply
                 .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
                 .await;
@@ -142,6 +180,11 @@ pub struct SshConnection {
     /// The long-lived shell, opened with the first command that can use it (`None`: it could
     /// not be started, and every command gets a channel of its own).
     session: tokio::sync::OnceCell<Option<Arc<Session>>>,
+    /// When the host may use the controller's agent over this connection.
+    agent: Arc<AgentWindow>,
+    /// What it was opened for and with: a connection for the agent is opened the same way.
+    host: Host,
+    options: ConnectOptions,
 }
 
 /// A command running in an SSH channel.
@@ -150,6 +193,8 @@ pub struct SshProcess {
     drain: JoinHandle<(Option<u32>, Option<String>, Collector)>,
     /// The reader has been joined (a join handle must not be polled again).
     finished: bool,
+    /// The connection's agent window, held open while this command runs (if it asked).
+    _agent: Option<AgentOpen>,
 }
 
 fn is_retryable(e: &russh::Error) -> bool {
@@ -169,11 +214,34 @@ fn is_retryable(e: &russh::Error) -> bool {
 impl SshConnection {
     /// Connect, verify the host key and authenticate, all within the host's connect timeout.
     pub async fn connect(host: &Host, options: &ConnectOptions) -> Result<Self, TransportError> {
+        Self::connect_with_agent(host, options, false).await
+    }
+
+    /// Another connection to the same host, made for commands that use the controller's
+    /// ssh-agent (git steps with `forward_agent`): sshd keeps a forwarded agent's socket for
+    /// as long as the connection that asked for it lives, so the agent is never asked for on
+    /// the connection that runs everything else, and this one is closed when the git steps
+    /// end. Even here, agent channels are accepted only while such a command runs.
+    pub async fn for_agent(&self) -> Result<Self, TransportError> {
+        Self::connect_with_agent(&self.host, &self.options, true).await
+    }
+
+    /// How many agent channels the host opened that were refused (outside a git step, or on
+    /// a connection not made for the agent).
+    pub fn agent_refusals(&self) -> usize {
+        self.agent.refused.load(Ordering::SeqCst)
+    }
+
+    async fn connect_with_agent(
+        host: &Host,
+        options: &ConnectOptions,
+        agent: bool,
+    ) -> Result<Self, TransportError> {
         let timeout = host.config.timeouts.connect;
         within(
             timeout,
             "connecting and authenticating",
-            Self::connect_with_retry(host, options),
+            Self::connect_with_retry(host, options, agent && host.config.forward_agent),
         )
         .await
     }
@@ -181,10 +249,11 @@ impl SshConnection {
     async fn connect_with_retry(
         host: &Host,
         options: &ConnectOptions,
+        agent: bool,
     ) -> Result<Self, TransportError> {
         let mut delay = Duration::from_millis(50);
         loop {
-            match Self::connect_once(host, options).await {
+            match Self::connect_once(host, options, agent).await {
                 Err(Attempt::Retry) => {
                     // sshd's MaxStartups drops bursts of new connections: back off and retry
                     // (the overall connect timeout bounds this loop).
@@ -197,9 +266,17 @@ impl SshConnection {
         }
     }
 
-    async fn connect_once(host: &Host, options: &ConnectOptions) -> Result<Self, Attempt> {
+    async fn connect_once(
+        host: &Host,
+        options: &ConnectOptions,
+        agent: bool,
+    ) -> Result<Self, Attempt> {
         let cfg = &host.config;
         let check = Arc::new(Mutex::new(KeyCheck::default()));
+        let agent = Arc::new(AgentWindow {
+            allowed: agent,
+            ..AgentWindow::default()
+        });
         let policy = if options.accept_new_host_keys {
             HostKeyChecking::AcceptNew
         } else {
@@ -211,7 +288,7 @@ impl SshConnection {
             known_hosts: cfg.known_hosts.clone(),
             policy,
             check: check.clone(),
-            forward_agent: cfg.forward_agent,
+            agent: agent.clone(),
         };
         let mut preferred = russh::Preferred::default();
         if cpu_has_aes() {
@@ -277,7 +354,7 @@ impl SshConnection {
                 let via = |e: TransportError| {
                     TransportError::Other(format!("through the jump host {}: {e}", j.host))
                 };
-                let jump = match Box::pin(Self::connect_once(&jump_host, options)).await {
+                let jump = match Box::pin(Self::connect_once(&jump_host, options, false)).await {
                     Ok(c) => c,
                     Err(Attempt::Retry) => return Err(Attempt::Retry),
                     Err(Attempt::Fatal(e)) => {
@@ -334,6 +411,9 @@ impl SshConnection {
             jump,
             open_timeout: cfg.timeouts.connect,
             session: tokio::sync::OnceCell::new(),
+            agent,
+            host: host.clone(),
+            options: options.clone(),
         })
     }
 
@@ -349,7 +429,8 @@ impl SshConnection {
         agent: bool,
     ) -> Result<SshProcess, TransportError> {
         let channel = self.open_channel().await?;
-        if agent {
+        let agent = (agent && self.agent.allowed).then(|| AgentOpen::new(&self.agent));
+        if agent.is_some() {
             channel
                 .agent_forward(false)
                 .await
@@ -388,6 +469,7 @@ impl SshConnection {
             write,
             drain,
             finished: false,
+            _agent: agent,
         })
     }
 

@@ -133,21 +133,52 @@ fn recover(fleet: &Fleet, live: &str, snaps: &Snapshots, left: &[(usize, String)
         "nothing changed without --yes"
     );
 
+    // A staged release that was prepared to the end (its REVISION written) is complete: lock
+    // release keeps it (ship deletes no complete release the operator did not name); one whose
+    // prepare never finished goes.
+    let complete: Vec<(usize, String)> = left
+        .iter()
+        .filter(|(i, staged)| {
+            fleet
+                .host(*i)
+                .path(&format!("releases/{staged}/REVISION"))
+                .exists()
+        })
+        .cloned()
+        .collect();
     let released = fleet.ship(&["lock", "release", "production", "--yes"]);
     assert_eq!(released.code, 0, "{}", released.all());
     for (i, staged) in left {
         let h = fleet.host(*i);
+        let said = if complete.iter().any(|(c, _)| c == i) {
+            format!("kept releases/{staged} (complete: ")
+        } else {
+            format!("releases/{staged}")
+        };
         assert!(
             released.stdout.contains(&format!("{}: removed", h.name))
-                && released.stdout.contains(&format!("releases/{staged}")),
+                && released.stdout.contains(&said),
             "{}",
             released.all()
         );
         let last = h.journal().pop().expect("journal line");
         assert_eq!(last["kind"], "lock-release", "{last}");
     }
-    for (h, snap) in fleet.hosts.iter().zip(snaps) {
-        assert_untouched(h, live, snap);
+    for (i, (h, snap)) in fleet.hosts.iter().zip(snaps).enumerate() {
+        match complete.iter().find(|(c, _)| *c == i) {
+            Some((_, staged)) => {
+                assert_eq!(h.current_id().as_deref(), Some(live), "{}: current", h.name);
+                assert_eq!(
+                    h.releases(),
+                    vec![live.to_owned(), staged.clone()],
+                    "{}: the complete release is kept",
+                    h.name
+                );
+                assert!(!h.locked(), "{}: no lock left", h.name);
+                assert_eq!(&h.shared_snapshot(), snap, "{}: shared/ intact", h.name);
+            }
+            None => assert_untouched(h, live, snap),
+        }
     }
     let status = fleet.ship(&["status", "production"]);
     assert_eq!(status.code, 0, "{}", status.all());
@@ -157,14 +188,17 @@ fn recover(fleet: &Fleet, live: &str, snaps: &Snapshots, left: &[(usize, String)
     assert_eq!(again.code, 0, "{}", again.all());
     let new = fleet.host(0).current_id().expect("current");
     assert_ne!(new, live);
-    for (h, snap) in fleet.hosts.iter().zip(snaps) {
+    for (i, (h, snap)) in fleet.hosts.iter().zip(snaps).enumerate() {
         assert_eq!(h.current_id().as_deref(), Some(new.as_str()), "{}", h.name);
-        assert_eq!(
-            h.releases(),
-            vec![live.to_owned(), new.clone()],
-            "{}",
-            h.name
+        let mut expected = vec![live.to_owned()];
+        expected.extend(
+            complete
+                .iter()
+                .filter(|(c, _)| *c == i)
+                .map(|(_, s)| s.clone()),
         );
+        expected.push(new.clone());
+        assert_eq!(h.releases(), expected, "{}", h.name);
         assert!(!h.locked());
         assert_eq!(&h.shared_snapshot(), snap, "{}: shared/ intact", h.name);
     }

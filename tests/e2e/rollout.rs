@@ -610,7 +610,10 @@ fn dry_run_changes_nothing_and_prints_what_a_real_run_then_does() {
         .filter(|c| c["phase"] == "prepare")
         .map(|c| c["name"].as_str().unwrap_or("").to_owned())
         .collect();
-    assert_eq!(planned, ["upload", "link", "build: sh build.sh"]);
+    assert_eq!(
+        planned,
+        ["upload", "link", "build: sh build.sh", "complete"]
+    );
     assert!(
         p["hosts"][0]["commands"]
             .as_array()
