@@ -10,6 +10,8 @@ mod faults;
 mod rollout;
 #[path = "e2e/servers.rs"]
 mod servers;
+#[path = "e2e/trust.rs"]
+mod trust;
 
 use std::fs;
 use std::path::Path;

@@ -326,8 +326,7 @@ pub async fn release_locks(
                     let staged = lock
                         .owner
                         .as_ref()
-                        .and_then(|o| o.staged_release())
-                        .map(str::to_owned);
+                        .is_some_and(|o| o.staged_release().is_some());
                     let line = serde_json::json!({
                         "kind": "lock-release",
                         "release": lock.release,
@@ -340,7 +339,7 @@ pub async fn release_locks(
                     .to_string();
                     let script = format!(
                         "{}\n{}",
-                        remote::release_lock(d, staged.as_deref(), token.as_deref()),
+                        remote::release_lock(d, lock.release.as_deref(), staged, token.as_deref()),
                         remote::journal(d, &line)
                     );
                     match conn.run(&script, None, None, INSPECT_TIMEOUT).await {

@@ -321,8 +321,9 @@ pub fn unlock(deploy_to: &str, token: &str) -> String {
     )
 }
 
-/// Clear what a run that died left behind (`ship lock release`): its lock, and the release it
-/// was staging (`release_id`: only a deploy's, never a rollback's target) with its staged link.
+/// Clear what a run that died left behind (`ship lock release`): its lock, the link it staged
+/// for the switch to `release_id`, and, when it was `staged` (a deploy's new release, never a
+/// rollback's target), that release.
 /// The release is removed only while it is incomplete (no `REVISION`: its prepare never
 /// finished); one that is `current` here is kept (`kept=`), and so is a complete one
 /// (`complete=`): ship never deletes a finished release the operator did not name. Prints what
@@ -333,7 +334,12 @@ pub fn unlock(deploy_to: &str, token: &str) -> String {
 /// one (its holder finished and a new run took the lock in between), nothing is removed: it
 /// prints `lock-changed=<owner record>` and exits [`LOCK_CHANGED`]. When there is no lock any
 /// more, nothing is removed either (`gone=.ship/lock`): its holder ended on its own.
-pub fn release_lock(deploy_to: &str, release_id: Option<&str>, token: Option<&str>) -> String {
+pub fn release_lock(
+    deploy_to: &str,
+    release_id: Option<&str>,
+    staged: bool,
+    token: Option<&str>,
+) -> String {
     let same = match token {
         Some(t) => format!("case $o in *{}*) ;; *) false;; esac", quote(t)),
         // A record that has a token now is another run's lock.
@@ -346,11 +352,15 @@ pub fn release_lock(deploy_to: &str, release_id: Option<&str>, token: Option<&st
         cd = cd(deploy_to),
     );
     if let Some(id) = release_id.filter(|id| is_release_id(id)) {
-        let rel = quote(&format!("releases/{id}")).into_owned();
         let stage = quote(&stage_dir(id)).into_owned();
         s.push_str(&format!(
-            "if [ -d {stage} ]; then rm -rf {stage} && echo removed={stage}; fi\n\
-             if [ -d {rel} ]; then if [ \"$(readlink current 2>/dev/null)\" = {rel} ]; then \
+            "if [ -d {stage} ]; then rm -rf {stage} && echo removed={stage}; fi\n"
+        ));
+    }
+    if let Some(id) = release_id.filter(|id| staged && is_release_id(id)) {
+        let rel = quote(&format!("releases/{id}")).into_owned();
+        s.push_str(&format!(
+            "if [ -d {rel} ]; then if [ \"$(readlink current 2>/dev/null)\" = {rel} ]; then \
              echo kept={rel}; elif [ -f {rel}/REVISION ]; then echo complete={rel}; \
              else rm -rf {rel} && echo removed={rel}; fi; fi\n"
         ));

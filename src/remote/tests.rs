@@ -604,7 +604,12 @@ fn releasing_a_dead_runs_lock_keeps_current_and_shared() {
     owner("ship-20261122110000-41");
     // Another run's lock now: nothing goes, and it says whose it is.
     let (rc, out) = sh(
-        &release_lock(d, Some("20261122110000"), Some("ship-20261122090000-7")),
+        &release_lock(
+            d,
+            Some("20261122110000"),
+            true,
+            Some("ship-20261122090000-7"),
+        ),
         b"",
     );
     assert_eq!(rc, LOCK_CHANGED as i32, "{out}");
@@ -613,7 +618,7 @@ fn releasing_a_dead_runs_lock_keeps_current_and_shared() {
         "lock-changed={\"token\":\"ship-20261122110000-41\",\"kind\":\"deploy\"}\n"
     );
     // Shown without an owner record, but one has appeared since: another run's.
-    let (rc, _) = sh(&release_lock(d, Some("20261122110000"), None), b"");
+    let (rc, _) = sh(&release_lock(d, Some("20261122110000"), true, None), b"");
     assert_eq!(rc, LOCK_CHANGED as i32);
     for p in [
         ".ship/lock/owner",
@@ -624,7 +629,12 @@ fn releasing_a_dead_runs_lock_keeps_current_and_shared() {
     }
     // The dead run was staging 20261122110000: it goes, with its staged link and the lock.
     let (rc, out) = sh(
-        &release_lock(d, Some("20261122110000"), Some("ship-20261122110000-41")),
+        &release_lock(
+            d,
+            Some("20261122110000"),
+            true,
+            Some("ship-20261122110000-41"),
+        ),
         b"",
     );
     assert_eq!(rc, 0, "{out}");
@@ -638,7 +648,12 @@ fn releasing_a_dead_runs_lock_keeps_current_and_shared() {
     // The lock is gone by now (its holder ended): nothing is removed.
     fs::create_dir_all(root.join("releases/20261122110000")).expect("mkdir");
     let (rc, out) = sh(
-        &release_lock(d, Some("20261122110000"), Some("ship-20261122110000-41")),
+        &release_lock(
+            d,
+            Some("20261122110000"),
+            true,
+            Some("ship-20261122110000-41"),
+        ),
         b"",
     );
     assert_eq!((rc, out.as_str()), (0, "gone=.ship/lock\n"));
@@ -646,15 +661,39 @@ fn releasing_a_dead_runs_lock_keeps_current_and_shared() {
     fs::remove_dir(root.join("releases/20261122110000")).expect("rmdir");
     // A release that became current is kept (a lock made by hand, no owner record).
     fs::create_dir_all(root.join(".ship/lock")).expect("mkdir");
-    let (rc, out) = sh(&release_lock(d, Some("20261122100000"), None), b"");
+    let (rc, out) = sh(&release_lock(d, Some("20261122100000"), true, None), b"");
     assert_eq!(rc, 0);
     assert_eq!(out, "kept=releases/20261122100000\nremoved=.ship/lock\n");
     assert!(root.join("releases/20261122100000").is_dir());
     // A record naming something that is not a release id removes only the lock.
     fs::create_dir_all(root.join(".ship/lock")).expect("mkdir");
-    let (_, out) = sh(&release_lock(d, Some("../shared"), None), b"");
+    let (_, out) = sh(&release_lock(d, Some("../shared"), true, None), b"");
     assert_eq!(out, "removed=.ship/lock\n");
     assert!(root.join("shared/storage").is_dir());
+    // A complete release (its REVISION written: prepared to the end) is kept, even the one a
+    // deploy was staging.
+    let done = root.join("releases/20261122120000");
+    fs::create_dir_all(&done).expect("mkdir");
+    fs::write(done.join("REVISION"), "abc\n").expect("write");
+    fs::create_dir_all(root.join(".ship/lock")).expect("mkdir");
+    let (rc, out) = sh(&release_lock(d, Some("20261122120000"), true, None), b"");
+    assert_eq!(rc, 0);
+    assert_eq!(
+        out,
+        "complete=releases/20261122120000\nremoved=.ship/lock\n"
+    );
+    assert!(done.join("REVISION").is_file());
+    // A rollback's target is never removed, complete or not; only the link it staged goes.
+    fs::remove_file(done.join("REVISION")).expect("rm");
+    fs::create_dir_all(root.join(".ship/stage-20261122120000")).expect("mkdir");
+    fs::create_dir_all(root.join(".ship/lock")).expect("mkdir");
+    let (rc, out) = sh(&release_lock(d, Some("20261122120000"), false, None), b"");
+    assert_eq!(rc, 0);
+    assert_eq!(
+        out,
+        "removed=.ship/stage-20261122120000\nremoved=.ship/lock\n"
+    );
+    assert!(done.is_dir());
 }
 
 #[test]

@@ -183,7 +183,7 @@ pub struct SshConnection {
     /// When the host may use the controller's agent over this connection.
     agent: Arc<AgentWindow>,
     /// What it was opened for and with: a connection for the agent is opened the same way.
-    host: Host,
+    host: Box<Host>,
     options: ConnectOptions,
 }
 
@@ -412,7 +412,7 @@ impl SshConnection {
             open_timeout: cfg.timeouts.connect,
             session: tokio::sync::OnceCell::new(),
             agent,
-            host: host.clone(),
+            host: Box::new(host.clone()),
             options: options.clone(),
         })
     }
