@@ -863,6 +863,36 @@ fn a_lock_held_by_another_deploy_stops_everything_and_is_left_alone() {
 }
 
 #[test]
+fn every_test_the_security_guide_names_is_a_real_test() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = fs::read_to_string(root.join("docs/security.md")).expect("docs/security.md");
+    let sources: String = [
+        "tests/e2e/trust.rs",
+        "src/remote/tests.rs",
+        "src/remote/script.rs",
+        "src/mask.rs",
+    ]
+    .iter()
+    .map(|p| fs::read_to_string(root.join(p)).expect("test source"))
+    .collect();
+    // Test names: snake_case words of four or more parts, in backticks.
+    let names: Vec<&str> = doc
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|w| w.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+        .filter(|w| w.matches('_').count() >= 3)
+        .collect();
+    for name in &names {
+        assert!(
+            sources.contains(&format!("fn {name}()")),
+            "docs/security.md names `{name}`, which is not a test"
+        );
+    }
+    assert!(names.len() >= 5, "the guide names its tests ({names:?})");
+}
+
+#[test]
 fn every_scenario_in_the_reliability_guide_names_a_real_test() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let doc = fs::read_to_string(root.join("docs/reliability.md")).expect("docs/reliability.md");
@@ -870,6 +900,7 @@ fn every_scenario_in_the_reliability_guide_names_a_real_test() {
         "tests/e2e.rs",
         "tests/e2e/faults.rs",
         "tests/e2e/rollout.rs",
+        "tests/e2e/trust.rs",
         "src/remote/tests.rs",
         "src/fleet/protocol_tests.rs",
     ]

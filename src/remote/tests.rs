@@ -1182,3 +1182,66 @@ fn finish_journals_removes_old_releases_and_only_our_lock_in_one_rm() {
     assert!(!status.success());
     assert!(decoy.join("releases/1").exists() && decoy.join(".ship/lock").exists());
 }
+
+#[test]
+fn git_credentials_never_reach_gits_arguments() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let d = tmp.path().join("app");
+    fs::create_dir_all(d.join("releases")).expect("mkdir");
+    let bin = tmp.path().join("bin");
+    fs::create_dir_all(&bin).expect("bin");
+    // A git that records its arguments, and asks the credential helper it was given for the
+    // credentials the way git does (`<helper> get`, run by the shell).
+    let log = tmp.path().join("argv.txt");
+    let creds = tmp.path().join("creds.txt");
+    fs::write(
+        bin.join("git"),
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> {log}\n\
+             for a; do case $a in credential.helper=!*) h=${{a#credential.helper=!}};; esac; done\n\
+             [ -z \"$h\" ] || sh -c \"$h get\" > {creds}\nexit 0\n",
+            log = log.display(),
+            creds = creds.display()
+        ),
+    )
+    .expect("fake git");
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(bin.join("git"), fs::Permissions::from_mode(0o755)).expect("chmod");
+    let delivery = Delivery::Git {
+        url: "https://deploy:pw-S3cret%21@git.example.com/app.git".into(),
+        commit: "0123456789012345678901234567890123456789".into(),
+        known_hosts: None,
+    };
+    let root = d.to_str().expect("utf-8");
+    let steps = prepare(&release_plan(root, &delivery));
+    let fetch = steps.iter().find(|s| s.name == "fetch").expect("fetch");
+    assert!(!fetch.script.contains("pw-S3cret%21"), "{}", fetch.script);
+    let path = format!("{}:/usr/bin:/bin", bin.display());
+    let (rc, out) = sh_path(&fetch.script, b"", Some(Path::new(&path)));
+    assert_eq!(rc, 0, "{out}");
+    let argv = fs::read_to_string(&log).expect("git ran");
+    assert!(!argv.contains("pw-S3cret"), "{argv}");
+    assert!(
+        argv.contains("clone --quiet --mirror https://git.example.com/app.git repo"),
+        "{argv}"
+    );
+    // The helper answers from the step's environment, the password decoded.
+    assert_eq!(
+        fs::read_to_string(&creds).expect("helper ran"),
+        "username=deploy\npassword=pw-S3cret!\n"
+    );
+    // Without credentials in the URL: no helper, the URL as it is.
+    let plain = Delivery::Git {
+        url: "git@git.example.com:app.git".into(),
+        commit: "0123456789012345678901234567890123456789".into(),
+        known_hosts: None,
+    };
+    let steps = prepare(&release_plan(root, &plain));
+    let fetch = steps.iter().find(|s| s.name == "fetch").expect("fetch");
+    assert!(
+        !fetch.script.contains("credential.helper"),
+        "{}",
+        fetch.script
+    );
+    assert!(fetch.script.contains("git@git.example.com:app.git"));
+}
