@@ -6,6 +6,8 @@ mod support;
 
 #[path = "e2e/faults.rs"]
 mod faults;
+#[path = "e2e/hostile.rs"]
+mod hostile;
 #[path = "e2e/rollout.rs"]
 mod rollout;
 #[path = "e2e/servers.rs"]

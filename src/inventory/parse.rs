@@ -888,8 +888,9 @@ fn layer<'n>(
     Ok((l, extra))
 }
 
-/// Paths are names on disk: a newline, a tab or another control character in one is a mistake
-/// (and would break the line-based replies hosts send about paths).
+/// Paths and URLs are names: a newline, a tab or another control character in one is a mistake
+/// (and would break the line-based replies hosts send about paths, or a URL's line in curl's
+/// configuration).
 fn no_control_characters(ctx: &Ctx, path: &str, pos: Pos, key_path: &str) -> Result<()> {
     match path.chars().find(|c| c.is_control()) {
         Some(c) => Err(ctx.err_hint(
@@ -899,7 +900,7 @@ fn no_control_characters(ctx: &Ctx, path: &str, pos: Pos, key_path: &str) -> Res
                 "`{}` contains a control character ({c:?})",
                 path.escape_debug()
             ),
-            "write the path as it is on disk, without newlines, tabs or other control characters",
+            "write it without newlines, tabs or other control characters",
         )),
         None => Ok(()),
     }
@@ -955,6 +956,7 @@ fn source(ctx: &Ctx, v: &Node, p: &str) -> Result<At<Source>> {
         }
         (None, Some(g)) => {
             let url = ctx.non_empty(g, &join(p, "git"))?;
+            no_control_characters(ctx, &url, g.pos, &join(p, "git"))?;
             if url.starts_with('-') {
                 return Err(ctx.err(
                     g.pos,
@@ -1190,6 +1192,7 @@ fn health_check(ctx: &Ctx, v: &Node, p: &str) -> Result<HealthCheck> {
         match key {
             "url" => {
                 let u = ctx.non_empty(n, &kp)?;
+                no_control_characters(ctx, &u, n.pos, &kp)?;
                 if !(u.starts_with("http://") || u.starts_with("https://")) {
                     return Err(ctx.err_hint(
                         n.pos,

@@ -62,7 +62,9 @@ fn scan_while<T>(needle: &'static str, run: impl FnOnce() -> T) -> (T, Vec<Strin
     let out = run();
     stop.store(true, Ordering::SeqCst);
     watcher.join().expect("watcher");
-    let found = found.lock().map(|f| f.clone()).unwrap_or_default();
+    let mut found = found.lock().map(|f| f.clone()).unwrap_or_default();
+    found.sort();
+    found.dedup();
     (out, found, scans.load(Ordering::SeqCst))
 }
 
