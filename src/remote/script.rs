@@ -77,7 +77,8 @@ mod tests {
     use std::io::Write;
     use std::process::{Command, Stdio};
 
-    fn run(script: &str, rest: &[u8]) -> (String, Option<i32>) {
+    /// `sh -c READ_SCRIPT` fed `input`, then end-of-file: its output and exit status.
+    fn run(input: &[u8]) -> (String, Option<i32>) {
         let mut child = Command::new("sh")
             .args(["-c", READ_SCRIPT])
             .stdin(Stdio::piped())
@@ -85,8 +86,7 @@ mod tests {
             .spawn()
             .expect("sh starts");
         let mut stdin = child.stdin.take().expect("stdin");
-        stdin.write_all(&on_stdin(script)).expect("write");
-        stdin.write_all(rest).expect("write");
+        stdin.write_all(input).expect("write");
         drop(stdin);
         let out = child.wait_with_output().expect("sh ends");
         (
@@ -99,26 +99,21 @@ mod tests {
     fn a_script_on_stdin_runs_whole_and_leaves_the_rest_of_stdin_to_it() {
         let script = "printf '%s\\n' 'a  b' \"$HOME\" >/dev/null\n\
                       echo 'x\\y'\nwhile IFS= read -r l; do echo \"got $l\"; done\nexit 3";
-        let (out, code) = run(script, b"one\ntwo\n");
-        assert_eq!(out, "x\\y\ngot one\ngot two\n");
-        assert_eq!(code, Some(3));
+        let mut input = on_stdin(script);
+        input.extend_from_slice(b"one\ntwo\n");
+        assert_eq!(
+            run(&input),
+            ("x\\y\ngot one\ngot two\n".to_owned(), Some(3))
+        );
     }
 
     #[test]
     fn a_script_cut_short_never_runs_in_part() {
-        let mut child = Command::new("sh")
-            .args(["-c", READ_SCRIPT])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("sh starts");
-        let mut stdin = child.stdin.take().expect("stdin");
         let full = on_stdin("echo first\necho second\n");
-        stdin.write_all(&full[..full.len() - 8]).expect("write");
-        drop(stdin);
-        let out = child.wait_with_output().expect("sh ends");
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "");
-        assert_eq!(out.status.code(), Some(SCRIPT_CUT as i32));
+        assert_eq!(
+            run(&full[..full.len() - 8]),
+            (String::new(), Some(SCRIPT_CUT as i32))
+        );
     }
 
     #[test]

@@ -186,19 +186,8 @@ fn make_repositories(server: &crate::support::GitServer) -> String {
 #[test]
 fn a_private_repository_through_the_forwarded_agent_with_submodules_and_an_annotated_tag() {
     let fleet = Fleet::start(2);
-    let key = fleet.dir().join("deploy_key");
-    crate::support::keygen(&key);
-    let server = fleet.git_server(&[&key.with_extension("pub")]);
+    let (server, key) = fleet.forwarding_to_git_server();
     let tagged = make_repositories(&server);
-    let kh = fleet.dir().join("git_known_hosts");
-    fs::write(&kh, format!("{}\n", server.known_hosts_line)).expect("known hosts");
-    fleet.inventory(
-        &format!(
-            "  forward_agent: true\n  git_known_hosts: {}\n",
-            kh.display()
-        ),
-        "",
-    );
     // First a full commit id (the controller then needs no access itself).
     fleet.set_source(&format!(
         "{{ git: \"{}\", ref: {tagged} }}",

@@ -410,10 +410,7 @@ const TRY_EVERY_AGENT: &str = "me=$(readlink /proc/self/ns/mnt); \
 #[test]
 fn the_operators_agent_is_reachable_only_from_the_git_steps() {
     let fleet = Fleet::start(2);
-    let key = fleet.dir().join("deploy_key");
-    crate::support::keygen(&key);
-    let server = fleet.git_server(&[&key.with_extension("pub")]);
-
+    let (server, key) = fleet.forwarding_to_git_server();
     let work = server.dir.join("work");
     fs::create_dir_all(work.join("public")).expect("mkdir");
     fs::write(work.join("public/index.html"), "v1\n").expect("write");
@@ -421,16 +418,6 @@ fn the_operators_agent_is_reachable_only_from_the_git_steps() {
     crate::support::git(&work, &["add", "-A"]);
     crate::support::git(&work, &["commit", "-q", "-m", "v1"]);
     crate::support::git(&server.dir, &["clone", "-q", "--bare", "work", "app.git"]);
-
-    let kh = fleet.dir().join("git_known_hosts");
-    fs::write(&kh, format!("{}\n", server.known_hosts_line)).expect("known hosts");
-    fleet.inventory(
-        &format!(
-            "  forward_agent: true\n  git_known_hosts: {}\n",
-            kh.display()
-        ),
-        "",
-    );
     fleet.set_source(&format!(
         "{{ git: \"{}\", ref: main }}",
         server.url("app.git")

@@ -857,6 +857,26 @@ impl Fleet {
         server
     }
 
+    /// A deploy key (`deploy_key`, `deploy_key.pub` in the fleet's directory) and a git server
+    /// that accepts only it, whose host key is in the fleet's `git_known_hosts`; the inventory
+    /// written with `forward_agent: true` and that `git_known_hosts`. The repositories are the
+    /// caller's to make.
+    pub fn forwarding_to_git_server(&self) -> (GitServer, PathBuf) {
+        let key = self.dir().join("deploy_key");
+        keygen(&key);
+        let server = self.git_server(&[&key.with_extension("pub")]);
+        let kh = self.dir().join("git_known_hosts");
+        fs::write(&kh, format!("{}\n", server.known_hosts_line)).expect("known hosts");
+        self.inventory(
+            &format!(
+                "  forward_agent: true\n  git_known_hosts: {}\n",
+                kh.display()
+            ),
+            "",
+        );
+        (server, key)
+    }
+
     /// Start an ssh-agent holding `keys` (private key files).
     pub fn agent(&self, keys: &[&Path]) -> Agent {
         let socket = self.dir.path().join("agent.sock");
