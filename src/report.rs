@@ -88,6 +88,8 @@ pub struct HostSummary {
     /// The host still holds this deploy's lock (and maybe its staged release): it could not be
     /// reached to remove them. `ship lock release` does, once it is back.
     pub lock_left: bool,
+    /// Another run holds this host's lock: the deploy stopped there (exit 4).
+    pub locked_by_other: bool,
     /// Failures that did not change the outcome (after-switch steps or the health check with
     /// `on_failure: warn`).
     pub warnings: Vec<Failure>,

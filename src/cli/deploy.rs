@@ -13,7 +13,7 @@ use super::output::{
 use super::{DeployArgs, Global, RollbackArgs, exit};
 use crate::fleet::{self, Deploy, Job, RunPlan};
 use crate::inventory::{Stage, parse_canary};
-use crate::report::{Outcome, Phase, Reporter, Summary};
+use crate::report::{Outcome, Reporter, Summary};
 use crate::transport::ConnectOptions;
 
 /// What every run of the fleet takes from the command line.
@@ -308,10 +308,7 @@ fn github_report(summary: &Summary, json: bool) {
 }
 
 fn exit_code(summary: &Summary, cancelled: bool) -> u8 {
-    let lock_held = summary
-        .hosts
-        .iter()
-        .any(|h| h.failure.as_ref().is_some_and(|f| f.phase == Phase::Lock));
+    let lock_held = summary.hosts.iter().any(|h| h.locked_by_other);
     let lock_left = summary.hosts.iter().any(|h| h.lock_left);
     match summary.outcome {
         Outcome::Deployed if lock_left => exit::ATTENTION,

@@ -201,7 +201,8 @@ async fn inspect_one(host: &Host, conn: &Connection, controller: &str) -> HostSt
             &script,
             None,
             None,
-            host.config.timeouts.step.min(INSPECT_TIMEOUT),
+            // The first command on the connection (it opens the session): the connect timeout.
+            host.config.timeouts.connect,
         )
         .await
     {

@@ -97,6 +97,8 @@ struct HostRun {
     remedy: Option<String>,
     /// Our lock (and maybe the staged release) could not be removed from this host.
     left_behind: bool,
+    /// Another run holds this host's lock.
+    locked_by_other: bool,
     /// Its journal line is written and our lock released (with the cleanup).
     unlocked: bool,
     warnings: Vec<Failure>,
@@ -115,6 +117,7 @@ impl HostRun {
             armed: None,
             remedy: None,
             left_behind: false,
+            locked_by_other: false,
             unlocked: false,
             warnings: Vec::new(),
         }
@@ -471,6 +474,7 @@ pub async fn deploy(d: Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellation
                 failure: h.failure.clone(),
                 remedy: h.remedy.clone(),
                 lock_left: h.left_behind,
+                locked_by_other: h.locked_by_other,
                 warnings: h.warnings.clone(),
             }
         })
@@ -564,7 +568,12 @@ async fn run_action(
         }
         Action::Discard(ids) => {
             match &d.job {
-                Job::Deploy(_) if d.keep_failed => {}
+                Job::Deploy(_) if d.keep_failed => {
+                    simple(ids, hosts, ctx, Phase::Discard, |h, c| {
+                        remote::discard_scratch(&h.host.config.deploy_to, &c.release)
+                    })
+                    .await
+                }
                 Job::Deploy(_) => {
                     simple(ids, hosts, ctx, Phase::Discard, |h, c| {
                         remote::discard(&h.host.config.deploy_to, &c.release)
@@ -1278,9 +1287,12 @@ async fn connect(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, d: &Deploy) ->
                     }
                 }
             };
+            // The first command also opens the host's session: like everything at connect, it
+            // waits at most the connect timeout (a host lost right after logging in must not
+            // hold the deploy for the step timeout).
             let script = remote::preflight(&host.config.deploy_to, &tools, detail);
             let out = match conn
-                .run(&script, None, None, host.config.timeouts.step)
+                .run(&script, None, None, host.config.timeouts.connect)
                 .await
             {
                 Ok(o) if o.success() => o,
@@ -1289,6 +1301,18 @@ async fn connect(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, d: &Deploy) ->
                         i,
                         Some(conn),
                         Err(command_failure(ctx, Phase::Connect, Some("preflight"), &o)),
+                    );
+                }
+                Err(TransportError::Timeout { after, .. }) => {
+                    let message = format!(
+                        "logged in, but the host did not answer its first command within {} \
+                         (connect_timeout)",
+                        util::human_duration(after)
+                    );
+                    return (
+                        i,
+                        Some(conn),
+                        Err(ctx.failure(Phase::Connect, Some("preflight"), None, message)),
                     );
                 }
                 Err(e) => {
@@ -1333,6 +1357,8 @@ async fn connect(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, d: &Deploy) ->
                 events.push(P::Connected(i));
             }
             Err(f) => {
+                // The one failure at connect that belongs to the lock: another run holds it.
+                hosts[i].locked_by_other = f.phase == Phase::Lock;
                 hosts[i].fail(ctx, f);
                 events.push(P::ConnectFailed(i));
             }
@@ -1392,7 +1418,10 @@ enum LockTry {
     Taken(Vec<String>),
     /// Another run holds it (its owner record, raw).
     Held(String),
+    /// Not taken: the command said so.
     Failed(Failure),
+    /// Unknown: the host was lost while it took the lock (it may hold ours now).
+    Lost(Failure),
 }
 
 async fn try_lock(
@@ -1427,7 +1456,7 @@ async fn try_lock(
                     )
                 }
                 Ok(o) => LockTry::Failed(command_failure(ctx, Phase::Lock, None, &o)),
-                Err(e) => LockTry::Failed(transport_failure(ctx, Phase::Lock, None, &e)),
+                Err(e) => LockTry::Lost(transport_failure(ctx, Phase::Lock, None, &e)),
             };
             (i, r)
         }
@@ -1457,7 +1486,9 @@ async fn lock(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, d: &Deploy) -> Ve
             LockTry::Held(raw) => Some((*i, raw.clone())),
             _ => None,
         });
-        let other_failure = results.iter().any(|(_, r)| matches!(r, LockTry::Failed(_)));
+        let other_failure = results
+            .iter()
+            .any(|(_, r)| matches!(r, LockTry::Failed(_) | LockTry::Lost(_)));
         let remaining = deadline.saturating_duration_since(Instant::now());
         if let Some((i, raw)) =
             held.filter(|_| !other_failure && !remaining.is_zero() && !ctx.cancel.is_cancelled())
@@ -1498,11 +1529,20 @@ async fn lock(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, d: &Deploy) -> Ve
                 }
                 LockTry::Held(raw) => {
                     let f = held_lock_failure(ctx, &hosts[i].host, &raw, d.lock_wait);
+                    hosts[i].locked_by_other = true;
                     hosts[i].fail(ctx, f);
                     events.push(P::LockFailed(i));
                 }
                 LockTry::Failed(f) => {
                     hosts[i].fail(ctx, f);
+                    events.push(P::LockFailed(i));
+                }
+                // It may hold our lock: counted as locked, so that the unlock tries it (a
+                // token-checked unlock is safe either way) and, if the host stays lost, the
+                // summary says its lock may be left.
+                LockTry::Lost(f) => {
+                    hosts[i].fail(ctx, f);
+                    events.push(P::Locked(i));
                     events.push(P::LockFailed(i));
                 }
             }

@@ -54,6 +54,23 @@ pub struct Step {
 /// argument list; git runs the helper with this text, which holds no value).
 pub const GIT_CREDENTIAL_HELPER: &str = "!f() { test \"$1\" = get && printf 'username=%s\\npassword=%s\\n' \"$SHIP_GIT_USER\" \"$SHIP_GIT_PASSWORD\"; }; f";
 
+/// In `deploy_to`, under our deploy lock: git's lock files in the mirror (`repo/config.lock`,
+/// `repo/packed-refs.lock`, a ref's `.lock`…) left by a git that was stopped half-way (a deploy
+/// interrupted during its fetch) would make every later fetch fail with "File exists". They are
+/// removed when no git runs in `deploy_to` (no process whose program is git and whose working
+/// directory is in `deploy_to`, from `/proc`); while one does, or where that cannot be told (no
+/// `/proc`), the step stops and says what to do.
+const STALE_GIT_LOCKS: &str = "{ l=$(find repo -name '*.lock' -type f 2>/dev/null | head -n 1); \
+    [ -z \"$l\" ] || { \
+    [ -d /proc/self ] || { echo \"$l exists and this host has no /proc to tell whether a git \
+    still runs (hint: if none does, remove it: rm $PWD/$l)\"; exit 1; }; \
+    h=$PWD; for p in /proc/[0-9]*; do case $(readlink \"$p/exe\" 2>/dev/null) in */git|*/git-*) \
+    case $(readlink \"$p/cwd\" 2>/dev/null) in \"$h\"|\"$h\"/*) echo \"$l exists and git \
+    (pid ${p#/proc/}) still runs in $h (hint: wait for it to end, or stop it, then deploy \
+    again)\"; exit 1;; esac;; esac; done; \
+    find repo -name '*.lock' -type f -exec rm -f {} + && \
+    echo \"removed git's lock files in repo/ left by a git that was stopped\"; }; }";
+
 /// How a streamed tarball is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
@@ -354,7 +371,9 @@ pub fn release_lock(
     if let Some(id) = release_id.filter(|id| is_release_id(id)) {
         let stage = quote(&stage_dir(id)).into_owned();
         s.push_str(&format!(
-            "if [ -d {stage} ]; then rm -rf {stage} && echo removed={stage}; fi\n"
+            "if [ -d {stage} ]; then rm -rf {stage} && echo removed={stage}; fi\n\
+             for f in {scratch}; do if [ -e \"$f\" ]; then rm -rf \"$f\" && echo \"removed=$f\"; fi; done\n",
+            scratch = scratch(id)
         ));
     }
     if let Some(id) = release_id.filter(|id| staged && is_release_id(id)) {
@@ -485,11 +504,16 @@ pub fn prepare(plan: &Plan) -> Vec<Step> {
                 None => String::new(),
             };
             let u = quote(&public_url);
+            // The mirror's config is rewritten only when the URL changed (a write takes git's
+            // config.lock, which a stopped git would leave behind), and git's own lock files
+            // left by a git that was stopped are cleared first (see `STALE_GIT_LOCKS`).
             steps.push(Step {
                 name: "fetch".into(),
                 script: format!(
                     "{cd} && {write_kh}{env} && if [ -d repo ]; then \
-                     git --git-dir=repo remote set-url origin {u} && \
+                     {STALE_GIT_LOCKS} && \
+                     {{ [ \"$(git --git-dir=repo config --get remote.origin.url)\" = {u} ] || \
+                     git --git-dir=repo remote set-url origin {u}; }} && \
                      g --git-dir=repo fetch --quiet --prune origin; \
                      else g clone --quiet --mirror {u} repo; fi"
                 ),
@@ -1000,15 +1024,33 @@ pub fn revert(deploy_to: &str, release_id: &str, previous: Option<&str>) -> Stri
     }
 }
 
-/// Remove a staged release that never became current (abort), and its staged link.
+/// ship's scratch paths for a release in `.ship/`: the tarball a checkout (or a zstd upload)
+/// unpacks from, and the work tree of a checkout with submodules. Named by the release, so that
+/// the discard and `lock release` find what an interrupted step left.
+fn scratch(release_id: &str) -> String {
+    format!(
+        "{} {}",
+        quote(&format!(".ship/{release_id}.tar")),
+        quote(&format!(".ship/work-{release_id}"))
+    )
+}
+
+/// Remove a staged release that never became current (abort), its staged link and its
+/// scratch files.
 pub fn discard(deploy_to: &str, release_id: &str) -> String {
     let rel = quote(&format!("releases/{release_id}")).into_owned();
     format!(
         "{} && if [ \"$(readlink current 2>/dev/null)\" != {rel} ]; then rm -rf {rel}; fi; \
-         rm -rf {}",
+         rm -rf {} {}",
         cd(deploy_to),
-        quote(&stage_dir(release_id))
+        quote(&stage_dir(release_id)),
+        scratch(release_id)
     )
+}
+
+/// Remove only a failed release's scratch files (`--keep-failed` keeps the release itself).
+pub fn discard_scratch(deploy_to: &str, release_id: &str) -> String {
+    format!("{} && rm -rf {}", cd(deploy_to), scratch(release_id))
 }
 
 /// Check that an existing release can be switched to (rollback): it exists and is complete.
