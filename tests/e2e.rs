@@ -14,6 +14,8 @@ mod hostile;
 mod rollout;
 #[path = "e2e/servers.rs"]
 mod servers;
+#[path = "e2e/soak.rs"]
+mod soak;
 #[path = "e2e/trust.rs"]
 mod trust;
 
