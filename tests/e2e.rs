@@ -907,6 +907,7 @@ fn every_scenario_in_the_reliability_guide_names_a_real_test() {
         "tests/e2e/faults.rs",
         "tests/e2e/rollout.rs",
         "tests/e2e/trust.rs",
+        "tests/e2e/chaos.rs",
         "src/remote/tests.rs",
         "src/fleet/protocol_tests.rs",
     ]
