@@ -126,6 +126,8 @@ impl Trigger {
 #[derive(Debug, Clone, Copy)]
 struct Plan {
     action: Action,
+    /// From a git repository (each host's mirror) rather than an artifact.
+    git: bool,
     fault: Fault,
     trigger: Trigger,
 }
@@ -157,8 +159,10 @@ fn draw(seed: u64, i: u64) -> Plan {
         3 => Trigger::FirstSwitch,
         _ => Trigger::Cleanup,
     };
+    let git = r.below(3) == 0;
     Plan {
         action,
+        git,
         fault,
         trigger,
     }
@@ -171,7 +175,24 @@ fn env_u64(name: &str) -> Option<u64> {
 /// Marker a build step checks: the build fails on a host whose fault directory has it.
 const FAIL_BUILD: &str = "fail-build";
 
-fn write_inventory(fleet: &Fleet, action: Action) {
+/// A git repository of the example app the hosts can reach (same filesystem, outside their
+/// /var/www); a commit is added before each git deploy, so each is a new revision.
+fn make_repository(fleet: &Fleet) -> std::path::PathBuf {
+    let work = fleet.dir().join("app-src");
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(Fleet::example_app())
+        .arg(&work)
+        .status()
+        .expect("cp");
+    assert!(copied.success());
+    crate::support::git(&work, &["init", "-q", "-b", "main"]);
+    crate::support::git(&work, &["add", "."]);
+    crate::support::git(&work, &["commit", "-q", "-m", "first"]);
+    work
+}
+
+fn write_inventory(fleet: &Fleet, action: Action, git: Option<&std::path::Path>) {
     // keep_releases so high that cleanup never removes a release during the soak: any complete
     // release that disappears was lost.
     let run_once = if action == Action::RunOnce {
@@ -186,6 +207,9 @@ fn write_inventory(fleet: &Fleet, action: Action) {
              \"[ ! -e /usr/local/sbin/{FAIL_BUILD} ]\", \"sleep 0.3\"]\n{run_once}"
         ),
     );
+    if let Some(repo) = git {
+        fleet.set_source(&format!("{{ git: {}, ref: main }}", repo.display()));
+    }
 }
 
 /// A host's state as the invariants need it.
@@ -204,13 +228,22 @@ fn host_state(fleet: &Fleet, i: usize) -> HostState {
         .into_iter()
         .filter(|r| h.path(&format!("releases/{r}/REVISION")).is_file())
         .collect();
-    let leftovers = fs::read_dir(h.path(".ship"))
+    let mut leftovers: Vec<String> = fs::read_dir(h.path(".ship"))
         .into_iter()
         .flatten()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| !matches!(n.as_str(), "history" | "bad" | "lock"))
+        .map(|n| format!(".ship/{n}"))
         .collect();
+    // git's own lock files in the mirror, left by a git that was stopped.
+    let found = std::process::Command::new("find")
+        .arg(h.path("repo"))
+        .args(["-name", "*.lock"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    leftovers.extend(found.lines().map(str::to_owned));
     HostState {
         current: h.current_id(),
         complete,
@@ -377,7 +410,8 @@ fn chaos_soak() {
         "chaos soak: seed {seed}, {iterations} iterations (replay one with SHIP_CHAOS_SEED={seed} SHIP_CHAOS_REPLAY=<n>)"
     );
     let mut fleet = Fleet::start(HOSTS);
-    write_inventory(&fleet, Action::Deploy);
+    let repo = make_repository(&fleet);
+    write_inventory(&fleet, Action::Deploy, None);
     for _ in 0..2 {
         let first = fleet.deploy();
         assert_eq!(first.code, 0, "{}", first.all());
@@ -394,7 +428,12 @@ fn chaos_soak() {
         }
         let plan = draw(seed, i);
         ran += 1;
-        write_inventory(&fleet, plan.action);
+        if plan.git {
+            fs::write(repo.join("public/iteration.txt"), format!("{i}\n")).expect("write");
+            crate::support::git(&repo, &["add", "."]);
+            crate::support::git(&repo, &["commit", "-q", "-m", &format!("iteration {i}")]);
+        }
+        write_inventory(&fleet, plan.action, plan.git.then_some(repo.as_path()));
         let before: Vec<HostState> = (0..HOSTS).map(|h| host_state(&fleet, h)).collect();
         if let Fault::FailBuild(h) = plan.fault {
             fs::write(fleet.host(h).faults.join(FAIL_BUILD), "").expect("marker");
@@ -414,6 +453,12 @@ fn chaos_soak() {
         let after: Vec<HostState> = (0..HOSTS).map(|h| host_state(&fleet, h)).collect();
         if let Err(e) = exit_code_holds(plan, fired, run.code, &release, &before, &after) {
             problems.push(e);
+        }
+        // A run that was not killed and lost no host gives back every lock it took.
+        let lost = fired && (plan.fault == Fault::Sigkill || plan.fault.host().is_some());
+        if !lost && after.iter().any(|h| h.locked) {
+            problems
+                .push("a lock is left after a run that was neither killed nor lost a host".into());
         }
         if run.stderr.contains("panicked") {
             problems.push("ship panicked".into());
@@ -484,8 +529,9 @@ fn chaos_soak() {
             ));
         }
         let line = format!(
-            "#{i:<4} {:<8} {:<22} {:<20} exit {:<4} {}",
+            "#{i:<4} {:<8} {:<8} {:<22} {:<20} exit {:<4} {}",
             format!("{:?}", plan.action),
+            if plan.git { "git" } else { "artifact" },
             plan.fault.kind(),
             format!("{:?}", plan.trigger),
             run.code,
