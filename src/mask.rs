@@ -226,6 +226,11 @@ pub fn mask_urls(text: &str) -> String {
     out
 }
 
+/// A lone user name in an http(s) URL is masked inside URLs always, but outside them only when
+/// it is long enough to be a token (`https://ghp_…@github.com`): a short one (`deploy`) is a
+/// word that output is full of.
+const LONE_USER_TOKEN_LEN: usize = 12;
+
 /// The credentials inside `url`, as written and decoded, so that they are masked wherever they
 /// show up, in a URL or not.
 pub fn url_secrets(url: &str) -> Vec<String> {
@@ -233,8 +238,10 @@ pub fn url_secrets(url: &str) -> Vec<String> {
         return Vec::new();
     };
     let u = url_at(url, sep);
+    let lone_user = u.userinfo.filter(|(s, e)| !url[*s..*e].contains(':'));
     credential_ranges(url, &u)
         .into_iter()
+        .filter(|r| Some(*r) != lone_user || r.1 - r.0 >= LONE_USER_TOKEN_LEN)
         .flat_map(|(s, e)| {
             let raw = url[s..e].to_owned();
             let decoded = percent_decode(&raw);
@@ -333,6 +340,12 @@ mod tests {
         );
         assert_eq!(url_secrets("https://h/?token=abc"), vec!["abc", "abc"]);
         assert!(url_secrets("ssh://git@h/r.git").is_empty());
+        // A lone user name is a token only when it is long enough to be one.
+        assert!(url_secrets("https://deploy@h/r.git").is_empty());
+        assert_eq!(
+            url_secrets("https://ghp_0123456789ab@github.com/o/r.git"),
+            vec!["ghp_0123456789ab", "ghp_0123456789ab"]
+        );
     }
 
     #[test]

@@ -310,6 +310,7 @@ pub fn lock(deploy_to: &str, owner_json: &str) -> String {
          mkdir -p {d}/releases {d}/shared {d}/.ship; }} && {cd} && \
          if mkdir .ship/lock 2>/dev/null; then printf '%s\\n' {owner} > .ship/lock/owner; \
          else echo \"lock held: $(head -c 4000 .ship/lock/owner 2>/dev/null)\"; exit {held}; fi && \
+         {SWEEP} && \
          for r in releases/*; do [ -d \"$r\" ] && echo \"release=${{r#releases/}}\"; done; true",
         d = quote(deploy_to),
         cd = cd(deploy_to),
@@ -317,6 +318,14 @@ pub fn lock(deploy_to: &str, owner_json: &str) -> String {
         held = LOCK_HELD,
     )
 }
+
+/// In `deploy_to`, holding the lock: what runs that died left in `.ship/` — staged links
+/// (`stage-<id>`), a checkout's tarball and work tree, a revert's link — removed, each printed as
+/// `removed=<path>`. While the lock is held no other run can be using them; a command of a dead
+/// run can still reach its host late (a packet held by a cut network) and make one, which the
+/// next run then sweeps. Starts no process when there is nothing to remove.
+const SWEEP: &str = "for f in .ship/stage-* .ship/*.tar .ship/work-* .ship/revert; do \
+    if [ -e \"$f\" ] || [ -L \"$f\" ]; then rm -rf \"$f\" && echo \"removed=$f\"; fi; done";
 
 /// Rewrite our lock's owner record (the release id changed while we waited for the lock).
 pub fn relock(deploy_to: &str, token: &str, owner_json: &str) -> String {
@@ -338,9 +347,9 @@ pub fn unlock(deploy_to: &str, token: &str) -> String {
     )
 }
 
-/// Clear what a run that died left behind (`ship lock release`): its lock, the link it staged
-/// for the switch to `release_id`, and, when it was `staged` (a deploy's new release, never a
-/// rollback's target), that release.
+/// Clear what a run that died left behind (`ship lock release`): its lock, what it left in
+/// `.ship/` (staged links, a checkout's scratch files: see [`SWEEP`]), and, when `release_id`
+/// was `staged` (a deploy's new release, never a rollback's target), that release.
 /// The release is removed only while it is incomplete (no `REVISION`: its prepare never
 /// finished); one that is `current` here is kept (`kept=`), and so is a complete one
 /// (`complete=`): ship never deletes a finished release the operator did not name. Prints what
@@ -368,14 +377,8 @@ pub fn release_lock(
          {READ_LOCK_OWNER}; {same} || {{ echo \"lock-changed=$o\"; exit {LOCK_CHANGED}; }}\n",
         cd = cd(deploy_to),
     );
-    if let Some(id) = release_id.filter(|id| is_release_id(id)) {
-        let stage = quote(&stage_dir(id)).into_owned();
-        s.push_str(&format!(
-            "if [ -d {stage} ]; then rm -rf {stage} && echo removed={stage}; fi\n\
-             for f in {scratch}; do if [ -e \"$f\" ]; then rm -rf \"$f\" && echo \"removed=$f\"; fi; done\n",
-            scratch = scratch(id)
-        ));
-    }
+    s.push_str(SWEEP);
+    s.push('\n');
     if let Some(id) = release_id.filter(|id| staged && is_release_id(id)) {
         let rel = quote(&format!("releases/{id}")).into_owned();
         s.push_str(&format!(

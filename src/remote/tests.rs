@@ -176,6 +176,8 @@ fn renders_exact_commands() {
          mkdir -p /srv/app/releases /srv/app/shared /srv/app/.ship; } && cd /srv/app && \
          if mkdir .ship/lock 2>/dev/null; then printf '%s\\n' '{\"a\":1}' > .ship/lock/owner; \
          else echo \"lock held: $(head -c 4000 .ship/lock/owner 2>/dev/null)\"; exit 75; fi && \
+         for f in .ship/stage-* .ship/*.tar .ship/work-* .ship/revert; do \
+         if [ -e \"$f\" ] || [ -L \"$f\" ]; then rm -rf \"$f\" && echo \"removed=$f\"; fi; done && \
          for r in releases/*; do [ -d \"$r\" ] && echo \"release=${r#releases/}\"; done; true"
     );
     assert_eq!(
@@ -1244,4 +1246,45 @@ fn git_credentials_never_reach_gits_arguments() {
         fetch.script
     );
     assert!(fetch.script.contains("git@git.example.com:app.git"));
+}
+
+#[test]
+fn taking_the_lock_sweeps_what_dead_runs_left_in_the_ship_directory() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path();
+    let d = root.to_str().expect("utf-8");
+    for dir in [
+        ".ship/stage-20261122100000",
+        ".ship/work-20261122100000",
+        "shared/storage",
+    ] {
+        fs::create_dir_all(root.join(dir)).expect("mkdir");
+    }
+    std::os::unix::fs::symlink(
+        "releases/20261122100000",
+        root.join(".ship/stage-20261122100000/current"),
+    )
+    .expect("link");
+    fs::write(root.join(".ship/20261122100000.tar"), "x").expect("tar");
+    fs::write(root.join(".ship/history"), "{}\n").expect("journal");
+    let (rc, out) = sh(&lock(d, "{\"token\":\"t\"}"), b"");
+    assert_eq!(rc, 0, "{out}");
+    assert_eq!(
+        out,
+        "removed=.ship/stage-20261122100000\nremoved=.ship/20261122100000.tar\n\
+         removed=.ship/work-20261122100000\n"
+    );
+    let left: Vec<String> = fs::read_dir(root.join(".ship"))
+        .expect("read")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(left, ["history", "lock"]);
+    assert!(root.join("shared/storage").is_dir());
+    // Nothing to sweep: no output, no process started for it.
+    fs::remove_dir_all(root.join(".ship/lock")).expect("unlock");
+    let (rc, out) = sh(&lock(d, "{\"token\":\"t\"}"), b"");
+    assert_eq!((rc, out.as_str()), (0, ""));
 }
