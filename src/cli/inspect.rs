@@ -173,15 +173,22 @@ pub fn status_text(st: &StageStatus) -> String {
             out.push_str(&format!("  {}: locked by {}\n", h.host, l.holder));
         }
     }
+    // An abandoned lock is a run that did not finish; one held from elsewhere may still run.
     let dead = st
         .hosts
         .iter()
-        .any(|h| h.lock.as_ref().is_some_and(|l| l.dead));
+        .any(|h| h.lock.as_ref().is_some_and(|l| l.abandoned()));
     let leftovers = st.hosts.iter().any(|h| !h.unfinished.is_empty());
     if dead || leftovers {
         out.push_str(&format!(
             "  hint: a run did not finish. `ship lock release {}` removes its lock and the \
              release it was staging (never `current`, never shared/)\n",
+            st.stage
+        ));
+    } else if st.hosts.iter().any(|h| h.lock.is_some()) {
+        out.push_str(&format!(
+            "  hint: wait for that run to finish; if it died, `ship lock release {}` clears \
+             what it left\n",
             st.stage
         ));
     }
@@ -204,7 +211,7 @@ pub async fn status(g: &Global, stage: &str) -> u8 {
     let dead = st
         .hosts
         .iter()
-        .any(|h| h.lock.as_ref().is_some_and(|l| l.dead));
+        .any(|h| h.lock.as_ref().is_some_and(|l| l.abandoned()));
     let leftovers = st
         .hosts
         .iter()

@@ -62,6 +62,14 @@ pub struct LockStatus {
     pub owner: Option<remote::LockOwner>,
 }
 
+impl LockStatus {
+    /// The run that holds it did not finish: its process is known to be gone, or it left no
+    /// owner record (it died while taking the lock). `ship lock release` is what clears it.
+    pub fn abandoned(&self) -> bool {
+        self.dead || self.owner.is_none()
+    }
+}
+
 /// The whole stage.
 #[derive(Debug, Clone, Serialize)]
 pub struct StageStatus {

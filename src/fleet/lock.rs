@@ -47,6 +47,9 @@ impl HeldLock {
     /// One line: `deploy of 20261122101500 by alice on laptop (pid 4242), since … (5m ago)`.
     pub fn who(&self) -> String {
         let Some(o) = &self.owner else {
+            if self.raw.is_empty() {
+                return "a run that left no owner record (it died while taking the lock)".into();
+            }
             return format!("an unreadable owner record: {:?}", self.raw);
         };
         let kind = if o.kind.is_empty() { "deploy" } else { &o.kind };

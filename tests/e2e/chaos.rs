@@ -113,6 +113,19 @@ fn a_host_lost_while_taking_the_lock_is_named_as_lost_with_its_lock_not_as_held(
     );
     fs::remove_file(fleet.host(1).faults.join("mkdir")).expect("fault");
     fleet.hosts[1].restart();
+    // It crashed between taking the lock and writing who holds it: status says so, and how
+    // to clear it.
+    let status = fleet.ship(&["status", "production"]);
+    assert_eq!(status.code, 3, "{}", status.all());
+    assert!(
+        status.stdout.contains(
+            "web-2: locked by a run that left no owner record (it died while taking the lock)"
+        ) && status
+            .stdout
+            .contains("`ship lock release production` removes its lock"),
+        "{}",
+        status.all()
+    );
     let released = fleet.ship(&["lock", "release", "production", "--yes"]);
     assert_eq!(released.code, 0, "{}", released.all());
     assert!(!fleet.host(1).locked());
