@@ -356,6 +356,7 @@ fn main() {
     // `deploy`: a provisioned deploy user (login shell /bin/sh, no rc files), as on a server
     // set up for deploys. `root`: this machine's root, whose shell start-up is what it is here.
     let user = arg("--user", "deploy");
+    support::MACHINE_ROOT_HOME.store(user == "root", std::sync::atomic::Ordering::SeqCst);
     // `--hold N`: start N hosts ready to deploy to, print where, and keep them up until Enter,
     // for profiling a deploy by hand (strace, perf) instead of measuring it.
     if let Some(n) = args

@@ -105,9 +105,13 @@ impl HeldLock {
     /// What the operator should do about it.
     pub fn hint(&self, stage: &str) -> String {
         match self.holder {
-            Holder::Dead => format!(
+            Holder::Dead if self.staged_release().is_some() => format!(
                 "hint: `ship status {stage}` shows what it left on each host; \
                  `ship lock release {stage}` removes the lock and its unfinished release"
+            ),
+            Holder::Dead => format!(
+                "hint: `ship status {stage}` shows what it left on each host; \
+                 `ship lock release {stage}` removes the lock"
             ),
             _ => format!(
                 "hint: wait for it to finish (or pass --lock-wait 10m); if it died, \

@@ -946,7 +946,9 @@ fn stage_if_missing(release_id: &str) -> String {
 /// [`SWITCH_CANCELLED`] when the release directory is missing), prints [`SWITCH_READY`],
 /// then waits for a line on stdin and renames
 /// the staged link over `current` only if that line is `go`. A controller that dies or cancels
-/// sends EOF or another line instead, and the host does not switch. The rename is one
+/// sends EOF or another line instead, and the host does not switch; it removes the staged link
+/// then (nothing is left behind, even when the command reached the host after the controller
+/// was gone). The rename is one
 /// `rename(2)`: `current` never stops existing. The host's clock is read right after it, for
 /// the switch spread.
 ///
@@ -972,7 +974,7 @@ pub fn armed_switch(deploy_to: &str, release_id: &str) -> String {
          if command -v perl >/dev/null 2>&1; then exec perl -e {perl} {dir} {rel}; fi; \
          {stage} || exit {SWITCH_CANCELLED}; \
          echo {SWITCH_READY}; \
-         read -r go && [ \"$go\" = go ] || exit {SWITCH_CANCELLED}; \
+         read -r go && [ \"$go\" = go ] || {{ rm -f {dir}/current; rmdir {dir}; exit {SWITCH_CANCELLED}; }}; \
          mv -f {dir}/current . || exit {SWITCH_RENAME_FAILED}; date +%s%N; rmdir {dir}; exit 0",
         cd(deploy_to),
         perl = quote(&armed_switch_perl()),
@@ -991,15 +993,16 @@ fn armed_switch_perl() -> String {
          unless (-l \"$d/current\") {{ -d $ARGV[1] or exit {SWITCH_CANCELLED}; mkdir($d); \
          symlink($ARGV[1], \"$d/current\") or exit {SWITCH_CANCELLED}; }} \
          sub us {{ my ($s, $u) = Time::HiRes::gettimeofday(); return $s * 1000000 + $u; }} \
+         sub cancel {{ unlink(\"$d/current\"); rmdir($d); exit {SWITCH_CANCELLED}; }} \
          print($hires ? \"{SWITCH_READY_AT}\\n\" : \"{SWITCH_READY}\\n\"); my ($c, $settle) = (\"\", 0); \
          while (1) {{ my $w = \"\"; \
-         while (1) {{ exit {SWITCH_CANCELLED} unless sysread(STDIN, $c, 1) == 1; \
+         while (1) {{ cancel() unless sysread(STDIN, $c, 1) == 1; \
          last if $c eq \"\\n\"; $w .= $c; }} \
          if ($hires && $w eq \"t\") {{ printf(\"t %d\\n\", us()); next; }} \
          if ($hires && $w =~ /^at (\\d+)(?: (\\d+))?$/) {{ my $wait = ($1 - us()) / 1e6; \
          $settle = ($2 // 0) / 1e6; $settle = {max} if $settle > {max}; \
          $wait = {max} if $wait > {max}; Time::HiRes::sleep($wait) if $wait > 0; last; }} \
-         last if $w eq \"go\"; exit {SWITCH_CANCELLED}; }} \
+         last if $w eq \"go\"; cancel(); }} \
          rename(\"$d/current\", \"current\") or exit {SWITCH_RENAME_FAILED}; \
          if ($hires) {{ my ($s, $us) = Time::HiRes::gettimeofday(); \
          Time::HiRes::sleep($settle) if $settle > 0; \

@@ -164,7 +164,8 @@ fn renders_exact_commands() {
              mkdir -p .ship/stage-20261122103000 && \
              ln -s releases/20261122103000 .ship/stage-20261122103000/current; } || exit 76; \
              echo ship-switch-ready; \
-             read -r go && [ \"$go\" = go ] || exit 76; \
+             read -r go && [ \"$go\" = go ] || { rm -f .ship/stage-20261122103000/current; \
+             rmdir .ship/stage-20261122103000; exit 76; }; \
              mv -f .ship/stage-20261122103000/current . || exit 77; date +%s%N; \
              rmdir .ship/stage-20261122103000; exit 0"
         ),
@@ -971,7 +972,7 @@ fn the_armed_switch_renames_only_on_its_word_with_and_without_perl() {
     // A PATH without perl: only what the shell fallback uses.
     let bin = tmp.path().join("bin");
     fs::create_dir_all(&bin).expect("bin");
-    for tool in ["mv", "date", "rmdir", "mkdir", "ln"] {
+    for tool in ["mv", "date", "rmdir", "mkdir", "ln", "rm"] {
         let found = ["/usr/bin", "/bin"]
             .iter()
             .map(|d| Path::new(d).join(tool))
@@ -997,14 +998,17 @@ fn the_armed_switch_renames_only_on_its_word_with_and_without_perl() {
             assert_eq!(rc, 0, "{out}");
         };
         let current = || fs::read_link(root.join("current")).expect("current");
-        // EOF, or any other word: nothing changes.
-        stage("2");
+        // EOF, or any other word: nothing changes, and the staged link goes (a switch command
+        // that reached its host after the controller was gone leaves nothing behind).
         for input in [&b""[..], b"no\n", b"\n", b"gone\n"] {
+            stage("2");
             let (rc, out) = sh_path(&armed_switch(&d, "2"), input, path);
             assert_eq!(rc, SWITCH_CANCELLED as i32, "{path:?} {input:?}: {out}");
             assert!(out.starts_with(SWITCH_READY), "{out}");
             assert_eq!(current(), Path::new("releases/1"), "{path:?}");
+            assert!(!root.join(stage_dir("2")).exists(), "{path:?} {input:?}");
         }
+        stage("2");
         // The word: one rename, a timestamp, the staging dir gone; what follows the word on
         // stdin is not read.
         let (rc, out) = sh_path(&armed_switch(&d, "2"), b"go\nleft for the shell\n", path);

@@ -352,6 +352,23 @@ fn recover_host(fleet: &mut Fleet, fault: Fault, fired: bool) {
     }
 }
 
+/// Wait until every host is back to its idle processes (its sshd listener): a host that was cut
+/// off or frozen may still receive, once it is back, what the dead run had sent it (a packet
+/// held by the network is delivered when it heals), and the operator's follow-up comes after
+/// the host is back. Bounded: a host that stays busy is checked as it is.
+fn wait_quiet(fleet: &Fleet, idle: &[usize]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline
+        && fleet
+            .process_counts()
+            .iter()
+            .zip(idle)
+            .any(|(now, idle)| now > idle)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// What the exit code promises about the fleet right after the run (before any follow-up).
 fn exit_code_holds(
     plan: Plan,
@@ -417,6 +434,9 @@ fn chaos_soak() {
         assert_eq!(first.code, 0, "{}", first.all());
     }
     let shared: Vec<_> = fleet.hosts.iter().map(|h| h.shared_snapshot()).collect();
+    // Each host's processes when nothing runs on it (the last deploy's sessions have ended).
+    std::thread::sleep(Duration::from_millis(500));
+    let idle = fleet.process_counts();
     let started = Instant::now();
     let mut faults: BTreeMap<&'static str, (usize, usize)> = BTreeMap::new();
     let mut violations: Vec<String> = Vec::new();
@@ -450,6 +470,7 @@ fn chaos_soak() {
         entry.1 += usize::from(fired);
         let mut problems = Vec::new();
         recover_host(&mut fleet, plan.fault, fired);
+        wait_quiet(&fleet, &idle);
         let after: Vec<HostState> = (0..HOSTS).map(|h| host_state(&fleet, h)).collect();
         if let Err(e) = exit_code_holds(plan, fired, run.code, &release, &before, &after) {
             problems.push(e);

@@ -338,6 +338,11 @@ pub fn keygen(path: &Path) {
     );
 }
 
+/// Hosts log in as this machine's root with its own home (`/root`, its rc files) instead of one
+/// of their own: for the benchmark's `--user root`, which measures a heavy shell start-up.
+pub static MACHINE_ROOT_HOME: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 impl Fleet {
     /// Start `n` hosts named `web-1` … `web-n`.
     pub fn start(n: usize) -> Fleet {
@@ -400,8 +405,18 @@ impl Fleet {
                 );
                 app
             });
+            // Each host has a home of its own for root, as servers do: not this machine's,
+            // whose shell start-up (rc files, shared lock files) would be shared by all hosts
+            // and by every host a test crashes half-way through it.
+            let home = if MACHINE_ROOT_HOME.load(Ordering::SeqCst) {
+                String::new()
+            } else {
+                let home = hdir.join("root");
+                fs::create_dir_all(&home).expect("home");
+                format!("mount --bind {} /root && ", home.display())
+            };
             let start = format!(
-                "mount --rbind {} /var/www && mount --bind {} /usr/local/sbin && \
+                "mount --rbind {} /var/www && mount --bind {} /usr/local/sbin && {home}\
                  exec /usr/sbin/sshd -D -e -f {}",
                 www.display(),
                 faults.display(),
