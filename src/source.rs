@@ -160,19 +160,6 @@ pub fn pack_dir(dir: &Path) -> std::io::Result<Vec<u8>> {
     tar.into_inner()?.finish()
 }
 
-/// The ssh command git uses: never prompts, checks the server's host key strictly (against
-/// `known_hosts` when given).
-pub fn git_ssh_command(known_hosts: Option<&str>) -> String {
-    let mut s = "ssh -o BatchMode=yes -o StrictHostKeyChecking=yes".to_owned();
-    if let Some(k) = known_hosts {
-        s.push_str(&format!(
-            " -o UserKnownHostsFile={}",
-            crate::remote::quote(k)
-        ));
-    }
-    s
-}
-
 /// Resolve `reference` in the repository at `url` to one full commit id, on the controller.
 pub fn resolve_git(
     url: &str,
@@ -206,7 +193,7 @@ pub fn resolve_git(
         .env("GIT_TERMINAL_PROMPT", "0")
         .env(
             "GIT_SSH_COMMAND",
-            git_ssh_command(
+            crate::remote::git_ssh_command(
                 known_hosts
                     .map(|p| p.to_string_lossy().into_owned())
                     .as_deref(),

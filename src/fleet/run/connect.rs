@@ -1,0 +1,157 @@
+//! Connecting to every host and reading its state (the preflight), within the connect timeout.
+
+use super::*;
+
+pub(super) async fn connect(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, d: &Deploy) -> Vec<P> {
+    let gate = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
+    let (tools, detail) = match &d.job {
+        Job::Deploy(source) => (source.tools.clone(), false),
+        Job::Rollback { .. } => (Vec::new(), true),
+    };
+    let work = ids.iter().map(|&i| {
+        let host = hosts[i].host.clone();
+        let gate = gate.clone();
+        let options = d.connect.clone();
+        let tools = tools.clone();
+        async move {
+            ctx.phase(&host.name, Phase::Connect);
+            if host.config.forward_agent
+                && tools.contains(&"git")
+                && std::env::var_os("SSH_AUTH_SOCK").is_none()
+            {
+                return (
+                    i,
+                    None,
+                    Err(ctx.failure(
+                        Phase::Connect,
+                        None,
+                        None,
+                        "forward_agent is set, but no ssh-agent runs here (SSH_AUTH_SOCK is not \
+                         set) (hint: `eval $(ssh-agent)` and `ssh-add` the key the git server \
+                         accepts; in CI, load it into an agent first)"
+                            .into(),
+                    )),
+                );
+            }
+            let conn = {
+                let _permit = gate.acquire().await;
+                match Connection::open(&host, &options).await {
+                    Ok(c) => Arc::new(c),
+                    Err(e) => {
+                        return (
+                            i,
+                            None,
+                            Err(transport_failure(ctx, Phase::Connect, None, &e)),
+                        );
+                    }
+                }
+            };
+            // The first command also opens the host's session: like everything at connect, it
+            // waits at most the connect timeout (a host lost right after logging in must not
+            // hold the deploy for the step timeout).
+            let script = remote::preflight(&host.config.deploy_to, &tools, detail);
+            let out = match conn
+                .run(&script, None, None, host.config.timeouts.connect)
+                .await
+            {
+                Ok(o) if o.success() => o,
+                Ok(o) => {
+                    return (
+                        i,
+                        Some(conn),
+                        Err(command_failure(ctx, Phase::Connect, Some("preflight"), &o)),
+                    );
+                }
+                Err(TransportError::Timeout { after, .. }) => {
+                    let message = format!(
+                        "logged in, but the host did not answer its first command within {} \
+                         (connect_timeout)",
+                        util::human_duration(after)
+                    );
+                    return (
+                        i,
+                        Some(conn),
+                        Err(ctx.failure(Phase::Connect, Some("preflight"), None, message)),
+                    );
+                }
+                Err(e) => {
+                    return (
+                        i,
+                        Some(conn),
+                        Err(transport_failure(
+                            ctx,
+                            Phase::Connect,
+                            Some("preflight"),
+                            &e,
+                        )),
+                    );
+                }
+            };
+            let pf = Preflight::parse(&out.stdout_text());
+            if let Some(msg) = preflight_problem(&host, &pf, &tools) {
+                return (
+                    i,
+                    Some(conn),
+                    Err(ctx.failure(Phase::Connect, Some("preflight"), None, msg)),
+                );
+            }
+            // A lock held by another run stops everything at once (exit 4), before the lock
+            // phase, unless we were asked to wait for it.
+            match &pf.lock {
+                Some(raw) if d.lock_wait.is_zero() => {
+                    let f = held_lock_failure(ctx, &host, raw, Duration::ZERO);
+                    (i, Some(conn), Err(f))
+                }
+                _ => (i, Some(conn), Ok(pf)),
+            }
+        }
+    });
+    let results = join_all(work).await;
+    let mut events = Vec::new();
+    for (i, conn, result) in results {
+        hosts[i].conn = conn;
+        match result {
+            Ok(pf) => {
+                hosts[i].preflight = pf;
+                events.push(P::Connected(i));
+            }
+            Err(f) => {
+                // The one failure at connect that belongs to the lock: another run holds it.
+                hosts[i].locked_by_other = f.phase == Phase::Lock;
+                hosts[i].fail(ctx, f);
+                events.push(P::ConnectFailed(i));
+            }
+        }
+    }
+    events
+}
+
+/// Why a host that answered cannot take this deploy, if it cannot.
+pub(super) fn preflight_problem(host: &Host, pf: &Preflight, tools: &[&str]) -> Option<String> {
+    let d = &host.config.deploy_to;
+    if !pf.writable {
+        return Some(format!(
+            "{d} is not writable by `{}` (hint: create it and chown it to the deploy user)",
+            host.config.user
+        ));
+    }
+    if pf.current_not_a_link {
+        return Some(format!(
+            "{d}/current exists but is not a symlink (a directory set up by hand?); ship will not \
+             touch it (hint: move it aside, e.g. into releases/, and link current to it)"
+        ));
+    }
+    let missing: Vec<&str> = tools
+        .iter()
+        .filter(|t| !pf.tools.iter().any(|x| x == *t))
+        .copied()
+        .collect();
+    if !missing.is_empty() {
+        return Some(format!(
+            "missing on the host: {} (hint: install it, e.g. `apt-get install {}`)",
+            missing.join(", "),
+            missing.join(" ")
+        ));
+    }
+    None
+}

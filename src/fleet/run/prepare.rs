@@ -1,0 +1,146 @@
+//! Preparing the release on every host, each arming its switch as soon as it is ready.
+
+use super::*;
+
+/// Prepare the release on every host. A host whose steps all succeeded arms its switch at once
+/// (perl's start-up is paid while other hosts still build), but for `run_once`: the run-once
+/// steps need its session first.
+pub(super) async fn prepare(
+    ids: &[usize],
+    hosts: &mut [HostRun],
+    ctx: &Ctx,
+    source: &Prepared,
+    run_once: Option<usize>,
+) -> Vec<P> {
+    // Recorded before any work starts: an interruption mid-prepare must still discard.
+    let mut events: Vec<P> = ids.iter().map(|&i| P::Staging(i)).collect();
+    // The first failure closes the barrier: the other hosts' steps are stopped at once rather
+    // than left to finish a build nobody will switch to. An interruption does the same.
+    let stop = ctx.cancel.child_token();
+    // Hosts armed early keep answering clock questions until every host is prepared (see
+    // `keep_time`); this is cancelled when the last one is.
+    let all_prepared = CancellationToken::new();
+    let unprepared = std::sync::atomic::AtomicUsize::new(ids.len());
+    let few = Semaphore::new(CLOCK_CONCURRENCY);
+    let together = ids.len() > 1;
+    let results = join_all(ids.iter().map(|&i| {
+        let h = &hosts[i];
+        let conn = h.conn.clone();
+        let host = h.host.clone();
+        let steps = remote::prepare(&remote::Plan {
+            inline_payload: Some(&source.payload),
+            ..plan_for(h, ctx, &source.delivery)
+        });
+        let stop = &stop;
+        let (all_prepared, unprepared, few) = (&all_prepared, &unprepared, &few);
+        async move {
+            ctx.phase(&host.name, Phase::Prepare);
+            let t0 = Instant::now();
+            // However this host's prepare ends, it is one fewer to wait for.
+            let done = Countdown(unprepared, all_prepared);
+            let Some(conn) = conn else {
+                return (
+                    i,
+                    t0.elapsed(),
+                    Err(ctx.failure(Phase::Prepare, None, None, "not connected".into())),
+                );
+            };
+            let payload = Some(source.payload.as_slice());
+            let mut r = run_steps(&conn, &host, &steps, payload, Phase::Prepare, ctx, stop)
+                .await
+                .map(|done| (done, None));
+            if matches!(r, Ok((true, _))) && run_once != Some(i) && !stop.is_cancelled() {
+                r = match arm(h, ctx).await {
+                    Ok(a) => Ok((true, Some(a))),
+                    Err(e) => Err(transport_failure(
+                        ctx,
+                        Phase::Prepare,
+                        Some("arm switch"),
+                        &e,
+                    )),
+                };
+            }
+            match &r {
+                Ok((true, _)) => ctx.reporter.report(&Event::Prepared {
+                    host: host.name.clone(),
+                    elapsed_ms: t0.elapsed().as_millis() as u64,
+                }),
+                Ok((false, _)) => {}
+                Err(_) => stop.cancel(),
+            }
+            let took = t0.elapsed();
+            drop(done);
+            if let Ok((true, Some(a))) = &mut r {
+                if together && a.scheduled {
+                    let waiting = async {
+                        tokio::select! {
+                            _ = all_prepared.cancelled() => {}
+                            _ = stop.cancelled() => {}
+                        }
+                    };
+                    if let Err(e) = keep_time(a, few, host.config.timeouts.switch, waiting).await {
+                        r = Err(transport_failure(
+                            ctx,
+                            Phase::Prepare,
+                            Some("arm switch"),
+                            &e,
+                        ));
+                        stop.cancel();
+                    }
+                }
+            }
+            (i, took, r)
+        }
+    }))
+    .await;
+    for (i, took, r) in results {
+        hosts[i].prepare_time = Some(took);
+        match r {
+            Ok((true, armed)) => {
+                hosts[i].armed = armed;
+                events.push(P::Prepared(i));
+            }
+            Ok((false, _)) => events.push(P::PrepareFailed(i)),
+            Err(f) => {
+                hosts[i].fail(ctx, f);
+                events.push(P::PrepareFailed(i));
+            }
+        }
+    }
+    events
+}
+
+/// Counts a host's prepare as ended when dropped; the last one cancels the token.
+pub(super) struct Countdown<'a>(&'a std::sync::atomic::AtomicUsize, &'a CancellationToken);
+
+impl Drop for Countdown<'_> {
+    fn drop(&mut self) {
+        if self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+            self.1.cancel();
+        }
+    }
+}
+
+/// While a host that is armed early waits for the rest of the fleet, keep its clock measured:
+/// [`CLOCK_QUESTIONS`] questions at once (holding a permit of `few`), then one every
+/// [`CLOCK_PERIOD`] until `waiting` ends. So when the switch comes, the host has fresh answers
+/// and it need not be asked again a few hosts at a time (a round trip per question that grows
+/// with the fleet), but only once with every host at once.
+pub(super) async fn keep_time(
+    a: &mut Armed,
+    few: &Semaphore,
+    t: Duration,
+    waiting: impl std::future::Future<Output = ()>,
+) -> Result<(), TransportError> {
+    a.ask_clock_times(CLOCK_QUESTIONS, Some(few), t).await?;
+    tokio::pin!(waiting);
+    loop {
+        tokio::select! {
+            _ = &mut waiting => return Ok(()),
+            _ = tokio::time::sleep(CLOCK_PERIOD) => {
+                a.keep_fresh(clock::now_us());
+                a.ask_clock_times(1, None, t).await?;
+            }
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! What a rollback switches to (the release named, or the one before the last deploy, from the
+//! hosts' journals), and staging its link on every host.
+
+use super::*;
+
+/// The release a rollback switches to, and its revision; or, per host, why it cannot.
+pub(super) fn rollback_target(
+    hosts: &[HostRun],
+    to: Option<&str>,
+) -> Result<(String, String), Vec<(usize, String)>> {
+    let target = match to {
+        Some(t) => t.to_owned(),
+        None => {
+            let mut found: Vec<(usize, Result<String, String>)> = Vec::new();
+            for (i, h) in hosts.iter().enumerate() {
+                found.push((i, journal_target(&h.preflight)));
+            }
+            let errors: Vec<(usize, String)> = found
+                .iter()
+                .filter_map(|(i, r)| r.as_ref().err().map(|e| (*i, e.clone())))
+                .collect();
+            if !errors.is_empty() {
+                return Err(errors);
+            }
+            let targets: Vec<(usize, String)> = found
+                .into_iter()
+                .filter_map(|(i, r)| r.ok().map(|t| (i, t)))
+                .collect();
+            let first = targets.first().map(|(_, t)| t.clone()).unwrap_or_default();
+            let disagree: Vec<(usize, String)> = targets
+                .iter()
+                .filter(|(_, t)| *t != first)
+                .map(|(i, t)| {
+                    (
+                        *i,
+                        format!(
+                            "this host's previous release is {t}, but {} has {first}; the fleet \
+                             does not agree on what to roll back to (hint: name it with --to)",
+                            hosts[0].host.name
+                        ),
+                    )
+                })
+                .collect();
+            if !disagree.is_empty() {
+                return Err(disagree);
+            }
+            first
+        }
+    };
+    if !remote::is_release_id(&target) {
+        return Err(vec![(
+            0,
+            format!("`{target}` is not a release id (they look like 20261122153000)"),
+        )]);
+    }
+    let missing: Vec<(usize, String)> = hosts
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| !h.preflight.has_complete(&target))
+        .map(|(i, h)| {
+            let why = if h.preflight.releases.contains(&target) {
+                "is incomplete (its deploy never finished)"
+            } else {
+                "does not exist"
+            };
+            (
+                i,
+                format!(
+                    "releases/{target} {why} on this host; nothing was changed on any host \
+                     (hint: `ship releases` lists what every host has)"
+                ),
+            )
+        })
+        .collect();
+    if !missing.is_empty() {
+        return Err(missing);
+    }
+    if hosts
+        .iter()
+        .all(|h| h.preflight.current_release() == Some(target.as_str()))
+    {
+        return Err(vec![(
+            0,
+            format!("every host is already on {target}; nothing to roll back"),
+        )]);
+    }
+    // One release id on every host, but is it one release? Two deploys to different hosts in
+    // the same second can give one id to two revisions.
+    let revisions: Vec<(usize, String)> = hosts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, h)| {
+            h.preflight
+                .revisions
+                .iter()
+                .find(|(id, _)| *id == target)
+                .map(|(_, r)| (i, r.clone()))
+        })
+        .collect();
+    let revision = revisions
+        .first()
+        .map(|(_, r)| r.clone())
+        .unwrap_or_default();
+    let differ: Vec<(usize, String)> = revisions
+        .iter()
+        .filter(|(_, r)| *r != revision)
+        .map(|(i, r)| {
+            (
+                *i,
+                format!(
+                    "releases/{target} here is revision {r}, but on {} it is {revision}: the \
+                     fleet does not agree on what {target} is, and nothing was changed on any \
+                     host (hint: deploy the revision you want instead)",
+                    hosts[revisions[0].0].host.name
+                ),
+            )
+        })
+        .collect();
+    if !differ.is_empty() {
+        return Err(differ);
+    }
+    Ok((target, revision))
+}
+
+/// From a host's journal: the release that was current before the deploy that made the
+/// current release current, skipping releases marked bad.
+pub(super) fn journal_target(pf: &Preflight) -> Result<String, String> {
+    let Some(mut cur) = pf.current_release().map(str::to_owned) else {
+        return Err("current does not point at a release here; nothing to roll back from".into());
+    };
+    let entries: Vec<serde_json::Value> = pf
+        .history
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    for _ in 0..entries.len().max(1) {
+        let deployed = entries.iter().rev().find(|e| {
+            e["kind"] == "deploy" && e["outcome"] == "deployed" && e["release"] == cur.as_str()
+        });
+        let Some(e) = deployed else {
+            return Err(format!(
+                "the journal (.ship/history) does not say what was current before {cur} \
+                 (hint: name the release with --to; `ship releases` lists them)"
+            ));
+        };
+        let Some(prev) = e["previous"].as_str().map(str::to_owned) else {
+            return Err(format!(
+                "{cur} was the first release deployed here; there is nothing before it"
+            ));
+        };
+        if pf.bad.contains(&prev) {
+            cur = prev;
+            continue;
+        }
+        return Ok(prev);
+    }
+    Err("no earlier good release in the journal (hint: name one with --to)".into())
+}
+
+/// Rollback's prepare: check the target on every host (under the lock) and stage its link.
+pub(super) async fn stage_target(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx) -> Vec<P> {
+    let mut events: Vec<P> = ids.iter().map(|&i| P::Staging(i)).collect();
+    let results = join_all(ids.iter().map(|&i| {
+        let h = &hosts[i];
+        let conn = h.conn.clone();
+        let script = remote::stage_existing(&h.host.config.deploy_to, &ctx.release);
+        let name = h.host.name.clone();
+        let t = h.host.config.timeouts.step.min(SHORT_COMMAND);
+        async move {
+            ctx.phase(&name, Phase::Prepare);
+            let t0 = Instant::now();
+            let r = match conn {
+                Some(c) => c.run(&script, None, None, t).await,
+                None => Err(TransportError::Other("not connected".into())),
+            };
+            if matches!(&r, Ok(o) if o.success()) {
+                ctx.reporter.report(&Event::Prepared {
+                    host: name,
+                    elapsed_ms: t0.elapsed().as_millis() as u64,
+                });
+            }
+            (i, r)
+        }
+    }))
+    .await;
+    for (i, r) in results {
+        match r {
+            Ok(o) if o.success() => events.push(P::Prepared(i)),
+            Ok(o) => {
+                let mut f = command_failure(ctx, Phase::Prepare, Some("stage"), &o);
+                if o.status == Some(RELEASE_MISSING) {
+                    f.message = o.stdout_text().trim().to_owned();
+                }
+                hosts[i].fail(ctx, f);
+                events.push(P::PrepareFailed(i));
+            }
+            Err(e) => {
+                let f = transport_failure(ctx, Phase::Prepare, Some("stage"), &e);
+                hosts[i].fail(ctx, f);
+                events.push(P::PrepareFailed(i));
+            }
+        }
+    }
+    events
+}

@@ -1,0 +1,106 @@
+//! After the barrier: the run-once steps on one host, the after-switch steps and health check
+//! on each switched host, and the canary's hold.
+
+use super::*;
+
+/// The run-once steps (migrations) on one host, after every host prepared and before any
+/// switches. An interruption does not stop a step half-way (a half-run migration is worse than
+/// a finished one); the deploy aborts after it.
+pub(super) async fn run_once(i: usize, hosts: &mut [HostRun], ctx: &Ctx, d: &Deploy) -> Vec<P> {
+    let Job::Deploy(source) = &d.job else {
+        return vec![P::RanOnce];
+    };
+    let Some(h) = hosts.get(i) else {
+        return vec![P::RunOnceFailed];
+    };
+    let Some(conn) = h.conn.clone() else {
+        return vec![P::RunOnceFailed];
+    };
+    ctx.phase(&h.host.name, Phase::RunOnce);
+    let plan = plan_for(h, ctx, &source.delivery);
+    let steps = run_once_steps(&plan, &h.host);
+    let host = h.host.clone();
+    let never = CancellationToken::new();
+    match run_steps(&conn, &host, &steps, None, Phase::RunOnce, ctx, &never).await {
+        Ok(_) => vec![P::RanOnce],
+        Err(f) => {
+            hosts[i].fail(ctx, f);
+            vec![P::RunOnceFailed]
+        }
+    }
+}
+
+/// After-switch steps, then the health check, on every host of a wave that switched.
+pub(super) async fn verify(
+    ids: &[usize],
+    hosts: &mut [HostRun],
+    ctx: &Ctx,
+    d: &Deploy,
+    stop: &CancellationToken,
+) -> Vec<P> {
+    let delivery = match &d.job {
+        Job::Deploy(s) => s.delivery.clone(),
+        Job::Rollback { .. } => remote::Delivery::Tarball {
+            compression: remote::Compression::None,
+        },
+    };
+    let results = join_all(ids.iter().map(|&i| {
+        let h = &hosts[i];
+        let conn = h.conn.clone();
+        let host = h.host.clone();
+        let plan = plan_for(h, ctx, &delivery);
+        let steps = verify_steps(&plan, &host);
+        async move {
+            ctx.phase(&host.name, Phase::Verify);
+            let Some(conn) = conn else {
+                return (
+                    i,
+                    Err(ctx.failure(Phase::Verify, None, None, "not connected".into())),
+                );
+            };
+            (
+                i,
+                run_steps(&conn, &host, &steps, None, Phase::Verify, ctx, stop).await,
+            )
+        }
+    }))
+    .await;
+    let warn = d
+        .stage
+        .hosts
+        .first()
+        .is_some_and(|h| h.config.health_check.on_failure == OnFailure::Warn)
+        || matches!(d.job, Job::Rollback { .. });
+    let mut events = Vec::new();
+    for (i, r) in results {
+        match r {
+            Ok(_) => events.push(P::Verified(i)),
+            Err(f) if warn => {
+                ctx.reporter.report(&Event::HostWarning {
+                    host: hosts[i].host.name.clone(),
+                    failure: f.clone(),
+                });
+                hosts[i].warnings.push(f);
+                events.push(P::Verified(i));
+            }
+            Err(f) => {
+                hosts[i].fail(ctx, f);
+                events.push(P::VerifyFailed(i));
+            }
+        }
+    }
+    events
+}
+
+/// Hold with the canary switched, for `observe`, unless interrupted.
+pub(super) async fn observe(ctx: &Ctx, d: &Deploy) -> Vec<P> {
+    ctx.reporter.report(&Event::Observing {
+        hosts: canary_names(d),
+        for_ms: d.observe.as_millis() as u64,
+    });
+    tokio::select! {
+        _ = tokio::time::sleep(d.observe) => {}
+        _ = ctx.cancel.cancelled() => {}
+    }
+    vec![P::Observed]
+}

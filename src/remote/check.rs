@@ -1,0 +1,36 @@
+//! `ship check`'s proof, in a scratch directory, that the switch is an atomic rename here.
+
+use super::*;
+
+/// A proof, in a scratch directory under `deploy_to`, that the switch is an atomic rename here:
+/// the staged link keeps its inode when moved over the old one (an unlink and a new symlink
+/// would make a new inode), and the old link is replaced in one step. Also checks that the
+/// shared paths exist. Prints `key=value` lines.
+pub fn check(deploy_to: &str, shared_files: &[String], shared_dirs: &[String]) -> String {
+    let mut s = format!(
+        "{cd} || exit 1\n\
+         ino() {{ stat -c %i \"$1\" 2>/dev/null || ls -di \"$1\" | awk '{{print $1}}'; }}\n\
+         t=.ship/check-$$; rm -rf \"$t\"; mkdir -p \"$t/stage\" \"$t/a\" \"$t/b\" || {{ echo rename=cannot-create; exit 0; }}\n\
+         ln -s a \"$t/current\" && ln -s b \"$t/stage/current\" && before=$(ino \"$t/stage/current\") && \
+         mv -f \"$t/stage/current\" \"$t/\" && after=$(ino \"$t/current\") && \
+         if [ \"$(readlink \"$t/current\")\" = b ] && [ \"$before\" = \"$after\" ] && \
+         [ ! -e \"$t/stage/current\" ]; then echo rename=atomic; \
+         else echo \"rename=not-atomic $before $after\"; fi\n\
+         rm -rf \"$t\"\n",
+        cd = cd(deploy_to)
+    );
+    for (path, test) in shared_files
+        .iter()
+        .map(|f| (f, "-f"))
+        .chain(shared_dirs.iter().map(|d| (d, "-d")))
+    {
+        s.push_str(&format!(
+            "if [ {test} {p} ]; then printf 'shared_ok=%s\\n' {q}; \
+             else printf 'shared_missing=%s\\n' {q}; fi\n",
+            p = quote(&format!("shared/{path}")),
+            q = quote(path),
+        ));
+    }
+    s.push_str("true\n");
+    s
+}

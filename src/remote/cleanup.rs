@@ -1,0 +1,111 @@
+//! Removing what a run made: a failed release and its scratch files, old releases beyond
+//! `keep_releases` (the retention policy), and the end of a run in one command.
+
+use super::*;
+
+/// ship's scratch paths for a release in `.ship/`: the tarball a checkout (or a zstd upload)
+/// unpacks from, and the work tree of a checkout with submodules. Named by the release, so that
+/// the discard and `lock release` find what an interrupted step left.
+pub(super) fn scratch(release_id: &str) -> String {
+    format!(
+        "{} {}",
+        quote(&format!(".ship/{release_id}.tar")),
+        quote(&format!(".ship/work-{release_id}"))
+    )
+}
+
+/// Remove a staged release that never became current (abort), its staged link and its
+/// scratch files.
+pub fn discard(deploy_to: &str, release_id: &str) -> String {
+    let rel = quote(&format!("releases/{release_id}")).into_owned();
+    format!(
+        "{} && if [ \"$(readlink current 2>/dev/null)\" != {rel} ]; then rm -rf {rel}; fi; \
+         rm -rf {} {}",
+        cd(deploy_to),
+        quote(&stage_dir(release_id)),
+        scratch(release_id)
+    )
+}
+
+/// Remove only a failed release's scratch files (`--keep-failed` keeps the release itself).
+pub fn discard_scratch(deploy_to: &str, release_id: &str) -> String {
+    format!("{} && rm -rf {}", cd(deploy_to), scratch(release_id))
+}
+
+/// What [`finish`] prints when removing old releases failed: this, then `rm`'s exit status.
+pub const CLEANUP_STATUS: &str = "ship-cleanup-status=";
+
+/// The end of a deploy on a host, in one command: the journal line, then the old releases (ids
+/// chosen by [`releases_to_remove`]) and our lock removed by one `rm` (the lock only if its
+/// owner record still carries `token`). When the `rm` fails and an old release is still there,
+/// it prints [`CLEANUP_STATUS`] and the status; whatever happened to them, it then makes sure
+/// the lock is gone, and exits non-zero only if our lock could not be removed (or `deploy_to`
+/// cannot be entered: then nothing is done, rather than removing paths relative to elsewhere).
+pub fn finish(deploy_to: &str, token: &str, json_line: &str, old: &[String]) -> String {
+    let mut s = format!(
+        "{} || exit 1; {}; {READ_LOCK_OWNER}; case $o in *{}*) l=.ship/lock;; *) l=;; esac; ",
+        cd(deploy_to),
+        append_journal(json_line),
+        quote(token),
+    );
+    if old.is_empty() {
+        s.push_str("[ -z \"$l\" ] || rm -rf .ship/lock");
+        return s;
+    }
+    let paths: Vec<String> = old
+        .iter()
+        .map(|id| quote(&format!("releases/{id}")).into_owned())
+        .collect();
+    let paths = paths.join(" ");
+    s.push_str(&format!(
+        "rm -rf {paths} $l; c=$?; if [ $c -ne 0 ]; then \
+         for r in {paths}; do if [ -e \"$r\" ] || [ -L \"$r\" ]; then echo {CLEANUP_STATUS}$c; break; fi; done; \
+         [ -z \"$l\" ] || [ ! -e .ship/lock ] || rm -rf .ship/lock; fi"
+    ));
+    s
+}
+
+/// Whether a directory name is a release id ship made (`YYYYMMDDHHMMSS`, optional `-N`).
+/// Cleanup only ever considers these; anything else in `releases/` is left alone.
+pub fn is_release_id(name: &str) -> bool {
+    let (stamp, suffix) = match name.split_once('-') {
+        Some((s, n)) => (s, Some(n)),
+        None => (name, None),
+    };
+    stamp.len() == 14
+        && stamp.bytes().all(|b| b.is_ascii_digit())
+        && suffix.is_none_or(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Which releases to delete so that `keep` good ones remain: the oldest by id first, never
+/// `current` nor `previous`, never anything that is not a release id. Bad releases (rolled back
+/// from) do not count towards `keep`: they stay for inspection while they are newer than the
+/// oldest release kept, and go with the releases of their time.
+pub fn releases_to_remove(
+    releases: &[String],
+    keep: usize,
+    current: &str,
+    previous: Option<&str>,
+    bad: &[String],
+) -> Vec<String> {
+    let mut ids: Vec<&String> = releases.iter().filter(|r| is_release_id(r)).collect();
+    ids.sort();
+    ids.dedup();
+    let is_bad = |r: &str| bad.iter().any(|b| b == r);
+    let good: Vec<&String> = ids.iter().filter(|r| !is_bad(r)).copied().collect();
+    let excess = good.len().saturating_sub(keep);
+    let oldest_kept = good.get(excess).map(|s| s.as_str());
+    let mut out: Vec<String> = good
+        .into_iter()
+        .take(excess)
+        .cloned()
+        .chain(
+            ids.iter()
+                .filter(|r| is_bad(r) && oldest_kept.is_some_and(|k| r.as_str() < k))
+                .map(|r| (*r).clone()),
+        )
+        .filter(|r| r.as_str() != current && Some(r.as_str()) != previous)
+        .collect();
+    out.sort();
+    out
+}
