@@ -54,16 +54,7 @@ fn wait_for(pid: u32) -> (Instant, u64, f64) {
 /// a quiet fleet, as deploys minutes apart do, instead of sharing the CPUs with the previous
 /// deploy's teardown.
 fn settle(fleet: &Fleet, idle: &[usize]) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline
-        && fleet
-            .process_counts()
-            .iter()
-            .zip(idle)
-            .any(|(now, idle)| now > idle)
-    {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    fleet.wait_idle(idle, Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(200));
 }
 

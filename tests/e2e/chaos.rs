@@ -6,7 +6,7 @@
 use std::fs;
 use std::time::Duration;
 
-use crate::support::{Fleet, TestHost, git, wait_until};
+use crate::support::{Fleet, TestHost, wait_until};
 
 /// A fault script line that freezes the whole host (every process in its mount namespace is
 /// stopped, the calling one last): it stops answering, as a host that hangs does.
@@ -15,23 +15,12 @@ const FREEZE: &str = "me=$(readlink /proc/self/ns/mnt); l=; for p in /proc/[0-9]
     [ \"$(readlink /proc/$p/ns/mnt 2>/dev/null)\" = \"$me\" ] && l=\"$l $p\"; done; \
     kill -STOP $l 2>/dev/null; kill -STOP $$";
 
-/// A git repository of the example app the hosts can reach (same filesystem, outside their
-/// /var/www), with the fleet's inventory pointing at its `main`.
+/// A fleet whose inventory deploys `main` of a git repository of the example app.
 fn git_fleet(n: usize) -> Fleet {
     let fleet = Fleet::start(n);
-    let work = fleet.dir().join("app-src");
-    let copied = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(Fleet::example_app())
-        .arg(&work)
-        .status()
-        .expect("cp");
-    assert!(copied.success());
-    git(&work, &["init", "-q", "-b", "main"]);
-    git(&work, &["add", "."]);
-    git(&work, &["commit", "-q", "-m", "first"]);
+    let repo = fleet.example_repository();
     fleet.inventory("", "");
-    fleet.set_source(&format!("{{ git: {}, ref: main }}", work.display()));
+    fleet.set_source(&format!("{{ git: {}, ref: main }}", repo.display()));
     fleet
 }
 

@@ -175,23 +175,6 @@ fn env_u64(name: &str) -> Option<u64> {
 /// Marker a build step checks: the build fails on a host whose fault directory has it.
 const FAIL_BUILD: &str = "fail-build";
 
-/// A git repository of the example app the hosts can reach (same filesystem, outside their
-/// /var/www); a commit is added before each git deploy, so each is a new revision.
-fn make_repository(fleet: &Fleet) -> std::path::PathBuf {
-    let work = fleet.dir().join("app-src");
-    let copied = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(Fleet::example_app())
-        .arg(&work)
-        .status()
-        .expect("cp");
-    assert!(copied.success());
-    crate::support::git(&work, &["init", "-q", "-b", "main"]);
-    crate::support::git(&work, &["add", "."]);
-    crate::support::git(&work, &["commit", "-q", "-m", "first"]);
-    work
-}
-
 fn write_inventory(fleet: &Fleet, action: Action, git: Option<&std::path::Path>) {
     // keep_releases so high that cleanup never removes a release during the soak: any complete
     // release that disappears was lost.
@@ -352,23 +335,6 @@ fn recover_host(fleet: &mut Fleet, fault: Fault, fired: bool) {
     }
 }
 
-/// Wait until every host is back to its idle processes (its sshd listener): a host that was cut
-/// off or frozen may still receive, once it is back, what the dead run had sent it (a packet
-/// held by the network is delivered when it heals), and the operator's follow-up comes after
-/// the host is back. Bounded: a host that stays busy is checked as it is.
-fn wait_quiet(fleet: &Fleet, idle: &[usize]) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline
-        && fleet
-            .process_counts()
-            .iter()
-            .zip(idle)
-            .any(|(now, idle)| now > idle)
-    {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// What the exit code promises about the fleet right after the run (before any follow-up).
 fn exit_code_holds(
     plan: Plan,
@@ -427,7 +393,7 @@ fn chaos_soak() {
         "chaos soak: seed {seed}, {iterations} iterations (replay one with SHIP_CHAOS_SEED={seed} SHIP_CHAOS_REPLAY=<n>)"
     );
     let mut fleet = Fleet::start(HOSTS);
-    let repo = make_repository(&fleet);
+    let repo = fleet.example_repository();
     write_inventory(&fleet, Action::Deploy, None);
     for _ in 0..2 {
         let first = fleet.deploy();
@@ -470,7 +436,10 @@ fn chaos_soak() {
         entry.1 += usize::from(fired);
         let mut problems = Vec::new();
         recover_host(&mut fleet, plan.fault, fired);
-        wait_quiet(&fleet, &idle);
+        // A host that was cut off or frozen may still receive, once it is back, what the dead
+        // run had sent it (a packet held by the network is delivered when it heals): the
+        // operator's follow-up comes once the hosts are quiet again.
+        fleet.wait_idle(&idle, Duration::from_secs(30));
         let after: Vec<HostState> = (0..HOSTS).map(|h| host_state(&fleet, h)).collect();
         if let Err(e) = exit_code_holds(plan, fired, run.code, &release, &before, &after) {
             problems.push(e);

@@ -181,15 +181,7 @@ fn set_source(fleet: &Fleet, source: &str) {
 
 /// A tarball of the example app plus `extra` (paths and link targets), as an artifact source.
 fn artifact_with_links(fleet: &Fleet, links: &[(&str, &str)]) -> std::path::PathBuf {
-    let src = fleet.dir().join("app-src");
-    let _ = fs::remove_dir_all(&src);
-    let copied = Command::new("cp")
-        .arg("-a")
-        .arg(Fleet::example_app())
-        .arg(&src)
-        .status()
-        .expect("cp");
-    assert!(copied.success());
+    let src = fleet.copy_example_app("app-src");
     for (path, target) in links {
         let p = src.join(path);
         fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");

@@ -872,6 +872,44 @@ impl Fleet {
         server
     }
 
+    /// Wait (at most `limit`) until every host is back to its processes when idle (`idle`, from
+    /// [`Fleet::process_counts`] on a quiet fleet): the sessions of the last run have ended.
+    pub fn wait_idle(&self, idle: &[usize], limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline
+            && self
+                .process_counts()
+                .iter()
+                .zip(idle)
+                .any(|(now, idle)| now > idle)
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A copy of the example app at `name` in the fleet's directory (outside the hosts'
+    /// /var/www, on the same filesystem: the hosts can read it).
+    pub fn copy_example_app(&self, name: &str) -> PathBuf {
+        let to = self.dir().join(name);
+        let _ = fs::remove_dir_all(&to);
+        run_ok(
+            Command::new("cp")
+                .arg("-a")
+                .arg(Self::example_app())
+                .arg(&to),
+        );
+        to
+    }
+
+    /// A git repository of the example app (one commit on `main`) the hosts can reach.
+    pub fn example_repository(&self) -> PathBuf {
+        let work = self.copy_example_app("app-src");
+        git(&work, &["init", "-q", "-b", "main"]);
+        git(&work, &["add", "."]);
+        git(&work, &["commit", "-q", "-m", "first"]);
+        work
+    }
+
     /// A deploy key (`deploy_key`, `deploy_key.pub` in the fleet's directory) and a git server
     /// that accepts only it, whose host key is in the fleet's `git_known_hosts`; the inventory
     /// written with `forward_agent: true` and that `git_known_hosts`. The repositories are the
