@@ -868,19 +868,26 @@ fn a_lock_held_by_another_deploy_stops_everything_and_is_left_alone() {
     );
 }
 
+/// The text of these source files (relative to the crate), for the checks that a document
+/// names only tests that exist.
+fn test_sources(files: &[&str]) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    files
+        .iter()
+        .map(|p| fs::read_to_string(root.join(p)).expect("test source"))
+        .collect()
+}
+
 #[test]
 fn every_test_the_security_guide_names_is_a_real_test() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let doc = fs::read_to_string(root.join("docs/security.md")).expect("docs/security.md");
-    let sources: String = [
+    let sources = test_sources(&[
         "tests/e2e/trust.rs",
         "src/remote/tests.rs",
         "src/remote/script.rs",
         "src/mask.rs",
-    ]
-    .iter()
-    .map(|p| fs::read_to_string(root.join(p)).expect("test source"))
-    .collect();
+    ]);
     // Test names: snake_case words of four or more parts, in backticks.
     let names: Vec<&str> = doc
         .split('`')
@@ -902,7 +909,7 @@ fn every_test_the_security_guide_names_is_a_real_test() {
 fn every_scenario_in_the_reliability_guide_names_a_real_test() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let doc = fs::read_to_string(root.join("docs/reliability.md")).expect("docs/reliability.md");
-    let sources: String = [
+    let sources = test_sources(&[
         "tests/e2e.rs",
         "tests/e2e/faults.rs",
         "tests/e2e/rollout.rs",
@@ -910,10 +917,7 @@ fn every_scenario_in_the_reliability_guide_names_a_real_test() {
         "tests/e2e/chaos.rs",
         "src/remote/tests.rs",
         "src/fleet/protocol_tests.rs",
-    ]
-    .iter()
-    .map(|p| fs::read_to_string(root.join(p)).expect("test source"))
-    .collect();
+    ]);
     let mut named = 0;
     for line in doc.lines().filter(|l| l.starts_with('|')) {
         let Some(cell) = line.trim_end_matches('|').rsplit('|').next() else {
