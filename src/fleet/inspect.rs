@@ -346,10 +346,12 @@ pub async fn release_locks(
                         "finished": crate::util::rfc3339(crate::util::unix_now()),
                     })
                     .to_string();
-                    let script = format!(
-                        "{}\n{}",
-                        remote::release_lock(d, lock.release.as_deref(), staged, token.as_deref()),
-                        remote::journal(d, &line)
+                    let script = remote::release_lock_journaled(
+                        d,
+                        lock.release.as_deref(),
+                        staged,
+                        token.as_deref(),
+                        &line,
                     );
                     match conn.run(&script, None, None, INSPECT_TIMEOUT).await {
                         Ok(o) if o.success() => {
@@ -532,8 +534,6 @@ pub async fn check(stage: &Stage, options: &ConnectOptions, tools: &[&str]) -> V
         if pf.writable && !pf.current_not_a_link {
             let shared = &host.config.shared;
             let script = remote::check(d, &shared.files, &shared.dirs);
-            // deploy_to may not exist yet on a new host: the proof runs where it will live.
-            let script = format!("mkdir -p {q}/.ship && {script}", q = remote::quote(d));
             match conn.run(&script, None, None, t).await {
                 Ok(o) if o.success() => {
                     let text = o.stdout_text();
@@ -653,8 +653,7 @@ pub async fn exec(
                 return r;
             }
         };
-        let d = remote::quote(&host.config.deploy_to);
-        let script = format!("cd {d}/current 2>/dev/null || cd {d} 2>/dev/null || true\n{command}");
+        let script = remote::exec(&host.config.deploy_to, command);
         match conn
             .run_step(&script, None, Some(on_line), timeout, cancel, false)
             .await

@@ -1,4 +1,5 @@
-//! `ship check`'s proof, in a scratch directory, that the switch is an atomic rename here.
+//! `ship check`'s proof, in a scratch directory, that the switch is an atomic rename here; and
+//! `ship exec`'s command.
 
 use super::*;
 
@@ -7,8 +8,9 @@ use super::*;
 /// would make a new inode), and the old link is replaced in one step. Also checks that the
 /// shared paths exist. Prints `key=value` lines.
 pub fn check(deploy_to: &str, shared_files: &[String], shared_dirs: &[String]) -> String {
+    // deploy_to may not exist yet on a new host: the proof runs where it will live.
     let mut s = format!(
-        "{cd} || exit 1\n\
+        "mkdir -p {q}/.ship && {cd} || exit 1\n\
          ino() {{ stat -c %i \"$1\" 2>/dev/null || ls -di \"$1\" | awk '{{print $1}}'; }}\n\
          t=.ship/check-$$; rm -rf \"$t\"; mkdir -p \"$t/stage\" \"$t/a\" \"$t/b\" || {{ echo rename=cannot-create; exit 0; }}\n\
          ln -s a \"$t/current\" && ln -s b \"$t/stage/current\" && before=$(ino \"$t/stage/current\") && \
@@ -17,7 +19,8 @@ pub fn check(deploy_to: &str, shared_files: &[String], shared_dirs: &[String]) -
          [ ! -e \"$t/stage/current\" ]; then echo rename=atomic; \
          else echo \"rename=not-atomic $before $after\"; fi\n\
          rm -rf \"$t\"\n",
-        cd = cd(deploy_to)
+        cd = cd(deploy_to),
+        q = quote(deploy_to),
     );
     for (path, test) in shared_files
         .iter()
@@ -33,4 +36,11 @@ pub fn check(deploy_to: &str, shared_files: &[String], shared_dirs: &[String]) -
     }
     s.push_str("true\n");
     s
+}
+
+/// `ship exec`: the operator's `command`, as written, in `deploy_to/current` (or `deploy_to`
+/// when there is no current release yet, or wherever the login lands when neither exists).
+pub fn exec(deploy_to: &str, command: &str) -> String {
+    let d = quote(deploy_to);
+    format!("cd {d}/current 2>/dev/null || cd {d} 2>/dev/null || true\n{command}")
 }

@@ -150,3 +150,28 @@ pub(super) fn append_journal(json_line: &str) -> String {
 /// In `deploy_to`: `$o` set to the lock's owner record (one line; empty when there is none).
 pub(super) const READ_LOCK_OWNER: &str =
     "o= && { [ ! -f .ship/lock/owner ] || read -r o < .ship/lock/owner; }";
+
+/// The end of a run on a host that cleaned up nothing: its journal line, then its lock given
+/// back (see [`unlock`]).
+pub fn journal_and_unlock(deploy_to: &str, json_line: &str, token: &str) -> String {
+    format!(
+        "{}; {}",
+        journal(deploy_to, json_line),
+        unlock(deploy_to, token)
+    )
+}
+
+/// [`release_lock`], then `json_line` appended to the journal.
+pub fn release_lock_journaled(
+    deploy_to: &str,
+    release_id: Option<&str>,
+    staged: bool,
+    token: Option<&str>,
+    json_line: &str,
+) -> String {
+    format!(
+        "{}\n{}",
+        release_lock(deploy_to, release_id, staged, token),
+        journal(deploy_to, json_line)
+    )
+}

@@ -25,7 +25,9 @@ pub use lock::*;
 pub use preflight::*;
 pub use quote::quote;
 pub use release::*;
-pub use script::{READ_SCRIPT, SCRIPT_CUT, channel_command, on_stdin, supervised};
+pub use script::{
+    READ_SCRIPT, SCRIPT_CUT, channel_command, on_stdin, session_command, session_driver, supervised,
+};
 pub use switch::*;
 
 use crate::inventory::{EnvVar, HealthCheck, Probe, StepSpec, Writable, WritableMode};

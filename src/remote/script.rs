@@ -71,6 +71,31 @@ pub fn supervised(script: &str) -> String {
     )
 }
 
+/// The session's driver, written to its `sh -s` once (POSIX sh: dash, bash, BusyBox ash): it
+/// runs each command line ([`session_command`]) in a subshell and prints an end marker with
+/// the exit status, `<token> <id> <status>`, on stdout and on stderr.
+/// `stop` and `go` are no-ops at the prompt, for a word that arrives after its command ended.
+pub fn session_driver(token: &str) -> String {
+    format!(
+        "S={token}\n\
+         stop() {{ :; }}\n\
+         go() {{ :; }}\n\
+         ship_end() {{ printf '%s %s %s\\n' \"$S\" \"$1\" \"$2\"; \
+         printf '%s %s %s\\n' \"$S\" \"$1\" \"$2\" >&2; }}\n\
+         ship_q() {{ ship_s=$2; ( set --; eval \"$ship_s\" ) </dev/null; ship_end \"$1\" $?; }}\n\
+         ship_i() {{ ship_s=$2; ( set --; eval \"$ship_s\" ); ship_end \"$1\" $?; }}\n\
+         ship_end 0 0\n"
+    )
+}
+
+/// The line that runs `script` as command `id` in a session: with `line_input`, the script reads
+/// the lines the controller writes; otherwise its stdin is `/dev/null`. The script is one
+/// quoted word on the session shell's stdin, never in any process's arguments.
+pub fn session_command(id: u64, script: &str, line_input: bool) -> String {
+    let f = if line_input { "ship_i" } else { "ship_q" };
+    format!("{f} {id} {}\n", quote(script))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

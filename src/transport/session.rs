@@ -39,7 +39,7 @@ use std::time::Duration;
 use tokio::sync::{Mutex, OwnedMutexGuard, mpsc, oneshot};
 
 use super::{Collector, OnLine, Output, Stream, TransportError};
-use crate::remote::{quote, supervised};
+use crate::remote::{session_command, session_driver as driver, supervised};
 
 /// How the session runs a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,26 +56,11 @@ impl Mode {
     /// The line that runs `script` as command `id` in this mode.
     fn line(self, id: u64, script: &str) -> String {
         match self {
-            Mode::Quick => format!("ship_q {id} {}\n", quote(script)),
-            Mode::LineInput => format!("ship_i {id} {}\n", quote(script)),
+            Mode::Quick => session_command(id, script, false),
+            Mode::LineInput => session_command(id, script, true),
             Mode::Stoppable => Mode::LineInput.line(id, &supervised(script)),
         }
     }
-}
-
-/// The driver, written to `sh -s` once per session (POSIX sh: dash, bash, BusyBox ash).
-/// `stop` and `go` are no-ops at the prompt, for a word that arrives after its command ended.
-fn driver(token: &str) -> String {
-    format!(
-        "S={token}\n\
-         stop() {{ :; }}\n\
-         go() {{ :; }}\n\
-         ship_end() {{ printf '%s %s %s\\n' \"$S\" \"$1\" \"$2\"; \
-         printf '%s %s %s\\n' \"$S\" \"$1\" \"$2\" >&2; }}\n\
-         ship_q() {{ ship_s=$2; ( set --; eval \"$ship_s\" ) </dev/null; ship_end \"$1\" $?; }}\n\
-         ship_i() {{ ship_s=$2; ( set --; eval \"$ship_s\" ); ship_end \"$1\" $?; }}\n\
-         ship_end 0 0\n"
-    )
 }
 
 /// Where the session's stdin goes.
@@ -413,6 +398,7 @@ fn random_u64() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::remote::quote;
     use std::process::Stdio;
     use std::time::Instant;
 

@@ -65,12 +65,7 @@ pub(super) async fn cleanup_and_unlock(
 
 /// The journal line for this run, then our lock released.
 pub(super) fn unlock_script(h: &HostRun, ctx: &Ctx) -> String {
-    let d = &h.host.config.deploy_to;
-    format!(
-        "{}; {}",
-        remote::journal(d, &journal_line(h, ctx)),
-        remote::unlock(d, &ctx.token)
-    )
+    remote::journal_and_unlock(&h.host.config.deploy_to, &journal_line(h, ctx), &ctx.token)
 }
 
 /// One line of the host's `.ship/history`.
