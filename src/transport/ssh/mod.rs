@@ -24,6 +24,13 @@ use super::session::{Input, Raw, Session};
 use super::{Collector, ConnectOptions, OnLine, Output, Stream, TransportError, within};
 use crate::inventory::{Host, HostKeyChecking};
 
+mod agent;
+mod keys;
+
+use agent::*;
+pub use keys::unlock_keys;
+use keys::*;
+
 /// What the host-key check decided, kept so a refused handshake gets a precise error.
 #[derive(Default)]
 struct KeyCheck {
@@ -39,54 +46,6 @@ struct Client {
     /// The agent window of this connection: agent channels the host opens are accepted and
     /// bridged to this machine's ssh-agent only while it is open, and refused otherwise.
     agent: Arc<AgentWindow>,
-}
-
-/// When a host may reach the controller's ssh-agent over one connection: only a connection
-/// made for it ([`SshConnection::for_agent`]), and only while one of its commands that asked
-/// for the agent (a git step) runs. Every other agent channel the host opens is refused and
-/// counted.
-#[derive(Debug, Default)]
-pub struct AgentWindow {
-    /// Whether this connection may forward the agent at all.
-    allowed: bool,
-    /// Commands with the agent running now.
-    open: AtomicUsize,
-    /// Agent channels refused so far.
-    refused: AtomicUsize,
-}
-
-impl AgentWindow {
-    fn accepts(&self) -> bool {
-        self.allowed && self.open.load(Ordering::SeqCst) > 0
-    }
-}
-
-/// Holds a connection's agent window open while a command that asked for the agent runs.
-struct AgentOpen(Arc<AgentWindow>);
-
-impl AgentOpen {
-    fn new(w: &Arc<AgentWindow>) -> Self {
-        w.open.fetch_add(1, Ordering::SeqCst);
-        AgentOpen(w.clone())
-    }
-}
-
-impl Drop for AgentOpen {
-    fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// Bridge one forwarded agent channel to the local agent at `SSH_AUTH_SOCK`.
-async fn bridge_agent(channel: russh::Channel<Msg>) {
-    let Some(sock) = std::env::var_os("SSH_AUTH_SOCK") else {
-        return;
-    };
-    let Ok(mut agent) = tokio::net::UnixStream::connect(sock).await else {
-        return;
-    };
-    let mut stream = channel.into_stream();
-    let _ = tokio::io::copy_bidirectional(&mut stream, &mut agent).await;
 }
 
 impl Client {
@@ -136,11 +95,10 @@ impl client::Handler for Client {
         reply: client::ChannelOpenHandle,
         _session: &mut client::Session,
     ) -> Result<(), Self::Error> {
-        if self.agent.accepts() && std::env::var_os("SSH_AUTH_SOCK").is_some() {
+        if self.agent.admit() && std::env::var_os("SSH_AUTH_SOCK").is_some() {
             reply.accept().await;
             tokio::spawn(bridge_agent(channel));
         } else {
-            self.agent.refused.fetch_add(1, Ordering::SeqCst);
             reply
                 .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
                 .await;
@@ -229,7 +187,7 @@ impl SshConnection {
     /// How many agent channels the host opened that were refused (outside a git step, or on
     /// a connection not made for the agent).
     pub fn agent_refusals(&self) -> usize {
-        self.agent.refused.load(Ordering::SeqCst)
+        self.agent.refused()
     }
 
     async fn connect_with_agent(
@@ -273,10 +231,7 @@ impl SshConnection {
     ) -> Result<Self, Attempt> {
         let cfg = &host.config;
         let check = Arc::new(Mutex::new(KeyCheck::default()));
-        let agent = Arc::new(AgentWindow {
-            allowed: agent,
-            ..AgentWindow::default()
-        });
+        let agent = Arc::new(AgentWindow::new(agent));
         let policy = if options.accept_new_host_keys {
             HostKeyChecking::AcceptNew
         } else {
@@ -429,7 +384,7 @@ impl SshConnection {
         agent: bool,
     ) -> Result<SshProcess, TransportError> {
         let channel = self.open_channel().await?;
-        let agent = (agent && self.agent.allowed).then(|| AgentOpen::new(&self.agent));
+        let agent = (agent && self.agent.allowed()).then(|| AgentOpen::new(&self.agent));
         if agent.is_some() {
             channel
                 .agent_forward(false)
@@ -658,186 +613,4 @@ fn describe_russh_error(e: &russh::Error) -> String {
         russh::Error::InactivityTimeout => "no data for too long".into(),
         other => other.to_string(),
     }
-}
-
-/// The keys tried when the inventory names none, in OpenSSH's order.
-fn default_identities() -> Vec<PathBuf> {
-    let Some(home) = std::env::var_os("HOME") else {
-        return Vec::new();
-    };
-    let ssh = Path::new(&home).join(".ssh");
-    ["id_ed25519", "id_ecdsa", "id_rsa"]
-        .iter()
-        .map(|n| ssh.join(n))
-        .filter(|p| p.exists())
-        .collect()
-}
-
-/// Keys loaded this run (read once, not once per host), and those unlocked with a passphrase
-/// typed at the terminal.
-static LOADED: Mutex<Vec<(PathBuf, Arc<PrivateKey>)>> = Mutex::new(Vec::new());
-
-fn remember(path: &Path, key: Arc<PrivateKey>) {
-    if let Ok(mut v) = LOADED.lock() {
-        v.push((path.to_path_buf(), key));
-    }
-}
-
-fn load_key(path: &Path) -> Result<Arc<PrivateKey>, TransportError> {
-    if let Some(k) = LOADED
-        .lock()
-        .ok()
-        .and_then(|v| v.iter().find(|(p, _)| p == path).map(|(_, k)| k.clone()))
-    {
-        return Ok(k);
-    }
-    russh::keys::load_secret_key(path, None)
-        .map(|k| {
-            let k = Arc::new(k);
-            remember(path, k.clone());
-            k
-        })
-        .map_err(|e| {
-            let reason = match e {
-                russh::keys::Error::KeyIsEncrypted => format!(
-                    "{} is encrypted, and there is no terminal to ask for its passphrase \
-                     (hint: load it into ssh-agent with `ssh-add {}`, as CI jobs do, and unset \
-                     identity_file)",
-                    path.display(),
-                    path.display()
-                ),
-                other => format!("cannot load {}: {other}", path.display()),
-            };
-            TransportError::Auth {
-                user: String::new(),
-                reason,
-            }
-        })
-}
-
-/// Before a run shows anything, ask on the terminal for the passphrase of each encrypted key
-/// the hosts will use (explicit `identity_file`s; the default keys when no agent runs), three
-/// tries each. Without a terminal nothing is asked: the connection then fails saying why.
-pub fn unlock_keys(hosts: &[Host]) -> Result<(), String> {
-    use std::io::IsTerminal;
-    if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
-        return Ok(());
-    }
-    let mut paths: Vec<PathBuf> = Vec::new();
-    for h in hosts
-        .iter()
-        .filter(|h| h.config.connection == crate::inventory::Connection::Ssh)
-    {
-        match &h.config.identity_file {
-            Some(p) => paths.push(p.clone()),
-            None if std::env::var_os("SSH_AUTH_SOCK").is_none() => {
-                paths.extend(default_identities())
-            }
-            None => {}
-        }
-    }
-    paths.sort();
-    paths.dedup();
-    for path in paths {
-        if !matches!(
-            russh::keys::load_secret_key(&path, None),
-            Err(russh::keys::Error::KeyIsEncrypted)
-        ) {
-            continue;
-        }
-        let mut unlocked = None;
-        for _ in 0..3 {
-            let pass = rpassword::prompt_password(format!("Passphrase for {}: ", path.display()))
-                .map_err(|e| format!("cannot read the passphrase: {e}"))?;
-            match russh::keys::load_secret_key(&path, Some(&pass)) {
-                Ok(k) => {
-                    unlocked = Some(k);
-                    break;
-                }
-                Err(_) => eprintln_safe("wrong passphrase, try again"),
-            }
-        }
-        let Some(key) = unlocked else {
-            return Err(format!(
-                "{}: wrong passphrase three times; nothing was changed",
-                path.display()
-            ));
-        };
-        remember(&path, Arc::new(key));
-    }
-    Ok(())
-}
-
-/// A line on stderr from the library (the passphrase prompt's own conversation).
-fn eprintln_safe(s: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "{s}");
-}
-
-async fn authenticate(handle: &mut Handle<Client>, host: &Host) -> Result<(), TransportError> {
-    let user = host.config.user.clone();
-    let auth_err = |reason: String| TransportError::Auth {
-        user: user.clone(),
-        reason,
-    };
-    let mut tried = Vec::new();
-    let explicit = host.config.identity_file.clone();
-    let files = match &explicit {
-        Some(p) => vec![p.clone()],
-        None => default_identities(),
-    };
-    // The agent first when no key is named (the user's usual setup), then key files.
-    if explicit.is_none() && std::env::var_os("SSH_AUTH_SOCK").is_some() {
-        if let Ok(mut agent) = russh::keys::agent::client::AgentClient::connect_env().await {
-            let identities = agent.request_identities().await.unwrap_or_default();
-            for id in identities {
-                let key = id.public_key().into_owned();
-                let hash = rsa_hash(handle, &key).await;
-                match handle
-                    .authenticate_publickey_with(&user, key, hash, &mut agent)
-                    .await
-                {
-                    Ok(r) if r.success() => return Ok(()),
-                    _ => tried.push("a key from ssh-agent".to_owned()),
-                }
-            }
-        }
-    }
-    for path in files {
-        let key = match load_key(&path) {
-            Ok(k) => k,
-            Err(TransportError::Auth { reason, .. }) => return Err(auth_err(reason)),
-            Err(e) => return Err(e),
-        };
-        let hash = rsa_hash(handle, key.public_key()).await;
-        let result = handle
-            .authenticate_publickey(&user, PrivateKeyWithHashAlg::new(key, hash))
-            .await
-            .map_err(|e| auth_err(describe_russh_error(&e)))?;
-        if result.success() {
-            return Ok(());
-        }
-        tried.push(path.display().to_string());
-    }
-    Err(auth_err(if tried.is_empty() {
-        "no key to offer: set identity_file, or load a key into ssh-agent".into()
-    } else {
-        format!(
-            "the server refused {}\n  hint: check that the public key is in ~{}/.ssh/authorized_keys on the host",
-            tried.join(", "),
-            user
-        )
-    }))
-}
-
-async fn rsa_hash(handle: &Handle<Client>, key: &PublicKey) -> Option<HashAlg> {
-    if !matches!(key.algorithm(), russh::keys::Algorithm::Rsa { .. }) {
-        return None;
-    }
-    handle
-        .best_supported_rsa_hash()
-        .await
-        .ok()
-        .flatten()
-        .flatten()
 }
