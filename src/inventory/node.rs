@@ -1,6 +1,6 @@
 //! A YAML document as a tree of nodes that remember where they were written.
 //!
-//! The typed inventory is built from this tree by hand (see `parse.rs`) rather than by
+//! The typed inventory is built from this tree by hand (see `parse/`) rather than by
 //! `#[derive(Deserialize)]`, so that every error can name the file, line, column and the full key
 //! path, and suggest the nearest valid key — things serde's derived errors cannot do.
 

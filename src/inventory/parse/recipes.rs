@@ -1,0 +1,26 @@
+//! Recipes: the defaults a `recipe:` key brings (`laravel`).
+
+use super::*;
+
+/// The settings a recipe supplies; anything the inventory sets wins.
+pub(super) fn recipe(name: &str) -> Layer {
+    let list = |v: &[&str]| Some(v.iter().map(|s| StepSpec::plain(s)).collect::<Vec<_>>());
+    match name {
+        "laravel" => Layer {
+            shared: Some(Shared {
+                files: vec![".env".into()],
+                dirs: vec!["storage".into()],
+            }),
+            build: list(&[
+                "composer install --no-dev --prefer-dist --no-interaction --optimize-autoloader",
+                "php artisan config:cache",
+                "php artisan route:cache",
+                "php artisan view:cache",
+            ]),
+            run_once: list(&["php artisan migrate --force"]),
+            after_switch: list(&["php artisan queue:restart"]),
+            ..Layer::default()
+        },
+        _ => Layer::default(),
+    }
+}

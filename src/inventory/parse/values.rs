@@ -1,0 +1,431 @@
+//! The values of the keys that hold more than a scalar, each validated where it is read:
+//! paths, sources, shared paths, env, steps, health checks, writable paths.
+
+use super::*;
+
+/// Paths and URLs are names: a newline, a tab or another control character in one is a mistake
+/// (and would break the line-based replies hosts send about paths, or a URL's line in curl's
+/// configuration).
+pub(super) fn no_control_characters(ctx: &Ctx, path: &str, pos: Pos, key_path: &str) -> Result<()> {
+    match path.chars().find(|c| c.is_control()) {
+        Some(c) => Err(ctx.err_hint(
+            pos,
+            key_path,
+            format!(
+                "`{}` contains a control character ({c:?})",
+                path.escape_debug()
+            ),
+            "write it without newlines, tabs or other control characters",
+        )),
+        None => Ok(()),
+    }
+}
+
+pub(super) fn deploy_to(ctx: &Ctx, v: &Node, p: &str) -> Result<String> {
+    let s = ctx.non_empty(v, p)?;
+    no_control_characters(ctx, &s, v.pos, p)?;
+    if !s.starts_with('/') {
+        return Err(ctx.err_hint(
+            v.pos,
+            p,
+            format!("`{s}` is not an absolute path"),
+            "write the full path on the host, e.g. /var/www/my-app",
+        ));
+    }
+    if s.split('/').any(|c| c == "..") {
+        return Err(ctx.err(v.pos, p, "must not contain `..`"));
+    }
+    let trimmed = s.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Err(ctx.err_hint(
+            v.pos,
+            p,
+            "must not be the root directory",
+            "use a directory of its own, e.g. /var/www/my-app",
+        ));
+    }
+    Ok(trimmed.to_owned())
+}
+
+pub(super) fn source(ctx: &Ctx, v: &Node, p: &str) -> Result<At<Source>> {
+    let entries = ctx.entries(v, p, SOURCE_KEYS)?;
+    let get = |k: &str| {
+        entries
+            .iter()
+            .find(|(key, _, _)| *key == k)
+            .map(|(_, n, _)| *n)
+    };
+    let value = match (get("artifact"), get("git")) {
+        (Some(a), None) => {
+            if let Some(r) = get("ref") {
+                return Err(ctx.err_hint(
+                    r.pos,
+                    &join(p, "ref"),
+                    "`ref` only applies to a git source",
+                    "remove `ref`, or use `git:` instead of `artifact:`",
+                ));
+            }
+            Source::Artifact {
+                path: ctx.local_path(a, &join(p, "artifact"))?,
+            }
+        }
+        (None, Some(g)) => {
+            let url = ctx.non_empty(g, &join(p, "git"))?;
+            no_control_characters(ctx, &url, g.pos, &join(p, "git"))?;
+            if url.starts_with('-') {
+                return Err(ctx.err(
+                    g.pos,
+                    &join(p, "git"),
+                    "a repository URL cannot start with `-`",
+                ));
+            }
+            let reference = match get("ref") {
+                Some(r) => {
+                    let r_s = ctx.non_empty(r, &join(p, "ref"))?;
+                    if r_s.starts_with('-') || r_s.contains(char::is_whitespace) {
+                        return Err(ctx.err(r.pos, &join(p, "ref"), "not a valid git ref"));
+                    }
+                    r_s
+                }
+                None => "HEAD".to_owned(),
+            };
+            Source::Git {
+                url,
+                reference,
+                known_hosts: None,
+            }
+        }
+        (Some(_), Some(g)) => {
+            return Err(ctx.err_hint(
+                g.pos,
+                p,
+                "both `artifact` and `git` are set",
+                "choose one source: `artifact: ./build` or `git: <url>` with `ref:`",
+            ));
+        }
+        (None, None) => {
+            return Err(ctx.err_hint(
+                v.pos,
+                p,
+                "no source given",
+                "write `artifact: ./build` (a directory or tarball) or `git: <url>` with `ref: main`",
+            ));
+        }
+    };
+    Ok(At {
+        value,
+        pos: v.pos,
+        path: p.to_owned(),
+    })
+}
+
+pub(super) fn shared(ctx: &Ctx, v: &Node, p: &str) -> Result<Shared> {
+    let mut out = Shared::default();
+    let mut all: Vec<(String, Pos, String)> = Vec::new();
+    for (key, list, _) in ctx.entries(v, p, SHARED_KEYS)? {
+        let kp = join(p, key);
+        for (i, (path, pos)) in ctx.list_of_strings(list, &kp)?.into_iter().enumerate() {
+            let item_path = format!("{kp}[{i}]");
+            let clean = shared_path(ctx, &path, pos, &item_path)?;
+            if let Some((other, _, other_path)) = all.iter().find(|(o, _, _)| overlaps(o, &clean)) {
+                return Err(ctx.err_hint(
+                    pos,
+                    &item_path,
+                    format!("`{clean}` overlaps `{other}`"),
+                    format!("shared paths must not contain one another; see {other_path}"),
+                ));
+            }
+            all.push((clean.clone(), pos, item_path));
+            if key == "files" {
+                out.files.push(clean);
+            } else {
+                out.dirs.push(clean);
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub(super) fn overlaps(a: &str, b: &str) -> bool {
+    a == b || b.starts_with(&format!("{a}/")) || a.starts_with(&format!("{b}/"))
+}
+
+/// A shared path: relative, inside the release, normalised (no `.`, no trailing `/`).
+pub(super) fn shared_path(ctx: &Ctx, path: &str, pos: Pos, key_path: &str) -> Result<String> {
+    no_control_characters(ctx, path, pos, key_path)?;
+    let p = Path::new(path);
+    if p.is_absolute() {
+        return Err(ctx.err_hint(
+            pos,
+            key_path,
+            format!("`{path}` is absolute"),
+            "shared paths are relative to the release, e.g. `storage` or `.env`",
+        ));
+    }
+    let mut parts = Vec::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(s) => parts.push(s.to_string_lossy().into_owned()),
+            Component::CurDir => {}
+            _ => {
+                return Err(ctx.err_hint(
+                    pos,
+                    key_path,
+                    format!("`{path}` leaves the release directory"),
+                    "shared paths must stay inside the release: no `..`",
+                ));
+            }
+        }
+    }
+    if parts.is_empty() {
+        return Err(ctx.err(pos, key_path, "must name a path inside the release"));
+    }
+    let clean = parts.join("/");
+    if clean == "REVISION" {
+        return Err(ctx.err(
+            pos,
+            key_path,
+            "`REVISION` is written by ship and cannot be shared",
+        ));
+    }
+    Ok(clean)
+}
+
+pub(super) fn env(ctx: &Ctx, v: &Node, p: &str) -> Result<BTreeMap<String, EnvVar>> {
+    let mut out = BTreeMap::new();
+    for (name, value, pos) in ctx.map(v, p)? {
+        let kp = join(p, name);
+        let valid = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(ctx.err_hint(
+                pos,
+                &kp,
+                "invalid environment variable name",
+                "use letters, digits and `_`, not starting with a digit",
+            ));
+        }
+        let var = match &value.kind {
+            Kind::Map(_) => {
+                let mut val = None;
+                let mut secret = false;
+                for (k, n, _) in ctx.entries(value, &kp, SECRET_KEYS)? {
+                    match k {
+                        "value" => val = Some(ctx.scalar_text(n, &join(&kp, k))?),
+                        _ => secret = ctx.boolean(n, &join(&kp, k))?,
+                    }
+                }
+                let Some(val) = val else {
+                    return Err(ctx.err_hint(
+                        value.pos,
+                        &kp,
+                        "missing `value`",
+                        format!("write `{name}: {{ value: \"...\", secret: true }}`"),
+                    ));
+                };
+                EnvVar {
+                    name: name.to_owned(),
+                    value: val,
+                    secret,
+                }
+            }
+            _ => EnvVar {
+                name: name.to_owned(),
+                value: ctx.scalar_text(value, &kp)?,
+                secret: false,
+            },
+        };
+        out.insert(name.to_owned(), var);
+    }
+    Ok(out)
+}
+
+/// The steps that apply to a host with these roles.
+pub(super) fn for_roles(steps: Option<Vec<StepSpec>>, roles: &[String]) -> Vec<StepSpec> {
+    steps
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|s| s.roles.is_empty() || s.roles.iter().any(|r| roles.contains(r)))
+        .collect()
+}
+
+/// A list of steps: each a command string, or `{ run: …, sudo: true, roles: [...] }`.
+pub(super) fn steps(ctx: &Ctx, v: &Node, p: &str) -> Result<Vec<StepSpec>> {
+    let Kind::Seq(items) = &v.kind else {
+        return Err(ctx.expected(v, p, "a list of commands"));
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let ip = format!("{p}[{i}]");
+        if !matches!(item.kind, Kind::Map(_)) {
+            out.push(StepSpec::plain(&ctx.non_empty(item, &ip)?));
+            continue;
+        }
+        let mut run = None;
+        let mut sudo = false;
+        let mut roles = Vec::new();
+        for (k, n, _) in ctx.entries(item, &ip, STEP_KEYS)? {
+            let kp = join(&ip, k);
+            match k {
+                "run" => run = Some(ctx.non_empty(n, &kp)?),
+                "sudo" => sudo = ctx.boolean(n, &kp)?,
+                _ => roles = strings(ctx, n, &kp)?,
+            }
+        }
+        let Some(run) = run else {
+            return Err(ctx.err_hint(
+                item.pos,
+                &ip,
+                "missing `run`",
+                "write `{ run: \"systemctl reload php8.3-fpm\", sudo: true }`",
+            ));
+        };
+        out.push(StepSpec { run, sudo, roles });
+    }
+    Ok(out)
+}
+
+pub(super) fn strings(ctx: &Ctx, v: &Node, p: &str) -> Result<Vec<String>> {
+    Ok(ctx
+        .list_of_strings(v, p)?
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect())
+}
+
+pub(super) fn health_check(ctx: &Ctx, v: &Node, p: &str) -> Result<HealthCheck> {
+    let mut h = HealthCheck::default();
+    let mut url = None;
+    let mut command = None;
+    let mut expect_status = 200u16;
+    let mut expect_body = None;
+    for (key, n, _) in ctx.entries(v, p, HEALTH_KEYS)? {
+        let kp = join(p, key);
+        match key {
+            "url" => {
+                let u = ctx.non_empty(n, &kp)?;
+                no_control_characters(ctx, &u, n.pos, &kp)?;
+                if !(u.starts_with("http://") || u.starts_with("https://")) {
+                    return Err(ctx.err_hint(
+                        n.pos,
+                        &kp,
+                        format!("`{u}` is not an http:// or https:// URL"),
+                        "the URL is fetched on each host, e.g. http://localhost/up",
+                    ));
+                }
+                url = Some((u, n.pos));
+            }
+            "command" => command = Some((ctx.non_empty(n, &kp)?, n.pos)),
+            "expect_status" => expect_status = ctx.int(n, &kp, 100, 599)? as u16,
+            "expect_body" => expect_body = Some(ctx.non_empty(n, &kp)?),
+            "retries" => h.retries = ctx.int(n, &kp, 1, 1000)? as u32,
+            "interval" => h.interval = ctx.duration(n, &kp)?,
+            "timeout" => h.timeout = ctx.duration(n, &kp)?,
+            _ => {
+                h.on_failure = match ctx.string(n, &kp)?.as_str() {
+                    "rollback" => OnFailure::Rollback,
+                    "warn" => OnFailure::Warn,
+                    other => {
+                        return Err(ctx.err_hint(
+                            n.pos,
+                            &kp,
+                            format!("unknown policy `{other}`"),
+                            "use `rollback` (default: switch the fleet back) or `warn` (report only)",
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    h.probe = match (url, command) {
+        (Some(_), Some((_, pos))) => {
+            return Err(ctx.err_hint(
+                pos,
+                p,
+                "both `url` and `command` are set",
+                "a health check is either an HTTP URL or a command",
+            ));
+        }
+        (Some((url, _)), None) => Some(Probe::Http {
+            url,
+            expect_status,
+            expect_body,
+        }),
+        (None, Some((c, _))) => Some(Probe::Command(c)),
+        (None, None) => None,
+    };
+    Ok(h)
+}
+
+pub(super) fn writable(ctx: &Ctx, v: &Node, p: &str) -> Result<Writable> {
+    let mut paths = Vec::new();
+    let mut mode = "chmod".to_owned();
+    let mut user = None;
+    let mut chmod = "a+rwX".to_owned();
+    for (key, n, _) in ctx.entries(v, p, WRITABLE_KEYS)? {
+        let kp = join(p, key);
+        match key {
+            "paths" => {
+                for (i, (path, pos)) in ctx.list_of_strings(n, &kp)?.into_iter().enumerate() {
+                    paths.push(shared_path(ctx, &path, pos, &format!("{kp}[{i}]"))?);
+                }
+            }
+            "mode" => mode = ctx.non_empty(n, &kp)?,
+            "user" => {
+                let u = ctx.non_empty(n, &kp)?;
+                if !u
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                {
+                    return Err(ctx.err(n.pos, &kp, "not a valid user name"));
+                }
+                user = Some(u);
+            }
+            _ => {
+                let m = ctx.scalar_text(n, &kp)?;
+                if m.is_empty() || !m.chars().all(|c| "ugoa+-=rwxXst,01234567".contains(c)) {
+                    return Err(ctx.err_hint(
+                        n.pos,
+                        &kp,
+                        format!("`{m}` is not a chmod mode"),
+                        "write a symbolic mode such as `ug+rwX` or an octal one in quotes, \
+                         e.g. \"0775\"",
+                    ));
+                }
+                chmod = m;
+            }
+        }
+    }
+    if paths.is_empty() {
+        return Err(ctx.err_hint(
+            v.pos,
+            p,
+            "no `paths`",
+            "write e.g. `writable: { paths: [storage, bootstrap/cache] }`",
+        ));
+    }
+    let mode = match (mode.as_str(), user) {
+        ("chmod", _) => WritableMode::Chmod(chmod),
+        ("acl", Some(u)) => WritableMode::Acl(u),
+        ("acl", None) => {
+            return Err(ctx.err_hint(
+                v.pos,
+                p,
+                "`mode: acl` needs the web server's `user`",
+                "add e.g. `user: www-data`",
+            ));
+        }
+        (other, _) => {
+            return Err(ctx.err_hint(
+                v.pos,
+                &join(p, "mode"),
+                format!("unknown mode `{other}`"),
+                "use `chmod` (default) or `acl`",
+            ));
+        }
+    };
+    Ok(Writable { paths, mode })
+}
