@@ -9,9 +9,19 @@ use super::*;
 pub(super) fn scratch(release_id: &str) -> String {
     format!(
         "{} {}",
-        quote(&format!(".ship/{release_id}.tar")),
-        quote(&format!(".ship/work-{release_id}"))
+        quote(&scratch_tar(release_id)),
+        quote(&scratch_work(release_id))
     )
+}
+
+/// The tarball a checkout (or a zstd upload) of `release_id` unpacks from.
+pub(super) fn scratch_tar(release_id: &str) -> String {
+    format!(".ship/{release_id}.tar")
+}
+
+/// The work tree of a checkout of `release_id` with submodules.
+pub(super) fn scratch_work(release_id: &str) -> String {
+    format!(".ship/work-{release_id}")
 }
 
 /// Remove a staged release that never became current (abort), its staged link and its

@@ -80,8 +80,8 @@ pub(super) fn git_steps(
         reaches_git: true,
         quick: false,
     });
-    let tmp = quote(&format!(".ship/{}.tar", plan.release_id)).into_owned();
-    let work = quote(&format!(".ship/work-{}", plan.release_id)).into_owned();
+    let tmp = quote(&scratch_tar(plan.release_id)).into_owned();
+    let work = quote(&scratch_work(plan.release_id)).into_owned();
     let c = quote(commit);
     steps.push(Step {
         name: "checkout".into(),

@@ -104,7 +104,7 @@ pub fn prepare(plan: &Plan) -> Vec<Step> {
                 (Some(untar), None) => (format!("{create} && {untar} -C {q_rel}"), false),
                 // Through a file, not a pipe: a failed decompression must fail the step.
                 (None, _) => {
-                    let tmp = quote(&format!(".ship/{}.tar", plan.release_id)).into_owned();
+                    let tmp = quote(&scratch_tar(plan.release_id)).into_owned();
                     let script = format!(
                         "{create} && zstd -q -d -c > {tmp} && tar -xf {tmp} -C {q_rel}; rc=$?; \
                          rm -f {tmp}; exit $rc"
@@ -225,11 +225,25 @@ pub fn prepare(plan: &Plan) -> Vec<Step> {
     steps
 }
 
-/// The directories on the way to `path` inside `base`: `base/a`, `base/a/b` for `a/b/c`.
+/// The directories on the way to `path` inside `base`: `base/a`, `base/a/b` for `a/b/c`;
+/// without the `base/` when `base` is empty.
 pub(super) fn parents_in(base: &str, path: &str) -> Vec<String> {
+    let mut on_the_way = components_in(base, path);
+    on_the_way.pop();
+    on_the_way
+}
+
+/// `path` and the directories on the way to it inside `base`: `base/a`, `base/a/b`, `base/a/b/c`
+/// for `a/b/c`; without the `base/` when `base` is empty.
+pub(super) fn components_in(base: &str, path: &str) -> Vec<String> {
     let parts: Vec<&str> = path.split('/').collect();
-    (1..parts.len())
-        .map(|n| format!("{base}/{}", parts[..n].join("/")))
+    let prefix = if base.is_empty() {
+        String::new()
+    } else {
+        format!("{base}/")
+    };
+    (1..=parts.len())
+        .map(|n| format!("{prefix}{}", parts[..n].join("/")))
         .collect()
 }
 
@@ -287,10 +301,8 @@ pub fn copy_from_previous(plan: &Plan) -> Option<Step> {
         // Neither release may lead the copy through a link it brought: reading through one
         // would copy from outside, writing through one would write outside.
         let key = "copy_from_previous";
-        let on_the_way = parents_in("", path);
-        let on_the_way: Vec<String> = on_the_way.iter().map(|p| p[1..].to_owned()).collect();
         for guard in [
-            refuse_links_in("$prev/", &on_the_way, key, path),
+            refuse_links_in("$prev/", &parents_in("", path), key, path),
             refuse_links(&parents_in(&rel, path), key, path),
         ]
         .into_iter()
@@ -343,7 +355,7 @@ pub fn writable(deploy_to: &str, release_id: &str, w: &Writable, shared: &[Strin
             // The shared path itself is the operator's (it may be a link they made, to a
             // mounted volume): only what lies below it is checked.
             Some(r) => {
-                let below: Vec<String> = parents_in("shared", &format!("{path}/x"))
+                let below: Vec<String> = components_in("shared", path)
                     .into_iter()
                     .skip(r.split('/').count())
                     .collect();
@@ -351,10 +363,7 @@ pub fn writable(deploy_to: &str, release_id: &str, w: &Writable, shared: &[Strin
             }
             None => {
                 let rel = format!("releases/{release_id}");
-                (
-                    format!("{rel}/{path}"),
-                    parents_in(&rel, &format!("{path}/x")),
-                )
+                (format!("{rel}/{path}"), components_in(&rel, path))
             }
         };
         if let Some(guard) = refuse_links(&guarded, "writable", path) {

@@ -18,6 +18,7 @@ pub(super) async fn run_steps(
     // as soon as they are done: no other step can reach the agent (see `Connection::for_agent`).
     let mut agent_conn: Option<Connection> = None;
     let refused_before = conn.agent_refusals();
+    let needs_agent = |s: &Step| s.reaches_git && host.config.forward_agent;
     for (n, step) in steps.iter().enumerate() {
         let s0 = Instant::now();
         ctx.reporter.report(&Event::StepStarted {
@@ -26,7 +27,7 @@ pub(super) async fn run_steps(
         });
         let stdin = if step.takes_payload { payload } else { None };
         let on_line = Some(ctx.on_line(&host.name));
-        let agent = step.reaches_git && host.config.forward_agent;
+        let agent = needs_agent(step);
         if agent && agent_conn.is_none() {
             match conn.for_agent().await {
                 Ok(Some(c)) => agent_conn = Some(c),
@@ -54,16 +55,13 @@ pub(super) async fn run_steps(
             )
             .await
         };
-        let agent_done = !steps
-            .get(n + 1)
-            .is_some_and(|s| s.reaches_git && host.config.forward_agent);
-        if agent_done || result.as_ref().map_or(true, |o| !o.success()) {
+        let ok = matches!(&result, Ok(o) if o.success());
+        if !ok || !steps.get(n + 1).is_some_and(needs_agent) {
             if let Some(c) = agent_conn.take() {
                 report_refused_agent(ctx, host, c.agent_refusals());
                 c.close().await;
             }
         }
-        let ok = matches!(&result, Ok(o) if o.success());
         ctx.reporter.report(&Event::StepFinished {
             host: host.name.clone(),
             step: step.name.clone(),
