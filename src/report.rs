@@ -22,9 +22,10 @@ pub enum Phase {
     Unlock,
 }
 
-impl std::fmt::Display for Phase {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let s = match self {
+impl Phase {
+    /// Its name as shown to the operator.
+    pub fn as_str(self) -> &'static str {
+        match self {
             Phase::Connect => "connect",
             Phase::Lock => "lock",
             Phase::Prepare => "prepare",
@@ -36,8 +37,13 @@ impl std::fmt::Display for Phase {
             Phase::Discard => "discard",
             Phase::Cleanup => "cleanup",
             Phase::Unlock => "unlock",
-        };
-        f.write_str(s)
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -84,6 +84,14 @@ fn canary_hosts(stage: &Stage, flag: Option<&str>) -> Result<Vec<usize>, u8> {
 
 pub async fn run(args: DeployArgs) -> u8 {
     let g = &args.global;
+    if args.full && !args.dry_run {
+        eprintln!(
+            "error: --full shows a plan's commands whole; it goes with --dry-run\n  \
+             hint: `ship plan {} --full`",
+            args.stage
+        );
+        return exit::USAGE;
+    }
     let stage = match stage_with_overrides(g, &args.stage, args.connect_timeout, args.step_timeout)
     {
         Ok(s) => s,
@@ -134,7 +142,7 @@ pub async fn run(args: DeployArgs) -> u8 {
         observe,
     };
     if args.dry_run {
-        return dry_run(g, stage, prepared, &options).await;
+        return dry_run(g, stage, Job::Deploy(prepared), &options, args.full).await;
     }
     execute(g, stage, Job::Deploy(prepared), options, &hook_dir).await
 }
@@ -155,6 +163,19 @@ pub async fn rollback(args: RollbackArgs) -> u8 {
             return exit::USAGE;
         }
     }
+    let options = RunOptions {
+        accept_new_host_keys: args.accept_new_host_keys,
+        keep_failed: false,
+        lock_wait: args.lock_wait.unwrap_or_default(),
+        canary: Vec::new(),
+        observe: Duration::ZERO,
+    };
+    let job = Job::Rollback {
+        to: args.to.clone(),
+    };
+    if args.dry_run {
+        return dry_run(g, stage, job, &options, args.full).await;
+    }
     let hook_dir = inventory_dir(&g.inventory);
     let env = hook_env(&stage, "rollback", args.to.as_deref(), "", None);
     if let Err(e) =
@@ -163,14 +184,7 @@ pub async fn rollback(args: RollbackArgs) -> u8 {
         eprintln!("error: {e}\n  nothing was changed on any host");
         return exit::FAILED;
     }
-    let options = RunOptions {
-        accept_new_host_keys: args.accept_new_host_keys,
-        keep_failed: false,
-        lock_wait: args.lock_wait.unwrap_or_default(),
-        canary: Vec::new(),
-        observe: Duration::ZERO,
-    };
-    execute(g, stage, Job::Rollback { to: args.to }, options, &hook_dir).await
+    execute(g, stage, job, options, &hook_dir).await
 }
 
 fn inventory_dir(inventory: &Path) -> std::path::PathBuf {
@@ -246,11 +260,13 @@ async fn execute(g: &Global, stage: Stage, job: Job, o: RunOptions, hook_dir: &P
             job,
             connect: ConnectOptions {
                 accept_new_host_keys: o.accept_new_host_keys,
+                ..ConnectOptions::default()
             },
             canary: o.canary,
             observe: o.observe,
             keep_failed: o.keep_failed,
             lock_wait: o.lock_wait,
+            identity: None,
         },
         board,
         cancel.clone(),
@@ -321,23 +337,21 @@ fn exit_code(summary: &Summary, cancelled: bool) -> u8 {
     }
 }
 
-/// `--dry-run`: inspect the hosts, print every command a deploy would send, change nothing.
-async fn dry_run(
-    g: &Global,
-    stage: Stage,
-    prepared: crate::source::Prepared,
-    o: &RunOptions,
-) -> u8 {
+/// `--dry-run`: rehearse the run on the hosts (reading them, changing nothing) and print every
+/// command it sent or would send.
+async fn dry_run(g: &Global, stage: Stage, job: Job, o: &RunOptions, full: bool) -> u8 {
     let plan = fleet::plan(Deploy {
         stage,
-        job: Job::Deploy(prepared),
+        job,
         connect: ConnectOptions {
             accept_new_host_keys: false,
+            ..ConnectOptions::default()
         },
         canary: o.canary.clone(),
         observe: o.observe,
         keep_failed: o.keep_failed,
         lock_wait: o.lock_wait,
+        identity: None,
     })
     .await;
     if g.json {
@@ -346,7 +360,7 @@ async fn dry_run(
             Err(e) => eprintln!("error: cannot render JSON: {e}"),
         }
     } else {
-        print!("{}", plan_text(&plan));
+        print!("{}", plan_text(&plan, full));
     }
     if plan.hosts.iter().any(|h| h.error.is_some()) {
         exit::FAILED
@@ -355,46 +369,72 @@ async fn dry_run(
     }
 }
 
-fn plan_text(p: &RunPlan) -> String {
+fn plan_text(p: &RunPlan, full: bool) -> String {
+    let what = match p.kind.as_str() {
+        "rollback" => format!("roll back to {}", p.release),
+        _ => format!("deploy {} ({})", p.release, p.revision),
+    };
     let mut out = format!(
-        "dry run: deploy {} ({}) to {}: {} host(s); nothing is changed\n",
-        p.release,
-        p.revision,
+        "dry run: {what} on {}: {} host(s); nothing is changed\n",
         p.stage,
         p.hosts.len()
     );
     out.push_str(
         "  every host prepares; only when all succeeded does any host switch. Steps run under \
-         ship's supervisor (stopped on the host if ship stops or goes away).\n",
+         ship's supervisor (stopped on the host if ship stops or goes away).\n  \
+         These are the commands the run sends, rehearsed on the hosts: those marked (read) ran \
+         now; the others were answered as a host where they succeed would answer.\n",
     );
     if let Some(h) = &p.run_once_host {
         out.push_str(&format!("  run-once steps run on {h} only\n"));
     }
     if !p.canary.is_empty() {
+        let hold = match p.observe_ms {
+            0 => String::new(),
+            ms => format!(
+                ", hold {}",
+                crate::util::human_duration(Duration::from_millis(ms))
+            ),
+        };
         out.push_str(&format!(
-            "  canary: {} switch first, then the rest\n",
+            "  canary: {} switch first{hold}, then the rest\n",
             p.canary.join(", ")
         ));
     }
+    if !full {
+        out.push_str("  long lines are cut here; `--full` shows every line whole\n");
+    }
     for h in &p.hosts {
         out.push_str(&format!("\n== {}\n", h.host));
-        if let Some(e) = &h.error {
-            out.push_str(&format!("  cannot plan: {e}\n"));
-            continue;
-        }
         for c in &h.commands {
-            out.push_str(&format!("# {} · {}\n", c.phase, c.name));
+            let read = if c.changes { "" } else { " (read)" };
+            let stdin = match c.stdin_bytes {
+                Some(n) => format!(" · then {n} bytes on its stdin"),
+                None => String::new(),
+            };
+            out.push_str(&format!(
+                "# {} · {}{read}{stdin}\n",
+                c.phase.replace('_', " "),
+                c.name
+            ));
             for line in c.script.trim_end().lines() {
-                out.push_str(&shortened(line));
+                if full {
+                    out.push_str(line);
+                } else {
+                    out.push_str(&shortened(line));
+                }
                 out.push('\n');
             }
+        }
+        if let Some(e) = &h.error {
+            out.push_str(&format!("  the run would stop here: {e}\n"));
         }
     }
     out
 }
 
 /// A script line as `ship plan` shows it: whole, unless it is very long (a small artifact
-/// carried inside its upload command); `--json` has every line whole.
+/// carried inside its upload command); `--full` and `--json` have every line whole.
 fn shortened(line: &str) -> String {
     const SHOWN: usize = 160;
     if line.chars().count() <= 2 * SHOWN {

@@ -168,6 +168,9 @@ pub struct DeployArgs {
     /// Print every command each host would run, and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// With --dry-run (or `ship plan`): print every line of every command whole.
+    #[arg(long)]
+    pub full: bool,
     #[command(flatten)]
     pub global: Global,
 }
@@ -203,6 +206,12 @@ pub struct RollbackArgs {
     /// Override `timeouts.connect` for every host.
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     pub connect_timeout: Option<Duration>,
+    /// Print every command each host would run, and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// With --dry-run: print every line of every command whole.
+    #[arg(long, requires = "dry_run")]
+    pub full: bool,
     #[command(flatten)]
     pub global: Global,
 }

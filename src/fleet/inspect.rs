@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 use super::lock::{HeldLock, Holder};
 use crate::inventory::{Host, Stage};
 use crate::remote::{self, Preflight};
-use crate::transport::{CONNECT_CONCURRENCY, ConnectOptions, Connection};
+use crate::transport::{CONNECT_CONCURRENCY, ConnectOptions, Connection, Purpose};
 
 /// Upper bound for the inspection command itself.
 const INSPECT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -206,6 +206,7 @@ async fn inspect_one(host: &Host, conn: &Connection, controller: &str) -> HostSt
     let failed = |error: String| HostStatus::unreachable(&host.name, error);
     match conn
         .run(
+            Purpose::reads("status", "inspect"),
             &script,
             None,
             None,
@@ -353,7 +354,16 @@ pub async fn release_locks(
                         token.as_deref(),
                         &line,
                     );
-                    match conn.run(&script, None, None, INSPECT_TIMEOUT).await {
+                    match conn
+                        .run(
+                            Purpose::changes("unlock", "release lock"),
+                            &script,
+                            None,
+                            None,
+                            INSPECT_TIMEOUT,
+                        )
+                        .await
+                    {
                         Ok(o) if o.success() => {
                             for l in o.stdout_text().lines() {
                                 if let Some(p) = l.strip_prefix("removed=") {
@@ -463,7 +473,13 @@ pub async fn check(stage: &Stage, options: &ConnectOptions, tools: &[&str]) -> V
         let d = &host.config.deploy_to;
         let t = host.config.timeouts.step.min(INSPECT_TIMEOUT);
         let pf = match conn
-            .run(&remote::preflight(d, tools, false), None, None, t)
+            .run(
+                Purpose::reads("check", "preflight"),
+                &remote::preflight(d, tools, false),
+                None,
+                None,
+                t,
+            )
             .await
         {
             Ok(o) if o.success() => Preflight::parse(&o.stdout_text()),
@@ -534,7 +550,10 @@ pub async fn check(stage: &Stage, options: &ConnectOptions, tools: &[&str]) -> V
         if pf.writable && !pf.current_not_a_link {
             let shared = &host.config.shared;
             let script = remote::check(d, &shared.files, &shared.dirs);
-            match conn.run(&script, None, None, t).await {
+            match conn
+                .run(Purpose::reads("check", "shared"), &script, None, None, t)
+                .await
+            {
                 Ok(o) if o.success() => {
                     let text = o.stdout_text();
                     let mut missing = Vec::new();
@@ -655,7 +674,15 @@ pub async fn exec(
         };
         let script = remote::exec(&host.config.deploy_to, command);
         match conn
-            .run_step(&script, None, Some(on_line), timeout, cancel, false)
+            .run_step(
+                Purpose::changes("exec", command),
+                &script,
+                None,
+                Some(on_line),
+                timeout,
+                cancel,
+                false,
+            )
             .await
         {
             Ok(o) => {

@@ -61,6 +61,16 @@ pub fn lock(deploy_to: &str, owner_json: &str) -> String {
     )
 }
 
+/// What [`lock`] prints when it took the lock on a host with these releases.
+pub fn lock_taken_reply(releases: &[String]) -> String {
+    releases.iter().map(|r| format!("release={r}\n")).collect()
+}
+
+/// What [`lock`] prints (with exit status [`LOCK_HELD`]) when another run holds the lock.
+pub fn lock_held_reply(owner_record: &str) -> String {
+    format!("lock held: {owner_record}\n")
+}
+
 /// In `deploy_to`, holding the lock: what runs that died left in `.ship/` — staged links
 /// (`stage-<id>`), a checkout's tarball and work tree, a revert's link — removed, each printed as
 /// `removed=<path>`. While the lock is held no other run can be using them; a command of a dead

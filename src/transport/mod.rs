@@ -4,8 +4,11 @@
 //! Implementations: [`ssh`] (production: one connection per host; its commands go through one
 //! long-lived shell, a [`session`], with a channel of their own only when they need one) and
 //! [`local`] (`sh -c` on the controller, for deploying to this machine and for tests on temp
-//! dirs). The fleet logic only sees [`Connection`] and [`Process`].
+//! dirs). The fleet logic only sees [`Connection`] and [`Process`]. With an [`Interposer`] in
+//! the [`ConnectOptions`], every connection and command passes it first ([`interpose`]: the
+//! dry run records a run that way, and tests inject faults).
 
+pub mod interpose;
 pub mod known_hosts;
 pub mod local;
 pub mod session;
@@ -17,6 +20,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::inventory::{Connection as Kind, Host};
+pub use interpose::{Answer, Interposer, Purpose};
 
 /// How many SSH handshakes may be in flight at once per run (sshd drops bursts: MaxStartups).
 pub const CONNECT_CONCURRENCY: usize = 32;
@@ -182,6 +186,8 @@ pub enum Process {
     Ssh(ssh::SshProcess),
     Local(local::LocalProcess),
     Session(session::SessionProcess),
+    /// Answered by an interposer, not by a host.
+    Canned(interpose::CannedProcess),
 }
 
 impl Process {
@@ -191,6 +197,7 @@ impl Process {
             Process::Ssh(p) => p.write(data).await,
             Process::Local(p) => p.write(data).await,
             Process::Session(p) => p.write(data).await,
+            Process::Canned(p) => p.write(data).await,
         }
     }
 
@@ -200,6 +207,7 @@ impl Process {
             Process::Ssh(p) => p.close_stdin().await,
             Process::Local(p) => p.close_stdin().await,
             Process::Session(p) => p.close_stdin().await,
+            Process::Canned(p) => p.close_stdin().await,
         }
     }
 
@@ -210,24 +218,66 @@ impl Process {
             Process::Ssh(p) => p.wait().await,
             Process::Local(p) => p.wait().await,
             Process::Session(p) => p.wait().await,
+            Process::Canned(p) => p.wait().await,
         }
     }
+
+    /// Stop a step (see [`Connection::run_step`]) and wait up to [`STOP_GRACE`] for its end.
+    async fn stop(&mut self) -> Result<Output, TransportError> {
+        match self {
+            Process::Session(s) => s.stop(STOP_GRACE).await,
+            Process::Canned(c) => c.stop(),
+            // Closing stdin is the stop signal of a supervised step in its own channel (and
+            // cuts a stream short).
+            other => {
+                let _ = other.close_stdin().await;
+                other.wait().await
+            }
+        }
+    }
+}
+
+/// How a command is started.
+#[derive(Debug, Clone, Copy)]
+enum Way {
+    /// Fed lines as it runs.
+    LineInput,
+    /// Short: run to the end.
+    Quick,
+    /// Long and stoppable; with `agent`, it may use the controller's ssh-agent.
+    Step { agent: bool },
 }
 
 /// An open connection to one host.
 pub enum Connection {
     Ssh(ssh::SshConnection),
     Local(local::LocalConnection),
+    /// A connection whose commands pass an [`Interposer`] first.
+    Interposed(interpose::Interposed),
 }
 
 impl Connection {
-    /// Open the connection this host's inventory entry asks for.
+    /// Open the connection this host's inventory entry asks for (through the interposer of
+    /// `options`, if it has one).
     pub async fn open(host: &Host, options: &ConnectOptions) -> Result<Self, TransportError> {
-        match host.config.connection {
-            Kind::Ssh => Ok(Connection::Ssh(
-                ssh::SshConnection::connect(host, options).await?,
-            )),
-            Kind::Local => Ok(Connection::Local(local::LocalConnection)),
+        let real = async {
+            match host.config.connection {
+                Kind::Ssh => Ok(Connection::Ssh(
+                    ssh::SshConnection::connect(host, options).await?,
+                )),
+                Kind::Local => Ok(Connection::Local(local::LocalConnection)),
+            }
+        };
+        match &options.interposer {
+            Some(by) => {
+                by.connect(host)?;
+                Ok(Connection::Interposed(interpose::Interposed::new(
+                    host,
+                    real.await?,
+                    by.clone(),
+                )))
+            }
+            None => real.await,
         }
     }
 
@@ -235,16 +285,63 @@ impl Connection {
     /// in the connection's session when that is free: closing stdin then sends an empty line).
     pub async fn spawn(
         &self,
+        what: Purpose<'_>,
         script: &str,
         on_line: Option<OnLine>,
     ) -> Result<Process, TransportError> {
-        if let Some(p) = self
-            .in_session(script, session::Mode::LineInput, on_line.clone())
+        self.start(what, script, None, on_line, Way::LineInput)
             .await
-        {
-            return Ok(Process::Session(p?));
+    }
+
+    /// Start `script` the way `way` says, asking the interposer first if there is one.
+    async fn start(
+        &self,
+        what: Purpose<'_>,
+        script: &str,
+        stdin: Option<&[u8]>,
+        on_line: Option<OnLine>,
+        way: Way,
+    ) -> Result<Process, TransportError> {
+        let Connection::Interposed(c) = self else {
+            return self.start_here(script, stdin.is_some(), on_line, way).await;
+        };
+        match c.ask(what, script, stdin) {
+            Answer::Pass => Box::pin(c.inner().start(what, script, stdin, on_line, way)).await,
+            answer => Ok(Process::Canned(interpose::CannedProcess::new(
+                answer, on_line,
+            ))),
         }
-        self.spawn_with(script, on_line, false).await
+    }
+
+    /// Start `script` on this connection itself. A payload (`stdin`) goes through a channel of
+    /// its own, straight to the script's stdin; so does a step that uses the agent.
+    async fn start_here(
+        &self,
+        script: &str,
+        stdin: bool,
+        on_line: Option<OnLine>,
+        way: Way,
+    ) -> Result<Process, TransportError> {
+        let mode = match way {
+            _ if stdin => None,
+            Way::LineInput => Some(session::Mode::LineInput),
+            Way::Quick => Some(session::Mode::Quick),
+            Way::Step { agent: false } => Some(session::Mode::Stoppable),
+            Way::Step { agent: true } => None,
+        };
+        if let Some(mode) = mode {
+            if let Some(p) = self.in_session(script, mode, on_line.clone()).await {
+                return p.map(Process::Session);
+            }
+        }
+        match way {
+            Way::Step { agent } if !stdin => {
+                self.spawn_with(&crate::remote::supervised(script), on_line, agent)
+                    .await
+            }
+            Way::Step { agent } => self.spawn_with(script, on_line, agent).await,
+            _ => self.spawn_with(script, on_line, false).await,
+        }
     }
 
     /// Start `script` in the connection's session, if it has one and it is free.
@@ -256,14 +353,14 @@ impl Connection {
     ) -> Option<Result<session::SessionProcess, TransportError>> {
         match self {
             Connection::Ssh(c) => c.session().await?.try_start(script, mode, on_line).await,
-            Connection::Local(_) => None,
+            Connection::Local(_) | Connection::Interposed(_) => None,
         }
     }
 
     /// Start `script` in a channel (a process) of its own; with `agent`, it gets the
     /// controller's ssh-agent (over SSH, agent forwarding for this command only; locally, the
     /// agent is simply inherited).
-    pub async fn spawn_with(
+    async fn spawn_with(
         &self,
         script: &str,
         on_line: Option<OnLine>,
@@ -272,6 +369,9 @@ impl Connection {
         match self {
             Connection::Ssh(c) => Ok(Process::Ssh(c.spawn(script, on_line, agent).await?)),
             Connection::Local(c) => Ok(Process::Local(c.spawn(script, on_line)?)),
+            Connection::Interposed(c) => {
+                Box::pin(c.inner().spawn_with(script, on_line, agent)).await
+            }
         }
     }
 
@@ -279,23 +379,36 @@ impl Connection {
     /// commands; long ones go through [`Connection::run_step`].
     pub async fn run(
         &self,
+        what: Purpose<'_>,
         script: &str,
         stdin: Option<&[u8]>,
         on_line: Option<OnLine>,
         timeout: Duration,
     ) -> Result<Output, TransportError> {
-        let work = async {
-            // A payload goes through a channel of its own, straight to the script's stdin.
-            let in_session = match stdin {
-                None => {
-                    self.in_session(script, session::Mode::Quick, on_line.clone())
-                        .await
+        // An interposer answers here, or sees the host's own answer.
+        let canned = match self {
+            Connection::Interposed(c) => match c.ask(what, script, stdin) {
+                Answer::Pass => {
+                    let out = Box::pin(c.inner().run(what, script, stdin, on_line, timeout)).await;
+                    if let Ok(o) = &out {
+                        c.tell(what, script, stdin, o);
+                    }
+                    return out;
                 }
-                Some(_) => None,
-            };
-            let mut p = match in_session {
-                Some(p) => Process::Session(p?),
-                None => self.spawn_with(script, on_line, false).await?,
+                answer => Some(Process::Canned(interpose::CannedProcess::new(
+                    answer,
+                    on_line.clone(),
+                ))),
+            },
+            _ => None,
+        };
+        let work = async {
+            let mut p = match canned {
+                Some(p) => p,
+                None => {
+                    self.start_here(script, stdin.is_some(), on_line, Way::Quick)
+                        .await?
+                }
             };
             if let Some(data) = stdin {
                 p.write(data).await?;
@@ -314,6 +427,7 @@ impl Connection {
     #[allow(clippy::too_many_arguments)]
     pub async fn run_step(
         &self,
+        what: Purpose<'_>,
         script: &str,
         stdin: Option<&[u8]>,
         on_line: Option<OnLine>,
@@ -332,21 +446,7 @@ impl Connection {
                 )
             }
         };
-        let start = async {
-            if stdin.is_some() {
-                return self.spawn_with(script, on_line, agent).await;
-            }
-            if !agent {
-                if let Some(p) = self
-                    .in_session(script, session::Mode::Stoppable, on_line.clone())
-                    .await
-                {
-                    return p.map(Process::Session);
-                }
-            }
-            self.spawn_with(&crate::remote::supervised(script), on_line, agent)
-                .await
-        };
+        let start = self.start(what, script, stdin, on_line, Way::Step { agent });
         let mut p = tokio::select! {
             biased;
             _ = cancel.cancelled() => return Err(TransportError::Stopped { why: why(true), confirmed: true }),
@@ -366,18 +466,7 @@ impl Connection {
             _ = tokio::time::sleep_until(deadline) => false,
             _ = cancel.cancelled() => true,
         };
-        // A session's step is told to stop; closing stdin is the stop signal of a supervised
-        // step in its own channel (and cuts a stream short).
-        let stop = async {
-            match &mut p {
-                Process::Session(s) => s.stop(STOP_GRACE).await,
-                other => {
-                    let _ = other.close_stdin().await;
-                    other.wait().await
-                }
-            }
-        };
-        let confirmed = matches!(tokio::time::timeout(STOP_GRACE, stop).await, Ok(Ok(_)));
+        let confirmed = matches!(tokio::time::timeout(STOP_GRACE, p.stop()).await, Ok(Ok(_)));
         Err(TransportError::Stopped {
             why: why(cancelled),
             confirmed,
@@ -391,6 +480,9 @@ impl Connection {
         match self {
             Connection::Ssh(c) => Ok(Some(Connection::Ssh(c.for_agent().await?))),
             Connection::Local(_) => Ok(None),
+            Connection::Interposed(c) => Ok(Box::pin(c.inner().for_agent())
+                .await?
+                .map(|inner| Connection::Interposed(c.beside(inner)))),
         }
     }
 
@@ -399,13 +491,16 @@ impl Connection {
         match self {
             Connection::Ssh(c) => c.agent_refusals(),
             Connection::Local(_) => 0,
+            Connection::Interposed(c) => c.inner().agent_refusals(),
         }
     }
 
     /// Close the connection politely.
     pub async fn close(&self) {
-        if let Connection::Ssh(c) = self {
-            c.close().await;
+        match self {
+            Connection::Ssh(c) => c.close().await,
+            Connection::Local(_) => {}
+            Connection::Interposed(c) => Box::pin(c.inner().close()).await,
         }
     }
 }
@@ -422,8 +517,19 @@ pub async fn within<T>(
 }
 
 /// Controller-side options for opening connections.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct ConnectOptions {
     /// Trust unknown host keys and record them (a changed key is still refused).
     pub accept_new_host_keys: bool,
+    /// Every connection and command passes this first (the dry run, tests).
+    pub interposer: Option<Arc<dyn Interposer>>,
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("accept_new_host_keys", &self.accept_new_host_keys)
+            .field("interposer", &self.interposer.is_some())
+            .finish()
+    }
 }

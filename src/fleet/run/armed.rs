@@ -153,7 +153,9 @@ pub(super) async fn arm(h: &HostRun, ctx: &Ctx) -> Result<Armed, TransportError>
         }
     });
     within(t, "arming the switch", async {
-        let p = conn.spawn(&script, Some(on_line)).await?;
+        let p = conn
+            .spawn(Purpose::changes("switch", "switch"), &script, Some(on_line))
+            .await?;
         let mut a = Armed {
             p,
             lines,

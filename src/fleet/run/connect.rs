@@ -51,7 +51,13 @@ pub(super) async fn connect(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, d: 
             // hold the deploy for the step timeout).
             let script = remote::preflight(&host.config.deploy_to, &tools, detail);
             let out = match conn
-                .run(&script, None, None, host.config.timeouts.connect)
+                .run(
+                    Purpose::reads("connect", "preflight"),
+                    &script,
+                    None,
+                    None,
+                    host.config.timeouts.connect,
+                )
                 .await
             {
                 Ok(o) if o.success() => o,

@@ -31,7 +31,8 @@ pub(super) async fn cleanup_and_unlock(
     script: impl Fn(&HostRun, &Ctx) -> String,
 ) {
     // The script always has the unlock: every host has a result.
-    let results = run_short(ids, hosts, ctx, Phase::Cleanup, script).await;
+    let what = (Phase::Cleanup, "journal, old releases and unlock");
+    let results = short_on_each(ids, hosts, ctx, what, script).await;
     for (i, r) in results.into_iter().filter_map(|(i, r)| Some((i, r?))) {
         match r {
             Ok(o) => {
@@ -88,15 +89,16 @@ pub(super) fn journal_line(h: &HostRun, ctx: &Ctx) -> String {
 
 /// Run one command per host; failures are reported but do not change the protocol's course
 /// (discard, cleanup and unlock are best-effort and idempotent).
-pub(super) async fn simple(
+pub(super) async fn on_each(
     ids: &[usize],
     hosts: &mut [HostRun],
     ctx: &Ctx,
-    phase: Phase,
+    what: (Phase, &str),
     script: impl Fn(&HostRun, &Ctx) -> String,
 ) {
+    let phase = what.0;
     // A host with nothing to run has nothing to report.
-    for (i, r) in run_short(ids, hosts, ctx, phase, script).await {
+    for (i, r) in short_on_each(ids, hosts, ctx, what, script).await {
         let f = match r {
             None => continue,
             Some(Ok(o)) if o.success() => continue,
@@ -110,15 +112,16 @@ pub(super) async fn simple(
     }
 }
 
-/// Run `script`'s short command on each host at once, in `phase`; `None` for a host whose
-/// script is empty (nothing to run there).
-pub(super) async fn run_short(
+/// Run `script`'s short command on each host at once, as `what` (its phase and name); `None`
+/// for a host whose script is empty (nothing to run there).
+pub(super) async fn short_on_each(
     ids: &[usize],
     hosts: &[HostRun],
     ctx: &Ctx,
-    phase: Phase,
+    what: (Phase, &str),
     script: impl Fn(&HostRun, &Ctx) -> String,
 ) -> Vec<(usize, Option<Result<Output, TransportError>>)> {
+    let (phase, step) = what;
     join_all(ids.iter().map(|&i| {
         let h = &hosts[i];
         let conn = h.conn.clone();
@@ -131,7 +134,10 @@ pub(super) async fn run_short(
             }
             ctx.phase(&name, phase);
             let r = match conn {
-                Some(c) => c.run(&s, None, None, t).await,
+                Some(c) => {
+                    let what = Purpose::changes(phase.as_str(), step);
+                    c.run(what, &s, None, None, t).await
+                }
                 None => Err(TransportError::Other("not connected".into())),
             };
             (i, Some(r))

@@ -50,7 +50,8 @@ pub(super) async fn try_lock(
                     LockTry::Failed(ctx.failure(Phase::Lock, None, None, "not connected".into())),
                 );
             };
-            let r = match conn.run(&script, None, None, t).await {
+            let what = Purpose::changes("lock", "lock");
+            let r = match conn.run(what, &script, None, None, t).await {
                 Ok(o) if o.success() => LockTry::Taken(Preflight::parse(&o.stdout_text()).releases),
                 Ok(o) if o.status == Some(LOCK_HELD) => {
                     let text = o.stdout_text();
@@ -105,7 +106,7 @@ pub(super) async fn lock(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, d: &De
                 .filter(|(_, r)| matches!(r, LockTry::Taken(_)))
                 .map(|(i, _)| *i)
                 .collect();
-            simple(&taken, hosts, ctx, Phase::Lock, |h, c| {
+            on_each(&taken, hosts, ctx, (Phase::Lock, "give back"), |h, c| {
                 remote::unlock(&h.host.config.deploy_to, &c.token)
             })
             .await;

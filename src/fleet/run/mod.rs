@@ -21,7 +21,7 @@ use crate::report::{
 };
 use crate::source::Prepared;
 use crate::transport::{
-    CONNECT_CONCURRENCY, ConnectOptions, Connection, OnLine, Output, Process, Stream,
+    CONNECT_CONCURRENCY, ConnectOptions, Connection, OnLine, Output, Process, Purpose, Stream,
     TransportError, within,
 };
 use crate::util;
@@ -55,6 +55,11 @@ const LOCK_POLL: Duration = Duration::from_secs(2);
 /// Lines of output kept in a failure.
 const TAIL_LINES: usize = 15;
 
+/// The commands an interposer tells apart (the dry run answers them as a host would).
+const PREFLIGHT: Purpose<'static> = Purpose::reads("connect", "preflight");
+const LOCK: Purpose<'static> = Purpose::changes("lock", "lock");
+const SWITCH: Purpose<'static> = Purpose::changes("switch", "switch");
+
 /// What a run switches the fleet to.
 pub enum Job {
     /// A new release, built on every host from this source.
@@ -86,6 +91,18 @@ pub struct Deploy {
     pub keep_failed: bool,
     /// How long to wait for a lock held by another run (zero: fail at once).
     pub lock_wait: Duration,
+    /// This run's identity, when it is given rather than chosen (a dry run and the real run it
+    /// shows can then be compared command for command).
+    pub identity: Option<Identity>,
+}
+
+/// What names a run on the hosts: its release id, its lock token, when it started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The release id (a deploy's; a rollback's comes from the hosts).
+    pub release: String,
+    pub token: String,
+    pub started_unix: u64,
 }
 
 /// The masker for every secret of a stage's hosts: their secret `env` values and the
@@ -329,11 +346,18 @@ pub(crate) fn operator() -> String {
 /// before the barrier it aborts cleanly (staged releases removed, locks released); after it, the
 /// switch and any compensation run to completion.
 pub async fn deploy(d: Deploy, reporter: Arc<dyn Reporter>, cancel: CancellationToken) -> Summary {
+    run_deploy(&d, reporter, cancel).await
+}
+
+async fn run_deploy(d: &Deploy, reporter: Arc<dyn Reporter>, cancel: CancellationToken) -> Summary {
     let started = Instant::now();
-    let started_unix = util::unix_now();
+    let started_unix = d
+        .identity
+        .as_ref()
+        .map_or_else(util::unix_now, |i| i.started_unix);
     let mut hosts: Vec<HostRun> = d.stage.hosts.iter().map(HostRun::new).collect();
-    let mut ctx = Ctx::new(&d, reporter, cancel.clone(), started_unix);
-    let mut proto = Protocol::with(hosts.len(), protocol_options(&d));
+    let mut ctx = Ctx::new(d, reporter, cancel.clone(), started_unix);
+    let mut proto = Protocol::with(hosts.len(), protocol_options(d));
     let mut phases: Vec<PhaseTiming> = Vec::new();
     let mut announced = false;
 
@@ -372,7 +396,7 @@ pub async fn deploy(d: Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellation
         let nothing_to_do =
             matches!(&action, Action::Unlock(ids) if ids.iter().all(|&i| hosts[i].unlocked));
         let events = {
-            let work = run_action(&action, &mut hosts, &ctx, &d, &steps_stop);
+            let work = run_action(&action, &mut hosts, &ctx, d, &steps_stop);
             if interruptible {
                 tokio::select! {
                     ev = work => ev,
@@ -433,18 +457,23 @@ pub async fn deploy(d: Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellation
                         }
                     }
                 }
+            } else if let Some(given) = &d.identity {
+                ctx.release = given.release.clone();
             } else {
                 // The id is chosen once every host has been inspected, so it is free everywhere.
                 ctx.release = free_release_id(started_unix, &hosts);
             }
-            ctx.token = format!(
-                "ship-{}-{}-{}",
-                ctx.release,
-                std::process::id(),
-                started.elapsed().as_nanos() % 1_000_000_007
-            );
+            ctx.token = match &d.identity {
+                Some(given) => given.token.clone(),
+                None => format!(
+                    "ship-{}-{}-{}",
+                    ctx.release,
+                    std::process::id(),
+                    started.elapsed().as_nanos() % 1_000_000_007
+                ),
+            };
         }
-        if phase == Phase::Lock && matches!(d.job, Job::Deploy(_)) {
+        if phase == Phase::Lock && matches!(d.job, Job::Deploy(_)) && d.identity.is_none() {
             // Under the lock, look again: a deploy that held it meanwhile may have taken the id.
             let fresh = free_release_id(started_unix, &hosts);
             if fresh != ctx.release {
@@ -453,16 +482,20 @@ pub async fn deploy(d: Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellation
                 let locked: Vec<usize> = (0..hosts.len())
                     .filter(|&i| proto.hosts[i].locked)
                     .collect();
-                simple(&locked, &mut hosts, &ctx, Phase::Lock, |h, c| {
-                    remote::relock(&h.host.config.deploy_to, &c.token, &owner)
-                })
+                on_each(
+                    &locked,
+                    &mut hosts,
+                    &ctx,
+                    (Phase::Lock, "relock"),
+                    |h, c| remote::relock(&h.host.config.deploy_to, &c.token, &owner),
+                )
                 .await;
             }
         }
         // The id is final once the hosts are locked.
         if phase == Phase::Lock && !announced {
             announced = true;
-            ctx.reporter.report(&started_event(&d, &ctx, &hosts));
+            ctx.reporter.report(&started_event(d, &ctx, &hosts));
         }
     };
     // Nothing is left armed (the protocol disarms every host it discards or unlocks; this is
@@ -470,7 +503,7 @@ pub async fn deploy(d: Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellation
     disarm(&(0..hosts.len()).collect::<Vec<_>>(), &mut hosts).await;
     if !announced {
         // The run ended before the lock phase (a host could not be reached or inspected).
-        ctx.reporter.report(&started_event(&d, &ctx, &hosts));
+        ctx.reporter.report(&started_event(d, &ctx, &hosts));
     }
 
     let states = proto.hosts.clone();
@@ -532,7 +565,7 @@ pub async fn deploy(d: Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellation
         hosts: host_summaries,
         flip_skew_ms,
         clock_error_ms,
-        canary: canary_names(&d),
+        canary: canary_names(d),
         untouched: d.stage.excluded.clone(),
         phases,
         elapsed_ms: started.elapsed().as_millis() as u64,
@@ -582,7 +615,7 @@ async fn run_action(
         Action::Observe => observe(ctx, d).await,
         Action::Revert(ids) => revert(ids, hosts, ctx).await,
         Action::MarkBad(ids) => {
-            simple(ids, hosts, ctx, Phase::Cleanup, |h, c| {
+            on_each(ids, hosts, ctx, (Phase::Cleanup, "mark bad"), |h, c| {
                 remote::mark_bad(&h.host.config.deploy_to, &[&c.release], None)
             })
             .await;
@@ -591,20 +624,24 @@ async fn run_action(
         Action::Discard(ids) => {
             match &d.job {
                 Job::Deploy(_) if d.keep_failed => {
-                    simple(ids, hosts, ctx, Phase::Discard, |h, c| {
-                        remote::discard_scratch(&h.host.config.deploy_to, &c.release)
-                    })
+                    on_each(
+                        ids,
+                        hosts,
+                        ctx,
+                        (Phase::Discard, "discard scratch"),
+                        |h, c| remote::discard_scratch(&h.host.config.deploy_to, &c.release),
+                    )
                     .await
                 }
                 Job::Deploy(_) => {
-                    simple(ids, hosts, ctx, Phase::Discard, |h, c| {
+                    on_each(ids, hosts, ctx, (Phase::Discard, "discard"), |h, c| {
                         remote::discard(&h.host.config.deploy_to, &c.release)
                     })
                     .await
                 }
                 // The target release stays: only its staged link goes.
                 Job::Rollback { .. } => {
-                    simple(ids, hosts, ctx, Phase::Discard, |h, c| {
+                    on_each(ids, hosts, ctx, (Phase::Discard, "unstage"), |h, c| {
                         remote::unstage(&h.host.config.deploy_to, &c.release)
                     })
                     .await
@@ -638,7 +675,7 @@ async fn run_action(
                 .copied()
                 .filter(|&i| !hosts[i].unlocked)
                 .collect();
-            simple(&still, hosts, ctx, Phase::Unlock, unlock_script).await;
+            on_each(&still, hosts, ctx, (Phase::Unlock, "unlock"), unlock_script).await;
             Vec::new()
         }
         Action::Finish(_) => Vec::new(),

@@ -1,125 +1,193 @@
-//! The dry run: every command a run would send to each host, with the hosts' real state.
+//! The dry run: the real run, recorded. [`plan`] drives the same phases as [`deploy`] through
+//! an interposer that lets the commands that only read go to the hosts and answers the ones
+//! that would change them as a host where they succeed would: what it prints is what a run
+//! sends, by construction, from the hosts' real state.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 use super::*;
+use crate::transport::interpose::{Dialog, Recording, Sent, Turn};
+use crate::transport::{Answer, Interposer};
 
 /// One command a run would send to a host.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PlannedCommand {
-    pub phase: Phase,
+    /// The phase it belongs to (`connect`, `lock`, `prepare`, `run_once`, `switch`…).
+    pub phase: String,
     pub name: String,
+    /// Whether it changes the host (a dry run sent only the others).
+    pub changes: bool,
     pub script: String,
+    /// Bytes that follow the script on its stdin (an artifact streamed to the host).
+    pub stdin_bytes: Option<usize>,
 }
 
-/// Everything a deploy would run on one host, in order.
+/// Everything a run would send to one host, in order.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct HostPlan {
     pub host: String,
-    /// Why the host could not be inspected (its commands are then not known).
+    /// Why the run would stop at this host (its later commands are then not known).
     pub error: Option<String>,
     pub commands: Vec<PlannedCommand>,
 }
 
-/// What `ship deploy --dry-run` prints: the commands of a deploy, rendered by the same code a
-/// real run uses, from the hosts' actual state (read, never changed).
+/// What `ship plan` (and `deploy --dry-run`, `rollback --dry-run`) prints: every command of a
+/// run, rendered by the run itself from the hosts' actual state (read, never changed).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RunPlan {
+    /// `deploy` or `rollback`.
+    pub kind: String,
     pub stage: String,
     pub release: String,
     pub revision: String,
     pub canary: Vec<String>,
+    /// How long the canary is held before the rest switch.
+    pub observe_ms: u64,
     pub run_once_host: Option<String>,
     pub hosts: Vec<HostPlan>,
 }
 
-/// Inspect the hosts (read-only) and render every command a deploy would send to each.
+/// Rehearse `d` on its hosts: connect and read them for real, answer everything that would
+/// change them, and return every command the run sent, per host, secrets masked.
 pub async fn plan(d: Deploy) -> RunPlan {
-    let Job::Deploy(source) = &d.job else {
-        return RunPlan {
-            stage: d.stage.name.clone(),
-            release: String::new(),
-            revision: String::new(),
-            canary: Vec::new(),
-            run_once_host: None,
-            hosts: Vec::new(),
-        };
-    };
-    let started_unix = util::unix_now();
-    let mut hosts: Vec<HostRun> = d.stage.hosts.iter().map(HostRun::new).collect();
-    let mut ctx = Ctx::new(
-        &d,
-        Arc::new(crate::report::Recorder::default()),
-        CancellationToken::new(),
-        started_unix,
-    );
-    let all: Vec<usize> = (0..hosts.len()).collect();
-    connect(&all, &mut hosts, &ctx, &d).await;
-    ctx.release = free_release_id(started_unix, &hosts);
-    ctx.token = format!("ship-{}-{}", ctx.release, std::process::id());
-    ctx.outcome = Some(Outcome::Deployed);
-    let options = protocol_options(&d);
-    let owner = owner_record(&ctx);
-    let mut out = Vec::new();
-    for (i, h) in hosts.iter().enumerate() {
-        if let Some(f) = &h.failure {
-            out.push(HostPlan {
-                host: h.host.name.clone(),
-                error: Some(f.message.clone()),
-                commands: Vec::new(),
-            });
-            continue;
-        }
-        let d_to = &h.host.config.deploy_to;
-        let plan = remote::Plan {
-            inline_payload: Some(&source.payload),
-            ..plan_for(h, &ctx, &source.delivery)
-        };
-        // Secrets are masked here as in every output.
-        let cmd = |phase, name: &str, script: String| PlannedCommand {
-            phase,
-            name: ctx.masker.mask(name),
-            script: ctx.masker.mask(&script),
-        };
-        let mut commands = vec![cmd(Phase::Lock, "lock", remote::lock(d_to, &owner))];
-        for step in remote::prepare(&plan) {
-            commands.push(cmd(Phase::Prepare, &step.name, step.script));
-        }
-        if options.run_once == Some(i) {
-            for step in run_once_steps(&plan, &h.host) {
-                commands.push(cmd(Phase::RunOnce, &step.name, step.script));
+    let (recording, summary, d) = rehearse(d).await;
+    let masker = masker_for(&d.stage);
+    let sent = recording.commands();
+    let hosts = d
+        .stage
+        .hosts
+        .iter()
+        .map(|host| {
+            let failure = summary
+                .hosts
+                .iter()
+                .find(|s| s.host == host.name)
+                .and_then(|s| s.failure.as_ref());
+            HostPlan {
+                host: host.name.clone(),
+                error: failure.map(|f| match &f.step {
+                    Some(step) => format!("{} ({step}): {}", f.phase, f.message),
+                    None => format!("{}: {}", f.phase, f.message),
+                }),
+                commands: sent
+                    .iter()
+                    .filter(|c| c.host == host.name)
+                    .map(|c| PlannedCommand {
+                        phase: c.phase.replace(' ', "_"),
+                        name: masker.mask(&c.name),
+                        changes: c.changes,
+                        script: masker.mask(&c.script),
+                        stdin_bytes: c.stdin_bytes,
+                    })
+                    .collect(),
             }
-        }
-        commands.push(cmd(
-            Phase::Switch,
-            "switch",
-            remote::armed_switch(d_to, &ctx.release),
-        ));
-        for step in verify_steps(&plan, &h.host) {
-            commands.push(cmd(Phase::Verify, &step.name, step.script));
-        }
-        commands.push(cmd(
-            Phase::Cleanup,
-            "journal, old releases and unlock",
-            finish_script(h, &ctx),
-        ));
-        out.push(HostPlan {
-            host: h.host.name.clone(),
-            error: None,
-            commands,
-        });
-    }
-    for h in &hosts {
-        if let Some(c) = &h.conn {
-            c.close().await;
-        }
-    }
+        })
+        .collect();
     RunPlan {
-        stage: d.stage.name.clone(),
-        release: ctx.release.clone(),
-        revision: ctx.revision.clone(),
-        canary: canary_names(&d),
-        run_once_host: options
+        kind: summary.kind.clone(),
+        stage: summary.stage.clone(),
+        release: summary.release.clone(),
+        revision: summary.revision.clone(),
+        canary: summary.canary.clone(),
+        observe_ms: d.observe.as_millis() as u64,
+        run_once_host: protocol_options(&d)
             .run_once
             .and_then(|i| d.stage.hosts.get(i).map(|h| h.name.clone())),
-        hosts: out,
+        hosts,
+    }
+}
+
+/// Run `d` through the rehearsal: what it sent (unmasked), its summary, and `d` back.
+async fn rehearse(mut d: Deploy) -> (Arc<Recording>, Summary, Deploy) {
+    let recording = Arc::new(Recording::new(Some(Arc::new(Rehearsal::default()))));
+    let run = Deploy {
+        stage: d.stage.clone(),
+        job: std::mem::replace(&mut d.job, Job::Rollback { to: None }),
+        connect: ConnectOptions {
+            interposer: Some(recording.clone()),
+            ..d.connect.clone()
+        },
+        canary: d.canary.clone(),
+        // Holds change nothing on a host: a rehearsal does not wait them out, nor for a lock.
+        observe: Duration::ZERO,
+        keep_failed: d.keep_failed,
+        lock_wait: Duration::ZERO,
+        identity: d.identity.clone(),
+    };
+    let summary = run_deploy(
+        &run,
+        Arc::new(crate::report::Recorder::default()),
+        CancellationToken::new(),
+    )
+    .await;
+    d.job = run.job;
+    (recording, summary, d)
+}
+
+/// Answers for a rehearsal: reads go to the host; what would change it is answered as a host
+/// where it succeeded answers, from what the reads found there.
+#[derive(Default)]
+struct Rehearsal {
+    /// Each host's preflight, as it answered.
+    found: Mutex<HashMap<String, Preflight>>,
+}
+
+impl Interposer for Rehearsal {
+    fn command(&self, sent: &Sent<'_>) -> Answer {
+        if !sent.purpose.changes {
+            return Answer::Pass;
+        }
+        if sent.purpose == LOCK {
+            let found = self.found.lock().ok();
+            let pf = found.as_ref().and_then(|f| f.get(sent.host));
+            return match pf.and_then(|p| p.lock.as_deref()) {
+                Some(owner) => Answer::exit(LOCK_HELD, &remote::lock_held_reply(owner)),
+                None => Answer::ok(&remote::lock_taken_reply(
+                    pf.map(|p| p.releases.as_slice()).unwrap_or_default(),
+                )),
+            };
+        }
+        if sent.purpose == SWITCH {
+            return Answer::Dialog(Box::new(SwitchRehearsal));
+        }
+        Answer::ok("")
+    }
+
+    fn replied(&self, sent: &Sent<'_>, out: &Output) {
+        if sent.purpose == PREFLIGHT && out.success() {
+            if let Ok(mut f) = self.found.lock() {
+                f.insert(sent.host.to_owned(), Preflight::parse(&out.stdout_text()));
+            }
+        }
+    }
+}
+
+/// The armed switch of a host where everything works: ready at once, switched on its word.
+struct SwitchRehearsal;
+
+impl Dialog for SwitchRehearsal {
+    fn opening(&mut self) -> Vec<String> {
+        vec![remote::SWITCH_READY.to_owned()]
+    }
+
+    fn answer(&mut self, line: &str) -> Turn {
+        let now_ns = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+                .to_string()
+        };
+        match line.trim() {
+            "t" => Turn::Print(vec![format!("t {}", clock::now_us())]),
+            "go" => Turn::Exit(vec![now_ns()], 0),
+            w if w.starts_with("at ") => Turn::Exit(vec![now_ns()], 0),
+            _ => Turn::Exit(Vec::new(), SWITCH_CANCELLED),
+        }
+    }
+
+    fn closed(&mut self) -> Turn {
+        Turn::Exit(Vec::new(), SWITCH_CANCELLED)
     }
 }

@@ -170,7 +170,10 @@ pub(super) async fn stage_target(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx
             ctx.phase(&name, Phase::Prepare);
             let t0 = Instant::now();
             let r = match conn {
-                Some(c) => c.run(&script, None, None, t).await,
+                Some(c) => {
+                    let what = Purpose::changes("prepare", "stage the target");
+                    c.run(what, &script, None, None, t).await
+                }
                 None => Err(TransportError::Other("not connected".into())),
             };
             if matches!(&r, Ok(o) if o.success()) {

@@ -28,6 +28,7 @@ pub(super) async fn run_steps(
         let stdin = if step.takes_payload { payload } else { None };
         let on_line = Some(ctx.on_line(&host.name));
         let agent = needs_agent(step);
+        let what = Purpose::changes(phase.as_str(), &step.name);
         if agent && agent_conn.is_none() {
             match conn.for_agent().await {
                 Ok(Some(c)) => agent_conn = Some(c),
@@ -42,10 +43,17 @@ pub(super) async fn run_steps(
             _ => conn,
         };
         let result = if step.quick {
-            on.run(&step.script, stdin, on_line, host.config.timeouts.step)
-                .await
+            on.run(
+                what,
+                &step.script,
+                stdin,
+                on_line,
+                host.config.timeouts.step,
+            )
+            .await
         } else {
             on.run_step(
+                what,
                 &step.script,
                 stdin,
                 on_line,

@@ -172,7 +172,10 @@ pub(super) async fn revert(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx) -> V
         async move {
             ctx.phase(&name, Phase::Revert);
             let r = match conn {
-                Some(c) => c.run(&script, None, None, t).await,
+                Some(c) => {
+                    c.run(Purpose::changes("revert", "revert"), &script, None, None, t)
+                        .await
+                }
                 None => Err(TransportError::Other("not connected".into())),
             };
             (i, script, r)
