@@ -729,30 +729,4 @@ fn plan_for<'a>(h: &'a HostRun, ctx: &'a Ctx, delivery: &'a remote::Delivery) ->
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn release_id_moves_forward_only_when_taken() {
-        let t = 1_795_319_788; // 20261122035628
-        let a = vec!["20261122035628".to_owned()];
-        let b = vec!["20261122035629".to_owned()];
-        assert_eq!(choose_release_id(t + 100, &[&a]), "20261122035808");
-        assert_eq!(choose_release_id(t, &[&a]), "20261122035629");
-        assert_eq!(choose_release_id(t, &[&a, &b]), "20261122035630");
-    }
-
-    #[test]
-    fn stamps_from_gnu_and_busybox_date() {
-        assert_eq!(
-            switch_stamp("ship-switch-ready\n1795319788123456789\n"),
-            Some(1_795_319_788_123_456_789)
-        );
-        assert_eq!(
-            switch_stamp("ship-switch-ready\n1795319788%N\n"),
-            Some(1_795_319_788_000_000_000)
-        );
-        assert_eq!(switch_stamp(""), None);
-        assert_eq!(switch_stamp("ship-switch-ready\n"), None);
-    }
-}
+mod tests;

@@ -1,0 +1,737 @@
+//! The runner driven in-process: whole deploys and rollbacks on local hosts (temp dirs, real
+//! `sh`), with faults injected per host and command through an interposer — a refused
+//! connection, a failing build, a rename that fails, a host lost after its word, a lock whose
+//! answer never came. Each test asserts the protocol's outcome, what every host holds
+//! afterwards, and which commands were sent. No sshd and no root: milliseconds per deploy. The
+//! end-to-end suite (tests/e2e) covers the same ground against real OpenSSH servers.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use super::*;
+use crate::report::Recorder;
+use crate::transport::interpose::{Dialog, Recorded, Recording, Sent, Turn};
+use crate::transport::{Answer, Interposer};
+
+/// A fleet of `n` local hosts (`h1`…) under a temp dir, deploying `app/`.
+struct Local {
+    dir: tempfile::TempDir,
+    stage: Stage,
+}
+
+impl Local {
+    fn new(n: usize, extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let app = dir.path().join("app");
+        std::fs::create_dir_all(&app).expect("app dir");
+        std::fs::write(app.join("index.php"), "<?php echo 'hello';\n").expect("app file");
+        std::fs::write(app.join("build.sh"), "echo building; mkdir -p public\n").expect("build");
+        let mut hosts = String::new();
+        for i in 1..=n {
+            let d = dir.path().join(format!("h{i}"));
+            hosts.push_str(&format!("      h{i}: {{ deploy_to: {} }}\n", d.display()));
+        }
+        let text = format!(
+            "defaults:\n  source:\n    artifact: {}\n  shared:\n    files: [.env]\n    dirs: \
+             [storage]\n  build:\n    - sh build.sh\n  keep_releases: 3\n{extra}stages:\n  \
+             local:\n    connection: local\n    hosts:\n{hosts}",
+            app.display()
+        );
+        let file = dir.path().join("inventory.yaml");
+        let inv = crate::inventory::parse_inventory(&file, &text)
+            .unwrap_or_else(|e| panic!("inventory: {e}\n{text}"));
+        let stage = inv.stage("local").expect("stage").clone();
+        Local { dir, stage }
+    }
+
+    fn host(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("h{i}"))
+    }
+
+    /// Where `current` points on host `i` (the release id), if anywhere.
+    fn current(&self, i: usize) -> Option<String> {
+        let target = std::fs::read_link(self.host(i).join("current")).ok()?;
+        Some(target.file_name()?.to_string_lossy().into_owned())
+    }
+
+    fn releases(&self, i: usize) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.host(i).join("releases"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    fn locked(&self, i: usize) -> bool {
+        self.host(i).join(".ship/lock").exists()
+    }
+
+    fn journal_lines(&self, i: usize) -> usize {
+        std::fs::read_to_string(self.host(i).join(".ship/history"))
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    }
+
+    /// Leftovers of a run in `.ship/` (staged links, scratch files).
+    fn scratch(&self, i: usize) -> Vec<String> {
+        std::fs::read_dir(self.host(i).join(".ship"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| {
+                        n.starts_with("stage-") || n.starts_with("work-") || n.ends_with(".tar")
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// A deploy of the stage through `faults` (if any), every command recorded.
+    fn deploy(&self, faults: Option<Arc<dyn Interposer>>) -> Run {
+        self.run(self.deploy_job(), faults, Vec::new(), None)
+    }
+
+    fn deploy_job(&self) -> Job {
+        let source = self.stage.source().expect("a source").clone();
+        Job::Deploy(crate::source::prepare(&source).expect("artifact"))
+    }
+
+    fn run(
+        &self,
+        job: Job,
+        faults: Option<Arc<dyn Interposer>>,
+        canary: Vec<usize>,
+        cancel: Option<CancellationToken>,
+    ) -> Run {
+        let recording = Arc::new(Recording::new(faults));
+        let d = Deploy {
+            stage: self.stage.clone(),
+            job,
+            connect: ConnectOptions {
+                interposer: Some(recording.clone()),
+                ..ConnectOptions::default()
+            },
+            canary,
+            observe: Duration::ZERO,
+            keep_failed: false,
+            lock_wait: Duration::ZERO,
+            identity: None,
+        };
+        let events = Arc::new(Recorder::default());
+        let cancel = cancel.unwrap_or_default();
+        let summary = block_on(deploy(d, events.clone(), cancel));
+        Run {
+            summary,
+            sent: recording.commands(),
+        }
+    }
+}
+
+/// A run's summary and every command it sent.
+struct Run {
+    summary: Summary,
+    sent: Vec<Recorded>,
+}
+
+impl Run {
+    /// The names of the commands sent to `host` in `phase`.
+    fn sent(&self, host: &str, phase: &str) -> Vec<String> {
+        self.sent
+            .iter()
+            .filter(|c| c.host == host && c.phase == phase)
+            .map(|c| c.name.clone())
+            .collect()
+    }
+
+    fn failure(&self, host: &str) -> Option<&Failure> {
+        self.summary
+            .hosts
+            .iter()
+            .find(|h| h.host == host)
+            .and_then(|h| h.failure.as_ref())
+    }
+
+    fn result(&self, host: &str) -> HostResult {
+        self.summary
+            .hosts
+            .iter()
+            .find(|h| h.host == host)
+            .map(|h| h.result)
+            .unwrap_or_else(|| panic!("no summary for {host}"))
+    }
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
+type Make = Box<dyn Fn() -> Answer + Send + Sync>;
+
+/// Faults by host and command: the first rule that matches a command answers it (a rule
+/// matches a command whose phase is its phase and whose name starts with its name).
+#[derive(Default)]
+struct Faults {
+    refuse: Vec<&'static str>,
+    rules: Vec<(&'static str, &'static str, &'static str, Make)>,
+    fired: Mutex<Vec<String>>,
+}
+
+impl Faults {
+    fn refuse(mut self, host: &'static str) -> Self {
+        self.refuse.push(host);
+        self
+    }
+
+    fn on(
+        mut self,
+        host: &'static str,
+        phase: &'static str,
+        name: &'static str,
+        answer: impl Fn() -> Answer + Send + Sync + 'static,
+    ) -> Self {
+        self.rules.push((host, phase, name, Box::new(answer)));
+        self
+    }
+
+    fn into_arc(self) -> (Arc<Faults>, Option<Arc<dyn Interposer>>) {
+        let a = Arc::new(self);
+        let dynamic: Arc<dyn Interposer> = a.clone();
+        (a, Some(dynamic))
+    }
+
+    fn fired(&self) -> Vec<String> {
+        self.fired.lock().map(|f| f.clone()).unwrap_or_default()
+    }
+}
+
+impl Interposer for Faults {
+    fn connect(&self, host: &Host) -> Result<(), TransportError> {
+        if self.refuse.contains(&host.name.as_str()) {
+            return Err(TransportError::Connect {
+                addr: format!("{}:22", host.name),
+                reason: "Connection refused (os error 111)".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn command(&self, sent: &Sent<'_>) -> Answer {
+        for (host, phase, name, make) in &self.rules {
+            if *host == sent.host
+                && *phase == sent.purpose.phase
+                && sent.purpose.name.starts_with(name)
+            {
+                if let Ok(mut f) = self.fired.lock() {
+                    f.push(format!("{host} {phase} {}", sent.purpose.name));
+                }
+                return make();
+            }
+        }
+        Answer::Pass
+    }
+}
+
+/// An armed switch that is ready, and on its word does `then` instead of renaming.
+struct SwitchThen(fn() -> Turn);
+
+impl Dialog for SwitchThen {
+    fn opening(&mut self) -> Vec<String> {
+        vec![remote::SWITCH_READY.to_owned()]
+    }
+    fn answer(&mut self, line: &str) -> Turn {
+        match line.trim() {
+            "go" => (self.0)(),
+            w if w.starts_with("at ") => (self.0)(),
+            _ => Turn::Print(Vec::new()),
+        }
+    }
+    fn closed(&mut self) -> Turn {
+        Turn::Exit(Vec::new(), SWITCH_CANCELLED)
+    }
+}
+
+/// Every host on `release`, unlocked, with nothing left in `.ship/` by the run.
+fn assert_fleet_on(l: &Local, release: Option<&str>) {
+    for i in 1..=l.stage.hosts.len() {
+        assert_eq!(l.current(i).as_deref(), release, "h{i}: current");
+        assert!(!l.locked(i), "h{i}: still locked");
+        assert!(l.scratch(i).is_empty(), "h{i}: left {:?}", l.scratch(i));
+        assert!(
+            l.host(i).join("shared/storage").is_dir() || release.is_none(),
+            "h{i}: shared"
+        );
+    }
+}
+
+/// No host was told to switch: each is unchanged, and nothing had to be switched back (a host's
+/// switch is armed at the end of its prepare, so an armed switch is no evidence).
+fn assert_no_host_switched(run: &Run) {
+    for h in &run.summary.hosts {
+        assert_eq!(h.result, HostResult::Unchanged, "{}", h.host);
+    }
+    assert!(run.sent.iter().all(|c| c.phase != "revert"), "{:?}", run.sent);
+}
+
+#[test]
+fn every_host_switches_to_the_new_release_and_the_commands_follow_the_protocol() {
+    let l = Local::new(3, "");
+    let run = l.deploy(None);
+    assert_eq!(run.summary.outcome, Outcome::Deployed);
+    let release = run.summary.release.clone();
+    assert_fleet_on(&l, Some(&release));
+    for (i, h) in ["h1", "h2", "h3"].iter().enumerate() {
+        assert_eq!(run.result(h), HostResult::Switched);
+        assert_eq!(l.releases(i + 1), vec![release.clone()]);
+        assert_eq!(l.journal_lines(i + 1), 1);
+        let phases: Vec<&str> = run
+            .sent
+            .iter()
+            .filter(|c| c.host == *h)
+            .map(|c| c.phase.as_str())
+            .collect();
+        assert_eq!(
+            phases,
+            [
+                "connect", "lock", "prepare", "prepare", "prepare", "prepare", "switch", "cleanup"
+            ],
+            "{h}"
+        );
+        assert_eq!(
+            run.sent(h, "prepare"),
+            ["upload", "link", "build: sh build.sh", "complete"]
+        );
+    }
+    // Only the preflight reads; everything else changes the host.
+    assert!(
+        run.sent
+            .iter()
+            .all(|c| c.changes == (c.name != "preflight"))
+    );
+}
+
+#[test]
+fn a_refused_connection_stops_the_deploy_before_any_host_is_changed() {
+    let l = Local::new(3, "");
+    let (_, faults) = Faults::default().refuse("h2").into_arc();
+    let run = l.deploy(faults);
+    assert_eq!(run.summary.outcome, Outcome::Aborted);
+    let f = run.failure("h2").expect("h2 failed");
+    assert_eq!(f.phase, Phase::Connect);
+    assert!(f.message.contains("Connection refused"), "{}", f.message);
+    // Nothing but reads reached any host, and no host has anything of the run.
+    assert!(run.sent.iter().all(|c| !c.changes), "{:?}", run.sent);
+    for i in 1..=3 {
+        assert!(!l.host(i).join("releases").exists(), "h{i}");
+        assert!(!l.locked(i), "h{i}");
+    }
+}
+
+#[test]
+fn a_failing_build_on_one_host_switches_no_host_and_removes_the_release_everywhere() {
+    let l = Local::new(3, "");
+    let first = l.deploy(None);
+    assert_eq!(first.summary.outcome, Outcome::Deployed);
+    let a = first.summary.release.clone();
+    std::thread::sleep(Duration::from_millis(1100));
+    let (_, faults) = Faults::default()
+        .on("h3", "prepare", "build", || {
+            Answer::failed(127, "sh: composer: not found\n")
+        })
+        .into_arc();
+    let run = l.deploy(faults);
+    assert_eq!(run.summary.outcome, Outcome::Aborted);
+    let f = run.failure("h3").expect("h3 failed");
+    assert_eq!(f.phase, Phase::Prepare);
+    assert_eq!(f.step.as_deref(), Some("build: sh build.sh"));
+    assert_eq!(f.exit_status, Some(127));
+    assert!(
+        f.output_tail
+            .iter()
+            .any(|l| l.contains("composer: not found"))
+    );
+    assert!(
+        run.sent.iter().all(|c| c.phase != "switch"),
+        "a switch was sent"
+    );
+    assert_fleet_on(&l, Some(&a));
+    for i in 1..=3 {
+        assert_eq!(
+            l.releases(i),
+            vec![a.clone()],
+            "h{i}: the failed release stays"
+        );
+        assert_eq!(l.journal_lines(i), 2, "h{i}: the abort is journaled");
+    }
+}
+
+#[test]
+fn a_rename_that_fails_on_one_host_switches_every_other_host_back() {
+    let l = Local::new(3, "");
+    let a = l.deploy(None).summary.release;
+    std::thread::sleep(Duration::from_millis(1100));
+    let (_, faults) = Faults::default()
+        .on("h2", "switch", "switch", || {
+            Answer::Dialog(Box::new(SwitchThen(|| {
+                Turn::Exit(Vec::new(), SWITCH_RENAME_FAILED)
+            })))
+        })
+        .into_arc();
+    let run = l.deploy(faults);
+    assert_eq!(run.summary.outcome, Outcome::RolledBack);
+    assert_eq!(run.failure("h2").map(|f| f.phase), Some(Phase::Switch));
+    assert_eq!(run.result("h1"), HostResult::Reverted);
+    assert_eq!(run.result("h3"), HostResult::Reverted);
+    assert_eq!(run.sent("h1", "revert"), ["revert"]);
+    assert_eq!(run.sent("h3", "revert"), ["revert"]);
+    assert_fleet_on(&l, Some(&a));
+    for i in 1..=3 {
+        assert_eq!(l.releases(i), vec![a.clone()], "h{i}");
+    }
+}
+
+#[test]
+fn a_host_lost_after_its_word_is_switched_back_with_the_rest() {
+    let l = Local::new(3, "");
+    let a = l.deploy(None).summary.release;
+    std::thread::sleep(Duration::from_millis(1100));
+    let (_, faults) = Faults::default()
+        .on("h1", "switch", "switch", || {
+            Answer::Dialog(Box::new(SwitchThen(|| {
+                Turn::Lost("connection reset by peer".into())
+            })))
+        })
+        .into_arc();
+    let run = l.deploy(faults);
+    // Whether h1 switched is unknown: every host is switched back, h1 included.
+    assert_eq!(run.summary.outcome, Outcome::RolledBack);
+    assert_eq!(run.sent("h1", "revert"), ["revert"]);
+    assert_fleet_on(&l, Some(&a));
+}
+
+#[test]
+fn a_lock_held_by_another_run_stops_the_deploy_and_is_left_to_its_owner() {
+    let l = Local::new(2, "");
+    let a = l.deploy(None).summary.release;
+    let lock = l.host(2).join(".ship/lock");
+    std::fs::create_dir_all(&lock).expect("lock");
+    let owner = r#"{"token":"ship-other-1","kind":"deploy","user":"alice","controller":"laptop","pid":1,"release":"20990101000000","started":"2026-12-04T10:00:00Z"}"#;
+    std::fs::write(lock.join("owner"), format!("{owner}\n")).expect("owner");
+    let run = l.deploy(None);
+    assert_eq!(run.summary.outcome, Outcome::Aborted);
+    let h2 = run
+        .summary
+        .hosts
+        .iter()
+        .find(|h| h.host == "h2")
+        .expect("h2");
+    assert!(h2.locked_by_other);
+    assert!(
+        h2.failure
+            .as_ref()
+            .is_some_and(|f| f.message.contains("alice"))
+    );
+    assert!(run.sent.iter().all(|c| !c.changes), "{:?}", run.sent);
+    // The other run's lock is untouched; h1 was never locked.
+    assert_eq!(
+        std::fs::read_to_string(lock.join("owner")).expect("owner"),
+        format!("{owner}\n")
+    );
+    assert!(!l.locked(1));
+    assert_eq!(l.current(1).as_deref(), Some(a.as_str()));
+    assert_eq!(l.current(2).as_deref(), Some(a.as_str()));
+}
+
+#[test]
+fn a_lock_whose_answer_was_lost_is_released_on_every_host_that_took_it() {
+    let l = Local::new(3, "");
+    let (_, faults) = Faults::default()
+        .on("h3", "lock", "lock", || {
+            Answer::Fail(TransportError::Lost("connection reset".into()))
+        })
+        .into_arc();
+    let run = l.deploy(faults);
+    assert_eq!(run.summary.outcome, Outcome::Aborted);
+    assert_eq!(run.failure("h3").map(|f| f.phase), Some(Phase::Lock));
+    assert!(run.sent.iter().all(|c| c.phase != "prepare"));
+    // h1 and h2 took their locks and gave them back; h3's command never ran here.
+    for i in 1..=3 {
+        assert!(!l.locked(i), "h{i}");
+        assert!(l.releases(i).is_empty(), "h{i}");
+    }
+    assert!(!run.sent("h1", "unlock").is_empty() || !run.sent("h1", "cleanup").is_empty());
+}
+
+#[test]
+fn a_build_that_never_ends_is_stopped_at_the_step_timeout() {
+    let l = Local::new(2, "  step_timeout: 400ms\n");
+    let (_, faults) = Faults::default()
+        .on("h2", "prepare", "build", || Answer::Hang)
+        .into_arc();
+    let t0 = Instant::now();
+    let run = l.deploy(faults);
+    assert_eq!(run.summary.outcome, Outcome::Aborted);
+    let f = run.failure("h2").expect("h2 failed");
+    assert!(f.message.contains("timed out after"), "{}", f.message);
+    assert!(f.message.contains("timeouts.step"), "{}", f.message);
+    assert!(
+        f.message.contains("it was stopped on the host"),
+        "{}",
+        f.message
+    );
+    assert!(t0.elapsed() < Duration::from_secs(60));
+    assert_fleet_on(&l, None);
+    for i in 1..=2 {
+        assert!(l.releases(i).is_empty(), "h{i}");
+    }
+}
+
+#[test]
+fn an_interruption_during_the_build_leaves_every_host_as_it_was() {
+    let l = Local::new(3, "");
+    let a = l.deploy(None).summary.release;
+    std::thread::sleep(Duration::from_millis(1100));
+    let cancel = CancellationToken::new();
+    let trip = cancel.clone();
+    let (_, faults) = Faults::default()
+        .on("h2", "prepare", "build", move || {
+            trip.cancel();
+            Answer::Hang
+        })
+        .into_arc();
+    let run = l.run(l.deploy_job(), faults, Vec::new(), Some(cancel));
+    assert_eq!(run.summary.outcome, Outcome::Aborted);
+    assert_no_host_switched(&run);
+    assert_fleet_on(&l, Some(&a));
+    for i in 1..=3 {
+        assert_eq!(l.releases(i), vec![a.clone()], "h{i}");
+    }
+}
+
+#[test]
+fn a_failed_health_check_switches_the_whole_fleet_back() {
+    let l = Local::new(
+        3,
+        "  health_check:\n    command: \"true\"\n    retries: 1\n",
+    );
+    let a = l.deploy(None).summary.release;
+    std::thread::sleep(Duration::from_millis(1100));
+    let (faults, dynamic) = Faults::default()
+        .on("h2", "verify", "health", || Answer::failed(1, "HTTP 502\n"))
+        .into_arc();
+    let run = l.deploy(dynamic);
+    assert!(!faults.fired().is_empty(), "the health check was never run");
+    assert_eq!(run.summary.outcome, Outcome::RolledBack);
+    assert_eq!(run.failure("h2").map(|f| f.phase), Some(Phase::Verify));
+    for h in ["h1", "h2", "h3"] {
+        assert_eq!(run.result(h), HostResult::Reverted, "{h}");
+    }
+    assert_fleet_on(&l, Some(&a));
+}
+
+#[test]
+fn a_canary_that_fails_its_check_is_switched_back_and_the_rest_never_switch() {
+    let l = Local::new(
+        3,
+        "  health_check:\n    command: \"true\"\n    retries: 1\n",
+    );
+    let a = l.deploy(None).summary.release;
+    std::thread::sleep(Duration::from_millis(1100));
+    let (_, faults) = Faults::default()
+        .on("h1", "verify", "health", || Answer::failed(1, "HTTP 500\n"))
+        .into_arc();
+    let run = l.run(l.deploy_job(), faults, vec![0], None);
+    assert_eq!(run.summary.outcome, Outcome::RolledBack);
+    assert_eq!(run.result("h1"), HostResult::Reverted);
+    assert_eq!(run.result("h2"), HostResult::Unchanged);
+    assert_eq!(run.result("h3"), HostResult::Unchanged);
+    // Their switches were armed at the end of their prepare, and never told to go.
+    assert!(run.sent("h2", "revert").is_empty() && run.sent("h3", "revert").is_empty());
+    assert_fleet_on(&l, Some(&a));
+}
+
+#[test]
+fn a_failing_run_once_step_stops_the_deploy_before_any_switch() {
+    let l = Local::new(2, "  run_once:\n    - php artisan migrate --force\n");
+    let (_, faults) = Faults::default()
+        .on("h1", "run once", "run once", || {
+            Answer::failed(1, "SQLSTATE[HY000] [2002] Connection refused\n")
+        })
+        .into_arc();
+    let run = l.deploy(faults);
+    assert_eq!(run.summary.outcome, Outcome::Aborted);
+    assert_eq!(run.failure("h1").map(|f| f.phase), Some(Phase::RunOnce));
+    assert!(
+        run.sent("h2", "run once").is_empty(),
+        "run-once runs on one host"
+    );
+    assert_no_host_switched(&run);
+    assert_fleet_on(&l, None);
+}
+
+#[test]
+fn a_lock_that_cannot_be_given_back_is_reported_and_the_deploy_still_stands() {
+    let l = Local::new(2, "");
+    let (_, faults) = Faults::default()
+        .on("h2", "cleanup", "journal", || {
+            Answer::failed(1, "rm: Permission denied\n")
+        })
+        .on("h2", "unlock", "unlock", || {
+            Answer::failed(1, "rm: Permission denied\n")
+        })
+        .into_arc();
+    let run = l.deploy(faults);
+    assert_eq!(run.summary.outcome, Outcome::Deployed);
+    let h2 = run
+        .summary
+        .hosts
+        .iter()
+        .find(|h| h.host == "h2")
+        .expect("h2");
+    assert!(h2.lock_left, "the summary must say the lock stayed");
+    // The answers were faked, so the lock really is still there, and the summary says so.
+    assert!(l.locked(2));
+    assert!(!l.locked(1));
+    assert_eq!(l.current(1), l.current(2));
+}
+
+#[test]
+fn a_rollback_switches_every_host_to_the_release_before_and_marks_the_one_left_bad() {
+    let l = Local::new(2, "");
+    let a = l.deploy(None).summary.release;
+    std::thread::sleep(Duration::from_millis(1100));
+    let b = l.deploy(None).summary.release;
+    assert_ne!(a, b);
+    let run = l.run(Job::Rollback { to: None }, None, Vec::new(), None);
+    assert_eq!(run.summary.outcome, Outcome::Deployed);
+    assert_eq!(run.summary.release, a);
+    assert_fleet_on(&l, Some(&a));
+    for i in 1..=2 {
+        assert_eq!(l.releases(i), vec![a.clone(), b.clone()], "h{i}");
+        assert!(l.host(i).join(format!(".ship/bad/{b}")).exists(), "h{i}");
+    }
+    assert!(
+        run.sent
+            .iter()
+            .all(|c| c.phase != "prepare" || c.name == "stage the target")
+    );
+}
+
+#[test]
+fn the_dry_run_sends_exactly_the_commands_of_the_real_run() {
+    let l = Local::new(
+        3,
+        "  run_once:\n    - echo migrate\n  after_switch:\n    - echo warm\n",
+    );
+    let first = l.deploy(None);
+    assert_eq!(first.summary.outcome, Outcome::Deployed);
+    let identity = Identity {
+        release: "20991231235959".into(),
+        token: "ship-20991231235959-test".into(),
+        started_unix: util::unix_now(),
+    };
+    let make = |interposer: Option<Arc<dyn Interposer>>| Deploy {
+        stage: l.stage.clone(),
+        job: l.deploy_job(),
+        connect: ConnectOptions {
+            interposer,
+            ..ConnectOptions::default()
+        },
+        canary: Vec::new(),
+        observe: Duration::ZERO,
+        keep_failed: false,
+        lock_wait: Duration::ZERO,
+        identity: Some(identity.clone()),
+    };
+    let planned = block_on(plan(make(None)));
+    assert!(planned.hosts.iter().all(|h| h.error.is_none()));
+    // Nothing changed on any host.
+    for i in 1..=3 {
+        assert_eq!(l.releases(i), vec![first.summary.release.clone()]);
+        assert!(!l.locked(i));
+    }
+    let recording = Arc::new(Recording::new(None));
+    let summary = block_on(deploy(
+        make(Some(recording.clone())),
+        Arc::new(Recorder::default()),
+        CancellationToken::new(),
+    ));
+    assert_eq!(summary.outcome, Outcome::Deployed);
+    assert_eq!(summary.release, identity.release);
+    // The journal line says when the run finished: the one thing that differs.
+    let finished = |s: &str| {
+        let mut s = s.to_owned();
+        while let Some(i) = s.find("\"finished\":\"") {
+            let end = s[i + 12..].find('"').map_or(s.len(), |e| i + 12 + e + 1);
+            s.replace_range(i..end, "FINISHED");
+        }
+        s
+    };
+    let real: Vec<(String, String, String, String)> = recording
+        .commands()
+        .into_iter()
+        .map(|c| {
+            (
+                c.host,
+                c.phase.replace(' ', "_"),
+                c.name,
+                finished(&c.script),
+            )
+        })
+        .collect();
+    let shown: Vec<(String, String, String, String)> = planned
+        .hosts
+        .iter()
+        .flat_map(|h| {
+            h.commands.iter().map(|c| {
+                (
+                    h.host.clone(),
+                    c.phase.clone(),
+                    c.name.clone(),
+                    finished(&c.script),
+                )
+            })
+        })
+        .collect();
+    let by_host = |v: &[(String, String, String, String)], h: &str| -> Vec<_> {
+        v.iter().filter(|c| c.0 == h).cloned().collect()
+    };
+    for h in ["h1", "h2", "h3"] {
+        let (r, s) = (by_host(&real, h), by_host(&shown, h));
+        assert!(r.len() >= 8, "{h}: {r:?}");
+        assert_eq!(r, s, "{h}: the plan differs from the real run");
+    }
+    assert_fleet_on(&l, Some(&identity.release));
+}
+
+#[test]
+fn release_id_moves_forward_only_when_taken() {
+    let t = 1_795_319_788; // 20261122035628
+    let a = vec!["20261122035628".to_owned()];
+    let b = vec!["20261122035629".to_owned()];
+    assert_eq!(choose_release_id(t + 100, &[&a]), "20261122035808");
+    assert_eq!(choose_release_id(t, &[&a]), "20261122035629");
+    assert_eq!(choose_release_id(t, &[&a, &b]), "20261122035630");
+}
+
+#[test]
+fn stamps_from_gnu_and_busybox_date() {
+    assert_eq!(
+        switch_stamp("ship-switch-ready\n1795319788123456789\n"),
+        Some(1_795_319_788_123_456_789)
+    );
+    assert_eq!(
+        switch_stamp("ship-switch-ready\n1795319788%N\n"),
+        Some(1_795_319_788_000_000_000)
+    );
+    assert_eq!(switch_stamp(""), None);
+    assert_eq!(switch_stamp("ship-switch-ready\n"), None);
+}
