@@ -365,31 +365,23 @@ pub async fn release_locks(
                         .await
                     {
                         Ok(o) if o.success() => {
-                            for l in o.stdout_text().lines() {
-                                if let Some(p) = l.strip_prefix("removed=") {
-                                    r.removed.push(p.trim_matches('\'').to_owned());
-                                } else if let Some(p) = l.strip_prefix("kept=") {
-                                    r.kept.push(format!(
-                                        "{} (it is current there)",
-                                        p.trim_matches('\'')
-                                    ));
-                                } else if let Some(p) = l.strip_prefix("complete=") {
-                                    r.kept.push(format!(
-                                        "{} (complete: a finished release is removed only when \
-                                         named, e.g. by cleanup or `ship rollback`)",
-                                        p.trim_matches('\'')
-                                    ));
-                                } else if l == "gone=.ship/lock" {
-                                    r.gone = true;
-                                }
+                            let answer = remote::Released::parse(&o.stdout_text());
+                            r.removed = answer.removed;
+                            r.gone = answer.gone;
+                            for p in answer.kept_current {
+                                r.kept.push(format!("{p} (it is current there)"));
+                            }
+                            for p in answer.kept_complete {
+                                r.kept.push(format!(
+                                    "{p} (complete: a finished release is removed only when \
+                                     named, e.g. by cleanup or `ship rollback`)"
+                                ));
                             }
                         }
                         Ok(o) if o.status == Some(remote::LOCK_CHANGED) => {
-                            let now = o
-                                .stdout_text()
-                                .lines()
-                                .find_map(|l| l.strip_prefix("lock-changed="))
-                                .map(|raw| HeldLock::read(raw, &controller).who())
+                            let now = remote::Released::parse(&o.stdout_text())
+                                .changed_to
+                                .map(|raw| HeldLock::read(&raw, &controller).who())
                                 .unwrap_or_else(|| "another run".to_owned());
                             r.error = Some(lock_changed(&now));
                         }
@@ -555,26 +547,21 @@ pub async fn check(stage: &Stage, options: &ConnectOptions, tools: &[&str]) -> V
                 .await
             {
                 Ok(o) if o.success() => {
-                    let text = o.stdout_text();
-                    let mut missing = Vec::new();
-                    let mut present = Vec::new();
-                    for line in text.lines() {
-                        if let Some(v) = line.strip_prefix("rename=") {
-                            items.push(if v == "atomic" {
-                                item(
-                                    "switch",
-                                    "pass",
-                                    "`current` is replaced by one rename(2) here",
-                                )
-                            } else {
-                                item("switch", "fail", format!("the rename test failed: {v}"))
-                            });
-                        } else if let Some(p) = line.strip_prefix("shared_missing=") {
-                            missing.push(p.to_owned());
-                        } else if let Some(p) = line.strip_prefix("shared_ok=") {
-                            present.push(p.to_owned());
-                        }
+                    let answer = remote::CheckReply::parse(&o.stdout_text());
+                    match answer.rename {
+                        Some(Ok(())) => items.push(item(
+                            "switch",
+                            "pass",
+                            "`current` is replaced by one rename(2) here",
+                        )),
+                        Some(Err(v)) => items.push(item(
+                            "switch",
+                            "fail",
+                            format!("the rename test failed: {v}"),
+                        )),
+                        None => {}
                     }
+                    let (missing, present) = (answer.shared_missing, answer.shared_ok);
                     if !missing.is_empty() {
                         items.push(item(
                             "shared",

@@ -3,6 +3,35 @@
 
 use super::*;
 
+/// What [`check`] answered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckReply {
+    /// `Ok`: `current` is replaced by one rename here; `Err`: why not.
+    pub rename: Option<Result<(), String>>,
+    pub shared_missing: Vec<String>,
+    pub shared_ok: Vec<String>,
+}
+
+impl CheckReply {
+    pub fn parse(stdout: &str) -> Self {
+        let mut r = CheckReply::default();
+        for line in stdout.lines() {
+            if let Some(v) = line.strip_prefix("rename=") {
+                r.rename = Some(if v == "atomic" {
+                    Ok(())
+                } else {
+                    Err(v.to_owned())
+                });
+            } else if let Some(p) = line.strip_prefix("shared_missing=") {
+                r.shared_missing.push(p.to_owned());
+            } else if let Some(p) = line.strip_prefix("shared_ok=") {
+                r.shared_ok.push(p.to_owned());
+            }
+        }
+        r
+    }
+}
+
 /// A proof, in a scratch directory under `deploy_to`, that the switch is an atomic rename here:
 /// the staged link keeps its inode when moved over the old one (an unlink and a new symlink
 /// would make a new inode), and the old link is replaced in one step. Also checks that the

@@ -75,6 +75,31 @@ pub fn finish(deploy_to: &str, token: &str, json_line: &str, old: &[String]) -> 
     s
 }
 
+/// The end of a rollback on a host: the releases rolled back from (`from`) marked bad and
+/// `target` no longer marked (see [`mark_bad`]), then the journal line and our lock released.
+/// A failed mark prints [`CLEANUP_STATUS`] and its status; the unlock runs whatever happened.
+pub fn finish_rollback(
+    deploy_to: &str,
+    from: &[&str],
+    target: &str,
+    token: &str,
+    json_line: &str,
+) -> String {
+    format!(
+        "({})\necho {CLEANUP_STATUS}$?\n{}",
+        mark_bad(deploy_to, from, Some(target)),
+        super::journal_and_unlock(deploy_to, json_line, token)
+    )
+}
+
+/// The status of the cleanup in the answer of [`finish`] or [`finish_rollback`], when it failed.
+pub fn failed_cleanup(stdout: &str) -> Option<&str> {
+    stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(CLEANUP_STATUS))
+        .filter(|rc| *rc != "0")
+}
+
 /// Whether a directory name is a release id ship made (`YYYYMMDDHHMMSS`, optional `-N`).
 /// Cleanup only ever considers these; anything else in `releases/` is left alone.
 pub fn is_release_id(name: &str) -> bool {

@@ -71,6 +71,15 @@ pub fn lock_held_reply(owner_record: &str) -> String {
     format!("lock held: {owner_record}\n")
 }
 
+/// The owner record in the answer of [`lock`] when another run holds the lock.
+pub fn parse_lock_held(stdout: &str) -> String {
+    stdout
+        .trim()
+        .trim_start_matches("lock held:")
+        .trim()
+        .to_owned()
+}
+
 /// In `deploy_to`, holding the lock: what runs that died left in `.ship/` — staged links
 /// (`stage-<id>`), a checkout's tarball and work tree, a revert's link — removed, each printed as
 /// `removed=<path>`. While the lock is held no other run can be using them; a command of a dead
@@ -97,6 +106,41 @@ pub fn unlock(deploy_to: &str, token: &str) -> String {
         cd = cd(deploy_to),
         t = quote(token),
     )
+}
+
+/// What [`release_lock`] answered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Released {
+    /// Paths it removed.
+    pub removed: Vec<String>,
+    /// Releases it kept because they are `current` there.
+    pub kept_current: Vec<String>,
+    /// Releases it kept because they are complete.
+    pub kept_complete: Vec<String>,
+    /// There was no lock any more: its holder ended on its own.
+    pub gone: bool,
+    /// The lock now there is another one: its owner record.
+    pub changed_to: Option<String>,
+}
+
+impl Released {
+    pub fn parse(stdout: &str) -> Self {
+        let mut r = Released::default();
+        for l in stdout.lines() {
+            if let Some(p) = l.strip_prefix("removed=") {
+                r.removed.push(p.trim_matches('\'').to_owned());
+            } else if let Some(p) = l.strip_prefix("kept=") {
+                r.kept_current.push(p.trim_matches('\'').to_owned());
+            } else if let Some(p) = l.strip_prefix("complete=") {
+                r.kept_complete.push(p.trim_matches('\'').to_owned());
+            } else if let Some(p) = l.strip_prefix("lock-changed=") {
+                r.changed_to = Some(p.to_owned());
+            } else if l == "gone=.ship/lock" {
+                r.gone = true;
+            }
+        }
+        r
+    }
 }
 
 /// Clear what a run that died left behind (`ship lock release`): its lock, what it left in

@@ -20,7 +20,7 @@ pub(super) fn finish_script(h: &HostRun, ctx: &Ctx) -> String {
 }
 
 /// Clean up, write the journal line and release the lock, in one command per host (`script`,
-/// which prints [`CLEANUP_STATUS`] and the status when its cleanup failed, and exits non-zero
+/// which prints [`remote::CLEANUP_STATUS`] and the status when its cleanup failed, and exits non-zero
 /// only when the lock could not be released): the unlock always follows a cleanup, so it need
 /// not wait for another round trip. A failed cleanup is reported as such and does not stop the
 /// unlock; the hosts unlocked here are skipped by the unlock that follows.
@@ -37,11 +37,7 @@ pub(super) async fn cleanup_and_unlock(
         match r {
             Ok(o) => {
                 let stdout = o.stdout_text();
-                let cleanup_status = stdout
-                    .lines()
-                    .find_map(|l| l.trim().strip_prefix(CLEANUP_STATUS))
-                    .filter(|rc| *rc != "0");
-                if let Some(rc) = cleanup_status {
+                if let Some(rc) = remote::failed_cleanup(&stdout) {
                     let message = format!("exited with status {rc}");
                     let mut f = ctx.failure(Phase::Cleanup, None, Some(&o), message);
                     f.exit_status = rc.parse().ok();

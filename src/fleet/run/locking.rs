@@ -54,13 +54,7 @@ pub(super) async fn try_lock(
             let r = match conn.run(what, &script, None, None, t).await {
                 Ok(o) if o.success() => LockTry::Taken(Preflight::parse(&o.stdout_text()).releases),
                 Ok(o) if o.status == Some(LOCK_HELD) => {
-                    let text = o.stdout_text();
-                    LockTry::Held(
-                        text.trim()
-                            .trim_start_matches("lock held:")
-                            .trim()
-                            .to_owned(),
-                    )
+                    LockTry::Held(remote::parse_lock_held(&o.stdout_text()))
                 }
                 Ok(o) => LockTry::Failed(command_failure(ctx, Phase::Lock, None, &o)),
                 Err(e) => LockTry::Lost(transport_failure(ctx, Phase::Lock, None, &e)),

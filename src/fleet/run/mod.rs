@@ -13,8 +13,8 @@ use super::protocol::{Action, Event as P, Options, Outcome, Protocol, SwitchStat
 use crate::inventory::{Host, OnFailure, Stage};
 use crate::mask::Masker;
 use crate::remote::{
-    self, CLEANUP_STATUS, LOCK_HELD, LockOwner, Preflight, RELEASE_MISSING, SWITCH_CANCELLED,
-    SWITCH_RENAME_FAILED, Step,
+    self, LOCK_HELD, LockOwner, Preflight, RELEASE_MISSING, SWITCH_CANCELLED, SWITCH_RENAME_FAILED,
+    Step,
 };
 use crate::report::{
     Event, Failure, HostResult, HostSummary, Phase, PhaseTiming, Reporter, Summary,
@@ -658,11 +658,7 @@ async fn run_action(
                     cleanup_and_unlock(ids, hosts, ctx, |h, c| {
                         let from: Vec<&str> = h.preflight.current_release().into_iter().collect();
                         let d = &h.host.config.deploy_to;
-                        format!(
-                            "({})\necho {CLEANUP_STATUS}$?\n{}",
-                            remote::mark_bad(d, &from, Some(c.release.as_str())),
-                            unlock_script(h, c)
-                        )
+                        remote::finish_rollback(d, &from, &c.release, &c.token, &journal_line(h, c))
                     })
                     .await
                 }

@@ -278,7 +278,11 @@ fn assert_no_host_switched(run: &Run) {
     for h in &run.summary.hosts {
         assert_eq!(h.result, HostResult::Unchanged, "{}", h.host);
     }
-    assert!(run.sent.iter().all(|c| c.phase != "revert"), "{:?}", run.sent);
+    assert!(
+        run.sent.iter().all(|c| c.phase != "revert"),
+        "{:?}",
+        run.sent
+    );
 }
 
 #[test]
