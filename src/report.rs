@@ -3,7 +3,21 @@
 
 use serde::Serialize;
 
-pub use crate::fleet::protocol::Outcome;
+/// How a deploy ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Every host switched to the new release.
+    Deployed,
+    /// No host switched; the fleet is as it was.
+    Aborted,
+    /// Some hosts switched, the switch failed elsewhere, and every switched host was reverted:
+    /// the fleet is as it was.
+    RolledBack,
+    /// Some host may be on the new release while others are not (a host could not be reached to
+    /// be reverted). Needs an operator.
+    Mixed,
+}
 
 /// The phases a host goes through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -172,7 +186,9 @@ pub enum Event {
         host: String,
         elapsed_ms: u64,
     },
-    Output {
+    /// A line a host's command printed.
+    #[serde(rename = "output")]
+    Line {
         host: String,
         stream: &'static str,
         line: String,

@@ -100,7 +100,7 @@ impl Reporter for Plain {
                 "[{host}] prepared in {}",
                 human_duration(Duration::from_millis(*elapsed_ms))
             )),
-            Event::Output { host, line, .. } if v == Verbosity::Verbose => {
+            Event::Line { host, line, .. } if v == Verbosity::Verbose => {
                 self.line(&format!("[{host}] | {line}"))
             }
             Event::HostFailed { host, failure } => {
@@ -236,7 +236,7 @@ impl Reporter for Live {
             }
             Event::StepStarted { host, step } => self.set(host, step.clone()),
             Event::Prepared { .. } => self.fleet_line(|f| f.1 += 1),
-            Event::Output { host, line, .. } if self.verbosity == Verbosity::Verbose => {
+            Event::Line { host, line, .. } if self.verbosity == Verbosity::Verbose => {
                 let _ = self.multi.println(format!("[{host}] | {line}"));
             }
             Event::HostFailed { host, failure } => {

@@ -1,10 +1,13 @@
 //! The deploy protocol as a pure state machine: results in, next action out, no I/O.
 //!
 //! connect (+ preflight) → lock → prepare → **barrier** → [run once] → switch (the canary first,
-//! verified and observed, then the rest) → [verify] → [revert] → cleanup/discard → unlock. The barrier is a write-once gate: the first failure or an interruption before the
-//! switch closes it, and then no host switches. Once the switch has begun, an interruption no
+//! verified and observed, then the rest) → [verify] → [revert] → cleanup/discard → unlock.
+//! The barrier is a write-once gate: the first failure or an interruption before the switch
+//! closes it, and then no host switches. Once the switch has begun, an interruption no
 //! longer stops it: the fleet ends all-new, or all-old by compensation, never mixed unless a host
 //! cannot be reached (and then the outcome says so).
+
+pub use crate::report::Outcome;
 
 /// What the runner must do next, on which hosts (indices into the stage's host list).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,22 +37,6 @@ pub enum Action {
     Finish(Outcome),
 }
 
-/// How a deploy ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// Every host switched to the new release.
-    Deployed,
-    /// No host switched; the fleet is as it was.
-    Aborted,
-    /// Some hosts switched, the switch failed elsewhere, and every switched host was reverted:
-    /// the fleet is as it was.
-    RolledBack,
-    /// Some host may be on the new release while others are not (a host could not be reached to
-    /// be reverted). Needs an operator.
-    Mixed,
-}
-
 /// Where a host's `current` stands after the switch phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SwitchState {
@@ -75,9 +62,9 @@ pub struct HostState {
     pub failed: bool,
 }
 
-/// A result reported by the runner.
+/// What the runner learned and tells the protocol: a host's result, or the operator's interruption.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event {
+pub enum Fact {
     Connected(usize),
     ConnectFailed(usize),
     Locked(usize),
@@ -119,16 +106,21 @@ pub struct Options {
     pub observe: bool,
 }
 
+/// Whether a wave is the canary (`true`) or the rest / the whole fleet (`false`).
+type Canary = bool;
+
+/// How far the protocol has got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stage {
+enum Progress {
     Start,
     Connecting,
     Locking,
     Preparing,
     RunningOnce,
-    /// Switching a wave: the canary (true) or the rest / the whole fleet (false).
-    Switching(bool),
-    Verifying(bool),
+    /// Switching a wave: the canary (`true`) or the rest / the whole fleet (`false`).
+    Switching(Canary),
+    /// Verifying the wave just switched.
+    Verifying(Canary),
     Observing,
     Reverting,
     MarkingBad,
@@ -143,7 +135,7 @@ enum Stage {
 pub struct Protocol {
     pub hosts: Vec<HostState>,
     options: Options,
-    stage: Stage,
+    progress: Progress,
     interrupted: bool,
     outcome: Option<Outcome>,
     run_once_failed: bool,
@@ -168,7 +160,7 @@ impl Protocol {
         Protocol {
             hosts: vec![HostState::default(); n],
             options,
-            stage: Stage::Start,
+            progress: Progress::Start,
             interrupted: false,
             outcome: None,
             run_once_failed: false,
@@ -181,8 +173,8 @@ impl Protocol {
     /// switches the canary back.
     pub fn in_canary(&self) -> bool {
         matches!(
-            self.stage,
-            Stage::Switching(true) | Stage::Verifying(true) | Stage::Observing
+            self.progress,
+            Progress::Switching(true) | Progress::Verifying(true) | Progress::Observing
         )
     }
 
@@ -198,51 +190,51 @@ impl Protocol {
     /// True once the fleet may have started switching: from here on, interruptions wait.
     pub fn past_barrier(&self) -> bool {
         matches!(
-            self.stage,
-            Stage::Switching(_)
-                | Stage::Verifying(_)
-                | Stage::Observing
-                | Stage::Reverting
-                | Stage::MarkingBad
-                | Stage::CleaningUp
-                | Stage::Unlocking
-                | Stage::Done
+            self.progress,
+            Progress::Switching(_)
+                | Progress::Verifying(_)
+                | Progress::Observing
+                | Progress::Reverting
+                | Progress::MarkingBad
+                | Progress::CleaningUp
+                | Progress::Unlocking
+                | Progress::Done
         )
     }
 
-    pub fn on(&mut self, event: Event) {
+    pub fn on(&mut self, event: Fact) {
         let (i, apply): (usize, fn(&mut HostState)) = match event {
-            Event::Interrupted => {
+            Fact::Interrupted => {
                 self.interrupted = true;
                 return;
             }
-            Event::RanOnce | Event::Observed => return,
-            Event::RunOnceFailed => {
+            Fact::RanOnce | Fact::Observed => return,
+            Fact::RunOnceFailed => {
                 self.run_once_failed = true;
                 return;
             }
-            Event::Verified(_) => return,
-            Event::VerifyFailed(_) => {
+            Fact::Verified(_) => return,
+            Fact::VerifyFailed(_) => {
                 if self.options.rollback_on_verify_failure {
                     self.verify_failed = true;
                 }
                 return;
             }
-            Event::Connected(i) => (i, |h| h.connected = true),
-            Event::Locked(i) => (i, |h| h.locked = true),
-            Event::Staging(i) => (i, |h| h.staged = true),
-            Event::Prepared(i) => (i, |h| h.prepared = true),
-            Event::Switched(i) => (i, |h| h.switch = SwitchState::Switched),
-            Event::SwitchUnknown(i) => (i, |h| {
+            Fact::Connected(i) => (i, |h| h.connected = true),
+            Fact::Locked(i) => (i, |h| h.locked = true),
+            Fact::Staging(i) => (i, |h| h.staged = true),
+            Fact::Prepared(i) => (i, |h| h.prepared = true),
+            Fact::Switched(i) => (i, |h| h.switch = SwitchState::Switched),
+            Fact::SwitchUnknown(i) => (i, |h| {
                 h.switch = SwitchState::Unknown;
                 h.failed = true;
             }),
-            Event::Reverted(i) => (i, |h| h.switch = SwitchState::Reverted),
-            Event::ConnectFailed(i)
-            | Event::LockFailed(i)
-            | Event::PrepareFailed(i)
-            | Event::SwitchRefused(i)
-            | Event::RevertFailed(i) => (i, |h| h.failed = true),
+            Fact::Reverted(i) => (i, |h| h.switch = SwitchState::Reverted),
+            Fact::ConnectFailed(i)
+            | Fact::LockFailed(i)
+            | Fact::PrepareFailed(i)
+            | Fact::SwitchRefused(i)
+            | Fact::RevertFailed(i) => (i, |h| h.failed = true),
         };
         if let Some(h) = self.hosts.get_mut(i) {
             apply(h);
@@ -270,38 +262,41 @@ impl Protocol {
     /// After the previous action's results are in: what to do next.
     pub fn next_action(&mut self) -> Action {
         loop {
-            let (stage, action) = match self.stage {
-                Stage::Start => (Stage::Connecting, Action::Connect(self.all())),
-                Stage::Connecting if self.gate(|h| h.connected) => {
-                    (Stage::Locking, Action::Lock(self.all()))
+            let (next, action) = match self.progress {
+                Progress::Start => (Progress::Connecting, Action::Connect(self.all())),
+                Progress::Connecting if self.gate(|h| h.connected) => {
+                    (Progress::Locking, Action::Lock(self.all()))
                 }
-                Stage::Connecting => {
+                Progress::Connecting => {
                     self.outcome = Some(Outcome::Aborted);
-                    (Stage::Done, Action::Finish(Outcome::Aborted))
+                    (Progress::Done, Action::Finish(Outcome::Aborted))
                 }
-                Stage::Locking if self.gate(|h| h.locked) => {
-                    (Stage::Preparing, Action::Prepare(self.all()))
+                Progress::Locking if self.gate(|h| h.locked) => {
+                    (Progress::Preparing, Action::Prepare(self.all()))
                 }
                 // The barrier: every host prepared, nothing failed, nobody interrupted.
-                Stage::Preparing if self.gate(|h| h.prepared) => match self.options.run_once {
-                    Some(host) => (Stage::RunningOnce, Action::RunOnce(host)),
+                Progress::Preparing if self.gate(|h| h.prepared) => match self.options.run_once {
+                    Some(host) => (Progress::RunningOnce, Action::RunOnce(host)),
                     None => self.first_wave(),
                 },
-                Stage::RunningOnce if !self.run_once_failed && !self.interrupted => {
+                Progress::RunningOnce if !self.run_once_failed && !self.interrupted => {
                     self.first_wave()
                 }
-                Stage::Locking | Stage::Preparing | Stage::RunningOnce => {
+                Progress::Locking | Progress::Preparing | Progress::RunningOnce => {
                     self.outcome = Some(Outcome::Aborted);
-                    (Stage::Discarding, Action::Discard(self.which(|h| h.staged)))
+                    (
+                        Progress::Discarding,
+                        Action::Discard(self.which(|h| h.staged)),
+                    )
                 }
-                Stage::Switching(canary) => {
+                Progress::Switching(canary) => {
                     let wave = self.wave(canary);
                     if wave
                         .iter()
                         .all(|&i| self.hosts[i].switch == SwitchState::Switched)
                     {
                         if self.options.verify {
-                            (Stage::Verifying(canary), Action::Verify(wave))
+                            (Progress::Verifying(canary), Action::Verify(wave))
                         } else {
                             self.after_verified(canary)
                         }
@@ -309,7 +304,7 @@ impl Protocol {
                         self.switch_back()
                     }
                 }
-                Stage::Verifying(canary) => {
+                Progress::Verifying(canary) => {
                     if self.verify_failed || (canary && self.interrupted) {
                         // Live on the whole fleet and then found bad: keep it for inspection.
                         self.keep_as_bad = !canary && self.verify_failed;
@@ -318,14 +313,14 @@ impl Protocol {
                         self.after_verified(canary)
                     }
                 }
-                Stage::Observing => {
+                Progress::Observing => {
                     if self.interrupted {
                         self.switch_back()
                     } else {
-                        (Stage::Switching(false), Action::Switch(self.wave(false)))
+                        (Progress::Switching(false), Action::Switch(self.wave(false)))
                     }
                 }
-                Stage::Reverting => {
+                Progress::Reverting => {
                     let stuck = self
                         .hosts
                         .iter()
@@ -337,7 +332,10 @@ impl Protocol {
                     };
                     self.outcome = Some(outcome);
                     if self.keep_as_bad {
-                        (Stage::MarkingBad, Action::MarkBad(self.which(|h| h.staged)))
+                        (
+                            Progress::MarkingBad,
+                            Action::MarkBad(self.which(|h| h.staged)),
+                        )
                     } else {
                         // Discard only where `current` is surely not the new release.
                         let discard = self.which(|h| {
@@ -347,19 +345,23 @@ impl Protocol {
                                     SwitchState::NotSwitched | SwitchState::Reverted
                                 )
                         });
-                        (Stage::Discarding, Action::Discard(discard))
+                        (Progress::Discarding, Action::Discard(discard))
                     }
                 }
-                Stage::MarkingBad => (Stage::Unlocking, Action::Unlock(self.which(|h| h.locked))),
-                Stage::Discarding | Stage::CleaningUp => {
-                    (Stage::Unlocking, Action::Unlock(self.which(|h| h.locked)))
-                }
-                Stage::Unlocking | Stage::Done => {
+                Progress::MarkingBad => (
+                    Progress::Unlocking,
+                    Action::Unlock(self.which(|h| h.locked)),
+                ),
+                Progress::Discarding | Progress::CleaningUp => (
+                    Progress::Unlocking,
+                    Action::Unlock(self.which(|h| h.locked)),
+                ),
+                Progress::Unlocking | Progress::Done => {
                     let outcome = self.outcome.unwrap_or(Outcome::Aborted);
-                    (Stage::Done, Action::Finish(outcome))
+                    (Progress::Done, Action::Finish(outcome))
                 }
             };
-            self.stage = stage;
+            self.progress = next;
             // Skip actions with nothing to do, so the runner only sees real work.
             match &action {
                 Action::Discard(v)
@@ -388,36 +390,42 @@ impl Protocol {
         }
     }
 
-    fn first_wave(&self) -> (Stage, Action) {
+    fn first_wave(&self) -> (Progress, Action) {
         let canary = !self.options.canary.is_empty();
-        (Stage::Switching(canary), Action::Switch(self.wave(canary)))
+        (
+            Progress::Switching(canary),
+            Action::Switch(self.wave(canary)),
+        )
     }
 
     /// A wave switched and passed verification (or had none).
-    fn after_verified(&mut self, canary: bool) -> (Stage, Action) {
+    fn after_verified(&mut self, canary: bool) -> (Progress, Action) {
         if !canary {
             self.outcome = Some(Outcome::Deployed);
-            return (Stage::CleaningUp, Action::Cleanup(self.all()));
+            return (Progress::CleaningUp, Action::Cleanup(self.all()));
         }
         if self.interrupted {
             return self.switch_back();
         }
         if self.options.observe {
-            (Stage::Observing, Action::Observe)
+            (Progress::Observing, Action::Observe)
         } else {
-            (Stage::Switching(false), Action::Switch(self.wave(false)))
+            (Progress::Switching(false), Action::Switch(self.wave(false)))
         }
     }
 
     /// Put every host that switched (or may have) back on its previous release; with none,
     /// abort.
-    fn switch_back(&mut self) -> (Stage, Action) {
+    fn switch_back(&mut self) -> (Progress, Action) {
         let back = self.which(|h| matches!(h.switch, SwitchState::Switched | SwitchState::Unknown));
         if back.is_empty() {
             self.outcome = Some(Outcome::Aborted);
-            (Stage::Discarding, Action::Discard(self.which(|h| h.staged)))
+            (
+                Progress::Discarding,
+                Action::Discard(self.which(|h| h.staged)),
+            )
         } else {
-            (Stage::Reverting, Action::Revert(back))
+            (Progress::Reverting, Action::Revert(back))
         }
     }
 }

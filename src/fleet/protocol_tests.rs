@@ -48,7 +48,7 @@ fn run_with(s: &Scenario, options: &Options) -> (Outcome, World, Vec<Action>) {
     let mut log = Vec::new();
     for step in 0..100 {
         if s.interrupt_after == Some(step) {
-            p.on(Event::Interrupted);
+            p.on(Fact::Interrupted);
         }
         let action = p.next_action();
         log.push(action.clone());
@@ -56,9 +56,9 @@ fn run_with(s: &Scenario, options: &Options) -> (Outcome, World, Vec<Action>) {
             Action::Connect(hs) => {
                 for h in hs {
                     p.on(if s.connect[h] {
-                        Event::Connected(h)
+                        Fact::Connected(h)
                     } else {
-                        Event::ConnectFailed(h)
+                        Fact::ConnectFailed(h)
                     });
                 }
             }
@@ -66,20 +66,20 @@ fn run_with(s: &Scenario, options: &Options) -> (Outcome, World, Vec<Action>) {
                 for h in hs {
                     if s.lock[h] {
                         w.locked[h] = true;
-                        p.on(Event::Locked(h));
+                        p.on(Fact::Locked(h));
                     } else {
-                        p.on(Event::LockFailed(h));
+                        p.on(Fact::LockFailed(h));
                     }
                 }
             }
             Action::Prepare(hs) => {
                 for h in hs {
-                    p.on(Event::Staging(h));
+                    p.on(Fact::Staging(h));
                     w.staged[h] = true;
                     p.on(if s.prepare[h] {
-                        Event::Prepared(h)
+                        Fact::Prepared(h)
                     } else {
-                        Event::PrepareFailed(h)
+                        Fact::PrepareFailed(h)
                     });
                 }
             }
@@ -94,14 +94,14 @@ fn run_with(s: &Scenario, options: &Options) -> (Outcome, World, Vec<Action>) {
                     match s.switch[h] {
                         0 => {
                             w.current[h] = Current::New;
-                            p.on(Event::Switched(h));
+                            p.on(Fact::Switched(h));
                         }
-                        1 => p.on(Event::SwitchRefused(h)),
+                        1 => p.on(Fact::SwitchRefused(h)),
                         2 => {
                             w.current[h] = Current::New;
-                            p.on(Event::SwitchUnknown(h));
+                            p.on(Fact::SwitchUnknown(h));
                         }
-                        _ => p.on(Event::SwitchUnknown(h)),
+                        _ => p.on(Fact::SwitchUnknown(h)),
                     }
                 }
             }
@@ -109,9 +109,9 @@ fn run_with(s: &Scenario, options: &Options) -> (Outcome, World, Vec<Action>) {
                 for h in hs {
                     if s.revert[h] {
                         w.current[h] = Current::Old;
-                        p.on(Event::Reverted(h));
+                        p.on(Fact::Reverted(h));
                     } else {
-                        p.on(Event::RevertFailed(h));
+                        p.on(Fact::RevertFailed(h));
                     }
                 }
             }
@@ -132,22 +132,22 @@ fn run_with(s: &Scenario, options: &Options) -> (Outcome, World, Vec<Action>) {
                 );
                 assert_eq!(Some(h), options.run_once);
                 p.on(if s.run_once {
-                    Event::RanOnce
+                    Fact::RanOnce
                 } else {
-                    Event::RunOnceFailed
+                    Fact::RunOnceFailed
                 });
             }
             Action::Verify(hs) => {
                 for h in hs {
                     assert_eq!(w.current[h], Current::New, "verified an old host: {s:?}");
                     p.on(if s.verify[h] {
-                        Event::Verified(h)
+                        Fact::Verified(h)
                     } else {
-                        Event::VerifyFailed(h)
+                        Fact::VerifyFailed(h)
                     });
                 }
             }
-            Action::Observe => p.on(Event::Observed),
+            Action::Observe => p.on(Fact::Observed),
             Action::MarkBad(_) => {}
             Action::Cleanup(_) => {}
             Action::Unlock(hs) => {
@@ -252,20 +252,20 @@ fn invariants_hold_in_every_scenario() {
 fn happy_path_sequence() {
     let mut p = Protocol::new(2);
     assert_eq!(p.next_action(), Action::Connect(vec![0, 1]));
-    p.on(Event::Connected(0));
-    p.on(Event::Connected(1));
+    p.on(Fact::Connected(0));
+    p.on(Fact::Connected(1));
     assert_eq!(p.next_action(), Action::Lock(vec![0, 1]));
-    p.on(Event::Locked(0));
-    p.on(Event::Locked(1));
+    p.on(Fact::Locked(0));
+    p.on(Fact::Locked(1));
     assert_eq!(p.next_action(), Action::Prepare(vec![0, 1]));
     for h in 0..2 {
-        p.on(Event::Staging(h));
-        p.on(Event::Prepared(h));
+        p.on(Fact::Staging(h));
+        p.on(Fact::Prepared(h));
     }
     assert_eq!(p.next_action(), Action::Switch(vec![0, 1]));
     assert!(p.past_barrier());
-    p.on(Event::Switched(0));
-    p.on(Event::Switched(1));
+    p.on(Fact::Switched(0));
+    p.on(Fact::Switched(1));
     assert_eq!(p.next_action(), Action::Cleanup(vec![0, 1]));
     assert_eq!(p.next_action(), Action::Unlock(vec![0, 1]));
     assert_eq!(p.next_action(), Action::Finish(Outcome::Deployed));
@@ -275,14 +275,14 @@ fn happy_path_sequence() {
 fn one_failed_build_discards_everywhere_and_unlocks() {
     let mut p = Protocol::new(3);
     p.next_action();
-    (0..3).for_each(|h| p.on(Event::Connected(h)));
+    (0..3).for_each(|h| p.on(Fact::Connected(h)));
     p.next_action();
-    (0..3).for_each(|h| p.on(Event::Locked(h)));
+    (0..3).for_each(|h| p.on(Fact::Locked(h)));
     p.next_action();
-    (0..3).for_each(|h| p.on(Event::Staging(h)));
-    p.on(Event::Prepared(0));
-    p.on(Event::PrepareFailed(1));
-    p.on(Event::Prepared(2));
+    (0..3).for_each(|h| p.on(Fact::Staging(h)));
+    p.on(Fact::Prepared(0));
+    p.on(Fact::PrepareFailed(1));
+    p.on(Fact::Prepared(2));
     assert_eq!(p.next_action(), Action::Discard(vec![0, 1, 2]));
     assert_eq!(p.next_action(), Action::Unlock(vec![0, 1, 2]));
     assert_eq!(p.next_action(), Action::Finish(Outcome::Aborted));
@@ -292,15 +292,15 @@ fn one_failed_build_discards_everywhere_and_unlocks() {
 fn interruption_after_the_barrier_does_not_stop_the_switch() {
     let mut p = Protocol::new(1);
     p.next_action();
-    p.on(Event::Connected(0));
+    p.on(Fact::Connected(0));
     p.next_action();
-    p.on(Event::Locked(0));
+    p.on(Fact::Locked(0));
     p.next_action();
-    p.on(Event::Staging(0));
-    p.on(Event::Prepared(0));
+    p.on(Fact::Staging(0));
+    p.on(Fact::Prepared(0));
     assert_eq!(p.next_action(), Action::Switch(vec![0]));
-    p.on(Event::Interrupted);
-    p.on(Event::Switched(0));
+    p.on(Fact::Interrupted);
+    p.on(Fact::Switched(0));
     assert_eq!(p.next_action(), Action::Cleanup(vec![0]));
 }
 

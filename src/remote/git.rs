@@ -17,7 +17,7 @@ pub fn git_ssh_command(known_hosts: Option<&str>) -> String {
 /// The steps that put `commit` of the repository at `url` into the release: `create` (the
 /// release directory), the fetch into the mirror, and the checkout.
 pub(super) fn git_steps(
-    plan: &Plan,
+    plan: &ReleasePlan,
     url: &str,
     commit: &str,
     known_hosts: Option<&str>,

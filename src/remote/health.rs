@@ -5,7 +5,7 @@ use super::*;
 /// The health check as one step run in the new release directory: up to `retries` attempts,
 /// `interval` apart, each limited to `timeout`. Every failed attempt prints why. HTTP checks
 /// use curl, else wget, on the host itself. `None` when the check has no probe.
-pub fn health_step(plan: &Plan, check: &HealthCheck) -> Option<Step> {
+pub fn health_step(plan: &ReleasePlan, check: &HealthCheck) -> Option<Step> {
     let timeout = check.timeout.as_secs().max(1);
     let attempt = match check.probe.as_ref()? {
         Probe::Command(cmd) => format!(

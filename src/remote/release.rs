@@ -30,7 +30,7 @@ pub enum Delivery {
 
 /// Everything the commands of one release on one host are built from.
 #[derive(Debug, Clone)]
-pub struct Plan<'a> {
+pub struct ReleasePlan<'a> {
     pub deploy_to: &'a str,
     pub release_id: &'a str,
     pub revision: &'a str,
@@ -77,7 +77,7 @@ pub fn shared_link_target(path: &str) -> String {
 /// The steps that stage a release on a host, in order. Nothing here touches `current`, and
 /// nothing in `shared/` is ever overwritten or removed: a shared path is only created when it
 /// does not exist yet (seeded from the release when the release has it).
-pub fn prepare(plan: &Plan) -> Vec<Step> {
+pub fn prepare(plan: &ReleasePlan) -> Vec<Step> {
     let rel = format!("releases/{}", plan.release_id);
     let q_rel = quote(&rel).into_owned();
     let cd = cd(plan.deploy_to);
@@ -282,7 +282,7 @@ pub(super) fn refuse_links_in(
 /// the live release. Where the filesystem can share blocks copy-on-write (btrfs, XFS), GNU cp's
 /// `--reflink=auto` makes the copy nearly free; elsewhere it is a plain copy. Paths the new
 /// release already has, or the current one lacks, are skipped; so is a first deploy.
-pub fn copy_from_previous(plan: &Plan) -> Option<Step> {
+pub fn copy_from_previous(plan: &ReleasePlan) -> Option<Step> {
     if plan.copy_from_previous.is_empty() {
         return None;
     }
@@ -400,7 +400,7 @@ pub fn writable(deploy_to: &str, release_id: &str, w: &Writable, shared: &[Strin
 /// prefixed with `sudo -n` (which fails at once rather than prompt), so a sudoers rule can name
 /// the exact command (`NOPASSWD: /usr/bin/systemctl reload php8.3-fpm`); like any sudo, it
 /// runs with root's environment.
-pub fn release_step(plan: &Plan, kind: &str, spec: &StepSpec) -> Step {
+pub fn release_step(plan: &ReleasePlan, kind: &str, spec: &StepSpec) -> Step {
     let cmd = if spec.sudo {
         format!("sudo -n {}", spec.run)
     } else {
@@ -409,7 +409,7 @@ pub fn release_step(plan: &Plan, kind: &str, spec: &StepSpec) -> Step {
     release_script(plan, format!("{kind}: {}", spec.run), &cmd)
 }
 
-pub(super) fn release_script(plan: &Plan, name: String, cmd: &str) -> Step {
+pub(super) fn release_script(plan: &ReleasePlan, name: String, cmd: &str) -> Step {
     let exports: String = build_env(plan)
         .iter()
         .map(|(k, v)| format!("export {k}={} && ", quote(v)))
@@ -427,7 +427,7 @@ pub(super) fn release_script(plan: &Plan, name: String, cmd: &str) -> Step {
 }
 
 /// The environment of build steps: ship's own variables, then the inventory's.
-pub(super) fn build_env(plan: &Plan) -> Vec<(String, String)> {
+pub(super) fn build_env(plan: &ReleasePlan) -> Vec<(String, String)> {
     let mut env = vec![
         ("SHIP_RELEASE_ID".to_owned(), plan.release_id.to_owned()),
         (

@@ -40,7 +40,7 @@ fn sh_path(script: &str, stdin: &[u8], path: Option<&Path>) -> (i32, String) {
 }
 
 /// Run every prepare step of `plan` in a real shell; each must succeed.
-fn run_prepare(plan: &Plan, payload: &[u8]) {
+fn run_prepare(plan: &ReleasePlan, payload: &[u8]) {
     for step in prepare(plan) {
         let input: &[u8] = if step.takes_payload { payload } else { b"" };
         let (rc, out) = sh(&step.script, input);
@@ -59,14 +59,14 @@ fn tar_of(dir: &Path, create: &str) -> Vec<u8> {
         .stdout
 }
 
-fn plan<'a>(deploy_to: &'a str, delivery: &'a Delivery, env: &'a [EnvVar]) -> Plan<'a> {
+fn plan<'a>(deploy_to: &'a str, delivery: &'a Delivery, env: &'a [EnvVar]) -> ReleasePlan<'a> {
     static FILES: std::sync::LazyLock<Vec<String>> =
         std::sync::LazyLock::new(|| vec![".env".into(), "config/app.ini".into()]);
     static DIRS: std::sync::LazyLock<Vec<String>> =
         std::sync::LazyLock::new(|| vec!["storage".into()]);
     static BUILD: std::sync::LazyLock<Vec<StepSpec>> =
         std::sync::LazyLock::new(|| vec![StepSpec::plain("echo \"built $APP_ENV\" > built.txt")]);
-    Plan {
+    ReleasePlan {
         deploy_to,
         release_id: "20261122103000",
         revision: "abc123",
@@ -466,7 +466,7 @@ fn scripts_behave_on_a_real_shell() {
     // The operator edits shared content; a second release must not overwrite it.
     fs::write(root.join("shared/.env"), "EDITED=1\n").expect("write");
     fs::write(root.join("shared/storage/logs/app.log"), "live\n").expect("write");
-    let p2 = Plan {
+    let p2 = ReleasePlan {
         release_id: "20261122110000",
         ..p.clone()
     };
@@ -721,8 +721,8 @@ fn bad_releases_do_not_count_and_go_with_their_time() {
     );
 }
 
-fn release_plan<'a>(deploy_to: &'a str, delivery: &'a Delivery) -> Plan<'a> {
-    Plan {
+fn release_plan<'a>(deploy_to: &'a str, delivery: &'a Delivery) -> ReleasePlan<'a> {
+    ReleasePlan {
         deploy_to,
         release_id: "20260101000000",
         revision: "abc",
@@ -771,7 +771,7 @@ fn a_small_tarball_travels_inside_its_upload_command() {
     let delivery = Delivery::Tarball {
         compression: Compression::Gzip,
     };
-    let small = Plan {
+    let small = ReleasePlan {
         inline_payload: Some(&gz),
         ..plan(d, &delivery, &[])
     };
@@ -788,7 +788,7 @@ fn a_small_tarball_travels_inside_its_upload_command() {
     );
     // A big one streams, as before.
     let big = vec![7u8; INLINE_MAX + 1];
-    let steps = prepare(&Plan {
+    let steps = prepare(&ReleasePlan {
         inline_payload: Some(&big),
         ..plan(d, &delivery, &[])
     });

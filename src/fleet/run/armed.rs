@@ -20,7 +20,7 @@ pub(super) fn switch_stamp(stdout: &str) -> Option<u128> {
 
 /// A host whose switch command waits for its word.
 pub(super) struct Armed {
-    pub(super) p: Process,
+    pub(super) process: Process,
     /// Its stdout lines as they arrive, each with the controller's clock then (µs).
     pub(super) lines: tokio::sync::mpsc::UnboundedReceiver<(String, i64)>,
     /// It can be given an instant (`at`), not only `go`.
@@ -37,8 +37,8 @@ impl Armed {
 
     /// Tell the host not to switch (end of input), and wait up to `t` for its command to end.
     pub(super) async fn disarm(mut self, t: Duration) {
-        let _ = self.p.close_stdin().await;
-        let _ = tokio::time::timeout(t, self.p.wait()).await;
+        let _ = self.process.close_stdin().await;
+        let _ = tokio::time::timeout(t, self.process.wait()).await;
     }
 
     /// The next stdout line that satisfies `want`, with when it arrived.
@@ -80,8 +80,8 @@ impl Armed {
 
     /// Give the word (`go`, or `at …`) and end the input.
     pub(super) async fn tell(&mut self, word: &str) -> Result<(), TransportError> {
-        self.p.write(format!("{word}\n").as_bytes()).await?;
-        self.p.close_stdin().await
+        self.process.write(format!("{word}\n").as_bytes()).await?;
+        self.process.close_stdin().await
     }
 
     /// Forget answers older than [`CLOCK_FRESH`] at `now` (µs).
@@ -93,7 +93,7 @@ impl Armed {
     /// Ask the host for its clock once.
     pub(super) async fn ask_clock(&mut self) -> Result<clock::Sample, TransportError> {
         let sent = clock::now_us();
-        self.p.write(b"t\n").await?;
+        self.process.write(b"t\n").await?;
         let (line, received) = self.line(|l| l.starts_with("t ")).await?;
         let host = line[2..].trim().parse::<i64>().map_err(|_| {
             TransportError::Other(format!(
@@ -139,7 +139,7 @@ pub(super) async fn ask_clocks(
 }
 
 /// Start the switch command on the host and wait until it is ready for its word.
-pub(super) async fn arm(h: &HostRun, ctx: &Ctx) -> Result<Armed, TransportError> {
+pub(super) async fn arm(h: &HostRun, ctx: &RunCtx) -> Result<Armed, TransportError> {
     let conn = h
         .conn
         .clone()
@@ -157,7 +157,7 @@ pub(super) async fn arm(h: &HostRun, ctx: &Ctx) -> Result<Armed, TransportError>
             .spawn(Purpose::changes("switch", "switch"), &script, Some(on_line))
             .await?;
         let mut a = Armed {
-            p,
+            process: p,
             lines,
             scheduled: false,
             samples: Vec::new(),

@@ -2,7 +2,12 @@
 
 use super::*;
 
-pub(super) async fn connect(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, d: &Deploy) -> Vec<P> {
+pub(super) async fn connect(
+    ids: &[usize],
+    hosts: &mut [HostRun],
+    ctx: &RunCtx,
+    d: &Deploy,
+) -> Vec<Fact> {
     let gate = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
     let (tools, detail) = match &d.job {
         Job::Deploy(source) => (source.tools.clone(), false),
@@ -119,13 +124,13 @@ pub(super) async fn connect(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, d: 
         match result {
             Ok(pf) => {
                 hosts[i].preflight = pf;
-                events.push(P::Connected(i));
+                events.push(Fact::Connected(i));
             }
             Err(f) => {
                 // The one failure at connect that belongs to the lock: another run holds it.
                 hosts[i].locked_by_other = f.phase == Phase::Lock;
                 hosts[i].fail(ctx, f);
-                events.push(P::ConnectFailed(i));
+                events.push(Fact::ConnectFailed(i));
             }
         }
     }

@@ -5,7 +5,7 @@ use super::*;
 
 /// The end of a deploy on a host: the journal line, the releases beyond `keep_releases`
 /// removed now that this release is current, and the lock released (see [`remote::finish`]).
-pub(super) fn finish_script(h: &HostRun, ctx: &Ctx) -> String {
+pub(super) fn finish_script(h: &HostRun, ctx: &RunCtx) -> String {
     let mut releases = h.preflight.releases.clone();
     releases.push(ctx.release.clone());
     let old = remote::releases_to_remove(
@@ -27,8 +27,8 @@ pub(super) fn finish_script(h: &HostRun, ctx: &Ctx) -> String {
 pub(super) async fn cleanup_and_unlock(
     ids: &[usize],
     hosts: &mut [HostRun],
-    ctx: &Ctx,
-    script: impl Fn(&HostRun, &Ctx) -> String,
+    ctx: &RunCtx,
+    script: impl Fn(&HostRun, &RunCtx) -> String,
 ) {
     // The script always has the unlock: every host has a result.
     let what = (Phase::Cleanup, "journal, old releases and unlock");
@@ -61,12 +61,12 @@ pub(super) async fn cleanup_and_unlock(
 }
 
 /// The journal line for this run, then our lock released.
-pub(super) fn unlock_script(h: &HostRun, ctx: &Ctx) -> String {
+pub(super) fn unlock_script(h: &HostRun, ctx: &RunCtx) -> String {
     remote::journal_and_unlock(&h.host.config.deploy_to, &journal_line(h, ctx), &ctx.token)
 }
 
 /// One line of the host's `.ship/history`.
-pub(super) fn journal_line(h: &HostRun, ctx: &Ctx) -> String {
+pub(super) fn journal_line(h: &HostRun, ctx: &RunCtx) -> String {
     serde_json::json!({
         "kind": ctx.kind,
         "release": ctx.release,
@@ -88,9 +88,9 @@ pub(super) fn journal_line(h: &HostRun, ctx: &Ctx) -> String {
 pub(super) async fn on_each(
     ids: &[usize],
     hosts: &mut [HostRun],
-    ctx: &Ctx,
+    ctx: &RunCtx,
     what: (Phase, &str),
-    script: impl Fn(&HostRun, &Ctx) -> String,
+    script: impl Fn(&HostRun, &RunCtx) -> String,
 ) {
     let phase = what.0;
     // A host with nothing to run has nothing to report.
@@ -113,9 +113,9 @@ pub(super) async fn on_each(
 pub(super) async fn short_on_each(
     ids: &[usize],
     hosts: &[HostRun],
-    ctx: &Ctx,
+    ctx: &RunCtx,
     what: (Phase, &str),
-    script: impl Fn(&HostRun, &Ctx) -> String,
+    script: impl Fn(&HostRun, &RunCtx) -> String,
 ) -> Vec<(usize, Option<Result<Output, TransportError>>)> {
     let (phase, step) = what;
     join_all(ids.iter().map(|&i| {

@@ -4,7 +4,7 @@
 use super::*;
 
 /// The lock's owner record for this run.
-pub(super) fn owner_record(ctx: &Ctx) -> String {
+pub(super) fn owner_record(ctx: &RunCtx) -> String {
     serde_json::to_string(&LockOwner {
         token: ctx.token.clone(),
         kind: ctx.kind.into(),
@@ -33,7 +33,7 @@ pub(super) enum LockTry {
 pub(super) async fn try_lock(
     ids: &[usize],
     hosts: &[HostRun],
-    ctx: &Ctx,
+    ctx: &RunCtx,
     owner: &str,
 ) -> Vec<(usize, LockTry)> {
     join_all(ids.iter().map(|&i| {
@@ -69,7 +69,12 @@ pub(super) async fn try_lock(
 /// the rest at once — so of two runs started together exactly one gets past the first host and
 /// the other stops there, having changed nothing. A held lock stops the run at once, or, with
 /// `--lock-wait`, releases whatever this run took and tries again until the wait is over.
-pub(super) async fn lock(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, d: &Deploy) -> Vec<P> {
+pub(super) async fn lock(
+    ids: &[usize],
+    hosts: &mut [HostRun],
+    ctx: &RunCtx,
+    d: &Deploy,
+) -> Vec<Fact> {
     let owner = owner_record(ctx);
     let mut order = ids.to_vec();
     order.sort_by(|a, b| hosts[*a].host.name.cmp(&hosts[*b].host.name));
@@ -126,25 +131,25 @@ pub(super) async fn lock(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, d: &De
             match r {
                 LockTry::Taken(releases) => {
                     hosts[i].preflight.releases = releases;
-                    events.push(P::Locked(i));
+                    events.push(Fact::Locked(i));
                 }
                 LockTry::Held(raw) => {
                     let f = held_lock_failure(ctx, &hosts[i].host, &raw, d.lock_wait);
                     hosts[i].locked_by_other = true;
                     hosts[i].fail(ctx, f);
-                    events.push(P::LockFailed(i));
+                    events.push(Fact::LockFailed(i));
                 }
                 LockTry::Failed(f) => {
                     hosts[i].fail(ctx, f);
-                    events.push(P::LockFailed(i));
+                    events.push(Fact::LockFailed(i));
                 }
                 // It may hold our lock: counted as locked, so that the unlock tries it (a
                 // token-checked unlock is safe either way) and, if the host stays lost, the
                 // summary says its lock may be left.
                 LockTry::Lost(f) => {
                     hosts[i].fail(ctx, f);
-                    events.push(P::Locked(i));
-                    events.push(P::LockFailed(i));
+                    events.push(Fact::Locked(i));
+                    events.push(Fact::LockFailed(i));
                 }
             }
         }
@@ -153,7 +158,7 @@ pub(super) async fn lock(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx, d: &De
 }
 
 /// The failure for a lock held by another run: who, since when, alive or not, what to do.
-pub(super) fn held_lock_failure(ctx: &Ctx, host: &Host, raw: &str, waited: Duration) -> Failure {
+pub(super) fn held_lock_failure(ctx: &RunCtx, host: &Host, raw: &str, waited: Duration) -> Failure {
     let lock = HeldLock::read(raw, &ctx.controller);
     let mut msg = format!("{} is locked by {}", host.config.deploy_to, lock.who());
     if let Some(r) = lock.staged_release() {

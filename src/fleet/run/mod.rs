@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::clock;
 use super::lock::HeldLock;
-use super::protocol::{Action, Event as P, Options, Outcome, Protocol, SwitchState};
+use super::protocol::{Action, Fact, Options, Outcome, Protocol, SwitchState};
 use crate::inventory::{Host, OnFailure, Stage};
 use crate::mask::Masker;
 use crate::remote::{
@@ -163,7 +163,7 @@ impl HostRun {
     }
 
     /// Report a failure and keep it (the first one wins: it is the cause, later ones follow).
-    fn fail(&mut self, ctx: &Ctx, f: Failure) {
+    fn fail(&mut self, ctx: &RunCtx, f: Failure) {
         ctx.failed(&self.host.name, &f);
         if self.failure.is_none() {
             self.failure = Some(f);
@@ -171,7 +171,7 @@ impl HostRun {
     }
 }
 
-struct Ctx {
+struct RunCtx {
     kind: &'static str,
     reporter: Arc<dyn Reporter>,
     stage: String,
@@ -190,7 +190,7 @@ struct Ctx {
     cancel: CancellationToken,
 }
 
-impl Ctx {
+impl RunCtx {
     /// The context of one run of `d`, started at `started_unix`. The release id is
     /// provisional until the hosts were inspected (a rollback's comes from them).
     fn new(
@@ -199,7 +199,7 @@ impl Ctx {
         cancel: CancellationToken,
         started_unix: u64,
     ) -> Self {
-        Ctx {
+        RunCtx {
             kind: d.job.kind(),
             reporter,
             stage: d.stage.name.clone(),
@@ -231,7 +231,7 @@ impl Ctx {
         let masker = self.masker.clone();
         let host = host.to_owned();
         Arc::new(move |stream: Stream, line: &str| {
-            reporter.report(&Event::Output {
+            reporter.report(&Event::Line {
                 host: host.clone(),
                 stream: match stream {
                     Stream::Stdout => "stdout",
@@ -273,11 +273,16 @@ impl Ctx {
     }
 }
 
-fn transport_failure(ctx: &Ctx, phase: Phase, step: Option<&str>, e: &TransportError) -> Failure {
+fn transport_failure(
+    ctx: &RunCtx,
+    phase: Phase,
+    step: Option<&str>,
+    e: &TransportError,
+) -> Failure {
     ctx.failure(phase, step, None, e.to_string())
 }
 
-fn command_failure(ctx: &Ctx, phase: Phase, step: Option<&str>, out: &Output) -> Failure {
+fn command_failure(ctx: &RunCtx, phase: Phase, step: Option<&str>, out: &Output) -> Failure {
     let message = match (out.status, &out.signal) {
         (_, Some(sig)) => format!("killed by {sig}"),
         (Some(code), None) => format!("exited with status {code}"),
@@ -298,7 +303,7 @@ pub fn choose_release_id(start: u64, existing: &[&[String]]) -> String {
 }
 
 /// The `started` event: what this run deploys, where, under which release id.
-fn started_event(d: &Deploy, ctx: &Ctx, hosts: &[HostRun]) -> Event {
+fn started_event(d: &Deploy, ctx: &RunCtx, hosts: &[HostRun]) -> Event {
     Event::Started {
         kind: ctx.kind.to_owned(),
         stage: d.stage.name.clone(),
@@ -356,7 +361,7 @@ async fn run_deploy(d: &Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellatio
         .as_ref()
         .map_or_else(util::unix_now, |i| i.started_unix);
     let mut hosts: Vec<HostRun> = d.stage.hosts.iter().map(HostRun::new).collect();
-    let mut ctx = Ctx::new(d, reporter, cancel.clone(), started_unix);
+    let mut ctx = RunCtx::new(d, reporter, cancel.clone(), started_unix);
     let mut proto = Protocol::with(hosts.len(), protocol_options(d));
     let mut phases: Vec<PhaseTiming> = Vec::new();
     let mut announced = false;
@@ -407,7 +412,7 @@ async fn run_deploy(d: &Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellatio
                                  staged release and releasing locks"
                             ),
                         });
-                        vec![P::Interrupted]
+                        vec![Fact::Interrupted]
                     }
                 }
             } else {
@@ -418,7 +423,7 @@ async fn run_deploy(d: &Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellatio
             proto.on(e);
         }
         if cancel.is_cancelled() && !proto.interrupted() {
-            proto.on(P::Interrupted);
+            proto.on(Fact::Interrupted);
             let message = if proto.in_canary() {
                 "interrupted during the canary: switching the canary back; the rest of the fleet \
                  never switched"
@@ -453,7 +458,7 @@ async fn run_deploy(d: &Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellatio
                         for (i, msg) in problems {
                             let f = ctx.failure(Phase::Connect, Some("rollback target"), None, msg);
                             hosts[i].fail(&ctx, f);
-                            proto.on(P::ConnectFailed(i));
+                            proto.on(Fact::ConnectFailed(i));
                         }
                     }
                 }
@@ -579,10 +584,10 @@ async fn run_deploy(d: &Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellatio
 async fn run_action(
     action: &Action,
     hosts: &mut [HostRun],
-    ctx: &Ctx,
+    ctx: &RunCtx,
     d: &Deploy,
     stop: &CancellationToken,
-) -> Vec<P> {
+) -> Vec<Fact> {
     // Hosts armed at the end of their prepare wait for their word; anything else done to them
     // (discard, revert, unlock…) means their switch is off.
     match action {
@@ -708,8 +713,12 @@ fn protocol_options(d: &Deploy) -> Options {
 }
 
 /// The plan of a release on one host, as the commands that build it are rendered from.
-fn plan_for<'a>(h: &'a HostRun, ctx: &'a Ctx, delivery: &'a remote::Delivery) -> remote::Plan<'a> {
-    remote::Plan {
+fn plan_for<'a>(
+    h: &'a HostRun,
+    ctx: &'a RunCtx,
+    delivery: &'a remote::Delivery,
+) -> remote::ReleasePlan<'a> {
+    remote::ReleasePlan {
         deploy_to: &h.host.config.deploy_to,
         release_id: &ctx.release,
         revision: &ctx.revision,

@@ -8,12 +8,12 @@ use super::*;
 pub(super) async fn prepare(
     ids: &[usize],
     hosts: &mut [HostRun],
-    ctx: &Ctx,
+    ctx: &RunCtx,
     source: &Prepared,
     run_once: Option<usize>,
-) -> Vec<P> {
+) -> Vec<Fact> {
     // Recorded before any work starts: an interruption mid-prepare must still discard.
-    let mut events: Vec<P> = ids.iter().map(|&i| P::Staging(i)).collect();
+    let mut events: Vec<Fact> = ids.iter().map(|&i| Fact::Staging(i)).collect();
     // The first failure closes the barrier: the other hosts' steps are stopped at once rather
     // than left to finish a build nobody will switch to. An interruption does the same.
     let stop = ctx.cancel.child_token();
@@ -21,18 +21,18 @@ pub(super) async fn prepare(
     // `keep_time`); this is cancelled when the last one is.
     let all_prepared = CancellationToken::new();
     let unprepared = std::sync::atomic::AtomicUsize::new(ids.len());
-    let few = Semaphore::new(CLOCK_CONCURRENCY);
+    let clock_turns = Semaphore::new(CLOCK_CONCURRENCY);
     let together = ids.len() > 1;
     let results = join_all(ids.iter().map(|&i| {
         let h = &hosts[i];
         let conn = h.conn.clone();
         let host = h.host.clone();
-        let steps = remote::prepare(&remote::Plan {
+        let steps = remote::prepare(&remote::ReleasePlan {
             inline_payload: Some(&source.payload),
             ..plan_for(h, ctx, &source.delivery)
         });
         let stop = &stop;
-        let (all_prepared, unprepared, few) = (&all_prepared, &unprepared, &few);
+        let (all_prepared, unprepared, clock_turns) = (&all_prepared, &unprepared, &clock_turns);
         async move {
             ctx.phase(&host.name, Phase::Prepare);
             let t0 = Instant::now();
@@ -78,7 +78,9 @@ pub(super) async fn prepare(
                             _ = stop.cancelled() => {}
                         }
                     };
-                    if let Err(e) = keep_time(a, few, host.config.timeouts.switch, waiting).await {
+                    if let Err(e) =
+                        keep_time(a, clock_turns, host.config.timeouts.switch, waiting).await
+                    {
                         r = Err(transport_failure(
                             ctx,
                             Phase::Prepare,
@@ -98,12 +100,12 @@ pub(super) async fn prepare(
         match r {
             Ok((true, armed)) => {
                 hosts[i].armed = armed;
-                events.push(P::Prepared(i));
+                events.push(Fact::Prepared(i));
             }
-            Ok((false, _)) => events.push(P::PrepareFailed(i)),
+            Ok((false, _)) => events.push(Fact::PrepareFailed(i)),
             Err(f) => {
                 hosts[i].fail(ctx, f);
-                events.push(P::PrepareFailed(i));
+                events.push(Fact::PrepareFailed(i));
             }
         }
     }
@@ -122,17 +124,18 @@ impl Drop for Countdown<'_> {
 }
 
 /// While a host that is armed early waits for the rest of the fleet, keep its clock measured:
-/// [`CLOCK_QUESTIONS`] questions at once (holding a permit of `few`), then one every
+/// [`CLOCK_QUESTIONS`] questions at once (holding a permit of `clock_turns`), then one every
 /// [`CLOCK_PERIOD`] until `waiting` ends. So when the switch comes, the host has fresh answers
-/// and it need not be asked again a few hosts at a time (a round trip per question that grows
+/// and it need not be asked again a clock_turns hosts at a time (a round trip per question that grows
 /// with the fleet), but only once with every host at once.
 pub(super) async fn keep_time(
     a: &mut Armed,
-    few: &Semaphore,
+    clock_turns: &Semaphore,
     t: Duration,
     waiting: impl std::future::Future<Output = ()>,
 ) -> Result<(), TransportError> {
-    a.ask_clock_times(CLOCK_QUESTIONS, Some(few), t).await?;
+    a.ask_clock_times(CLOCK_QUESTIONS, Some(clock_turns), t)
+        .await?;
     tokio::pin!(waiting);
     loop {
         tokio::select! {

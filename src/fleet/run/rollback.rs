@@ -158,8 +158,8 @@ pub(super) fn journal_target(pf: &Preflight) -> Result<String, String> {
 }
 
 /// Rollback's prepare: check the target on every host (under the lock) and stage its link.
-pub(super) async fn stage_target(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx) -> Vec<P> {
-    let mut events: Vec<P> = ids.iter().map(|&i| P::Staging(i)).collect();
+pub(super) async fn stage_target(ids: &[usize], hosts: &mut [HostRun], ctx: &RunCtx) -> Vec<Fact> {
+    let mut events: Vec<Fact> = ids.iter().map(|&i| Fact::Staging(i)).collect();
     let results = join_all(ids.iter().map(|&i| {
         let h = &hosts[i];
         let conn = h.conn.clone();
@@ -188,19 +188,19 @@ pub(super) async fn stage_target(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx
     .await;
     for (i, r) in results {
         match r {
-            Ok(o) if o.success() => events.push(P::Prepared(i)),
+            Ok(o) if o.success() => events.push(Fact::Prepared(i)),
             Ok(o) => {
                 let mut f = command_failure(ctx, Phase::Prepare, Some("stage"), &o);
                 if o.status == Some(RELEASE_MISSING) {
                     f.message = o.stdout_text().trim().to_owned();
                 }
                 hosts[i].fail(ctx, f);
-                events.push(P::PrepareFailed(i));
+                events.push(Fact::PrepareFailed(i));
             }
             Err(e) => {
                 let f = transport_failure(ctx, Phase::Prepare, Some("stage"), &e);
                 hosts[i].fail(ctx, f);
-                events.push(P::PrepareFailed(i));
+                events.push(Fact::PrepareFailed(i));
             }
         }
     }

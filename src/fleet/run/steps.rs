@@ -11,7 +11,7 @@ pub(super) async fn run_steps(
     steps: &[Step],
     payload: Option<&[u8]>,
     phase: Phase,
-    ctx: &Ctx,
+    ctx: &RunCtx,
     stop: &CancellationToken,
 ) -> Result<bool, Failure> {
     // The git steps that use the operator's agent run on a connection of their own, closed
@@ -106,9 +106,9 @@ pub(super) async fn run_steps(
 
 /// Say (as the host's output, shown with `-v`) that the host opened agent channels ship
 /// refused: something on it tried to use the operator's agent outside a git step.
-pub(super) fn report_refused_agent(ctx: &Ctx, host: &Host, refused: usize) {
+pub(super) fn report_refused_agent(ctx: &RunCtx, host: &Host, refused: usize) {
     if refused > 0 {
-        ctx.reporter.report(&Event::Output {
+        ctx.reporter.report(&Event::Line {
             host: host.name.clone(),
             stream: "stderr",
             line: format!(
@@ -172,7 +172,7 @@ pub(super) fn sudo_problem(tail: &[String]) -> Option<&'static str> {
 }
 
 /// A host's run-once steps (migrations), rendered for this release.
-pub(super) fn run_once_steps(plan: &remote::Plan, host: &Host) -> Vec<Step> {
+pub(super) fn run_once_steps(plan: &remote::ReleasePlan, host: &Host) -> Vec<Step> {
     host.config
         .run_once
         .iter()
@@ -181,7 +181,7 @@ pub(super) fn run_once_steps(plan: &remote::Plan, host: &Host) -> Vec<Step> {
 }
 
 /// A host's after-switch steps, then its health check, rendered for this release.
-pub(super) fn verify_steps(plan: &remote::Plan, host: &Host) -> Vec<Step> {
+pub(super) fn verify_steps(plan: &remote::ReleasePlan, host: &Host) -> Vec<Step> {
     let mut steps: Vec<Step> = host
         .config
         .after_switch

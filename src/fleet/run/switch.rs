@@ -2,7 +2,7 @@
 
 use super::*;
 
-pub(super) async fn switch(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx) -> Vec<P> {
+pub(super) async fn switch(ids: &[usize], hosts: &mut [HostRun], ctx: &RunCtx) -> Vec<Fact> {
     // 1. Arm: start the switch command on every host not armed at the end of its prepare, and
     //    wait until each one says it is waiting for our word. Until we fire, nothing has
     //    changed anywhere.
@@ -18,7 +18,7 @@ pub(super) async fn switch(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx) -> V
         }
     }))
     .await;
-    // 2. Measure each host's clock against ours, once every host is armed: a few hosts at a
+    // 2. Measure each host's clock against ours, once every host is armed: a clock_turns hosts at a
     //    time, for short round trips and so small error bounds (hosts armed early were asked
     //    while they waited: only those without enough fresh answers are asked now); then once
     //    more every host at once, the way the words will go out, for how long they take to
@@ -33,8 +33,8 @@ pub(super) async fn switch(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx) -> V
             })
         })
         .collect();
-    let few = Semaphore::new(CLOCK_CONCURRENCY);
-    let armed = ask_clocks(ids, hosts, armed, Some(&few), |a| {
+    let clock_turns = Semaphore::new(CLOCK_CONCURRENCY);
+    let armed = ask_clocks(ids, hosts, armed, Some(&clock_turns), |a| {
         CLOCK_QUESTIONS.saturating_sub(a.samples.len())
     })
     .await;
@@ -50,7 +50,7 @@ pub(super) async fn switch(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx) -> V
                     hosts[i].fail(ctx, f);
                 }
             }
-            events.push(P::SwitchRefused(i));
+            events.push(Fact::SwitchRefused(i));
         }
         return events;
     }
@@ -107,7 +107,7 @@ pub(super) async fn switch(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx) -> V
             async move {
                 let r = match fired {
                     Err(e) => Err(e),
-                    Ok(()) => within(t, "waiting for the switch", a.p.wait()).await,
+                    Ok(()) => within(t, "waiting for the switch", a.process.wait()).await,
                 };
                 (i, offset, r)
             }
@@ -125,7 +125,7 @@ pub(super) async fn switch(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx) -> V
                     host: name,
                     at_unix_ns: at,
                 });
-                events.push(P::Switched(i));
+                events.push(Fact::Switched(i));
             }
             Ok(o) if matches!(o.status, Some(SWITCH_CANCELLED | SWITCH_RENAME_FAILED)) => {
                 // The rename failed or was cancelled: `current` is unchanged there.
@@ -136,7 +136,7 @@ pub(super) async fn switch(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx) -> V
                     "the rename failed; current is unchanged".into()
                 };
                 hosts[i].fail(ctx, f);
-                events.push(P::SwitchRefused(i));
+                events.push(Fact::SwitchRefused(i));
             }
             Ok(o) => {
                 // Killed mid-way (the host crashed?): the rename may or may not have run.
@@ -146,19 +146,19 @@ pub(super) async fn switch(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx) -> V
                     f.message
                 );
                 hosts[i].fail(ctx, f);
-                events.push(P::SwitchUnknown(i));
+                events.push(Fact::SwitchUnknown(i));
             }
             Err(e) => {
                 let f = transport_failure(ctx, Phase::Switch, None, &e);
                 hosts[i].fail(ctx, f);
-                events.push(P::SwitchUnknown(i));
+                events.push(Fact::SwitchUnknown(i));
             }
         }
     }
     events
 }
 
-pub(super) async fn revert(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx) -> Vec<P> {
+pub(super) async fn revert(ids: &[usize], hosts: &mut [HostRun], ctx: &RunCtx) -> Vec<Fact> {
     let results = join_all(ids.iter().map(|&i| {
         let h = &hosts[i];
         let conn = h.conn.clone();
@@ -185,7 +185,7 @@ pub(super) async fn revert(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx) -> V
     let mut events = Vec::new();
     for (i, script, r) in results {
         match r {
-            Ok(o) if o.success() => events.push(P::Reverted(i)),
+            Ok(o) if o.success() => events.push(Fact::Reverted(i)),
             other => {
                 let f = match other {
                     Ok(o) => command_failure(ctx, Phase::Revert, None, &o),
@@ -193,7 +193,7 @@ pub(super) async fn revert(ids: &[usize], hosts: &mut [HostRun], ctx: &Ctx) -> V
                 };
                 hosts[i].remedy = Some(script);
                 hosts[i].fail(ctx, f);
-                events.push(P::RevertFailed(i));
+                events.push(Fact::RevertFailed(i));
             }
         }
     }

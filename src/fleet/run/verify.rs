@@ -6,15 +6,20 @@ use super::*;
 /// The run-once steps (migrations) on one host, after every host prepared and before any
 /// switches. An interruption does not stop a step half-way (a half-run migration is worse than
 /// a finished one); the deploy aborts after it.
-pub(super) async fn run_once(i: usize, hosts: &mut [HostRun], ctx: &Ctx, d: &Deploy) -> Vec<P> {
+pub(super) async fn run_once(
+    i: usize,
+    hosts: &mut [HostRun],
+    ctx: &RunCtx,
+    d: &Deploy,
+) -> Vec<Fact> {
     let Job::Deploy(source) = &d.job else {
-        return vec![P::RanOnce];
+        return vec![Fact::RanOnce];
     };
     let Some(h) = hosts.get(i) else {
-        return vec![P::RunOnceFailed];
+        return vec![Fact::RunOnceFailed];
     };
     let Some(conn) = h.conn.clone() else {
-        return vec![P::RunOnceFailed];
+        return vec![Fact::RunOnceFailed];
     };
     ctx.phase(&h.host.name, Phase::RunOnce);
     let plan = plan_for(h, ctx, &source.delivery);
@@ -22,10 +27,10 @@ pub(super) async fn run_once(i: usize, hosts: &mut [HostRun], ctx: &Ctx, d: &Dep
     let host = h.host.clone();
     let never = CancellationToken::new();
     match run_steps(&conn, &host, &steps, None, Phase::RunOnce, ctx, &never).await {
-        Ok(_) => vec![P::RanOnce],
+        Ok(_) => vec![Fact::RanOnce],
         Err(f) => {
             hosts[i].fail(ctx, f);
-            vec![P::RunOnceFailed]
+            vec![Fact::RunOnceFailed]
         }
     }
 }
@@ -34,10 +39,10 @@ pub(super) async fn run_once(i: usize, hosts: &mut [HostRun], ctx: &Ctx, d: &Dep
 pub(super) async fn verify(
     ids: &[usize],
     hosts: &mut [HostRun],
-    ctx: &Ctx,
+    ctx: &RunCtx,
     d: &Deploy,
     stop: &CancellationToken,
-) -> Vec<P> {
+) -> Vec<Fact> {
     let delivery = match &d.job {
         Job::Deploy(s) => s.delivery.clone(),
         Job::Rollback { .. } => remote::Delivery::Tarball {
@@ -74,18 +79,18 @@ pub(super) async fn verify(
     let mut events = Vec::new();
     for (i, r) in results {
         match r {
-            Ok(_) => events.push(P::Verified(i)),
+            Ok(_) => events.push(Fact::Verified(i)),
             Err(f) if warn => {
                 ctx.reporter.report(&Event::HostWarning {
                     host: hosts[i].host.name.clone(),
                     failure: f.clone(),
                 });
                 hosts[i].warnings.push(f);
-                events.push(P::Verified(i));
+                events.push(Fact::Verified(i));
             }
             Err(f) => {
                 hosts[i].fail(ctx, f);
-                events.push(P::VerifyFailed(i));
+                events.push(Fact::VerifyFailed(i));
             }
         }
     }
@@ -93,7 +98,7 @@ pub(super) async fn verify(
 }
 
 /// Hold with the canary switched, for `observe`, unless interrupted.
-pub(super) async fn observe(ctx: &Ctx, d: &Deploy) -> Vec<P> {
+pub(super) async fn observe(ctx: &RunCtx, d: &Deploy) -> Vec<Fact> {
     ctx.reporter.report(&Event::Observing {
         hosts: canary_names(d),
         for_ms: d.observe.as_millis() as u64,
@@ -102,5 +107,5 @@ pub(super) async fn observe(ctx: &Ctx, d: &Deploy) -> Vec<P> {
         _ = tokio::time::sleep(d.observe) => {}
         _ = ctx.cancel.cancelled() => {}
     }
-    vec![P::Observed]
+    vec![Fact::Observed]
 }

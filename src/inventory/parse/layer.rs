@@ -90,7 +90,7 @@ impl Layer {
 
 /// Parse one layer's settings; keys outside [`LAYER_KEYS`] but in `allowed` are returned raw.
 pub(super) fn layer<'n>(
-    ctx: &Ctx,
+    ctx: &Doc,
     node: &'n Node,
     path: &str,
     allowed: &[&str],

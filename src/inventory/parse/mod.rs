@@ -80,14 +80,14 @@ pub const WRITABLE_KEYS: &[&str] = &["paths", "mode", "user", "chmod"];
 /// Keys of a step written as a mapping.
 pub const STEP_KEYS: &[&str] = &["run", "sudo", "roles"];
 
-struct Ctx<'a> {
+struct Doc<'a> {
     file: &'a Path,
     lines: Vec<&'a str>,
 }
 
 type Result<T> = std::result::Result<T, InventoryError>;
 
-impl Ctx<'_> {
+impl Doc<'_> {
     fn err(&self, pos: Pos, path: &str, message: impl Into<String>) -> InventoryError {
         let source_line = usize::try_from(pos.line)
             .ok()
@@ -300,7 +300,7 @@ struct At<T> {
 
 /// Parse and validate inventory text read from `file`.
 pub fn parse_inventory(file: &Path, text: &str) -> Result<Inventory> {
-    let ctx = Ctx {
+    let ctx = Doc {
         file,
         lines: text.lines().collect(),
     };
@@ -386,7 +386,7 @@ struct StageSettings {
 }
 
 fn stage_settings(
-    ctx: &Ctx,
+    ctx: &Doc,
     extra: &BTreeMap<&str, &Node>,
     path: &str,
     inherited: StageSettings,
@@ -461,7 +461,7 @@ pub fn parse_canary(text: &str) -> std::result::Result<Canary, String> {
 }
 
 fn stage(
-    ctx: &Ctx,
+    ctx: &Doc,
     defaults: &Layer,
     stage_defaults: &StageSettings,
     name: &str,
@@ -554,7 +554,7 @@ fn valid_host_name(name: &str) -> bool {
 }
 
 fn host(
-    ctx: &Ctx,
+    ctx: &Doc,
     stage: &Layer,
     name: &str,
     node: &Node,

@@ -6,7 +6,7 @@ use super::*;
 /// Paths and URLs are names: a newline, a tab or another control character in one is a mistake
 /// (and would break the line-based replies hosts send about paths, or a URL's line in curl's
 /// configuration).
-pub(super) fn no_control_characters(ctx: &Ctx, path: &str, pos: Pos, key_path: &str) -> Result<()> {
+pub(super) fn no_control_characters(ctx: &Doc, path: &str, pos: Pos, key_path: &str) -> Result<()> {
     match path.chars().find(|c| c.is_control()) {
         Some(c) => Err(ctx.err_hint(
             pos,
@@ -21,7 +21,7 @@ pub(super) fn no_control_characters(ctx: &Ctx, path: &str, pos: Pos, key_path: &
     }
 }
 
-pub(super) fn deploy_to(ctx: &Ctx, v: &Node, p: &str) -> Result<String> {
+pub(super) fn deploy_to(ctx: &Doc, v: &Node, p: &str) -> Result<String> {
     let s = ctx.non_empty(v, p)?;
     no_control_characters(ctx, &s, v.pos, p)?;
     if !s.starts_with('/') {
@@ -47,7 +47,7 @@ pub(super) fn deploy_to(ctx: &Ctx, v: &Node, p: &str) -> Result<String> {
     Ok(trimmed.to_owned())
 }
 
-pub(super) fn source(ctx: &Ctx, v: &Node, p: &str) -> Result<At<Source>> {
+pub(super) fn source(ctx: &Doc, v: &Node, p: &str) -> Result<At<Source>> {
     let entries = ctx.entries(v, p, SOURCE_KEYS)?;
     let get = |k: &str| {
         entries
@@ -119,7 +119,7 @@ pub(super) fn source(ctx: &Ctx, v: &Node, p: &str) -> Result<At<Source>> {
     })
 }
 
-pub(super) fn shared(ctx: &Ctx, v: &Node, p: &str) -> Result<Shared> {
+pub(super) fn shared(ctx: &Doc, v: &Node, p: &str) -> Result<Shared> {
     let mut out = Shared::default();
     let mut all: Vec<(String, Pos, String)> = Vec::new();
     for (key, list, _) in ctx.entries(v, p, SHARED_KEYS)? {
@@ -151,7 +151,7 @@ pub(super) fn overlaps(a: &str, b: &str) -> bool {
 }
 
 /// A shared path: relative, inside the release, normalised (no `.`, no trailing `/`).
-pub(super) fn shared_path(ctx: &Ctx, path: &str, pos: Pos, key_path: &str) -> Result<String> {
+pub(super) fn shared_path(ctx: &Doc, path: &str, pos: Pos, key_path: &str) -> Result<String> {
     no_control_characters(ctx, path, pos, key_path)?;
     let p = Path::new(path);
     if p.is_absolute() {
@@ -191,7 +191,7 @@ pub(super) fn shared_path(ctx: &Ctx, path: &str, pos: Pos, key_path: &str) -> Re
     Ok(clean)
 }
 
-pub(super) fn env(ctx: &Ctx, v: &Node, p: &str) -> Result<BTreeMap<String, EnvVar>> {
+pub(super) fn env(ctx: &Doc, v: &Node, p: &str) -> Result<BTreeMap<String, EnvVar>> {
     let mut out = BTreeMap::new();
     for (name, value, pos) in ctx.map(v, p)? {
         let kp = join(p, name);
@@ -253,7 +253,7 @@ pub(super) fn for_roles(steps: Option<Vec<StepSpec>>, roles: &[String]) -> Vec<S
 }
 
 /// A list of steps: each a command string, or `{ run: …, sudo: true, roles: [...] }`.
-pub(super) fn steps(ctx: &Ctx, v: &Node, p: &str) -> Result<Vec<StepSpec>> {
+pub(super) fn steps(ctx: &Doc, v: &Node, p: &str) -> Result<Vec<StepSpec>> {
     let Kind::Seq(items) = &v.kind else {
         return Err(ctx.expected(v, p, "a list of commands"));
     };
@@ -288,7 +288,7 @@ pub(super) fn steps(ctx: &Ctx, v: &Node, p: &str) -> Result<Vec<StepSpec>> {
     Ok(out)
 }
 
-pub(super) fn strings(ctx: &Ctx, v: &Node, p: &str) -> Result<Vec<String>> {
+pub(super) fn strings(ctx: &Doc, v: &Node, p: &str) -> Result<Vec<String>> {
     Ok(ctx
         .list_of_strings(v, p)?
         .into_iter()
@@ -296,7 +296,7 @@ pub(super) fn strings(ctx: &Ctx, v: &Node, p: &str) -> Result<Vec<String>> {
         .collect())
 }
 
-pub(super) fn health_check(ctx: &Ctx, v: &Node, p: &str) -> Result<HealthCheck> {
+pub(super) fn health_check(ctx: &Doc, v: &Node, p: &str) -> Result<HealthCheck> {
     let mut h = HealthCheck::default();
     let mut url = None;
     let mut command = None;
@@ -360,7 +360,7 @@ pub(super) fn health_check(ctx: &Ctx, v: &Node, p: &str) -> Result<HealthCheck> 
     Ok(h)
 }
 
-pub(super) fn writable(ctx: &Ctx, v: &Node, p: &str) -> Result<Writable> {
+pub(super) fn writable(ctx: &Doc, v: &Node, p: &str) -> Result<Writable> {
     let mut paths = Vec::new();
     let mut mode = "chmod".to_owned();
     let mut user = None;
