@@ -12,45 +12,17 @@ use super::{
     Writable, WritableMode,
 };
 
-mod layer;
+mod keys;
 mod recipes;
 mod values;
 
-use layer::*;
+pub use keys::LAYER_KEYS;
+use keys::*;
 use recipes::*;
 use values::*;
 
 /// Keys allowed at the top of the document.
 pub const TOP_KEYS: &[&str] = &["defaults", "stages"];
-/// Keys allowed in `defaults`, a stage and a host alike.
-pub const LAYER_KEYS: &[&str] = &[
-    "connection",
-    "user",
-    "port",
-    "identity_file",
-    "known_hosts",
-    "host_key_checking",
-    "proxy_jump",
-    "ssh_config",
-    "deploy_to",
-    "keep_releases",
-    "source",
-    "shared",
-    "build",
-    "copy_from_previous",
-    "writable",
-    "forward_agent",
-    "git_known_hosts",
-    "run_once",
-    "after_switch",
-    "health_check",
-    "recipe",
-    "env",
-    "connect_timeout",
-    "step_timeout",
-    "switch_timeout",
-    "keepalive_interval",
-];
 /// Keys allowed only in a stage (besides [`LAYER_KEYS`]); all but `hosts` may also be set in
 /// `defaults`.
 pub const STAGE_KEYS: &[&str] = &["hosts", "canary", "observe", "hooks"];
@@ -684,7 +656,7 @@ fn host(
         health_check: l.health_check.clone().unwrap_or_default(),
         roles,
         recipe: l.recipe.clone(),
-        env: l.env.values().cloned().collect(),
+        env: l.env.iter().flat_map(|e| e.values().cloned()).collect(),
         timeouts: Timeouts {
             connect: l.connect_timeout.unwrap_or(defaults.connect),
             step: l.step_timeout.unwrap_or(defaults.step),
