@@ -4,6 +4,7 @@
 //! events are shown.
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod error;
 pub mod fleet;
 pub mod hooks;
 pub mod inventory;

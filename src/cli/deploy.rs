@@ -11,6 +11,7 @@ use super::output::{
     Board, Json, Live, Plain, Verbosity, github_annotations, markdown_summary, summary_text,
 };
 use super::{DeployArgs, Global, RollbackArgs, exit};
+use crate::error::{Error, Result};
 use crate::fleet::{self, Deploy, Job, RunPlan};
 use crate::inventory::{Stage, parse_canary};
 use crate::report::{Outcome, Reporter, Summary};
@@ -31,7 +32,7 @@ fn stage_with_overrides(
     name: &str,
     connect: Option<Duration>,
     step: Option<Duration>,
-) -> Result<Stage, u8> {
+) -> Result<Stage> {
     let mut stage = super::inspect::connect_stage(g, name)?;
     for h in &mut stage.hosts {
         if let Some(t) = connect {
@@ -45,15 +46,9 @@ fn stage_with_overrides(
 }
 
 /// The canary hosts from `--canary` or the stage's `canary:`, checked against the stage.
-fn canary_hosts(stage: &Stage, flag: Option<&str>) -> Result<Vec<usize>, u8> {
+fn canary_hosts(stage: &Stage, flag: Option<&str>) -> Result<Vec<usize>> {
     let canary = match flag {
-        Some(text) => match parse_canary(text) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                eprintln!("error: --canary: {e}");
-                return Err(exit::USAGE);
-            }
-        },
+        Some(text) => Some(parse_canary(text).map_err(|e| Error::usage(format!("--canary: {e}")))?),
         None => stage.canary.clone(),
     };
     if let Some(crate::inventory::Canary::Hosts(names)) = &canary {
@@ -62,50 +57,38 @@ fn canary_hosts(stage: &Stage, flag: Option<&str>) -> Result<Vec<usize>, u8> {
             .find(|n| !stage.hosts.iter().any(|h| &h.name == *n))
         {
             let known: Vec<&str> = stage.hosts.iter().map(|h| h.name.as_str()).collect();
-            eprintln!(
-                "error: --canary: `{n}` is not a host of stage `{}`\n  hint: hosts here: {}",
-                stage.name,
-                known.join(", ")
-            );
-            return Err(exit::USAGE);
+            return Err(Error::usage(format!(
+                "--canary: `{n}` is not a host of stage `{}`",
+                stage.name
+            ))
+            .hint(format!("hosts here: {}", known.join(", "))));
         }
     }
     let idx = stage.canary_hosts(canary.as_ref());
     if canary.is_some() && idx.is_empty() {
-        eprintln!(
-            "error: the canary would be the whole fleet of {} host(s); nothing would wait for it\n  \
-             hint: use a smaller number, or deploy without a canary",
+        return Err(Error::usage(format!(
+            "the canary would be the whole fleet of {} host(s); nothing would wait for it",
             stage.hosts.len()
-        );
-        return Err(exit::USAGE);
+        ))
+        .hint("use a smaller number, or deploy without a canary"));
     }
     Ok(idx)
 }
 
-pub async fn run(args: DeployArgs) -> u8 {
+pub async fn run(args: DeployArgs) -> Result<u8> {
     let g = &args.global;
     if args.full && !args.dry_run {
-        eprintln!(
-            "error: --full shows a plan's commands whole; it goes with --dry-run\n  \
-             hint: `ship plan {} --full`",
-            args.stage
+        return Err(
+            Error::usage("--full shows a plan's commands whole; it goes with --dry-run")
+                .hint(format!("`ship plan {} --full`", args.stage)),
         );
-        return exit::USAGE;
     }
-    let stage = match stage_with_overrides(g, &args.stage, args.connect_timeout, args.step_timeout)
-    {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    let canary = match canary_hosts(&stage, args.canary.as_deref()) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+    let stage = stage_with_overrides(g, &args.stage, args.connect_timeout, args.step_timeout)?;
+    let canary = canary_hosts(&stage, args.canary.as_deref())?;
     // Without a hold, the canary still switches and is verified before the rest go.
     let observe = args.observe.unwrap_or(stage.observe);
     let Some(source) = stage.source().cloned() else {
-        eprintln!("error: stage `{}` has no hosts", stage.name);
-        return exit::USAGE;
+        return Err(Error::usage(format!("stage `{}` has no hosts", stage.name)));
     };
     let revision_hint = match &source {
         crate::inventory::Source::Git { reference, .. } => reference.clone(),
@@ -117,8 +100,7 @@ pub async fn run(args: DeployArgs) -> u8 {
         if let Err(e) =
             crate::hooks::run("before_deploy", &stage.hooks.before_deploy, &env, &hook_dir).await
         {
-            eprintln!("error: {e}\n  nothing was changed on any host");
-            return exit::FAILED;
+            return Err(Error::failed(e.to_string()).note("nothing was changed on any host"));
         }
     }
     // Pack or resolve once, before any host is touched.
@@ -126,13 +108,9 @@ pub async fn run(args: DeployArgs) -> u8 {
     {
         Ok(Ok(p)) => p,
         Ok(Err(e)) => {
-            eprintln!("error: {e}\n  nothing was changed on any host");
-            return exit::FAILED;
+            return Err(Error::failed(e.to_string()).note("nothing was changed on any host"));
         }
-        Err(e) => {
-            eprintln!("error: preparing the source failed: {e}");
-            return exit::FAILED;
-        }
+        Err(e) => return Err(Error::failed("preparing the source failed").because(e)),
     };
     let options = RunOptions {
         accept_new_host_keys: args.accept_new_host_keys,
@@ -147,20 +125,17 @@ pub async fn run(args: DeployArgs) -> u8 {
     execute(g, stage, Job::Deploy(prepared), options, &hook_dir).await
 }
 
-pub async fn rollback(args: RollbackArgs) -> u8 {
+pub async fn rollback(args: RollbackArgs) -> Result<u8> {
     let g = &args.global;
-    let stage = match stage_with_overrides(g, &args.stage, args.connect_timeout, None) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
+    let stage = stage_with_overrides(g, &args.stage, args.connect_timeout, None)?;
     if let Some(to) = &args.to {
         if !crate::remote::is_release_id(to) {
-            eprintln!(
-                "error: --to: `{to}` is not a release id\n  hint: release ids look like \
-                 20261122153000; `ship releases {}` lists them",
-                stage.name
+            return Err(
+                Error::usage(format!("--to: `{to}` is not a release id")).hint(format!(
+                    "release ids look like 20261122153000; `ship releases {}` lists them",
+                    stage.name
+                )),
             );
-            return exit::USAGE;
         }
     }
     let options = RunOptions {
@@ -181,8 +156,7 @@ pub async fn rollback(args: RollbackArgs) -> u8 {
     if let Err(e) =
         crate::hooks::run("before_deploy", &stage.hooks.before_deploy, &env, &hook_dir).await
     {
-        eprintln!("error: {e}\n  nothing was changed on any host");
-        return exit::FAILED;
+        return Err(Error::failed(e).note("nothing was changed on any host"));
     }
     execute(g, stage, job, options, &hook_dir).await
 }
@@ -248,7 +222,7 @@ fn reporter(g: &Global, stage: &Stage) -> Arc<Board> {
 
 /// Run a deploy or a rollback to the end: the fleet run, the local hooks after it, the summary
 /// and the exit code.
-async fn execute(g: &Global, stage: Stage, job: Job, o: RunOptions, hook_dir: &Path) -> u8 {
+async fn execute(g: &Global, stage: Stage, job: Job, o: RunOptions, hook_dir: &Path) -> Result<u8> {
     let board = reporter(g, &stage);
     let cancel = CancellationToken::new();
     spawn_signal_watch(cancel.clone(), board.clone());
@@ -298,7 +272,7 @@ async fn execute(g: &Global, stage: Stage, job: Job, o: RunOptions, hook_dir: &P
         // The fleet is where the summary says; a hook failing does not change that.
         eprintln!("warning: {e}");
     }
-    code
+    Ok(code)
 }
 
 /// Under GitHub Actions (`GITHUB_ACTIONS=true`): failures and warnings as annotations (not with
@@ -339,7 +313,7 @@ fn exit_code(summary: &Summary, cancelled: bool) -> u8 {
 
 /// `--dry-run`: rehearse the run on the hosts (reading them, changing nothing) and print every
 /// command it sent or would send.
-async fn dry_run(g: &Global, stage: Stage, job: Job, o: &RunOptions, full: bool) -> u8 {
+async fn dry_run(g: &Global, stage: Stage, job: Job, o: &RunOptions, full: bool) -> Result<u8> {
     let plan = fleet::plan(Deploy {
         stage,
         job,
@@ -363,9 +337,9 @@ async fn dry_run(g: &Global, stage: Stage, job: Job, o: &RunOptions, full: bool)
         print!("{}", plan_text(&plan, full));
     }
     if plan.hosts.iter().any(|h| h.error.is_some()) {
-        exit::FAILED
+        Ok(exit::FAILED)
     } else {
-        exit::OK
+        Ok(exit::OK)
     }
 }
 

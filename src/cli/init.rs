@@ -4,6 +4,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
 use super::exit;
+use crate::error::{Error, Result};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct InitArgs {
@@ -56,7 +57,7 @@ fn ask(question: &str, default: Option<&str>) -> Option<String> {
 
 /// `name: address` pairs from `--host` values: `web-1=10.0.0.1` or a bare address (named
 /// `web-N` in order).
-fn host_entries(values: &[String]) -> Result<Vec<(String, String)>, String> {
+fn host_entries(values: &[String]) -> std::result::Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
     for (i, v) in values
         .iter()
@@ -145,14 +146,13 @@ pub fn render(
     s
 }
 
-pub fn run(a: &InitArgs) -> u8 {
+pub fn run(a: &InitArgs) -> Result<u8> {
     if a.inventory.exists() && !a.force {
-        eprintln!(
-            "error: {} exists; ship init never overwrites it\n  hint: pass --force, or -i to \
-             write another file",
+        return Err(Error::usage(format!(
+            "{} exists; ship init never overwrites it",
             a.inventory.display()
-        );
-        return exit::USAGE;
+        ))
+        .hint("pass --force, or -i to write another file"));
     }
     let tty = std::io::stdin().is_terminal();
     let mut host_values = a.hosts.clone();
@@ -167,22 +167,17 @@ pub fn run(a: &InitArgs) -> u8 {
         (None, false) => None,
     };
     let (Some(deploy_to), false) = (deploy_to, host_values.is_empty()) else {
-        eprintln!(
-            "error: ship init needs the hosts and the deploy path\n  hint: on a terminal it asks; \
-             elsewhere pass --host 203.0.113.10,203.0.113.11 --deploy-to /var/www/app"
+        return Err(
+            Error::usage("ship init needs the hosts and the deploy path").hint(
+                "on a terminal it asks; elsewhere pass --host 203.0.113.10,203.0.113.11 \
+                 --deploy-to /var/www/app",
+            ),
         );
-        return exit::USAGE;
     };
     let hosts = match host_entries(&host_values) {
         Ok(h) if !h.is_empty() => h,
-        Ok(_) => {
-            eprintln!("error: no hosts given");
-            return exit::USAGE;
-        }
-        Err(e) => {
-            eprintln!("error: --host: {e}");
-            return exit::USAGE;
-        }
+        Ok(_) => return Err(Error::usage("no hosts given")),
+        Err(e) => return Err(Error::usage(format!("--host: {e}"))),
     };
     let source = a.source.clone().unwrap_or_else(|| "./build".to_owned());
     let text = render(
@@ -194,14 +189,9 @@ pub fn run(a: &InitArgs) -> u8 {
         a.recipe.as_deref(),
     );
     // What we write must be an inventory ship accepts.
-    if let Err(e) = crate::inventory::parse_inventory(&a.inventory, &text) {
-        eprintln!("error: {e}");
-        return exit::USAGE;
-    }
-    if let Err(e) = std::fs::write(&a.inventory, text) {
-        eprintln!("error: cannot write {}: {e}", a.inventory.display());
-        return exit::FAILED;
-    }
+    crate::inventory::parse_inventory(&a.inventory, &text)?;
+    std::fs::write(&a.inventory, text)
+        .map_err(|e| Error::failed(format!("cannot write {}", a.inventory.display())).because(e))?;
     println!(
         "wrote {} (stage `{}`, {} host(s)). Next: `ship check {}`, then `ship {}`",
         a.inventory.display(),
@@ -210,5 +200,5 @@ pub fn run(a: &InitArgs) -> u8 {
         a.stage,
         a.stage
     );
-    exit::OK
+    Ok(exit::OK)
 }

@@ -5,28 +5,20 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use super::output::column_width;
 use super::{Global, exit};
+use crate::error::{Error, Result};
 use crate::fleet::inspect::{self, HostStatus, StageStatus};
 use crate::inventory::{Inventory, Stage};
 use crate::transport::ConnectOptions;
 
 /// Load the inventory and pick the stage, or say why not (exit 2).
-pub fn load_stage(g: &Global, name: &str) -> Result<Stage, u8> {
-    let inventory = Inventory::load(&g.inventory).map_err(|e| {
-        eprintln!("error: {e}");
-        exit::USAGE
-    })?;
-    let stage = inventory.stage(name).map_err(|e| {
-        eprintln!("error: {e}");
-        exit::USAGE
-    })?;
+pub fn load_stage(g: &Global, name: &str) -> Result<Stage> {
+    let inventory = Inventory::load(&g.inventory)?;
+    let stage = inventory.stage(name)?;
     if stage.hosts.is_empty() {
-        eprintln!("error: stage `{}` has no hosts", stage.name);
-        return Err(exit::USAGE);
+        return Err(Error::usage(format!("stage `{}` has no hosts", stage.name))
+            .hint("add hosts under `hosts:` in the stage"));
     }
-    let mut stage = stage.select(&g.hosts, &g.roles).map_err(|e| {
-        eprintln!("error: {e}");
-        exit::USAGE
-    })?;
+    let mut stage = stage.select(&g.hosts, &g.roles)?;
     for note in crate::inventory::ssh_config::apply(&mut stage) {
         eprintln!("warning: {note}");
     }
@@ -35,17 +27,14 @@ pub fn load_stage(g: &Global, name: &str) -> Result<Stage, u8> {
 
 /// Load the stage for a command that connects to its hosts: first, on a terminal, ask for the
 /// passphrases of encrypted keys (before anything else is drawn).
-pub fn connect_stage(g: &Global, name: &str) -> Result<Stage, u8> {
+pub fn connect_stage(g: &Global, name: &str) -> Result<Stage> {
     let stage = load_stage(g, name)?;
-    crate::transport::ssh::unlock_keys(&stage.hosts).map_err(|e| {
-        eprintln!("error: {e}");
-        exit::FAILED
-    })?;
+    crate::transport::ssh::unlock_keys(&stage.hosts).map_err(Error::failed)?;
     Ok(stage)
 }
 
 /// The stage and where its hosts stand.
-async fn stage_status(g: &Global, stage: &str) -> Result<(Stage, StageStatus), u8> {
+async fn stage_status(g: &Global, stage: &str) -> Result<(Stage, StageStatus)> {
     let stage = connect_stage(g, stage)?;
     let st = inspect::status(&stage, &ConnectOptions::default()).await;
     Ok((stage, st))
@@ -56,7 +45,7 @@ async fn show_status(
     g: &Global,
     stage: &str,
     render: fn(&StageStatus) -> String,
-) -> Result<StageStatus, u8> {
+) -> Result<StageStatus> {
     let (_, st) = stage_status(g, stage).await?;
     if g.json {
         print_json(&st);
@@ -203,11 +192,8 @@ pub fn status_text(st: &StageStatus) -> String {
 
 /// `ship status <stage>`: 0 when every host answered and all are on one release with no
 /// dead run's leftovers; 3 otherwise.
-pub async fn status(g: &Global, stage: &str) -> u8 {
-    let st = match show_status(g, stage, status_text).await {
-        Ok(st) => st,
-        Err(code) => return code,
-    };
+pub async fn status(g: &Global, stage: &str) -> Result<u8> {
+    let st = show_status(g, stage, status_text).await?;
     let dead = st
         .hosts
         .iter()
@@ -217,18 +203,15 @@ pub async fn status(g: &Global, stage: &str) -> u8 {
         .iter()
         .any(|h| !h.unfinished.is_empty() && h.lock.is_none());
     if st.consistent && !dead && !leftovers {
-        exit::OK
+        Ok(exit::OK)
     } else {
-        exit::ATTENTION
+        Ok(exit::ATTENTION)
     }
 }
 
 /// `ship lock status <stage>`: the lock on each host. 0 when no host is locked, 4 when some are.
-pub async fn lock_status(g: &Global, stage: &str) -> u8 {
-    let st = match stage_status(g, stage).await {
-        Ok((_, st)) => st,
-        Err(code) => return code,
-    };
+pub async fn lock_status(g: &Global, stage: &str) -> Result<u8> {
+    let (_, st) = stage_status(g, stage).await?;
     if g.json {
         let rows: Vec<_> = st
             .hosts
@@ -246,39 +229,35 @@ pub async fn lock_status(g: &Global, stage: &str) -> u8 {
         }
     }
     if st.hosts.iter().any(|h| h.error.is_some()) {
-        exit::ATTENTION
+        Ok(exit::ATTENTION)
     } else if st.locked().next().is_some() {
-        exit::LOCKED
+        Ok(exit::LOCKED)
     } else {
-        exit::OK
+        Ok(exit::OK)
     }
 }
 
 /// `ship lock release <stage>`: show the locks, confirm (or `--yes`), remove them with the
 /// release each holder was staging.
-pub async fn lock_release(g: &Global, stage: &str, yes: bool) -> u8 {
-    let (stage, st) = match stage_status(g, stage).await {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
+pub async fn lock_release(g: &Global, stage: &str, yes: bool) -> Result<u8> {
+    let (stage, st) = stage_status(g, stage).await?;
     let locked: Vec<&HostStatus> = st.locked().collect();
     if locked.is_empty() {
         if !g.json {
             println!("{}: no host is locked; nothing to do", st.stage);
         }
         return if st.hosts.iter().any(|h| h.error.is_some()) {
-            exit::ATTENTION
+            Ok(exit::ATTENTION)
         } else {
-            exit::OK
+            Ok(exit::OK)
         };
     }
     if !yes {
         if !std::io::stdin().is_terminal() {
-            eprintln!(
-                "error: `ship lock release` changes hosts; pass --yes to confirm when not on a \
-                 terminal"
-            );
-            return exit::USAGE;
+            return Err(Error::usage(
+                "`ship lock release` changes hosts and stdin is not a terminal",
+            )
+            .hint("pass --yes to confirm"));
         }
         for h in &locked {
             if let Some(l) = &h.lock {
@@ -305,7 +284,7 @@ pub async fn lock_release(g: &Global, stage: &str, yes: bool) -> u8 {
             || !matches!(answer.trim(), "y" | "Y" | "yes")
         {
             eprintln!("nothing was changed");
-            return exit::FAILED;
+            return Ok(exit::FAILED);
         }
     }
     // Only the locks shown (and confirmed): one taken since by another run is not touched.
@@ -343,20 +322,21 @@ pub async fn lock_release(g: &Global, stage: &str, yes: bool) -> u8 {
             println!("{line}");
         }
     }
-    if failed { exit::ATTENTION } else { exit::OK }
+    if failed {
+        Ok(exit::ATTENTION)
+    } else {
+        Ok(exit::OK)
+    }
 }
 
 /// `ship releases <stage>`: a table of releases per host, and whether the fleet agrees.
 /// 0 when every host answered and all are on one release; 3 otherwise.
-pub async fn releases(g: &Global, stage: &str) -> u8 {
-    let st = match show_status(g, stage, releases_text).await {
-        Ok(st) => st,
-        Err(code) => return code,
-    };
+pub async fn releases(g: &Global, stage: &str) -> Result<u8> {
+    let st = show_status(g, stage, releases_text).await?;
     if st.consistent {
-        exit::OK
+        Ok(exit::OK)
     } else {
-        exit::ATTENTION
+        Ok(exit::ATTENTION)
     }
 }
 
@@ -423,11 +403,8 @@ pub fn releases_text(st: &StageStatus) -> String {
 }
 
 /// `ship check <stage>`: a pass/warn/fail table per host; exit 1 on any failure.
-pub async fn check(g: &Global, stage: &str) -> u8 {
-    let stage = match connect_stage(g, stage) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
+pub async fn check(g: &Global, stage: &str) -> Result<u8> {
+    let stage = connect_stage(g, stage)?;
     let tools = stage
         .source()
         .map(crate::source::tools_for)
@@ -464,42 +441,37 @@ pub async fn check(g: &Global, stage: &str) -> u8 {
             );
         }
     }
-    if failed == 0 { exit::OK } else { exit::FAILED }
+    if failed == 0 {
+        Ok(exit::OK)
+    } else {
+        Ok(exit::FAILED)
+    }
 }
 
 /// `ship config <stage>`: the effective settings per host, secrets masked.
-pub fn config(g: &Global, stage: &str) -> u8 {
-    let stage = match load_stage(g, stage) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
+pub fn config(g: &Global, stage: &str) -> Result<u8> {
+    let stage = load_stage(g, stage)?;
     let masker = crate::fleet::masker_for(&stage);
     let view = crate::inventory::show::stage_config(&stage, |s| masker.mask(s));
     if g.json {
         print_json(&view);
-        return exit::OK;
+        return Ok(exit::OK);
     }
     match serde_saphyr::to_string(&view) {
         Ok(text) => {
             print!("{text}");
-            exit::OK
+            Ok(exit::OK)
         }
-        Err(e) => {
-            eprintln!("error: cannot render YAML: {e}");
-            exit::FAILED
-        }
+        Err(e) => Err(Error::failed("cannot render the settings as YAML").because(e)),
     }
 }
 
 /// `ship exec <stage> -- <command>`: every host at once, output grouped per host. Exit 0 when
 /// the command succeeded everywhere, 1 when it failed somewhere, 3 when a host could not run
 /// it (unreachable, timed out), 130 when interrupted.
-pub async fn exec(a: &super::ExecArgs) -> u8 {
+pub async fn exec(a: &super::ExecArgs) -> Result<u8> {
     let g = &a.global;
-    let stage = match connect_stage(g, &a.stage) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
+    let stage = connect_stage(g, &a.stage)?;
     let command = a.command.join(" ");
     let cancel = tokio_util::sync::CancellationToken::new();
     let on_signal = cancel.clone();
@@ -550,12 +522,12 @@ pub async fn exec(a: &super::ExecArgs) -> u8 {
         println!("{}: ok on {ok} of {} host(s)", stage.name, results.len());
     }
     if cancel.is_cancelled() {
-        exit::INTERRUPTED
+        Ok(exit::INTERRUPTED)
     } else if results.iter().any(|r| r.error.is_some()) {
-        exit::ATTENTION
+        Ok(exit::ATTENTION)
     } else if results.iter().all(|r| r.status == Some(0)) {
-        exit::OK
+        Ok(exit::OK)
     } else {
-        exit::FAILED
+        Ok(exit::FAILED)
     }
 }

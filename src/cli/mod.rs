@@ -15,20 +15,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 /// Exit codes, documented in docs/cli.md.
-pub mod exit {
-    /// Every host is on the new release.
-    pub const OK: u8 = 0;
-    /// The deploy failed and the fleet is as it was (nothing switched, or everything reverted).
-    pub const FAILED: u8 = 1;
-    /// Bad command line or inventory.
-    pub const USAGE: u8 = 2;
-    /// Hosts may be on different releases, or a lock may be left: needs an operator.
-    pub const ATTENTION: u8 = 3;
-    /// Another deploy holds the lock; nothing was changed.
-    pub const LOCKED: u8 = 4;
-    /// Interrupted (Ctrl-C, SIGTERM); the fleet is as it was.
-    pub const INTERRUPTED: u8 = 130;
-}
+pub use crate::error::exit;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -151,10 +138,10 @@ pub struct DeployArgs {
     /// (e.g. `10m`).
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     pub lock_wait: Option<Duration>,
-    /// Override `timeouts.connect` for every host (TCP, handshake and authentication).
+    /// Override `connect_timeout` for every host (TCP, handshake and authentication).
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     pub connect_timeout: Option<Duration>,
-    /// Override `timeouts.step` for every host (each remote step of prepare).
+    /// Override `step_timeout` for every host (each remote step of prepare).
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     pub step_timeout: Option<Duration>,
     /// Switch these hosts first (a number of hosts, first by name, or host names separated by
@@ -203,7 +190,7 @@ pub struct RollbackArgs {
     /// Wait this long for a lock held by another run.
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     pub lock_wait: Option<Duration>,
-    /// Override `timeouts.connect` for every host.
+    /// Override `connect_timeout` for every host.
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     pub connect_timeout: Option<Duration>,
     /// Print every command each host would run, and change nothing.
@@ -264,7 +251,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(exit::USAGE);
         }
     };
-    let code = runtime.block_on(async {
+    let result: crate::error::Result<u8> = runtime.block_on(async {
         match command {
             Command::Deploy(a) => deploy::run(a).await,
             Command::Plan(mut a) => {
@@ -280,22 +267,21 @@ pub fn main() -> ExitCode {
             Command::Completions { shell } => {
                 let mut cmd = <Cli as clap::CommandFactory>::command();
                 clap_complete::generate(shell, &mut cmd, "ship", &mut std::io::stdout());
-                exit::OK
+                Ok(exit::OK)
             }
             Command::Init(a) => init::run(&a),
             Command::Schema => {
                 print!("{}", crate::inventory::SCHEMA);
-                exit::OK
+                Ok(exit::OK)
             }
             Command::Man => {
                 let cmd = <Cli as clap::CommandFactory>::command();
-                match clap_mangen::Man::new(cmd).render(&mut std::io::stdout()) {
-                    Ok(()) => exit::OK,
-                    Err(e) => {
-                        eprintln!("error: cannot write the man page: {e}");
-                        exit::FAILED
-                    }
-                }
+                clap_mangen::Man::new(cmd)
+                    .render(&mut std::io::stdout())
+                    .map(|()| exit::OK)
+                    .map_err(|e| {
+                        crate::error::Error::failed("cannot write the man page").because(e)
+                    })
             }
             Command::Lock(LockCommand::Status(a)) => {
                 inspect::lock_status(&a.global, &a.stage).await
@@ -303,8 +289,16 @@ pub fn main() -> ExitCode {
             Command::Lock(LockCommand::Release { target, yes }) => {
                 inspect::lock_release(&target.global, &target.stage, yes).await
             }
-            Command::Stage(_) => exit::USAGE,
+            Command::Stage(_) => Ok(exit::USAGE),
         }
     });
+    // Every command's error is rendered here, and only here.
+    let code = match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprint!("{}", e.render());
+            e.status
+        }
+    };
     ExitCode::from(code)
 }

@@ -18,6 +18,28 @@ pub struct InventoryError {
     pub source_line: Option<String>,
 }
 
+impl InventoryError {
+    /// Where and what, with the line and a caret, without the hint.
+    pub fn located(&self) -> String {
+        let mut s = self.to_string();
+        if let Some(hint) = &self.hint {
+            let tail = format!("\n  hint: {hint}");
+            if let Some(cut) = s.strip_suffix(&tail) {
+                s = cut.to_owned();
+            }
+        }
+        s
+    }
+}
+
+impl From<InventoryError> for crate::error::Error {
+    fn from(e: InventoryError) -> Self {
+        let mut out = crate::error::Error::usage(e.located());
+        out.hint = e.hint;
+        out
+    }
+}
+
 impl fmt::Display for InventoryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.file.display())?;

@@ -112,7 +112,7 @@ impl Stage {
     /// This stage limited to the named hosts and/or the hosts with any of the roles (both given:
     /// a host must match both). The others are listed in `excluded`. An unknown host name, or
     /// a selection that leaves no host, is an error that says what exists.
-    pub fn select(&self, names: &[String], roles: &[String]) -> Result<Stage, String> {
+    pub fn select(&self, names: &[String], roles: &[String]) -> Result<Stage, crate::error::Error> {
         if names.is_empty() && roles.is_empty() {
             return Ok(self.clone());
         }
@@ -122,10 +122,11 @@ impl Stage {
                 Some(m) => format!("did you mean `{m}`? hosts here: {}", known.join(", ")),
                 None => format!("hosts here: {}", known.join(", ")),
             };
-            return Err(format!(
-                "--hosts: `{n}` is not a host of stage `{}`\n  hint: {hint}",
+            return Err(crate::error::Error::usage(format!(
+                "--hosts: `{n}` is not a host of stage `{}`",
                 self.name
-            ));
+            ))
+            .hint(hint));
         }
         let (picked, left): (Vec<Host>, Vec<Host>) = self.hosts.iter().cloned().partition(|h| {
             (names.is_empty() || names.contains(&h.name))
@@ -139,15 +140,18 @@ impl Stage {
                 .collect();
             all.sort();
             all.dedup();
-            return Err(format!(
-                "no host of stage `{}` matches --hosts/--roles\n  hint: roles here: {}",
-                self.name,
+            return Err(crate::error::Error::usage(format!(
+                "no host of stage `{}` matches --hosts/--roles",
+                self.name
+            ))
+            .hint(format!(
+                "roles here: {}",
                 if all.is_empty() {
                     "none (set `roles:` on hosts)".to_owned()
                 } else {
                     all.join(", ")
                 }
-            ));
+            )));
         }
         let mut stage = self.clone();
         stage.excluded = left.into_iter().map(|h| h.name).collect();

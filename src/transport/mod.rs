@@ -441,7 +441,7 @@ impl Connection {
                 "interrupted by the operator".to_owned()
             } else {
                 format!(
-                    "timed out after {} (timeouts.step)",
+                    "timed out after {} (step_timeout)",
                     crate::util::human_duration(timeout)
                 )
             }

@@ -140,10 +140,7 @@ pub(super) async fn ask_clocks(
 
 /// Start the switch command on the host and wait until it is ready for its word.
 pub(super) async fn arm(h: &HostRun, ctx: &RunCtx) -> Result<Armed, TransportError> {
-    let conn = h
-        .conn
-        .clone()
-        .ok_or_else(|| TransportError::Other("not connected".into()))?;
+    let conn = h.connection()?;
     let script = remote::armed_switch(&h.host.config.deploy_to, &ctx.release);
     let t = h.host.config.timeouts.switch;
     let (tx, lines) = tokio::sync::mpsc::unbounded_channel();

@@ -120,7 +120,7 @@ pub(super) async fn short_on_each(
     let (phase, step) = what;
     join_all(ids.iter().map(|&i| {
         let h = &hosts[i];
-        let conn = h.conn.clone();
+        let conn = h.connection();
         let s = script(h, ctx);
         let t = h.host.config.timeouts.step.min(SHORT_COMMAND);
         let name = h.host.name.clone();
@@ -129,14 +129,8 @@ pub(super) async fn short_on_each(
                 return (i, None);
             }
             ctx.phase(&name, phase);
-            let r = match conn {
-                Some(c) => {
-                    let what = Purpose::changes(phase.as_str(), step);
-                    c.run(what, &s, None, None, t).await
-                }
-                None => Err(TransportError::Other("not connected".into())),
-            };
-            (i, Some(r))
+            let what = Purpose::changes(phase.as_str(), step);
+            (i, Some(run_short(conn, what, &s, t).await))
         }
     }))
     .await

@@ -38,17 +38,20 @@ pub(super) async fn try_lock(
 ) -> Vec<(usize, LockTry)> {
     join_all(ids.iter().map(|&i| {
         let h = &hosts[i];
-        let conn = h.conn.clone();
+        let conn = h.connection();
         let script = remote::lock(&h.host.config.deploy_to, owner);
         let name = h.host.name.clone();
         let t = h.host.config.timeouts.step.min(SHORT_COMMAND);
         async move {
             ctx.phase(&name, Phase::Lock);
-            let Some(conn) = conn else {
-                return (
-                    i,
-                    LockTry::Failed(ctx.failure(Phase::Lock, None, None, "not connected".into())),
-                );
+            let conn = match conn {
+                Ok(c) => c,
+                Err(e) => {
+                    return (
+                        i,
+                        LockTry::Failed(transport_failure(ctx, Phase::Lock, None, &e)),
+                    );
+                }
             };
             let what = Purpose::changes("lock", "lock");
             let r = match conn.run(what, &script, None, None, t).await {

@@ -162,6 +162,13 @@ impl HostRun {
         }
     }
 
+    /// Its connection, or the error of a host that has none (it failed at connect).
+    fn connection(&self) -> Result<Arc<Connection>, TransportError> {
+        self.conn
+            .clone()
+            .ok_or_else(|| TransportError::Other("not connected".into()))
+    }
+
     /// Report a failure and keep it (the first one wins: it is the cause, later ones follow).
     fn fail(&mut self, ctx: &RunCtx, f: Failure) {
         ctx.failed(&self.host.name, &f);
@@ -289,6 +296,16 @@ fn command_failure(ctx: &RunCtx, phase: Phase, step: Option<&str>, out: &Output)
         (None, None) => "ended without an exit status".to_owned(),
     };
     ctx.failure(phase, step, Some(out), message)
+}
+
+/// Run a short command on a host's connection (`conn`, from [`HostRun::connection`]).
+async fn run_short(
+    conn: Result<Arc<Connection>, TransportError>,
+    what: Purpose<'_>,
+    script: &str,
+    t: Duration,
+) -> Result<Output, TransportError> {
+    conn?.run(what, script, None, None, t).await
 }
 
 /// Choose the release id: UTC `YYYYMMDDHHMMSS` of `start`, moved forward a second at a time

@@ -25,7 +25,7 @@ pub(super) async fn prepare(
     let together = ids.len() > 1;
     let results = join_all(ids.iter().map(|&i| {
         let h = &hosts[i];
-        let conn = h.conn.clone();
+        let conn = h.connection();
         let host = h.host.clone();
         let steps = remote::prepare(&remote::ReleasePlan {
             inline_payload: Some(&source.payload),
@@ -38,12 +38,12 @@ pub(super) async fn prepare(
             let t0 = Instant::now();
             // However this host's prepare ends, it is one fewer to wait for.
             let done = Countdown(unprepared, all_prepared);
-            let Some(conn) = conn else {
-                return (
-                    i,
-                    t0.elapsed(),
-                    Err(ctx.failure(Phase::Prepare, None, None, "not connected".into())),
-                );
+            let conn = match conn {
+                Ok(c) => c,
+                Err(e) => {
+                    let f = transport_failure(ctx, Phase::Prepare, None, &e);
+                    return (i, t0.elapsed(), Err(f));
+                }
             };
             let payload = Some(source.payload.as_slice());
             let mut r = run_steps(&conn, &host, &steps, payload, Phase::Prepare, ctx, stop)

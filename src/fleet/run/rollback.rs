@@ -162,20 +162,15 @@ pub(super) async fn stage_target(ids: &[usize], hosts: &mut [HostRun], ctx: &Run
     let mut events: Vec<Fact> = ids.iter().map(|&i| Fact::Staging(i)).collect();
     let results = join_all(ids.iter().map(|&i| {
         let h = &hosts[i];
-        let conn = h.conn.clone();
+        let conn = h.connection();
         let script = remote::stage_existing(&h.host.config.deploy_to, &ctx.release);
         let name = h.host.name.clone();
         let t = h.host.config.timeouts.step.min(SHORT_COMMAND);
         async move {
             ctx.phase(&name, Phase::Prepare);
             let t0 = Instant::now();
-            let r = match conn {
-                Some(c) => {
-                    let what = Purpose::changes("prepare", "stage the target");
-                    c.run(what, &script, None, None, t).await
-                }
-                None => Err(TransportError::Other("not connected".into())),
-            };
+            let what = Purpose::changes("prepare", "stage the target");
+            let r = run_short(conn, what, &script, t).await;
             if matches!(&r, Ok(o) if o.success()) {
                 ctx.reporter.report(&Event::Prepared {
                     host: name,

@@ -161,7 +161,7 @@ pub(super) async fn switch(ids: &[usize], hosts: &mut [HostRun], ctx: &RunCtx) -
 pub(super) async fn revert(ids: &[usize], hosts: &mut [HostRun], ctx: &RunCtx) -> Vec<Fact> {
     let results = join_all(ids.iter().map(|&i| {
         let h = &hosts[i];
-        let conn = h.conn.clone();
+        let conn = h.connection();
         let script = remote::revert(
             &h.host.config.deploy_to,
             &ctx.release,
@@ -171,13 +171,7 @@ pub(super) async fn revert(ids: &[usize], hosts: &mut [HostRun], ctx: &RunCtx) -
         let name = h.host.name.clone();
         async move {
             ctx.phase(&name, Phase::Revert);
-            let r = match conn {
-                Some(c) => {
-                    c.run(Purpose::changes("revert", "revert"), &script, None, None, t)
-                        .await
-                }
-                None => Err(TransportError::Other("not connected".into())),
-            };
+            let r = run_short(conn, Purpose::changes("revert", "revert"), &script, t).await;
             (i, script, r)
         }
     }))

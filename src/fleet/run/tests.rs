@@ -485,7 +485,7 @@ fn a_build_that_never_ends_is_stopped_at_the_step_timeout() {
     assert_eq!(run.summary.outcome, Outcome::Aborted);
     let f = run.failure("h2").expect("h2 failed");
     assert!(f.message.contains("timed out after"), "{}", f.message);
-    assert!(f.message.contains("timeouts.step"), "{}", f.message);
+    assert!(f.message.contains("step_timeout"), "{}", f.message);
     assert!(
         f.message.contains("it was stopped on the host"),
         "{}",

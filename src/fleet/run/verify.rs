@@ -51,17 +51,15 @@ pub(super) async fn verify(
     };
     let results = join_all(ids.iter().map(|&i| {
         let h = &hosts[i];
-        let conn = h.conn.clone();
+        let conn = h.connection();
         let host = h.host.clone();
         let plan = plan_for(h, ctx, &delivery);
         let steps = verify_steps(&plan, &host);
         async move {
             ctx.phase(&host.name, Phase::Verify);
-            let Some(conn) = conn else {
-                return (
-                    i,
-                    Err(ctx.failure(Phase::Verify, None, None, "not connected".into())),
-                );
+            let conn = match conn {
+                Ok(c) => c,
+                Err(e) => return (i, Err(transport_failure(ctx, Phase::Verify, None, &e))),
             };
             (
                 i,

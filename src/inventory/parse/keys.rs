@@ -108,7 +108,12 @@ fn merge_env(
     upper: Option<&BTreeMap<String, EnvVar>>,
 ) -> Option<BTreeMap<String, EnvVar>> {
     let mut env = lower.cloned().unwrap_or_default();
-    env.extend(upper.into_iter().flatten().map(|(k, v)| (k.clone(), v.clone())));
+    env.extend(
+        upper
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
     Some(env)
 }
 
