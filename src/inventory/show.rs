@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::{
-    Canary, Connection, HealthCheck, HostKeyChecking, OnFailure, Probe, ProxyJump, Source, Stage,
-    StepSpec,
+    Canary, Connection, HealthCheck, HostKeyChecking, OnFailure, Probe, ProxyJump, Source,
+    SshConfig, Stage, StepSpec,
 };
 
 /// How a secret value is shown.
@@ -37,6 +37,8 @@ pub struct HostConfigView {
     pub known_hosts: String,
     pub host_key_checking: &'static str,
     pub proxy_jump: Option<String>,
+    /// `default` (ssh's own files), `false` (not read), or the file read instead.
+    pub ssh_config: serde_json::Value,
     pub deploy_to: String,
     pub keep_releases: usize,
     pub source: BTreeMap<&'static str, String>,
@@ -44,6 +46,7 @@ pub struct HostConfigView {
     pub copy_from_previous: Vec<String>,
     pub writable: Option<serde_json::Value>,
     pub forward_agent: bool,
+    pub git_known_hosts: Option<String>,
     pub build: Vec<serde_json::Value>,
     pub run_once: Vec<serde_json::Value>,
     pub after_switch: Vec<serde_json::Value>,
@@ -130,23 +133,19 @@ pub fn stage_config(stage: &Stage, mask: impl Fn(&str) -> String) -> StageConfig
                     HostKeyChecking::AcceptNew => "accept-new",
                 },
                 proxy_jump: c.proxy_jump.as_deref().map(ProxyJump::chain_text),
+                ssh_config: match &c.ssh_config {
+                    SshConfig::Default => "default".into(),
+                    SshConfig::Off => false.into(),
+                    SshConfig::File(f) => f.display().to_string().into(),
+                },
                 deploy_to: c.deploy_to.clone(),
                 keep_releases: c.keep_releases,
                 source: match &c.source {
                     Source::Artifact { path } => {
                         BTreeMap::from([("artifact", path.display().to_string())])
                     }
-                    Source::Git {
-                        url,
-                        reference,
-                        known_hosts,
-                    } => {
-                        let mut m =
-                            BTreeMap::from([("git", mask(url)), ("ref", reference.clone())]);
-                        if let Some(k) = known_hosts {
-                            m.insert("git_known_hosts", k.display().to_string());
-                        }
-                        m
+                    Source::Git { url, reference, .. } => {
+                        BTreeMap::from([("git", mask(url)), ("ref", reference.clone())])
                     }
                 },
                 shared: BTreeMap::from([
@@ -155,6 +154,13 @@ pub fn stage_config(stage: &Stage, mask: impl Fn(&str) -> String) -> StageConfig
                 ]),
                 copy_from_previous: c.copy_from_previous.clone(),
                 forward_agent: c.forward_agent,
+                git_known_hosts: match &c.source {
+                    Source::Git {
+                        known_hosts: Some(k),
+                        ..
+                    } => Some(k.display().to_string()),
+                    _ => None,
+                },
                 writable: c.writable.as_ref().map(|w| match &w.mode {
                     super::WritableMode::Chmod(m) => {
                         serde_json::json!({"paths": w.paths, "mode": "chmod", "chmod": m})

@@ -709,3 +709,25 @@ fn the_example_inventory_is_valid_under_the_json_schema_and_mistakes_are_not() {
         assert!(parse(&example.replacen(from, to, 1)).is_err(), "{to}");
     }
 }
+
+#[test]
+fn ship_config_shows_every_key_of_the_key_table_and_of_a_host() {
+    let inv = parse(GOOD).expect("valid inventory");
+    let view = super::show::stage_config(inv.stage("production").expect("stage"), |s| s.to_owned());
+    let json = serde_json::to_value(&view).expect("json");
+    let host = json["hosts"][0].as_object().expect("a host object");
+    let shown: Vec<&str> = host.keys().map(String::as_str).collect();
+    for key in LAYER_KEYS.iter().chain(HOST_KEYS) {
+        assert!(
+            shown.contains(key),
+            "`ship config` does not show `{key}`: {shown:?}"
+        );
+    }
+    // And nothing under a name the inventory does not use (besides the host's own name).
+    for key in &shown {
+        assert!(
+            *key == "host" || LAYER_KEYS.contains(key) || HOST_KEYS.contains(key),
+            "`ship config` shows `{key}`, which is not an inventory key"
+        );
+    }
+}
