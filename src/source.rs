@@ -207,9 +207,44 @@ pub fn resolve_git(
         return Err(err(msg.trim().to_owned()));
     }
     let listing = String::from_utf8_lossy(&out.stdout);
-    pick_ref(&listing, reference).ok_or_else(|| {
-        err("no branch, tag or ref of that name (hint: check `ref:` in the inventory)".into())
-    })
+    pick_ref(&listing, reference)
+        .or_else(|| commit_id(reference))
+        .ok_or_else(|| {
+            err(
+                "no branch, tag or ref of that name, and not a commit id this machine can \
+                 resolve (hint: check `ref:` in the inventory or --ref; a short commit id is \
+                 resolved in the git checkout ship runs in, else give the full id)"
+                    .into(),
+            )
+        })
+}
+
+/// A commit id that no ref names: a full id as it is (each host checks that its mirror has
+/// it before anything is built), a short one expanded by the git checkout ship runs in, when
+/// that is a clone of the repository (a CI job's workspace).
+fn commit_id(reference: &str) -> Option<String> {
+    let hex = reference.len() >= 7
+        && reference.len() <= 40
+        && reference.bytes().all(|b| b.is_ascii_hexdigit());
+    if !hex {
+        return None;
+    }
+    let reference = reference.to_ascii_lowercase();
+    let local = std::process::Command::new("git")
+        .args(["rev-parse", "--verify", "--quiet", "--end-of-options"])
+        .arg(format!("{reference}^{{commit}}"))
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .filter(|full| full.len() == 40 && full.starts_with(&reference));
+    match local {
+        Some(full) => Some(full),
+        None if reference.len() == 40 => Some(reference),
+        None => None,
+    }
 }
 
 /// Choose the commit for `reference` from `git ls-remote` output: a branch, then a tag (peeled,

@@ -26,7 +26,8 @@ struct RunOptions {
     observe: Duration,
 }
 
-/// Load the stage and apply the command line's timeout overrides.
+/// Load the stage, apply the command line's timeout overrides, and read its secrets from
+/// commands.
 fn stage_with_overrides(
     g: &Global,
     name: &str,
@@ -42,7 +43,83 @@ fn stage_with_overrides(
             h.config.timeouts.step = t;
         }
     }
+    // Secrets from commands are read before any host is contacted.
+    stage.run_secret_commands()?;
     Ok(stage)
+}
+
+/// `--ref` and `--artifact`: what the command line chooses to deploy instead of the inventory's
+/// source. Checked here, before anything is contacted.
+fn source_overrides(
+    stage: &mut Stage,
+    reference: Option<&str>,
+    artifact: Option<&Path>,
+) -> Result<()> {
+    use crate::inventory::Source;
+    if let Some(r) = reference {
+        if r.is_empty()
+            || r.starts_with('-')
+            || r.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(Error::usage(format!(
+                "--ref: `{}` is not a branch, tag or commit",
+                r.escape_debug()
+            ))
+            .hint("e.g. --ref main, --ref v1.4.2, --ref $GITHUB_SHA"));
+        }
+        if let Some(h) = stage
+            .hosts
+            .iter()
+            .find(|h| !matches!(h.config.source, Source::Git { .. }))
+        {
+            return Err(Error::usage(format!(
+                "--ref: {} deploys an artifact, not a git repository",
+                h.name
+            ))
+            .hint("--ref chooses the commit of a `source: { git: … }`; to deploy another build, use --artifact PATH"));
+        }
+        for h in &mut stage.hosts {
+            if let Source::Git { reference: r0, .. } = &mut h.config.source {
+                *r0 = r.to_owned();
+            }
+        }
+    }
+    if let Some(p) = artifact {
+        let path = if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            std::env::current_dir()
+                .map_err(|e| {
+                    Error::usage("--artifact: cannot read the current directory").because(e)
+                })?
+                .join(p)
+        };
+        let name = path.to_string_lossy().to_lowercase();
+        let tarball = [".tar", ".tar.gz", ".tgz", ".tar.zst", ".tzst"]
+            .iter()
+            .any(|s| name.ends_with(s));
+        match std::fs::metadata(&path) {
+            Err(e) => {
+                return Err(Error::usage(format!("--artifact: {}", path.display()))
+                    .because(e)
+                    .hint(
+                        "build the artifact first; the path is relative to the current directory",
+                    ));
+            }
+            Ok(m) if !m.is_dir() && !tarball => {
+                return Err(Error::usage(format!(
+                    "--artifact: {} is not a directory, .tar, .tar.gz, .tgz or .tar.zst",
+                    path.display()
+                ))
+                .hint("pack it with `tar -czf build.tar.gz -C build .`"));
+            }
+            Ok(_) => {}
+        }
+        for h in &mut stage.hosts {
+            h.config.source = Source::Artifact { path: path.clone() };
+        }
+    }
+    Ok(())
 }
 
 /// The canary hosts from `--canary` or the stage's `canary:`, checked against the stage.
@@ -84,6 +161,12 @@ pub async fn run(args: DeployArgs) -> Result<u8> {
         );
     }
     let stage = stage_with_overrides(g, &args.stage, args.connect_timeout, args.step_timeout)?;
+    let mut stage = stage;
+    source_overrides(
+        &mut stage,
+        args.reference.as_deref(),
+        args.artifact.as_deref(),
+    )?;
     let canary = canary_hosts(&stage, args.canary.as_deref())?;
     // Without a hold, the canary still switches and is verified before the rest go.
     let observe = args.observe.unwrap_or(stage.observe);
@@ -107,6 +190,10 @@ pub async fn run(args: DeployArgs) -> Result<u8> {
     let prepared = match tokio::task::spawn_blocking(move || crate::source::prepare(&source)).await
     {
         Ok(Ok(p)) => p,
+        // A --ref that does not resolve is a bad command line.
+        Ok(Err(e)) if args.reference.is_some() => {
+            return Err(Error::usage(format!("--ref: {e}")).note("nothing was changed on any host"));
+        }
         Ok(Err(e)) => {
             return Err(Error::failed(e.to_string()).note("nothing was changed on any host"));
         }

@@ -386,6 +386,10 @@ pub fn releases_text(st: &StageStatus) -> String {
             if r.revision.is_none() {
                 marks.push("incomplete");
             }
+            let via = r.ci_url.as_deref().map(|u| format!("by CI run {u}"));
+            if let Some(v) = &via {
+                marks.push(v);
+            }
             out.push_str(&format!(
                 "  {:<16}  {:<20}  {:<12}  {:<20}  {}\n",
                 r.id,

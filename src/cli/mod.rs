@@ -158,6 +158,14 @@ pub struct DeployArgs {
     /// With --dry-run (or `ship plan`): print every line of every command whole.
     #[arg(long)]
     pub full: bool,
+    /// Deploy this branch, tag or commit (full, or short within a checkout of the repository)
+    /// instead of the inventory's `ref:` (git sources).
+    #[arg(long = "ref", value_name = "REF", conflicts_with = "artifact")]
+    pub reference: Option<String>,
+    /// Deploy this directory or tarball (.tar, .tar.gz, .tgz, .tar.zst) instead of the
+    /// inventory's source; relative to the current directory.
+    #[arg(long, value_name = "PATH")]
+    pub artifact: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub global: Global,
 }

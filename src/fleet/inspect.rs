@@ -45,6 +45,8 @@ pub struct ReleaseInfo {
     pub revision: Option<String>,
     /// From the journal: who deployed it, and when the deploy finished.
     pub deployed_by: Option<String>,
+    /// The CI run that deployed it, when the CI gave its page.
+    pub ci_url: Option<String>,
     pub deployed_at: Option<String>,
     pub current: bool,
     /// Rolled back from: kept for inspection, never a rollback target.
@@ -156,6 +158,7 @@ fn host_status(host: &Host, pf: &Preflight, controller: &str) -> HostStatus {
                     .find(|(r, _)| r == id)
                     .map(|(_, v)| v.clone()),
                 deployed_by: field("user"),
+                ci_url: field("ci_url"),
                 deployed_at: field("finished"),
                 current: current.as_deref() == Some(id.as_str()),
                 bad: pf.bad.contains(id),

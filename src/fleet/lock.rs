@@ -67,8 +67,10 @@ impl HeldLock {
         if o.pid != 0 {
             s.push_str(&format!(" (pid {})", o.pid));
         }
-        if let Some(job) = &o.ci_job {
-            s.push_str(&format!(", CI job {job}"));
+        match (&o.ci_url, &o.ci_job) {
+            (Some(url), _) => s.push_str(&format!(", CI run {url}")),
+            (None, Some(job)) => s.push_str(&format!(", CI job {job}")),
+            (None, None) => {}
         }
         if !o.started.is_empty() {
             s.push_str(&format!(", since {}", o.started));
@@ -144,6 +146,7 @@ mod tests {
             release: "20261122101500".into(),
             started: "2026-01-02T10:15:00Z".into(),
             ci_job: Some("GITHUB_RUN_ID=7".into()),
+            ci_url: None,
         })
         .unwrap_or_default()
     }

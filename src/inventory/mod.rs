@@ -9,18 +9,20 @@
 #![allow(clippy::result_large_err)]
 
 mod error;
+pub mod interpolate;
 mod node;
 mod parse;
 pub mod show;
 pub mod ssh_config;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::{InventoryError, edit_distance, nearest};
 pub use parse::{
     HEALTH_KEYS, HOOK_KEYS, HOST_KEYS, LAYER_KEYS, RECIPES, STAGE_KEYS, STEP_KEYS, TOP_KEYS,
-    WRITABLE_KEYS, parse_canary, parse_duration, parse_inventory,
+    WRITABLE_KEYS, parse_canary, parse_duration, parse_inventory, parse_inventory_with,
 };
 
 /// The inventory's JSON Schema (draft 2020-12), for editors: `ship schema` prints it. A test
@@ -86,6 +88,9 @@ pub struct Stage {
     pub hooks: Hooks,
     /// Hosts of the stage left out of this run by `--hosts` / `--roles`.
     pub excluded: Vec<String>,
+    /// The values of this stage (and of `defaults`) that took text from the controller's
+    /// environment (`${VAR}`): each key path with the variables it read.
+    pub from_environment: Vec<(String, Vec<String>)>,
 }
 
 /// Which hosts of a stage switch first.
@@ -106,6 +111,104 @@ pub struct Hooks {
     pub after_deploy: Vec<String>,
     /// After a deploy that did not (aborted, rolled back, needs attention).
     pub on_failure: Vec<String>,
+}
+
+/// The longest a `from_command` may run.
+pub const SECRET_COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl Stage {
+    /// Run every `from_command` of this stage's hosts (each distinct command once, on the
+    /// controller) and put what it printed in its variables. A command that fails, times out or
+    /// prints nothing is an error naming the variable and where it is written — never what it
+    /// printed.
+    pub fn run_secret_commands(&mut self) -> Result<(), crate::error::Error> {
+        let mut done: BTreeMap<(String, PathBuf), String> = BTreeMap::new();
+        for host in &mut self.hosts {
+            for var in &mut host.config.env {
+                let Some(c) = &var.from_command else { continue };
+                let key = (c.command.clone(), c.dir.clone());
+                if let Some(v) = done.get(&key) {
+                    var.value = v.clone();
+                    continue;
+                }
+                let value = run_secret_command(c).map_err(|why| {
+                    crate::error::Error::usage(format!(
+                        "{}: the `from_command` of {} {why}",
+                        c.at, var.name
+                    ))
+                    .note("nothing was changed on any host")
+                    .hint(
+                        "run the command yourself to see why (its output is not shown here: it \
+                         is a secret)",
+                    )
+                })?;
+                done.insert(key, value.clone());
+                var.value = value;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Run one secret command: its stdout, trimmed, or why not.
+fn run_secret_command(c: &SecretCommand) -> Result<String, String> {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(&c.command)
+        .current_dir(&c.dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("could not start: {e}"))?;
+    let mut stdout = child.stdout.take();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut out = Vec::new();
+        if let Some(s) = stdout.as_mut() {
+            let _ = s.read_to_end(&mut out);
+        }
+        let _ = tx.send(out);
+    });
+    let deadline = std::time::Instant::now() + SECRET_COMMAND_TIMEOUT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "did not finish within {}",
+                    crate::util::human_duration(SECRET_COMMAND_TIMEOUT)
+                ));
+            }
+            Err(e) => return Err(format!("could not be waited for: {e}")),
+        }
+    };
+    // A process it left behind may hold its stdout open: wait for the end of it no longer
+    // than the time left.
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    let out = rx
+        .recv_timeout(left.max(Duration::from_secs(1)))
+        .map_err(|_| "left a process behind that keeps its output open".to_owned())?;
+    if !status.success() {
+        return Err(match status.code() {
+            Some(code) => format!("failed (exit status {code})"),
+            None => "was killed".to_owned(),
+        });
+    }
+    let text =
+        String::from_utf8(out).map_err(|_| "printed something that is not UTF-8".to_owned())?;
+    let value = text.trim();
+    if value.is_empty() {
+        return Err("printed nothing".to_owned());
+    }
+    Ok(value.to_owned())
 }
 
 impl Stage {
@@ -256,6 +359,26 @@ pub struct EnvVar {
     pub value: String,
     /// Secret values are masked in every output ship prints.
     pub secret: bool,
+    /// `from_command:` — run once on the controller before a run that sends the variable to
+    /// the hosts (see [`Stage::run_secret_commands`]); its stdout, trimmed, becomes `value`.
+    pub from_command: Option<SecretCommand>,
+}
+
+/// A command that prints a secret (`op read …`, `vault kv get …`), and where it was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretCommand {
+    pub command: String,
+    /// `file:line:col: key.path`, for its errors.
+    pub at: String,
+    /// The directory it runs in (the inventory's).
+    pub dir: PathBuf,
+}
+
+/// A dotenv file of secrets on the controller (`env_file:`), read when the inventory is loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvFile {
+    pub path: PathBuf,
+    pub vars: BTreeMap<String, EnvVar>,
 }
 
 /// What to do when an after-switch step or the health check fails on a host.
@@ -551,6 +674,8 @@ pub struct HostConfig {
     /// The recipe the defaults came from (`laravel`), if any.
     pub recipe: Option<String>,
     pub env: Vec<EnvVar>,
+    /// The dotenv file its secrets were read from (`env_file`), if any.
+    pub env_file: Option<PathBuf>,
     pub timeouts: Timeouts,
 }
 

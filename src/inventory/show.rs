@@ -22,6 +22,10 @@ pub struct StageConfig {
     pub canary: Option<serde_json::Value>,
     pub observe: String,
     pub hooks: BTreeMap<&'static str, Vec<String>>,
+    /// The values that took text from the controller's environment (`${VAR}`): key path →
+    /// variables.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub from_environment: BTreeMap<String, Vec<String>>,
     pub hosts: Vec<HostConfigView>,
 }
 
@@ -54,6 +58,7 @@ pub struct HostConfigView {
     pub roles: Vec<String>,
     pub recipe: Option<String>,
     pub env: BTreeMap<String, String>,
+    pub env_file: Option<String>,
     pub connect_timeout: String,
     pub step_timeout: String,
     pub switch_timeout: String,
@@ -179,14 +184,16 @@ pub fn stage_config(stage: &Stage, mask: impl Fn(&str) -> String) -> StageConfig
                     .env
                     .iter()
                     .map(|v| {
-                        let value = if v.secret {
-                            MASK.to_owned()
-                        } else {
-                            mask(&v.value)
+                        let value = match &v.from_command {
+                            _ if v.secret => MASK.to_owned(),
+                            // Not run for `ship config`.
+                            Some(c) => format!("(from_command: {})", mask(&c.command)),
+                            None => mask(&v.value),
                         };
                         (v.name.clone(), value)
                     })
                     .collect(),
+                env_file: c.env_file.as_ref().map(|p| p.display().to_string()),
                 connect_timeout: duration_text(c.timeouts.connect),
                 step_timeout: duration_text(c.timeouts.step),
                 switch_timeout: duration_text(c.timeouts.switch),
@@ -212,6 +219,7 @@ pub fn stage_config(stage: &Stage, mask: impl Fn(&str) -> String) -> StageConfig
             ),
             ("on_failure", list_masked(&stage.hooks.on_failure, &mask)),
         ]),
+        from_environment: stage.from_environment.iter().cloned().collect(),
         hosts,
     }
 }

@@ -27,6 +27,9 @@ pub struct LockOwner {
     /// RFC 3339, UTC.
     pub started: String,
     pub ci_job: Option<String>,
+    /// The CI run's page, when the CI gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ci_url: Option<String>,
 }
 
 impl LockOwner {

@@ -87,6 +87,7 @@ fn renders_exact_commands() {
         name: "APP_ENV".into(),
         value: "prod $(x)".into(),
         secret: false,
+        from_command: None,
     }];
     let d = Delivery::Tarball {
         compression: Compression::Gzip,
@@ -405,6 +406,7 @@ fn scripts_behave_on_a_real_shell() {
         name: "APP_ENV".into(),
         value: "it's $(prod)".into(),
         secret: false,
+        from_command: None,
     }];
     let (rc, out) = sh(&lock(deploy_to, "{\"token\":\"t1\"}"), b"");
     assert_eq!(rc, 0, "{out}");

@@ -77,6 +77,7 @@ pub(super) fn journal_line(h: &HostRun, ctx: &RunCtx) -> String {
         "user": ctx.user,
         "controller": ctx.controller,
         "ci_job": ctx.ci_job,
+        "ci_url": ctx.ci_url,
         "started": ctx.started,
         "finished": util::rfc3339(util::unix_now()),
     })

@@ -14,6 +14,7 @@ pub(super) fn owner_record(ctx: &RunCtx) -> String {
         release: ctx.release.clone(),
         started: ctx.started.clone(),
         ci_job: ctx.ci_job.clone(),
+        ci_url: ctx.ci_url.clone(),
     })
     .unwrap_or_default()
 }

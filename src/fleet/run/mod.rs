@@ -193,6 +193,7 @@ struct RunCtx {
     user: String,
     controller: String,
     ci_job: Option<String>,
+    ci_url: Option<String>,
     /// The operator's interruption: long remote steps watch it and stop on the host.
     cancel: CancellationToken,
 }
@@ -222,6 +223,7 @@ impl RunCtx {
             user: operator(),
             controller: controller_name(),
             ci_job: ci_job(),
+            ci_url: ci_url(),
             cancel,
         }
     }
@@ -358,10 +360,74 @@ fn ci_job() -> Option<String> {
     .find_map(|k| std::env::var(k).ok().map(|v| format!("{k}={v}")))
 }
 
+/// Who runs this deploy, as the journal, the lock and `ship releases` say: in a CI job, the
+/// person the CI names (its `$USER` is the runner's account); else `$USER` (or `$LOGNAME`); else
+/// git's `user.name`.
 pub(crate) fn operator() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into())
+    operator_from(&|k| std::env::var(k).ok(), git_user_name)
+}
+
+fn operator_from(
+    env: &dyn Fn(&str) -> Option<String>,
+    git_user: impl FnOnce() -> Option<String>,
+) -> String {
+    let get = |k: &str| {
+        env(k)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    [
+        "GITHUB_ACTOR",
+        "GITLAB_USER_LOGIN",
+        "BUILDKITE_BUILD_CREATOR",
+        "CIRCLE_USERNAME",
+        "BUILD_REQUESTEDFOR",
+        "CHANGE_AUTHOR",
+        "DRONE_COMMIT_AUTHOR",
+        "CI_COMMIT_AUTHOR",
+        "USER",
+        "LOGNAME",
+    ]
+    .iter()
+    .find_map(|k| get(k))
+    .or_else(git_user)
+    .unwrap_or_else(|| "unknown".into())
+}
+
+/// git's `user.name` on this machine, if it has one.
+fn git_user_name() -> Option<String> {
+    std::process::Command::new("git")
+        .args(["config", "--get", "user.name"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .filter(|n| !n.is_empty())
+}
+
+/// The CI run's page, when the CI gives one.
+fn ci_url() -> Option<String> {
+    ci_url_from(&|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+}
+
+fn ci_url_from(env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    if let (Some(server), Some(repo), Some(run)) = (
+        env("GITHUB_SERVER_URL"),
+        env("GITHUB_REPOSITORY"),
+        env("GITHUB_RUN_ID"),
+    ) {
+        return Some(format!("{server}/{repo}/actions/runs/{run}"));
+    }
+    [
+        "CI_JOB_URL",
+        "BUILDKITE_BUILD_URL",
+        "CIRCLE_BUILD_URL",
+        "BUILD_URL",
+    ]
+    .iter()
+    .find_map(|k| env(k))
 }
 
 /// Run a deploy to the end and return its summary. `cancel` is the operator's interruption:

@@ -715,3 +715,40 @@ fn stamps_from_gnu_and_busybox_date() {
     assert_eq!(switch_stamp(""), None);
     assert_eq!(switch_stamp("ship-switch-ready\n"), None);
 }
+
+#[test]
+fn who_deployed_is_the_ci_actor_then_the_user_then_gits_name() {
+    let env = |pairs: &'static [(&'static str, &'static str)]| {
+        move |k: &str| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    };
+    let none = || None;
+    let github = env(&[("GITHUB_ACTOR", "alice"), ("USER", "runner")]);
+    assert_eq!(operator_from(&github, none), "alice");
+    let gitlab = env(&[("GITLAB_USER_LOGIN", "bob"), ("USER", "root")]);
+    assert_eq!(operator_from(&gitlab, none), "bob");
+    let laptop = env(&[("USER", "carol")]);
+    assert_eq!(operator_from(&laptop, || Some("Git Name".into())), "carol");
+    let bare = env(&[("USER", " ")]);
+    assert_eq!(operator_from(&bare, || Some("Dan Dev".into())), "Dan Dev");
+    assert_eq!(operator_from(&env(&[]), none), "unknown");
+    let gh_run = env(&[
+        ("GITHUB_SERVER_URL", "https://github.com"),
+        ("GITHUB_REPOSITORY", "acme/shop"),
+        ("GITHUB_RUN_ID", "42"),
+    ]);
+    assert_eq!(
+        ci_url_from(&gh_run).as_deref(),
+        Some("https://github.com/acme/shop/actions/runs/42")
+    );
+    let gl = env(&[("CI_JOB_URL", "https://gitlab.example/acme/shop/-/jobs/7")]);
+    assert_eq!(
+        ci_url_from(&gl).as_deref(),
+        Some("https://gitlab.example/acme/shop/-/jobs/7")
+    );
+    assert_eq!(ci_url_from(&env(&[])), None);
+}

@@ -79,6 +79,8 @@ layer_keys! {
     recipe: String => recipe;
     /// Environment variables: each level adds to, or replaces one of, the level below.
     env: BTreeMap<String, EnvVar> => env, merged by merge_env;
+    /// A dotenv file of secrets on the controller; `env` wins over it for the same name.
+    env_file: EnvFile => env_file;
     connect_timeout: Duration => |doc, v, p| doc.duration(v, p);
     step_timeout: Duration => |doc, v, p| doc.duration(v, p);
     switch_timeout: Duration => |doc, v, p| doc.duration(v, p);

@@ -7,9 +7,9 @@ use std::time::Duration;
 use super::error::{InventoryError, nearest};
 use super::node::{Kind, Node, Pos, parse_yaml};
 use super::{
-    Canary, Connection, EnvVar, Explicit, HealthCheck, Hooks, Host, HostConfig, HostKeyChecking,
-    Inventory, OnFailure, Probe, ProxyJump, Shared, Source, SshConfig, Stage, StepSpec, Timeouts,
-    Writable, WritableMode,
+    Canary, Connection, EnvFile, EnvVar, Explicit, HealthCheck, Hooks, Host, HostConfig,
+    HostKeyChecking, Inventory, OnFailure, Probe, ProxyJump, SecretCommand, Shared, Source,
+    SshConfig, Stage, StepSpec, Timeouts, Writable, WritableMode,
 };
 
 mod keys;
@@ -46,7 +46,7 @@ pub const RECIPES: &[&str] = &["laravel"];
 
 pub(crate) const SOURCE_KEYS: &[&str] = &["artifact", "git", "ref"];
 pub(crate) const SHARED_KEYS: &[&str] = &["files", "dirs"];
-pub(crate) const SECRET_KEYS: &[&str] = &["value", "secret"];
+pub(crate) const SECRET_KEYS: &[&str] = &["value", "from_env", "from_command", "secret"];
 /// Keys of `writable`.
 pub const WRITABLE_KEYS: &[&str] = &["paths", "mode", "user", "chmod"];
 /// Keys of a step written as a mapping.
@@ -55,6 +55,8 @@ pub const STEP_KEYS: &[&str] = &["run", "sudo", "roles"];
 struct Doc<'a> {
     file: &'a Path,
     lines: Vec<&'a str>,
+    /// The controller's environment, for `${VAR}` and `from_env`.
+    lookup: &'a dyn Fn(&str) -> Option<String>,
 }
 
 type Result<T> = std::result::Result<T, InventoryError>;
@@ -270,13 +272,23 @@ struct At<T> {
     path: String,
 }
 
-/// Parse and validate inventory text read from `file`.
+/// Parse and validate inventory text read from `file`, taking `${VAR}` from the environment.
 pub fn parse_inventory(file: &Path, text: &str) -> Result<Inventory> {
+    parse_inventory_with(file, text, &|name| std::env::var(name).ok())
+}
+
+/// [`parse_inventory`], reading `${VAR}` with `lookup`.
+pub fn parse_inventory_with(
+    file: &Path,
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Inventory> {
     let ctx = Doc {
         file,
         lines: text.lines().collect(),
+        lookup,
     };
-    let root = parse_yaml(text).map_err(|e| {
+    let mut root = parse_yaml(text).map_err(|e| {
         let pos = e
             .location()
             .map(|l| Pos {
@@ -302,6 +314,8 @@ pub fn parse_inventory(file: &Path, text: &str) -> Result<Inventory> {
             "start from inventory.example.yaml",
         ));
     }
+    let mut from_environment = Vec::new();
+    expand_tree(&ctx, &mut root, "", lookup, &mut from_environment)?;
     let mut defaults = Layer::default();
     let mut stage_defaults = StageSettings::default();
     let mut stages_node = None;
@@ -333,15 +347,16 @@ pub fn parse_inventory(file: &Path, text: &str) -> Result<Inventory> {
     let mut stages = Vec::new();
     for (name, node, pos) in ctx.map(stages_node, "stages")? {
         let path = join("stages", name);
-        stages.push(stage(
-            &ctx,
-            &defaults,
-            &stage_defaults,
-            name,
-            node,
-            pos,
-            &path,
-        )?);
+        let mut s = stage(&ctx, &defaults, &stage_defaults, name, node, pos, &path)?;
+        s.from_environment = from_environment
+            .iter()
+            .filter(|(p, _)| {
+                p.starts_with("defaults.")
+                    || p.strip_prefix(&path).is_some_and(|r| r.starts_with('.'))
+            })
+            .cloned()
+            .collect();
+        stages.push(s);
     }
     Ok(Inventory {
         file: file.to_path_buf(),
@@ -515,7 +530,47 @@ fn stage(
         observe: settings.observe.unwrap_or(Duration::ZERO),
         hooks: settings.hooks.unwrap_or_default(),
         excluded: Vec::new(),
+        from_environment: Vec::new(),
     })
+}
+
+/// Expand `${…}` in every string value under `node` (at `path`; see [`super::interpolate`]),
+/// noting which paths read which variables.
+fn expand_tree(
+    doc: &Doc,
+    node: &mut Node,
+    path: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    used: &mut Vec<(String, Vec<String>)>,
+) -> Result<()> {
+    let pos = node.pos;
+    match &mut node.kind {
+        Kind::Str(s) if s.contains('$') => {
+            let e = super::interpolate::expand(s, lookup)
+                .map_err(|p| doc.err_hint(pos, path, p.message, p.hint))?;
+            if !e.vars.is_empty() {
+                used.push((path.to_owned(), e.vars));
+            }
+            *s = e.text;
+        }
+        Kind::Seq(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                expand_tree(doc, item, &format!("{path}[{i}]"), lookup, used)?;
+            }
+        }
+        Kind::Map(entries) => {
+            for (k, v) in entries.iter_mut() {
+                let key = match &k.kind {
+                    Kind::Str(s) => s.clone(),
+                    Kind::Int(n) => n.to_string(),
+                    _ => String::new(),
+                };
+                expand_tree(doc, v, &join(path, &key), lookup, used)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 fn valid_host_name(name: &str) -> bool {
@@ -656,7 +711,17 @@ fn host(
         health_check: l.health_check.clone().unwrap_or_default(),
         roles,
         recipe: l.recipe.clone(),
-        env: l.env.iter().flat_map(|e| e.values().cloned()).collect(),
+        env: {
+            // `env` wins over `env_file` for the same name.
+            let mut env = l
+                .env_file
+                .as_ref()
+                .map(|f| f.vars.clone())
+                .unwrap_or_default();
+            env.extend(l.env.iter().flatten().map(|(k, v)| (k.clone(), v.clone())));
+            env.into_values().collect()
+        },
+        env_file: l.env_file.as_ref().map(|f| f.path.clone()),
         timeouts: Timeouts {
             connect: l.connect_timeout.unwrap_or(defaults.connect),
             step: l.step_timeout.unwrap_or(defaults.step),

@@ -209,38 +209,165 @@ pub(super) fn env(ctx: &Doc, v: &Node, p: &str) -> Result<BTreeMap<String, EnvVa
             ));
         }
         let var = match &value.kind {
-            Kind::Map(_) => {
-                let mut val = None;
-                let mut secret = false;
-                for (k, n, _) in ctx.entries(value, &kp, SECRET_KEYS)? {
-                    match k {
-                        "value" => val = Some(ctx.scalar_text(n, &join(&kp, k))?),
-                        _ => secret = ctx.boolean(n, &join(&kp, k))?,
-                    }
-                }
-                let Some(val) = val else {
-                    return Err(ctx.err_hint(
-                        value.pos,
-                        &kp,
-                        "missing `value`",
-                        format!("write `{name}: {{ value: \"...\", secret: true }}`"),
-                    ));
-                };
-                EnvVar {
-                    name: name.to_owned(),
-                    value: val,
-                    secret,
-                }
-            }
+            Kind::Map(_) => env_entry(ctx, name, value, &kp)?,
             _ => EnvVar {
                 name: name.to_owned(),
                 value: ctx.scalar_text(value, &kp)?,
                 secret: false,
+                from_command: None,
             },
         };
         out.insert(name.to_owned(), var);
     }
     Ok(out)
+}
+
+/// One `env` entry written as a mapping: `{ value | from_env | from_command, secret }`.
+fn env_entry(ctx: &Doc, name: &str, value: &Node, kp: &str) -> Result<EnvVar> {
+    let mut given: Vec<(&str, &Node)> = Vec::new();
+    let mut secret = false;
+    for (k, n, _) in ctx.entries(value, kp, SECRET_KEYS)? {
+        match k {
+            "secret" => secret = ctx.boolean(n, &join(kp, k))?,
+            _ => given.push((k, n)),
+        }
+    }
+    let [(how, n)] = given[..] else {
+        let (pos, message) = match given.get(1) {
+            Some((_, n)) => (
+                n.pos,
+                "give one of `value`, `from_env`, `from_command`, not several",
+            ),
+            None => (value.pos, "missing `value` (or `from_env`, `from_command`)"),
+        };
+        return Err(ctx.err_hint(
+            pos,
+            kp,
+            message,
+            format!(
+                "write `{name}: {{ value: \"...\", secret: true }}`, `{name}: {{ from_env: VAR, \
+                 secret: true }}` or `{name}: {{ from_command: \"op read ...\", secret: true }}`"
+            ),
+        ));
+    };
+    let at = join(kp, how);
+    let mut var = EnvVar {
+        name: name.to_owned(),
+        value: String::new(),
+        secret,
+        from_command: None,
+    };
+    match how {
+        "value" => var.value = ctx.scalar_text(n, &at)?,
+        "from_env" => {
+            let from = ctx.non_empty(n, &at)?;
+            if !super::super::interpolate::is_name(&from) {
+                return Err(ctx.err(n.pos, &at, format!("`{from}` is not a variable name")));
+            }
+            var.value = (ctx.lookup)(&from).ok_or_else(|| {
+                ctx.err_hint(
+                    n.pos,
+                    &at,
+                    format!("{from} is not set in the environment"),
+                    format!("set {from} (e.g. from the CI's secrets) before running ship"),
+                )
+            })?;
+        }
+        _ => {
+            var.from_command = Some(SecretCommand {
+                command: ctx.non_empty(n, &at)?,
+                at: format!(
+                    "{}:{}:{}: {at}",
+                    ctx.file.display(),
+                    n.pos.line,
+                    n.pos.column
+                ),
+                dir: ctx
+                    .file
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+            });
+        }
+    }
+    Ok(var)
+}
+
+/// `env_file:` — a dotenv file on the controller, read now; every value in it is secret.
+/// Lines are `NAME=value` or `export NAME=value`; a value may be in single quotes (taken as
+/// is) or double quotes (`\n`, `\"` and `\\` understood); `#` starts a comment line.
+pub(super) fn env_file(ctx: &Doc, v: &Node, p: &str) -> Result<EnvFile> {
+    let path = ctx.local_path(v, p)?;
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        ctx.err_hint(
+            v.pos,
+            p,
+            format!("cannot read {}: {e}", path.display()),
+            "the path is relative to the inventory; write the file before running ship (in CI, \
+             from the CI's secrets)",
+        )
+    })?;
+    let mut vars = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let bad = |what: &str| {
+            ctx.err_hint(
+                v.pos,
+                p,
+                format!("{}:{}: {what}", path.display(), i + 1),
+                "lines are NAME=value, `export NAME=value`, or # comments",
+            )
+        };
+        let body = line.strip_prefix("export ").unwrap_or(line);
+        let Some((name, raw)) = body.split_once('=') else {
+            return Err(bad("not NAME=value"));
+        };
+        let name = name.trim();
+        if !super::super::interpolate::is_name(name) {
+            return Err(bad(&format!("`{name}` is not a variable name")));
+        }
+        let value = dotenv_value(raw.trim()).ok_or_else(|| bad("unterminated quote"))?;
+        vars.insert(
+            name.to_owned(),
+            EnvVar {
+                name: name.to_owned(),
+                value,
+                secret: true,
+                from_command: None,
+            },
+        );
+    }
+    Ok(EnvFile { path, vars })
+}
+
+/// A dotenv value: quoted, or bare up to a ` #` comment.
+fn dotenv_value(raw: &str) -> Option<String> {
+    if let Some(rest) = raw.strip_prefix('\'') {
+        return rest.find('\'').map(|end| rest[..end].to_owned());
+    }
+    if let Some(rest) = raw.strip_prefix('"') {
+        let mut out = String::new();
+        let mut chars = rest.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '"' => return Some(out),
+                '\\' => match chars.next()? {
+                    'n' => out.push('\n'),
+                    other => out.push(other),
+                },
+                c => out.push(c),
+            }
+        }
+        return None;
+    }
+    let bare = match raw.find(" #") {
+        Some(i) => &raw[..i],
+        None => raw,
+    };
+    Some(bare.trim_end().to_owned())
 }
 
 /// The steps that apply to a host with these roles.
