@@ -43,6 +43,18 @@ pub struct Error {
     pub hint: Option<String>,
     /// The exit status (see [`exit`]).
     pub status: u8,
+    /// Where in a file it is, when it is in one (an inventory error).
+    pub at: Option<Location>,
+}
+
+/// A place in a file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Location {
+    pub file: String,
+    pub line: u64,
+    pub column: u64,
+    /// The dotted key path there, e.g. `stages.production.hosts.web-2.port`.
+    pub key: String,
 }
 
 /// The command line's result: an exit status, or an error to render.
@@ -56,6 +68,7 @@ impl Error {
             notes: Vec::new(),
             hint: None,
             status,
+            at: None,
         }
     }
 
@@ -103,6 +116,46 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The error as one JSON object, for `--json` (stdout stays JSON).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "event": "error",
+            // The first line: the lines after it show the place (a caret under a line).
+            "message": self.what.lines().next().unwrap_or_default(),
+            "causes": self.causes,
+            "notes": self.notes,
+            "hint": self.hint,
+            "exit_status": self.status,
+            "at": self.at,
+        })
+    }
+
+    /// The error as a GitHub Actions annotation (`::error file=…,line=…::…`), which puts it on
+    /// the line of the file it is about.
+    pub fn github_annotation(&self) -> String {
+        let esc = |s: &str| {
+            s.replace('%', "%25")
+                .replace('\r', "%0D")
+                .replace('\n', "%0A")
+        };
+        let prop = |s: &str| esc(s).replace(':', "%3A").replace(',', "%2C");
+        let mut props = vec!["title=ship".to_owned()];
+        if let Some(at) = &self.at {
+            props.push(format!("file={}", prop(&at.file)));
+            if at.line > 0 {
+                props.push(format!("line={}", at.line));
+                props.push(format!("col={}", at.column));
+            }
+        }
+        let mut msg = self.what.lines().next().unwrap_or_default().to_owned();
+        if let Some(h) = &self.hint {
+            msg.push_str(&format!("\nhint: {h}"));
+        }
+        format!("::error {}::{}\n", props.join(","), esc(&msg))
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.render().trim_end())
@@ -131,6 +184,27 @@ mod tests {
         assert_eq!(
             e.render(),
             "error: a hook failed\n  nothing was changed on any host\n"
+        );
+    }
+
+    #[test]
+    fn as_json_and_as_a_github_annotation() {
+        let mut e = Error::usage("inventory.yaml:3:5: defaults.port: not a number").hint("1–65535");
+        e.at = Some(Location {
+            file: "deploy/inventory.yaml".into(),
+            line: 3,
+            column: 5,
+            key: "defaults.port".into(),
+        });
+        let j = e.to_json();
+        assert_eq!(j["event"], "error");
+        assert_eq!(j["exit_status"], 2);
+        assert_eq!(j["at"]["line"], 3);
+        assert_eq!(j["hint"], "1–65535");
+        assert_eq!(
+            e.github_annotation(),
+            "::error title=ship,file=deploy/inventory.yaml,line=3,col=5::inventory.yaml:3:5: \
+             defaults.port: not a number%0Ahint: 1–65535\n"
         );
     }
 }

@@ -259,6 +259,17 @@ pub fn main() -> ExitCode {
             return ExitCode::from(exit::USAGE);
         }
     };
+    let json = match &command {
+        Command::Deploy(a) | Command::Plan(a) => a.global.json,
+        Command::Rollback(a) => a.global.json,
+        Command::Status(a) | Command::Releases(a) | Command::Check(a) | Command::Config(a) => {
+            a.global.json
+        }
+        Command::Exec(a) => a.global.json,
+        Command::Lock(LockCommand::Status(a)) => a.global.json,
+        Command::Lock(LockCommand::Release { target, .. }) => target.global.json,
+        _ => false,
+    };
     let result: crate::error::Result<u8> = runtime.block_on(async {
         match command {
             Command::Deploy(a) => deploy::run(a).await,
@@ -300,11 +311,17 @@ pub fn main() -> ExitCode {
             Command::Stage(_) => Ok(exit::USAGE),
         }
     });
-    // Every command's error is rendered here, and only here.
+    // Every command's error is rendered here, and only here: on stderr; with --json also as
+    // one JSON object on stdout; under GitHub Actions also as an annotation.
     let code = match result {
         Ok(code) => code,
         Err(e) => {
             eprint!("{}", e.render());
+            if json {
+                println!("{}", e.to_json());
+            } else if std::env::var("GITHUB_ACTIONS").as_deref() == Ok("true") {
+                print!("{}", e.github_annotation());
+            }
             e.status
         }
     };
