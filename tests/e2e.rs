@@ -6,6 +6,8 @@ mod support;
 
 #[path = "e2e/chaos.rs"]
 mod chaos;
+#[path = "e2e/ci.rs"]
+mod ci;
 #[path = "e2e/faults.rs"]
 mod faults;
 #[path = "e2e/hostile.rs"]

@@ -110,7 +110,7 @@ fn unknown_key_names_file_line_column_path_and_nearest_key() {
     |         ^
   hint: did you mean `port`? valid keys here: connection, user, port, identity_file, \
 known_hosts, host_key_checking, proxy_jump, ssh_config, deploy_to, keep_releases, source, shared, build, \
-copy_from_previous, writable, forward_agent, git_known_hosts, run_once, after_switch, health_check, recipe, env, connect_timeout, step_timeout, switch_timeout, \
+copy_from_previous, writable, forward_agent, git_known_hosts, run_once, after_switch, health_check, recipe, env, env_file, connect_timeout, step_timeout, switch_timeout, \
 keepalive_interval, address, roles"
     );
 }

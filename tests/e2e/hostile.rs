@@ -50,6 +50,10 @@ const NOT_DATA: &[(&str, &str)] = &[
         "hooks.on_failure",
         "a command run on this machine, by design",
     ),
+    (
+        "env.*.from_command",
+        "a command run on this machine to print a secret, by design",
+    ),
 ];
 
 fn stage(fleet: &Fleet, line: &str) {
@@ -266,6 +270,24 @@ fn cases() -> Vec<Case> {
         Case {
             key: "known_hosts",
             put: |f, _, v| stage(f, &format!("known_hosts: {}", yaml(v))),
+            literal: None,
+        },
+        Case {
+            key: "env_file",
+            put: |f, _, v| stage(f, &format!("env_file: {}", yaml(v))),
+            literal: None,
+        },
+        Case {
+            key: "env.*.from_env",
+            put: |f, _, v| {
+                stage(
+                    f,
+                    &format!(
+                        "env: {{ HOSTILE: {{ from_env: {}, secret: true }} }}",
+                        yaml(v)
+                    ),
+                )
+            },
             literal: None,
         },
         Case {

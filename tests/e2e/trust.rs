@@ -35,7 +35,10 @@ fn all_cmdlines() -> Vec<String> {
 }
 
 /// Watch every process's arguments while `run` runs; the lines that held `needle`.
-fn scan_while<T>(needle: &'static str, run: impl FnOnce() -> T) -> (T, Vec<String>, usize) {
+pub(crate) fn scan_while<T>(
+    needle: &'static str,
+    run: impl FnOnce() -> T,
+) -> (T, Vec<String>, usize) {
     let stop = Arc::new(AtomicBool::new(false));
     let found = Arc::new(Mutex::new(Vec::new()));
     let scans = Arc::new(std::sync::atomic::AtomicUsize::new(0));

@@ -305,7 +305,7 @@ pub struct Fleet {
     pub known_hosts: PathBuf,
 }
 
-fn run_ok(cmd: &mut Command) {
+pub fn run_ok(cmd: &mut Command) {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
@@ -961,6 +961,32 @@ impl Fleet {
     /// Run ship with extra environment variables (e.g. `SSH_AUTH_SOCK`).
     pub fn ship_env(&self, args: &[&str], env: &[(&str, &Path)]) -> Run {
         self.spawn_ship_env(args, env).finish()
+    }
+
+    /// Run ship in `dir` with the fleet's inventory (`-i`), the variables of `env` set and those
+    /// named in `unset` removed (a CI job's environment, say).
+    pub fn ship_in(&self, dir: &Path, args: &[&str], env: &[(&str, &str)], unset: &[&str]) -> Run {
+        let inventory = self.dir.path().join("inventory.yaml");
+        let mut c = Command::new(env!("CARGO_BIN_EXE_ship"));
+        c.args(args)
+            .arg("-i")
+            .arg(&inventory)
+            .current_dir(dir)
+            .env_remove("SSH_AUTH_SOCK")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for k in unset {
+            c.env_remove(k);
+        }
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        Running {
+            child: c.spawn().expect("start ship"),
+        }
+        .finish()
     }
 }
 
