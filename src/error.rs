@@ -44,7 +44,7 @@ pub struct Error {
     /// The exit status (see [`exit`]).
     pub status: u8,
     /// Where in a file it is, when it is in one (an inventory error).
-    pub at: Option<Location>,
+    pub at: Option<Box<Location>>,
 }
 
 /// A place in a file.
@@ -190,12 +190,12 @@ mod tests {
     #[test]
     fn as_json_and_as_a_github_annotation() {
         let mut e = Error::usage("inventory.yaml:3:5: defaults.port: not a number").hint("1–65535");
-        e.at = Some(Location {
+        e.at = Some(Box::new(Location {
             file: "deploy/inventory.yaml".into(),
             line: 3,
             column: 5,
             key: "defaults.port".into(),
-        });
+        }));
         let j = e.to_json();
         assert_eq!(j["event"], "error");
         assert_eq!(j["exit_status"], 2);

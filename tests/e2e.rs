@@ -940,6 +940,7 @@ fn every_test_the_security_guide_names_is_a_real_test() {
     let doc = fs::read_to_string(root.join("docs/security.md")).expect("docs/security.md");
     let sources = test_sources(&[
         "tests/e2e/trust.rs",
+        "tests/e2e/ci.rs",
         "src/remote/tests.rs",
         "src/remote/script.rs",
         "src/mask.rs",

@@ -35,12 +35,12 @@ impl InventoryError {
 impl From<InventoryError> for crate::error::Error {
     fn from(e: InventoryError) -> Self {
         let mut out = crate::error::Error::usage(e.located());
-        out.at = Some(crate::error::Location {
+        out.at = Some(Box::new(crate::error::Location {
             file: e.file.display().to_string(),
             line: e.pos.line,
             column: e.pos.column,
             key: e.key_path.clone(),
-        });
+        }));
         out.hint = e.hint;
         out
     }

@@ -8,8 +8,11 @@
 //!   `$HOME` or `$(date)` reaches the host's shell untouched. To hand the host's shell a
 //!   `${VAR}`, write `$${VAR}`.
 //!
-//! Only values are read this way, never keys; the value that results is used literally (it is
-//! not read again for `${…}`).
+//! Only values are read this way, never keys, and never commands (`build`, `run_once`,
+//! `after_switch`, a health check's `command`, `hooks`, `from_command`): those are shell for the
+//! hosts or this machine, whose own `${…}` (`${f%.tar}`, `${SHIP_RELEASE_ID}`) is the shell's; a
+//! value reaches a command through `env`. The value that results is used literally (it is not
+//! read again for `${…}`).
 
 /// What became of one string.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -731,3 +731,61 @@ fn ship_config_shows_every_key_of_the_key_table_and_of_a_host() {
         );
     }
 }
+
+#[test]
+fn variables_fill_values_but_never_commands_which_keep_their_shell_expansions() {
+    let text = "\
+defaults:
+  deploy_to: /srv/${APP:-shop}
+  source: { artifact: ./build }
+  build:
+    - tar -xf \"${f%.tar}\" && echo ${SHIP_RELEASE_ID}
+  after_switch: [\"echo ${x##*/}\"]
+  health_check: { command: \"test -n ${HOME}\" }
+  hooks: { before_deploy: [\"echo ${USER}\"] }
+  env:
+    REGION: ${REGION}
+stages:
+  production:
+    hosts:
+      web-1: { address: \"${WEB1:-203.0.113.10}\" }
+";
+    let env = |k: &str| (k == "REGION").then(|| "eu-west-1".to_owned());
+    let inv = parse_inventory_with(Path::new("/srv/inv/inventory.yaml"), text, &env)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stage = inv.stage("production").expect("stage");
+    let h = &stage.hosts[0];
+    assert_eq!(h.config.deploy_to, "/srv/shop");
+    assert_eq!(h.address, "203.0.113.10");
+    assert_eq!(
+        h.config.build[0].run,
+        "tar -xf \"${f%.tar}\" && echo ${SHIP_RELEASE_ID}"
+    );
+    assert_eq!(h.config.after_switch[0].run, "echo ${x##*/}");
+    assert_eq!(stage.hooks.before_deploy, ["echo ${USER}"]);
+    assert_eq!(h.config.env[0].value, "eu-west-1");
+    let mut read: Vec<&str> = stage
+        .from_environment
+        .iter()
+        .map(|(p, _)| p.as_str())
+        .collect();
+    read.sort();
+    assert_eq!(
+        read,
+        [
+            "defaults.deploy_to",
+            "defaults.env.REGION",
+            "stages.production.hosts.web-1.address"
+        ]
+    );
+    // Outside commands, a `${…}` that is not one of the forms is an error, not shell.
+    let bad = text.replace("/srv/${APP:-shop}", "/srv/${APP%x}");
+    let e = parse_inventory_with(Path::new("/srv/inv/inventory.yaml"), &bad, &env)
+        .map(|_| ())
+        .expect_err("refused");
+    assert!(
+        e.to_string()
+            .contains("defaults.deploy_to: `${APP%x}`: `APP%x` is not a variable name"),
+        "{e}"
+    );
+}

@@ -4,6 +4,7 @@
 //! Every refusal is checked to have left every host as it was.
 
 use std::fs;
+use std::path::Path;
 use std::process::Command;
 
 use crate::support::{Fleet, Run, git, run_ok};
@@ -532,4 +533,115 @@ fn the_journal_the_lock_and_releases_say_who_deployed_from_the_ci_or_the_machine
         "{}",
         run.all()
     );
+}
+
+/// The fenced YAML blocks of a Markdown file, each with the file name its first line names
+/// (`# .gitlab-ci.yml`).
+fn yaml_blocks(markdown: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut lines = markdown.lines();
+    while let Some(l) = lines.next() {
+        if l.trim() != "```yaml" {
+            continue;
+        }
+        let block: Vec<&str> = lines.by_ref().take_while(|l| l.trim() != "```").collect();
+        let name = block
+            .first()
+            .and_then(|l| l.strip_prefix("# "))
+            .unwrap_or_default()
+            .to_owned();
+        out.push((name, block.join("\n") + "\n"));
+    }
+    out
+}
+
+/// Every line of every string in `v` that runs ship.
+fn ship_lines(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::String(s) => out.extend(
+            s.lines()
+                .map(str::trim)
+                .filter(|l| l.starts_with("ship "))
+                .map(str::to_owned),
+        ),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| ship_lines(x, out)),
+        serde_json::Value::Object(o) => o.values().for_each(|x| ship_lines(x, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn every_job_in_the_ci_guide_parses_and_its_ship_command_deploys() {
+    let guide = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/guides/ci.md");
+    let blocks = yaml_blocks(&fs::read_to_string(&guide).expect("the CI guide"));
+    let names: Vec<&str> = blocks.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "inventory.yaml",
+            ".github/workflows/deploy.yml",
+            ".gitlab-ci.yml"
+        ],
+        "the guide's YAML blocks"
+    );
+    // The guide's inventory takes the database password from the job's environment.
+    let inventory: serde_json::Value =
+        serde_saphyr::from_str(&blocks[0].1).expect("the guide's inventory is YAML");
+    assert_eq!(
+        inventory["defaults"]["env"]["DB_PASSWORD"],
+        serde_json::json!({"from_env": "DB_PASSWORD", "secret": true})
+    );
+    let fleet = Fleet::start(2);
+    fleet.inventory(
+        "  env:\n    DB_PASSWORD: { from_env: DB_PASSWORD, secret: true }\n",
+        "",
+    );
+    fleet.edit_inventory(|t| {
+        t.replace(
+            "build: [\"sh build.sh\"]",
+            "build: [\"sh build.sh\", \"printf %s \\\"$DB_PASSWORD\\\" > db.txt\"]",
+        )
+    });
+    // The job's workspace: the build it made.
+    let work = fleet.dir().join("workspace");
+    fs::create_dir_all(&work).expect("workspace");
+    run_ok(
+        Command::new("tar")
+            .args(["-czf"])
+            .arg(work.join("build.tar.gz"))
+            .arg("-C")
+            .arg(Fleet::example_app())
+            .arg("."),
+    );
+    let mut ran = 0;
+    for (name, text) in &blocks[1..] {
+        let job: serde_json::Value =
+            serde_saphyr::from_str(text).unwrap_or_else(|e| panic!("{name} is not YAML: {e}"));
+        let mut lines = Vec::new();
+        ship_lines(&job, &mut lines);
+        assert!(!lines.is_empty(), "{name} runs ship");
+        for line in lines {
+            let words = shlex::split(&line).unwrap_or_else(|| panic!("{name}: {line}"));
+            let args: Vec<&str> = words[1..].iter().map(String::as_str).collect();
+            let run = fleet.ship_in(&work, &args, &[("DB_PASSWORD", "Zq9-db")], CI_VARS);
+            assert_eq!(run.code, 0, "{name}: `{line}`\n{}", run.all());
+            assert!(
+                !run.all().contains("Zq9"),
+                "{name}: the secret shows\n{}",
+                run.all()
+            );
+            for h in &fleet.hosts {
+                assert_eq!(
+                    fs::read_to_string(h.path("current/db.txt")).expect("db.txt"),
+                    "Zq9-db",
+                    "{name} on {}",
+                    h.name
+                );
+                assert!(!h.locked(), "{name}: {}", h.name);
+            }
+            ran += 1;
+            std::thread::sleep(std::time::Duration::from_millis(1100));
+        }
+    }
+    assert_eq!(ran, 2, "one ship command per job");
 }

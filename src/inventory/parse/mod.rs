@@ -534,8 +534,14 @@ fn stage(
     })
 }
 
+/// Keys whose values are shell commands: they keep their `${…}` for the shell that runs them
+/// (a build step's `${f%.tar}` is the host shell's), and are not expanded here. A value reaches
+/// them through `env`.
+const COMMAND_KEYS: &[&str] = &["build", "run_once", "after_switch", "hooks", "from_command"];
+
 /// Expand `${…}` in every string value under `node` (at `path`; see [`super::interpolate`]),
-/// noting which paths read which variables.
+/// except in commands ([`COMMAND_KEYS`], a health check's `command`), noting which paths read
+/// which variables.
 fn expand_tree(
     doc: &Doc,
     node: &mut Node,
@@ -565,7 +571,11 @@ fn expand_tree(
                     Kind::Int(n) => n.to_string(),
                     _ => String::new(),
                 };
-                expand_tree(doc, v, &join(path, &key), lookup, used)?;
+                let command = COMMAND_KEYS.contains(&key.as_str())
+                    || (key == "command" && path.ends_with("health_check"));
+                if !command {
+                    expand_tree(doc, v, &join(path, &key), lookup, used)?;
+                }
             }
         }
         _ => {}
