@@ -17,6 +17,9 @@ pub enum Outcome {
     /// Some host may be on the new release while others are not (a host could not be reached to
     /// be reverted). Needs an operator.
     Mixed,
+    /// Every host already was where the run would have put it (a rollback to the release that
+    /// is current everywhere): nothing was locked or changed.
+    NothingToDo,
 }
 
 /// The phases a host goes through.
@@ -110,6 +113,9 @@ pub struct HostSummary {
     pub lock_left: bool,
     /// Another run holds this host's lock: the deploy stopped there (exit 4).
     pub locked_by_other: bool,
+    /// Its steps were stopped by ship (another host failed first, or the operator interrupted):
+    /// not a failure of this host.
+    pub cancelled: bool,
     /// Failures that did not change the outcome (after-switch steps or the health check with
     /// `on_failure: warn`).
     pub warnings: Vec<Failure>,
@@ -136,6 +142,8 @@ pub struct PhaseTiming {
 pub struct Summary {
     /// `deploy` or `rollback`.
     pub kind: String,
+    /// A rollback to a release newer than every host's: a move forward, nothing marked bad.
+    pub forward: bool,
     pub stage: String,
     pub release: String,
     pub revision: String,
@@ -179,6 +187,8 @@ pub enum Event {
         host: String,
         step: String,
         ok: bool,
+        /// Stopped by ship, not failed: another host failed first, or the operator interrupted.
+        cancelled: bool,
         elapsed_ms: u64,
     },
     /// Every prepare step of this host succeeded: it is ready to switch.
@@ -211,10 +221,13 @@ pub enum Event {
         host: String,
         failure: Failure,
     },
-    /// The canary switched and passed; the rest of the fleet waits this long.
+    /// The canary switched and passed what was checked; the rest of the fleet waits this long.
     Observing {
         hosts: Vec<String>,
         for_ms: u64,
+        /// What the canary passed: `health check`, `N after-switch step(s)`; empty when nothing
+        /// is configured to check it.
+        checked: Vec<String>,
     },
     /// An interruption was received; what ship does about it.
     Interrupted {

@@ -389,7 +389,7 @@ fn exit_code(summary: &Summary, cancelled: bool) -> u8 {
     let lock_left = summary.hosts.iter().any(|h| h.lock_left);
     match summary.outcome {
         Outcome::Deployed if lock_left => exit::ATTENTION,
-        Outcome::Deployed => exit::OK,
+        Outcome::Deployed | Outcome::NothingToDo => exit::OK,
         Outcome::Mixed => exit::ATTENTION,
         _ if lock_left => exit::ATTENTION,
         _ if cancelled => exit::INTERRUPTED,

@@ -6,7 +6,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use super::output::column_width;
 use super::{Global, exit};
 use crate::error::{Error, Result};
-use crate::fleet::inspect::{self, HostStatus, StageStatus};
+use crate::fleet::inspect::{self, HostStatus, StageStatus, Verdict};
 use crate::inventory::{Inventory, Stage};
 use crate::transport::ConnectOptions;
 
@@ -85,32 +85,44 @@ fn last_entry(h: &HostStatus) -> String {
     }
 }
 
-/// The status as text: a headline (consistent or not), a row per host, then details.
-pub fn status_text(st: &StageStatus) -> String {
-    let mut out = String::new();
-    if st.consistent {
-        out.push_str(&format!(
-            "{}: consistent: every host is on {}\n",
-            st.stage,
-            dash(st.release.as_deref())
-        ));
-    } else if st.hosts.iter().any(|h| h.error.is_some()) {
-        out.push_str(&format!(
-            "{}: UNKNOWN: some hosts could not be inspected\n",
-            st.stage
-        ));
-    } else if st.revision_mismatch {
-        out.push_str(&format!(
-            "{}: NOT consistent: every host is on {}, but not on the same revision of it\n",
-            st.stage,
-            dash(st.hosts.first().and_then(|h| h.current.as_deref()))
-        ));
+/// The fleet's verdict as one line, the same for `status` and `releases` (`agrees`: in the
+/// words of `releases`), saying when only some of the stage's hosts were read.
+pub fn verdict_line(st: &StageStatus, agrees: bool) -> String {
+    let (yes, no) = if agrees {
+        ("the fleet agrees", "the fleet does NOT agree")
     } else {
-        out.push_str(&format!(
-            "{}: NOT consistent: hosts point `current` at different releases\n",
+        ("consistent", "NOT consistent")
+    };
+    let mut s = match st.verdict() {
+        Verdict::Consistent(r) => format!("{}: {yes}: every host is on {r}", st.stage),
+        Verdict::Unknown(hosts) => format!(
+            "{}: UNKNOWN: {} could not be inspected, so whether the fleet agrees is not known",
+            st.stage,
+            hosts.join(", ")
+        ),
+        Verdict::RevisionMismatch(r) => format!(
+            "{}: {no}: every host is on {r}, but not on the same revision of it",
             st.stage
+        ),
+        Verdict::Different => format!(
+            "{}: {no}: hosts point `current` at different releases",
+            st.stage
+        ),
+    };
+    if !st.excluded.is_empty() {
+        s.push_str(&format!(
+            " (of the {} selected host(s) only; not read: {})",
+            st.hosts.len(),
+            st.excluded.join(", ")
         ));
     }
+    s.push('\n');
+    s
+}
+
+/// The status as text: a headline (consistent or not), a row per host, then details.
+pub fn status_text(st: &StageStatus) -> String {
+    let mut out = verdict_line(st, false);
     let w = column_width(st.hosts.iter().map(|h| h.host.as_str()));
     out.push_str(&format!(
         "  {:<w$}  {:<16}  {:<11}  {:<16}  {}\n",
@@ -349,18 +361,7 @@ fn short_revision(r: &str) -> String {
 
 pub fn releases_text(st: &StageStatus) -> String {
     let mut out = String::new();
-    out.push_str(&if st.consistent {
-        format!(
-            "{}: the fleet agrees: every host is on {}\n",
-            st.stage,
-            dash(st.release.as_deref())
-        )
-    } else {
-        format!(
-            "{}: the fleet does NOT agree (see `ship status {}`)\n",
-            st.stage, st.stage
-        )
-    });
+    out.push_str(&verdict_line(st, true));
     for h in &st.hosts {
         out.push_str(&format!("\n{}\n", h.host));
         if let Some(e) = &h.error {

@@ -37,6 +37,11 @@ enum Command {
     Rollback(RollbackArgs),
     /// Print every command a deploy would run on each host, without changing anything (same as
     /// `ship deploy --dry-run`).
+    #[command(
+        mut_arg("dry_run", |a| a.hide(true)),
+        mut_arg("keep_failed", |a| a.hide(true)),
+        mut_arg("lock_wait", |a| a.hide(true)),
+    )]
     Plan(DeployArgs),
     /// Show where every host of a stage stands: current release, locks, unfinished releases,
     /// last journal entry, and whether the fleet is consistent.
@@ -83,10 +88,11 @@ pub struct Global {
         global = true
     )]
     pub inventory: PathBuf,
-    /// Print one JSON event per line instead of text.
+    /// Print JSON instead of text: one event per line for deploy and rollback, one object for
+    /// the other commands.
     #[arg(long, global = true)]
     pub json: bool,
-    /// Show every line the hosts print.
+    /// Show every line the hosts print (for the commands that run on them).
     #[arg(short, long, global = true, conflicts_with = "quiet")]
     pub verbose: bool,
     /// Print only the summary and errors.
@@ -211,6 +217,87 @@ pub struct RollbackArgs {
     pub global: Global,
 }
 
+/// The man page: ship's own sections, then one section per command with its options, all in
+/// this one page (it names no `ship-deploy(1)` pages that do not exist).
+fn man_page(cmd: &clap::Command, out: &mut Vec<u8>) -> std::io::Result<()> {
+    use std::io::Write;
+    let man = clap_mangen::Man::new(cmd.clone());
+    man.render_title(out)?;
+    man.render_name_section(out)?;
+    man.render_synopsis_section(out)?;
+    man.render_description_section(out)?;
+    let esc = |s: &str| s.replace('\\', "\\e").replace('-', "\\-");
+    writeln!(out, ".SH COMMANDS")?;
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let mut names = vec![sub.get_name().to_owned()];
+        let mut subs: Vec<&clap::Command> = sub.get_subcommands().collect();
+        if subs.is_empty() {
+            subs.push(sub);
+            names.clear();
+        }
+        for c in subs {
+            let full = if names.is_empty() {
+                c.get_name().to_owned()
+            } else {
+                format!("{} {}", names[0], c.get_name())
+            };
+            writeln!(out, ".SS \"ship {}\"", esc(&full))?;
+            if let Some(about) = c.get_long_about().or(c.get_about()) {
+                writeln!(out, "{}", esc(&about.to_string()))?;
+            }
+            for a in c.get_arguments().filter(|a| !a.is_hide_set()) {
+                let id = a.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                let mut flag = Vec::new();
+                if let Some(s) = a.get_short() {
+                    flag.push(format!("\\fB\\-{s}\\fR"));
+                }
+                if let Some(l) = a.get_long() {
+                    flag.push(format!("\\fB\\-\\-{}\\fR", esc(l)));
+                }
+                if flag.is_empty() {
+                    flag.push(format!("<\\fI{}\\fR>", esc(id)));
+                }
+                writeln!(out, ".TP")?;
+                writeln!(out, "{}", flag.join(", "))?;
+                if let Some(h) = a.get_long_help().or(a.get_help()) {
+                    writeln!(out, "{}", esc(&h.to_string()))?;
+                }
+            }
+        }
+    }
+    writeln!(out, ".SH \"EXIT STATUS\"")?;
+    for (code, what) in [
+        (
+            exit::OK,
+            "every host is on the new release (or: nothing to do)",
+        ),
+        (exit::FAILED, "the run failed and the fleet is as it was"),
+        (
+            exit::USAGE,
+            "bad command line or inventory; nothing was contacted",
+        ),
+        (
+            exit::ATTENTION,
+            "hosts may be on different releases, or a lock was left",
+        ),
+        (
+            exit::LOCKED,
+            "another run holds the lock; nothing was changed",
+        ),
+        (
+            exit::INTERRUPTED,
+            "interrupted before the switch; the fleet is as it was",
+        ),
+    ] {
+        writeln!(out, ".TP\n{code}\n{}", esc(what))?;
+    }
+    man.render_version_section(out)?;
+    Ok(())
+}
+
 /// A duration on the command line: `90s`, `10m`, `1h`, `500ms`.
 fn duration(text: &str) -> Result<Duration, String> {
     crate::inventory::parse_duration(text)
@@ -295,8 +382,9 @@ pub fn main() -> ExitCode {
             }
             Command::Man => {
                 let cmd = <Cli as clap::CommandFactory>::command();
-                clap_mangen::Man::new(cmd)
-                    .render(&mut std::io::stdout())
+                let mut page = Vec::new();
+                man_page(&cmd, &mut page)
+                    .and_then(|()| std::io::Write::write_all(&mut std::io::stdout(), &page))
                     .map(|()| exit::OK)
                     .map_err(|e| {
                         crate::error::Error::failed("cannot write the man page").because(e)

@@ -74,15 +74,9 @@ impl Reporter for Plain {
                 release,
                 revision,
                 hosts,
-            } if v != Verbosity::Quiet => self.line(&format!(
-                "{} {release} ({revision}) to {stage}: {} host(s)",
-                if kind == "rollback" {
-                    "rolling back to"
-                } else {
-                    "deploying"
-                },
-                hosts.len()
-            )),
+            } if v != Verbosity::Quiet => {
+                self.line(&started_line(kind, stage, release, revision, hosts.len()))
+            }
             Event::Phase { host, phase } if v == Verbosity::Verbose => {
                 self.line(&format!("[{host}] {phase}"))
             }
@@ -90,10 +84,15 @@ impl Reporter for Plain {
                 host,
                 step,
                 ok,
+                cancelled,
                 elapsed_ms,
             } if v != Verbosity::Quiet => self.line(&format!(
                 "[{host}] {step} … {} {}",
-                if *ok { "ok" } else { "FAILED" },
+                match (ok, cancelled) {
+                    (true, _) => "ok",
+                    (false, true) => "cancelled",
+                    (false, false) => "FAILED",
+                },
                 human_duration(Duration::from_millis(*elapsed_ms))
             )),
             Event::Prepared { host, elapsed_ms } if v != Verbosity::Quiet => self.line(&format!(
@@ -118,9 +117,11 @@ impl Reporter for Plain {
                     self.line(&format!("warning: {l}"));
                 }
             }
-            Event::Observing { hosts, for_ms } if v != Verbosity::Quiet => {
-                self.line(&observing_line(hosts, *for_ms))
-            }
+            Event::Observing {
+                hosts,
+                for_ms,
+                checked,
+            } if v != Verbosity::Quiet => self.line(&observing_line(hosts, *for_ms, checked)),
             _ => {}
         }
     }
@@ -264,11 +265,15 @@ impl Reporter for Live {
                     let _ = self.multi.println(format!("warning: {l}"));
                 }
             }
-            Event::Observing { hosts, for_ms } => {
+            Event::Observing {
+                hosts,
+                for_ms,
+                checked,
+            } => {
                 for h in hosts {
                     self.set(h, "canary: observing".into());
                 }
-                let _ = self.multi.println(observing_line(hosts, *for_ms));
+                let _ = self.multi.println(observing_line(hosts, *for_ms, checked));
             }
             Event::Finished { .. } => self.finish(),
             _ => {}
@@ -330,9 +335,30 @@ impl Reporter for Board {
     }
 }
 
-fn observing_line(hosts: &[String], for_ms: u64) -> String {
+/// The line that says what a run does: `deploying <id> (<revision>) to <stage>: N host(s)`, or
+/// for a rollback `rolling <stage> back to <id> (<revision>)`, without made-up parts when the
+/// target is not known.
+fn started_line(kind: &str, stage: &str, release: &str, revision: &str, n: usize) -> String {
+    let rev = if revision.is_empty() {
+        String::new()
+    } else {
+        format!(" ({revision})")
+    };
+    match (kind, release) {
+        ("rollback", "") => format!("rolling {stage} back: {n} host(s); the target is not known"),
+        ("rollback", _) => format!("rolling {stage} back to {release}{rev}: {n} host(s)"),
+        _ => format!("deploying {release}{rev} to {stage}: {n} host(s)"),
+    }
+}
+
+fn observing_line(hosts: &[String], for_ms: u64, checked: &[String]) -> String {
+    let passed = if checked.is_empty() {
+        "switched (no health check or after-switch step configured: nothing checked it)".to_owned()
+    } else {
+        format!("switched and passed its {}", checked.join(" and "))
+    };
     format!(
-        "canary {} switched and healthy; observing for {} before the rest of the fleet switches \
+        "canary {} {passed}; observing for {} before the rest of the fleet switches \
          (Ctrl-C switches the canary back)",
         hosts.join(", "),
         human_duration(Duration::from_millis(for_ms))
@@ -363,6 +389,11 @@ pub fn summary_text(s: &Summary) -> String {
         .iter()
         .any(|h| h.failure.as_ref().is_some_and(|f| f.phase == Phase::Verify));
     let headline = match s.outcome {
+        Outcome::Deployed if s.kind == "rollback" && s.forward => format!(
+            "switched {} forward to {}: {switched}/{total} hosts switched (a newer release: \
+             nothing was marked bad)",
+            s.stage, s.release
+        ),
         Outcome::Deployed if s.kind == "rollback" => format!(
             "rolled {} back to {}: {switched}/{total} hosts switched",
             s.stage, s.release
@@ -390,6 +421,10 @@ pub fn summary_text(s: &Summary) -> String {
              the fleet is unchanged",
             s.release, s.stage
         ),
+        Outcome::NothingToDo => format!(
+            "every host of {} is already on {}; nothing to {what}",
+            s.stage, s.release
+        ),
         Outcome::Mixed => format!(
             "{what} of {} to {} NEEDS ATTENTION: some hosts switched or may have, and could not be \
              switched back; see below",
@@ -413,8 +448,22 @@ pub fn summary_text(s: &Summary) -> String {
         let result = match h.result {
             HostResult::Switched => "switched",
             HostResult::Reverted => "reverted",
+            HostResult::Unchanged if h.cancelled => "cancelled",
             HostResult::Unchanged => "unchanged",
             HostResult::Unknown => "UNKNOWN",
+        };
+        // `-` would read as "no release": a host that could not be read says so.
+        let current = match (&h.current, h.result) {
+            (Some(c), _) => c.as_str(),
+            (None, HostResult::Unknown) => "? (unknown)",
+            (None, _)
+                if h.failure
+                    .as_ref()
+                    .is_some_and(|f| f.phase == Phase::Connect) =>
+            {
+                "? (not read)"
+            }
+            (None, _) => "- (none)",
         };
         let prepare = h
             .prepare_ms
@@ -426,11 +475,7 @@ pub fn summary_text(s: &Summary) -> String {
         };
         out.push_str(&format!(
             "  {:<width$}  {:<9}  {:<16}  {:>8}  {:>10}\n",
-            h.host,
-            result,
-            h.current.as_deref().unwrap_or("-"),
-            prepare,
-            switched
+            h.host, result, current, prepare, switched
         ));
     }
     if let Some(skew) = s.flip_skew_ms {
@@ -452,15 +497,29 @@ pub fn summary_text(s: &Summary) -> String {
         human_duration(Duration::from_millis(s.elapsed_ms)),
         phases.join(", ")
     ));
+    // A fleet-wide cause (a held lock, a missing rollback target) is said once, with its hosts.
+    let mut causes: Vec<(String, &str, Vec<&str>)> = Vec::new();
     for h in &s.hosts {
         if let Some(f) = &h.failure {
-            out.push_str(&format!(
-                "  {}: failed at {}: {}\n",
-                h.host,
-                place(f),
-                f.message
-            ));
+            let at = place(f);
+            match causes
+                .iter_mut()
+                .find(|(p, m, _)| *p == at && *m == f.message)
+            {
+                Some((_, _, hosts)) => hosts.push(&h.host),
+                None => causes.push((at, &f.message, vec![&h.host])),
+            }
         }
+    }
+    for (at, message, hosts) in &causes {
+        let who = if hosts.len() == total && total > 1 {
+            format!("all {total} hosts")
+        } else {
+            hosts.join(", ")
+        };
+        out.push_str(&format!("  {who}: failed at {at}: {message}\n"));
+    }
+    for h in &s.hosts {
         for w in &h.warnings {
             out.push_str(&format!(
                 "  {}: warning at {}: {}\n",

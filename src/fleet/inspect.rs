@@ -83,6 +83,43 @@ pub struct StageStatus {
     pub release: Option<String>,
     /// Every host is on one release id, but its `REVISION` is not the same everywhere.
     pub revision_mismatch: bool,
+    /// Hosts of the stage not read: left out by `--hosts` / `--roles`.
+    pub excluded: Vec<String>,
+}
+
+/// What the hosts read say about the fleet: one verdict, for `status` and `releases` alike.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every host read is on this release.
+    Consistent(String),
+    /// These hosts could not be read: whether the fleet agrees is not known.
+    Unknown(Vec<String>),
+    /// Every host is on this release id, but not on the same revision of it.
+    RevisionMismatch(String),
+    /// Hosts point `current` at different releases (or some at none).
+    Different,
+}
+
+impl StageStatus {
+    pub fn verdict(&self) -> Verdict {
+        let unread: Vec<String> = self
+            .hosts
+            .iter()
+            .filter(|h| h.error.is_some())
+            .map(|h| h.host.clone())
+            .collect();
+        match &self.release {
+            Some(r) if self.consistent => Verdict::Consistent(r.clone()),
+            _ if !unread.is_empty() => Verdict::Unknown(unread),
+            _ if self.revision_mismatch => Verdict::RevisionMismatch(
+                self.hosts
+                    .first()
+                    .and_then(|h| h.current.clone())
+                    .unwrap_or_default(),
+            ),
+            _ => Verdict::Different,
+        }
+    }
 }
 
 impl HostStatus {
@@ -268,6 +305,7 @@ pub async fn status(stage: &Stage, options: &ConnectOptions) -> StageStatus {
         consistent,
         release: if consistent { first } else { None },
         revision_mismatch,
+        excluded: stage.excluded.clone(),
         hosts,
     }
 }

@@ -89,6 +89,8 @@ pub enum Fact {
     Observed,
     /// Operator interruption (Ctrl-C, SIGTERM, SIGHUP).
     Interrupted,
+    /// Every host already is where the run would put it: there is nothing to do.
+    NothingToDo,
 }
 
 /// The shape of one deploy beyond the basic protocol.
@@ -143,6 +145,8 @@ pub struct Protocol {
     verify_failed: bool,
     /// The release went live on the whole fleet before it was rolled back: keep it, marked bad.
     keep_as_bad: bool,
+    /// Every host already is where the run would put it.
+    nothing_to_do: bool,
 }
 
 impl Protocol {
@@ -166,6 +170,7 @@ impl Protocol {
             run_once_failed: false,
             verify_failed: false,
             keep_as_bad: false,
+            nothing_to_do: false,
         }
     }
 
@@ -209,6 +214,10 @@ impl Protocol {
                 return;
             }
             Fact::RanOnce | Fact::Observed => return,
+            Fact::NothingToDo => {
+                self.nothing_to_do = true;
+                return;
+            }
             Fact::RunOnceFailed => {
                 self.run_once_failed = true;
                 return;
@@ -264,6 +273,11 @@ impl Protocol {
         loop {
             let (next, action) = match self.progress {
                 Progress::Start => (Progress::Connecting, Action::Connect(self.all())),
+                // Nothing is locked, so nothing is to be undone or unlocked.
+                Progress::Connecting if self.nothing_to_do && self.gate(|h| h.connected) => {
+                    self.outcome = Some(Outcome::NothingToDo);
+                    (Progress::Done, Action::Finish(Outcome::NothingToDo))
+                }
                 Progress::Connecting if self.gate(|h| h.connected) => {
                     (Progress::Locking, Action::Lock(self.all()))
                 }

@@ -233,6 +233,7 @@ fn invariants_hold_in_every_scenario() {
                 s.revert.iter().any(|r| !r),
                 "mixed although every revert worked: {s:?}"
             ),
+            Outcome::NothingToDo => panic!("nothing to do, although no one said so: {s:?}"),
         }
         // Switching only ever happens with all hosts prepared and no interruption before it.
         if log.iter().any(|a| matches!(a, Action::Switch(_))) {
@@ -246,6 +247,24 @@ fn invariants_hold_in_every_scenario() {
             );
         }
     }
+}
+
+#[test]
+fn nothing_to_do_ends_at_connect_without_locking_and_only_when_every_host_answered() {
+    let mut p = Protocol::new(2);
+    assert_eq!(p.next_action(), Action::Connect(vec![0, 1]));
+    p.on(Fact::Connected(0));
+    p.on(Fact::Connected(1));
+    p.on(Fact::NothingToDo);
+    assert_eq!(p.next_action(), Action::Finish(Outcome::NothingToDo));
+    assert_eq!(p.outcome(), Some(Outcome::NothingToDo));
+    // A host that did not answer: the run aborts, as any failure at connect.
+    let mut p = Protocol::new(2);
+    p.next_action();
+    p.on(Fact::Connected(0));
+    p.on(Fact::ConnectFailed(1));
+    p.on(Fact::NothingToDo);
+    assert_eq!(p.next_action(), Action::Finish(Outcome::Aborted));
 }
 
 #[test]
@@ -389,6 +408,7 @@ fn check_shape(s: &Scenario, o: &Options) {
             }
         }
         Outcome::Mixed => assert!(s.revert.iter().any(|r| !r), "mixed: {s:?} {o:?} {log:?}"),
+        Outcome::NothingToDo => panic!("nothing to do, although no one said so: {s:?}"),
     }
     // Only a release that went live on the whole fleet is kept as bad.
     if marked_bad {

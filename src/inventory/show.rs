@@ -54,7 +54,7 @@ pub struct HostConfigView {
     pub build: Vec<serde_json::Value>,
     pub run_once: Vec<serde_json::Value>,
     pub after_switch: Vec<serde_json::Value>,
-    pub health_check: BTreeMap<&'static str, serde_json::Value>,
+    pub health_check: Option<BTreeMap<&'static str, serde_json::Value>>,
     pub roles: Vec<String>,
     pub recipe: Option<String>,
     pub env: BTreeMap<String, String>,
@@ -81,7 +81,9 @@ pub fn duration_text(d: Duration) -> String {
     }
 }
 
-fn health(h: &HealthCheck) -> BTreeMap<&'static str, serde_json::Value> {
+/// The health check as configured; `None` (shown as `null`) when there is none, so that its
+/// defaults (interval, retries…) are not shown as if something were checked.
+fn health(h: &HealthCheck) -> Option<BTreeMap<&'static str, serde_json::Value>> {
     let mut m = BTreeMap::new();
     match &h.probe {
         Some(Probe::Http {
@@ -98,7 +100,7 @@ fn health(h: &HealthCheck) -> BTreeMap<&'static str, serde_json::Value> {
         Some(Probe::Command(c)) => {
             m.insert("command", c.clone().into());
         }
-        None => {}
+        None => return None,
     }
     m.insert("retries", h.retries.into());
     m.insert("interval", duration_text(h.interval).into());
@@ -111,7 +113,7 @@ fn health(h: &HealthCheck) -> BTreeMap<&'static str, serde_json::Value> {
         }
         .into(),
     );
-    m
+    Some(m)
 }
 
 /// The effective configuration of `stage`; `mask` replaces secret values wherever they

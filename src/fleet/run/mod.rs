@@ -138,6 +138,8 @@ struct HostRun {
     left_behind: bool,
     /// Another run holds this host's lock.
     locked_by_other: bool,
+    /// Its steps were stopped by ship, not failed.
+    cancelled: bool,
     /// Its journal line is written and our lock released (with the cleanup).
     unlocked: bool,
     warnings: Vec<Failure>,
@@ -157,6 +159,7 @@ impl HostRun {
             remedy: None,
             left_behind: false,
             locked_by_other: false,
+            cancelled: false,
             unlocked: false,
             warnings: Vec::new(),
         }
@@ -196,6 +199,8 @@ struct RunCtx {
     ci_url: Option<String>,
     /// The operator's interruption: long remote steps watch it and stop on the host.
     cancel: CancellationToken,
+    /// A rollback to a release newer than every host's: a move forward, nothing marked bad.
+    forward: bool,
 }
 
 impl RunCtx {
@@ -225,6 +230,7 @@ impl RunCtx {
             ci_job: ci_job(),
             ci_url: ci_url(),
             cancel,
+            forward: false,
         }
     }
 
@@ -533,11 +539,18 @@ async fn run_deploy(d: &Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellatio
             if let Job::Rollback { to } = &d.job {
                 // The target must be on every host before anything is locked.
                 match rollback_target(&hosts, to.as_deref()) {
-                    Ok((target, revision)) => {
-                        ctx.release = target;
-                        ctx.revision = revision;
+                    Ok(target) => {
+                        ctx.release = target.release;
+                        ctx.revision = target.revision;
+                        ctx.forward = target.forward;
                     }
-                    Err(problems) => {
+                    Err(Refusal::AlreadyThere(target)) => {
+                        ctx.release = target;
+                        proto.on(Fact::NothingToDo);
+                    }
+                    Err(Refusal::Hosts { target, problems }) => {
+                        // The target when it is known, else none (not a made-up id).
+                        ctx.release = target.unwrap_or_default();
                         for (i, msg) in problems {
                             let f = ctx.failure(Phase::Connect, Some("rollback target"), None, msg);
                             hosts[i].fail(&ctx, f);
@@ -618,6 +631,7 @@ async fn run_deploy(d: &Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellatio
                 remedy: h.remedy.clone(),
                 lock_left: h.left_behind,
                 locked_by_other: h.locked_by_other,
+                cancelled: h.cancelled && h.failure.is_none(),
                 warnings: h.warnings.clone(),
             }
         })
@@ -646,6 +660,7 @@ async fn run_deploy(d: &Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellatio
     }
     let summary = Summary {
         kind: ctx.kind.to_owned(),
+        forward: ctx.forward,
         stage: d.stage.name.clone(),
         release: ctx.release.clone(),
         revision: ctx.revision.clone(),
@@ -744,7 +759,11 @@ async fn run_action(
                 // Rolled back from: kept for inspection, marked bad.
                 Job::Rollback { .. } => {
                     cleanup_and_unlock(ids, hosts, ctx, |h, c| {
-                        let from: Vec<&str> = h.preflight.current_release().into_iter().collect();
+                        // Moving forward leaves no release behind as bad.
+                        let from: Vec<&str> = match c.forward {
+                            true => Vec::new(),
+                            false => h.preflight.current_release().into_iter().collect(),
+                        };
                         let d = &h.host.config.deploy_to;
                         remote::finish_rollback(d, &from, &c.release, &c.token, &journal_line(h, c))
                     })

@@ -102,7 +102,10 @@ pub(super) async fn prepare(
                 hosts[i].armed = armed;
                 events.push(Fact::Prepared(i));
             }
-            Ok((false, _)) => events.push(Fact::PrepareFailed(i)),
+            Ok((false, _)) => {
+                hosts[i].cancelled = true;
+                events.push(Fact::PrepareFailed(i));
+            }
             Err(f) => {
                 hosts[i].fail(ctx, f);
                 events.push(Fact::PrepareFailed(i));

@@ -3,11 +3,31 @@
 
 use super::*;
 
-/// The release a rollback switches to, and its revision; or, per host, why it cannot.
-pub(super) fn rollback_target(
-    hosts: &[HostRun],
-    to: Option<&str>,
-) -> Result<(String, String), Vec<(usize, String)>> {
+/// Where a rollback goes.
+pub(super) struct Target {
+    pub(super) release: String,
+    pub(super) revision: String,
+    /// It is newer than what every host is on: a move forward, not back (nothing is marked bad).
+    pub(super) forward: bool,
+}
+
+/// Why a rollback does not happen.
+pub(super) enum Refusal {
+    /// Every host already is on this release.
+    AlreadyThere(String),
+    /// Per host, why it cannot go to the target (when the target is known).
+    Hosts {
+        target: Option<String>,
+        problems: Vec<(usize, String)>,
+    },
+}
+
+/// The release a rollback switches to, and its revision; or why it cannot.
+pub(super) fn rollback_target(hosts: &[HostRun], to: Option<&str>) -> Result<Target, Refusal> {
+    let unknown = |problems| Refusal::Hosts {
+        target: None,
+        problems,
+    };
     let target = match to {
         Some(t) => t.to_owned(),
         None => {
@@ -20,7 +40,7 @@ pub(super) fn rollback_target(
                 .filter_map(|(i, r)| r.as_ref().err().map(|e| (*i, e.clone())))
                 .collect();
             if !errors.is_empty() {
-                return Err(errors);
+                return Err(unknown(errors));
             }
             let targets: Vec<(usize, String)> = found
                 .into_iter()
@@ -42,17 +62,21 @@ pub(super) fn rollback_target(
                 })
                 .collect();
             if !disagree.is_empty() {
-                return Err(disagree);
+                return Err(unknown(disagree));
             }
             first
         }
     };
     if !remote::is_release_id(&target) {
-        return Err(vec![(
+        return Err(unknown(vec![(
             0,
             format!("`{target}` is not a release id (they look like 20261122153000)"),
-        )]);
+        )]));
     }
+    let known = |problems| Refusal::Hosts {
+        target: Some(target.clone()),
+        problems,
+    };
     let missing: Vec<(usize, String)> = hosts
         .iter()
         .enumerate()
@@ -66,23 +90,21 @@ pub(super) fn rollback_target(
             (
                 i,
                 format!(
-                    "releases/{target} {why} on this host; nothing was changed on any host \
-                     (hint: `ship releases` lists what every host has)"
+                    "cannot roll back to {target}: releases/{target} {why} on this host; nothing \
+                     was changed on any host (hint: `ship releases` lists what every host has; \
+                     name another with --to)"
                 ),
             )
         })
         .collect();
     if !missing.is_empty() {
-        return Err(missing);
+        return Err(known(missing));
     }
     if hosts
         .iter()
         .all(|h| h.preflight.current_release() == Some(target.as_str()))
     {
-        return Err(vec![(
-            0,
-            format!("every host is already on {target}; nothing to roll back"),
-        )]);
+        return Err(Refusal::AlreadyThere(target));
     }
     // One release id on every host, but is it one release? Two deploys to different hosts in
     // the same second can give one id to two revisions.
@@ -117,9 +139,20 @@ pub(super) fn rollback_target(
         })
         .collect();
     if !differ.is_empty() {
-        return Err(differ);
+        return Err(known(differ));
     }
-    Ok((target, revision))
+    // Release ids are timestamps: a target newer than every host's current release is a move
+    // forward (`--to` a release rolled back from), not a rollback.
+    let forward = hosts.iter().all(|h| {
+        h.preflight
+            .current_release()
+            .is_some_and(|c| c < target.as_str())
+    });
+    Ok(Target {
+        release: target,
+        revision,
+        forward,
+    })
 }
 
 /// From a host's journal: the release that was current before the deploy that made the

@@ -70,15 +70,18 @@ pub(super) async fn run_steps(
                 c.close().await;
             }
         }
+        let cancelled =
+            matches!(&result, Err(TransportError::Stopped { .. })) && stop.is_cancelled();
         ctx.reporter.report(&Event::StepFinished {
             host: host.name.clone(),
             step: step.name.clone(),
             ok,
+            cancelled,
             elapsed_ms: s0.elapsed().as_millis() as u64,
         });
         match result {
             Ok(o) if o.success() => continue,
-            Err(TransportError::Stopped { .. }) if stop.is_cancelled() => return Ok(false),
+            Err(TransportError::Stopped { .. }) if cancelled => return Ok(false),
             Ok(o) => {
                 let mut f = command_failure(ctx, phase, Some(&step.name), &o);
                 if o.last_lines(TAIL_LINES)

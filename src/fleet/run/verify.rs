@@ -97,9 +97,27 @@ pub(super) async fn verify(
 
 /// Hold with the canary switched, for `observe`, unless interrupted.
 pub(super) async fn observe(ctx: &RunCtx, d: &Deploy) -> Vec<Fact> {
+    let canary: Vec<&Host> = d
+        .canary
+        .iter()
+        .filter_map(|&i| d.stage.hosts.get(i))
+        .collect();
+    let mut checked = Vec::new();
+    if canary.iter().any(|h| h.config.health_check.probe.is_some()) {
+        checked.push("health check".to_owned());
+    }
+    let steps = canary
+        .iter()
+        .map(|h| h.config.after_switch.len())
+        .max()
+        .unwrap_or(0);
+    if steps > 0 {
+        checked.push(format!("{steps} after-switch step(s)"));
+    }
     ctx.reporter.report(&Event::Observing {
         hosts: canary_names(d),
         for_ms: d.observe.as_millis() as u64,
+        checked,
     });
     tokio::select! {
         _ = tokio::time::sleep(d.observe) => {}
