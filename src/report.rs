@@ -77,7 +77,7 @@ pub struct Failure {
 }
 
 /// Where a host ended up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HostResult {
     /// `current` is the new release.
@@ -85,13 +85,14 @@ pub enum HostResult {
     /// `current` was switched and then switched back.
     Reverted,
     /// `current` was never changed.
+    #[default]
     Unchanged,
     /// The host did not confirm; `current` may be either release.
     Unknown,
 }
 
 /// One host's line in the summary.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct HostSummary {
     pub host: String,
     pub result: HostResult,

@@ -432,6 +432,7 @@ async fn dry_run(g: &Global, stage: Stage, job: Job, o: &RunOptions, full: bool)
 
 fn plan_text(p: &RunPlan, full: bool) -> String {
     let what = match p.kind.as_str() {
+        "rollback" if p.release.is_empty() => "roll back".to_owned(),
         "rollback" => format!("roll back to {}", p.release),
         _ => format!("deploy {} ({})", p.release, p.revision),
     };
@@ -462,15 +463,27 @@ fn plan_text(p: &RunPlan, full: bool) -> String {
             p.canary.join(", ")
         ));
     }
-    if !full {
-        out.push_str("  long lines are cut here; `--full` shows every line whole\n");
+    if full {
+        full_plan(p, &mut out);
+    } else {
+        readable_plan(p, &mut out);
+        out.push_str(&format!(
+            "\n`ship plan {} --full` prints every command whole (`--json`: as one object)\n",
+            p.stage
+        ));
     }
+    out
+}
+
+/// Every command whole, per host; an artifact carried inside its upload command is shown by
+/// its size, not as escaped bytes.
+fn full_plan(p: &RunPlan, out: &mut String) {
     for h in &p.hosts {
         out.push_str(&format!("\n== {}\n", h.host));
         for c in &h.commands {
             let read = if c.changes { "" } else { " (read)" };
             let stdin = match c.stdin_bytes {
-                Some(n) => format!(" · then {n} bytes on its stdin"),
+                Some(n) => format!(" · then the artifact on its stdin ({n} bytes)"),
                 None => String::new(),
             };
             out.push_str(&format!(
@@ -479,11 +492,7 @@ fn plan_text(p: &RunPlan, full: bool) -> String {
                 c.name
             ));
             for line in c.script.trim_end().lines() {
-                if full {
-                    out.push_str(line);
-                } else {
-                    out.push_str(&shortened(line));
-                }
+                out.push_str(&without_payload(line, p.artifact_bytes));
                 out.push('\n');
             }
         }
@@ -491,25 +500,98 @@ fn plan_text(p: &RunPlan, full: bool) -> String {
             out.push_str(&format!("  the run would stop here: {e}\n"));
         }
     }
-    out
 }
 
-/// A script line as `ship plan` shows it: whole, unless it is very long (a small artifact
-/// carried inside its upload command); `--full` and `--json` have every line whole.
-fn shortened(line: &str) -> String {
-    const SHOWN: usize = 160;
-    if line.chars().count() <= 2 * SHOWN {
-        return line.to_owned();
+/// What a run does on each host, by name, hosts that would see the same grouped: where
+/// `current` goes, whether the revision changes, what cleanup removes, the environment, the
+/// steps of each phase.
+fn readable_plan(p: &RunPlan, out: &mut String) {
+    let mut groups: Vec<(Vec<&str>, String)> = Vec::new();
+    for h in &p.hosts {
+        let mut body = String::new();
+        let now = h.current.as_deref().unwrap_or("no release yet");
+        let revision = match (&h.current_revision, p.kind.as_str()) {
+            (_, "rollback") => String::new(),
+            (Some(r), _) if *r == p.revision => {
+                format!(" (the same revision as current: {r})")
+            }
+            (Some(_), _) => " (another revision than current)".to_owned(),
+            (None, _) => String::new(),
+        };
+        if !p.release.is_empty() {
+            body.push_str(&format!("  current {now} → {}{revision}\n", p.release));
+        }
+        match (h.removes.is_empty(), p.kind.as_str()) {
+            (_, "rollback") => {}
+            (true, _) => body.push_str("  cleanup removes no release\n"),
+            (false, _) => body.push_str(&format!(
+                "  cleanup then removes: {}\n",
+                h.removes.join(", ")
+            )),
+        }
+        if !h.env.is_empty() {
+            let env: Vec<String> = h.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            body.push_str(&format!("  env: {}\n", env.join(", ")));
+        }
+        let mut phases: Vec<(String, Vec<String>)> = Vec::new();
+        for c in &h.commands {
+            let phase = c.phase.replace('_', " ");
+            let mut name = c.name.clone();
+            if !c.changes {
+                name.push_str(" (read)");
+            }
+            if let Some(n) = c.stdin_bytes {
+                name.push_str(&format!(" ({})", human_bytes(n)));
+            } else if c.name == "upload" {
+                if let Some(n) = p.artifact_bytes {
+                    name.push_str(&format!(" ({} artifact)", human_bytes(n)));
+                }
+            }
+            match phases.last_mut() {
+                Some((ph, names)) if *ph == phase => names.push(name),
+                _ => phases.push((phase, vec![name])),
+            }
+        }
+        for (phase, names) in phases {
+            body.push_str(&format!("  {phase:<9} {}\n", names.join(", ")));
+        }
+        if let Some(e) = &h.error {
+            body.push_str(&format!("  the run would stop here: {e}\n"));
+        }
+        match groups.iter_mut().find(|(_, b)| *b == body) {
+            Some((hosts, _)) => hosts.push(&h.host),
+            None => groups.push((vec![&h.host], body)),
+        }
     }
-    let head: String = line.chars().take(SHOWN).collect();
-    let tail: String = {
-        let mut t: Vec<char> = line.chars().rev().take(SHOWN / 2).collect();
-        t.reverse();
-        t.into_iter().collect()
+    for (hosts, body) in groups {
+        out.push_str(&format!("\n{}:\n{body}", hosts.join(", ")));
+    }
+}
+
+/// A size as people read it: `812 B`, `12.3 kB`, `4.1 MB`.
+fn human_bytes(n: usize) -> String {
+    match n {
+        n if n < 1000 => format!("{n} B"),
+        n if n < 1_000_000 => format!("{:.1} kB", n as f64 / 1e3),
+        n => format!("{:.1} MB", n as f64 / 1e6),
+    }
+}
+
+/// A script line with the artifact it carries inline (`printf '\037\213…' | tar …`) shown by
+/// its size instead of as escaped bytes.
+fn without_payload(line: &str, bytes: Option<usize>) -> String {
+    let Some(start) = line.find("printf '\\") else {
+        return line.to_owned();
     };
+    let body = start + "printf '".len();
+    let Some(len) = line[body..].find("' | ") else {
+        return line.to_owned();
+    };
+    let size = bytes.map(human_bytes).unwrap_or_else(|| "its".to_owned());
     format!(
-        "{head} … ({} characters not shown) … {tail}",
-        line.chars().count() - SHOWN - SHOWN / 2
+        "{}printf <the artifact, {size}, as octal escapes>{}",
+        &line[..start],
+        &line[body + len + 1..]
     )
 }
 

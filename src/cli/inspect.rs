@@ -536,3 +536,63 @@ pub async fn exec(a: &super::ExecArgs) -> Result<u8> {
         Ok(exit::FAILED)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn on(host: &str, release: &str) -> HostStatus {
+        let mut h = HostStatus::unreachable(host, String::new());
+        h.error = None;
+        h.current = Some(release.to_owned());
+        h
+    }
+
+    #[test]
+    fn status_and_releases_give_one_verdict_with_its_reason() {
+        let a = "20261204120000";
+        let st = inspect::judge(
+            "production",
+            vec![on("web-1", a), on("web-2", a)],
+            Vec::new(),
+        );
+        assert_eq!(
+            verdict_line(&st, false),
+            format!("production: consistent: every host is on {a}\n")
+        );
+        assert_eq!(
+            verdict_line(&st, true),
+            format!("production: the fleet agrees: every host is on {a}\n")
+        );
+        // An unreachable host: UNKNOWN in both, naming it (releases said "does NOT agree").
+        let down = HostStatus::unreachable("web-2", "timed out".into());
+        let st = inspect::judge("production", vec![on("web-1", a), down], Vec::new());
+        let unknown = "production: UNKNOWN: web-2 could not be inspected, so whether the fleet \
+                       agrees is not known\n";
+        assert_eq!(verdict_line(&st, false), unknown);
+        assert_eq!(verdict_line(&st, true), unknown);
+        // Different releases.
+        let st = inspect::judge(
+            "production",
+            vec![on("web-1", a), on("web-2", "20261204130000")],
+            Vec::new(),
+        );
+        assert_eq!(
+            verdict_line(&st, true),
+            "production: the fleet does NOT agree: hosts point `current` at different releases\n"
+        );
+        // A subset says it is one.
+        let st = inspect::judge(
+            "production",
+            vec![on("web-1", a)],
+            vec!["web-2".into(), "web-3".into()],
+        );
+        assert_eq!(
+            verdict_line(&st, true),
+            format!(
+                "production: the fleet agrees: every host is on {a} (of the 1 selected host(s) \
+                 only; not read: web-2, web-3)\n"
+            )
+        );
+    }
+}

@@ -227,7 +227,7 @@ fn man_page(cmd: &clap::Command, out: &mut Vec<u8>) -> std::io::Result<()> {
     man.render_synopsis_section(out)?;
     man.render_description_section(out)?;
     let esc = |s: &str| s.replace('\\', "\\e").replace('-', "\\-");
-    writeln!(out, ".SH COMMANDS")?;
+    writeln!(out, ".SH SUBCOMMANDS")?;
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
         let mut names = vec![sub.get_name().to_owned()];
         let mut subs: Vec<&clap::Command> = sub.get_subcommands().collect();
@@ -295,6 +295,16 @@ fn man_page(cmd: &clap::Command, out: &mut Vec<u8>) -> std::io::Result<()> {
         writeln!(out, ".TP\n{code}\n{}", esc(what))?;
     }
     man.render_version_section(out)?;
+    // Each section clap_mangen renders repeats its two-line preamble: keep the first.
+    let text = String::from_utf8_lossy(out).into_owned();
+    let mut seen = std::collections::HashSet::new();
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            !(l.starts_with(".ie \\n(.g") || l.starts_with(".el .ds Aq")) || seen.insert(*l)
+        })
+        .collect();
+    *out = (kept.join("\n") + "\n").into_bytes();
     Ok(())
 }
 

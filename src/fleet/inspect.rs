@@ -123,7 +123,8 @@ impl StageStatus {
 }
 
 impl HostStatus {
-    fn unreachable(host: &str, error: String) -> Self {
+    /// A host that could not be inspected, and why.
+    pub fn unreachable(host: &str, error: String) -> Self {
         HostStatus {
             host: host.to_owned(),
             error: Some(error),
@@ -284,6 +285,11 @@ pub async fn status(stage: &Stage, options: &ConnectOptions) -> StageStatus {
         }
     })
     .await;
+    judge(&stage.name, hosts, stage.excluded.clone())
+}
+
+/// The stage's status from what each host said: whether the fleet is consistent.
+pub fn judge(stage: &str, hosts: Vec<HostStatus>, excluded: Vec<String>) -> StageStatus {
     let first = hosts.first().and_then(|h| h.current.clone());
     let same_id = first.is_some()
         && hosts
@@ -301,11 +307,11 @@ pub async fn status(stage: &Stage, options: &ConnectOptions) -> StageStatus {
     let revision_mismatch = same_id && hosts.iter().any(|h| revision(h) != first_revision);
     let consistent = same_id && !revision_mismatch;
     StageStatus {
-        stage: stage.name.clone(),
+        stage: stage.to_owned(),
         consistent,
         release: if consistent { first } else { None },
         revision_mismatch,
-        excluded: stage.excluded.clone(),
+        excluded,
         hosts,
     }
 }

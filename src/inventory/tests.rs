@@ -789,3 +789,28 @@ stages:
         "{e}"
     );
 }
+
+#[test]
+fn ship_config_shows_no_health_check_block_when_none_is_configured() {
+    let inv = parse(GOOD).expect("valid inventory");
+    let stage = inv.stage("production").expect("stage");
+    let view = super::show::stage_config(stage, |s| s.to_owned());
+    let json = serde_json::to_value(&view).expect("json");
+    assert!(
+        json["hosts"][0]["health_check"].is_null(),
+        "{}",
+        json["hosts"][0]
+    );
+    let with = GOOD.replace(
+        "  connect_timeout: 5s\n",
+        "  connect_timeout: 5s\n  health_check: { url: \"http://localhost/up\" }\n",
+    );
+    let inv = parse(&with).expect("valid inventory");
+    let view = super::show::stage_config(inv.stage("production").expect("stage"), |s| s.to_owned());
+    let json = serde_json::to_value(&view).expect("json");
+    assert_eq!(
+        json["hosts"][0]["health_check"]["url"],
+        "http://localhost/up"
+    );
+    assert_eq!(json["hosts"][0]["health_check"]["retries"], 3);
+}

@@ -26,6 +26,7 @@ pub fn preflight(deploy_to: &str, tools: &[&str], detail: bool) -> String {
          \x20 cd \"$D\" || exit 1\n\
          \x20 if [ -w . ]; then echo writable=yes; else echo writable=no; fi\n\
          \x20 if [ -L current ]; then echo \"current=$(readlink current)\"; \
+         [ -f current/REVISION ] && read -r v < current/REVISION && echo \"current_revision=$v\"; \
          elif [ -e current ]; then echo current_not_a_link=yes; fi\n\
          \x20 for r in releases/*; do [ -d \"$r\" ] || continue; echo \"release=${{r#releases/}}\"; \
          [ -e \"$r/REVISION\" ] || echo \"incomplete=${{r#releases/}}\"; done\n\
@@ -57,6 +58,8 @@ pub struct Preflight {
     pub writable: bool,
     /// Where `current` points, as written in the link.
     pub current: Option<String>,
+    /// The `REVISION` of the release `current` points to.
+    pub current_revision: Option<String>,
     /// `current` exists but is not a symlink (a server set up by hand).
     pub current_not_a_link: bool,
     /// Entries of `releases/`, sorted by name.
@@ -90,6 +93,7 @@ impl Preflight {
             match key {
                 "writable" => p.writable = value == "yes",
                 "current" => p.current = Some(value.to_owned()),
+                "current_revision" => p.current_revision = Some(value.trim().to_owned()),
                 "current_not_a_link" => p.current_not_a_link = true,
                 "release" => p.releases.push(value.to_owned()),
                 "lock" => p.lock = Some(value.trim().to_owned()),

@@ -115,12 +115,21 @@ fn rollback_returns_the_fleet_to_the_previous_release_and_marks_the_bad_one() {
         assert_eq!(bad_marks(h), vec![b.clone(), c.clone()], "{}", h.name);
     }
 
-    // Named on purpose, a bad release can be switched to; the mark is then cleared.
+    // Named on purpose, a bad release can be switched to; the mark is then cleared. B is newer
+    // than A: that is a move forward, not a rollback, and A is not marked bad for it.
     let run = fleet.ship(&["rollback", "production", "--to", &b]);
     assert_eq!(run.code, 0, "{}", run.all());
+    assert!(
+        run.stdout.contains(&format!(
+            "switched production forward to {b}: 3/3 hosts switched (a newer release: nothing \
+             was marked bad)"
+        )),
+        "{}",
+        run.stdout
+    );
     assert_fleet(&fleet, &b, &[&a, &b, &c]);
     for h in &fleet.hosts {
-        assert_eq!(bad_marks(h), vec![a.clone(), c.clone()], "{}", h.name);
+        assert_eq!(bad_marks(h), vec![c.clone()], "{}", h.name);
     }
 }
 
@@ -568,7 +577,38 @@ fn dry_run_changes_nothing_and_prints_what_a_real_run_then_does() {
     let journals: Vec<usize> = fleet.hosts.iter().map(|h| h.journal().len()).collect();
     let shared: Vec<_> = fleet.hosts.iter().map(|h| h.shared_snapshot()).collect();
 
+    // The readable plan: per host (web-2 has no run-once step, so it is not grouped with
+    // web-1), where `current` goes, what cleanup removes, the environment, the steps by name.
     let run = fleet.ship(&["deploy", "production", "--dry-run"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let readable = run.stdout.clone();
+    assert!(readable.contains("dry run: deploy"), "{readable}");
+    assert!(readable.contains("\nweb-1:\n"), "{readable}");
+    assert!(readable.contains("\nweb-2:\n"), "{readable}");
+    assert!(
+        readable.contains(&format!("  current {a} → ")),
+        "{readable}"
+    );
+    assert!(
+        readable.contains("(the same revision as current: sha256:"),
+        "{readable}"
+    );
+    assert!(
+        readable.contains("  cleanup removes no release\n"),
+        "{readable}"
+    );
+    assert!(readable.contains("  env: API_TOKEN=****\n"), "{readable}");
+    assert!(
+        readable.contains("  prepare   upload (")
+            && readable.contains("artifact), link, build: sh build.sh, complete\n"),
+        "{readable}"
+    );
+    assert_eq!(
+        readable.matches("  run once  run once: true\n").count(),
+        1,
+        "{readable}"
+    );
+    let run = fleet.ship(&["deploy", "production", "--dry-run", "--full"]);
     assert_eq!(run.code, 0, "{}", run.all());
     let plan = run.stdout.clone();
     assert!(plan.contains("dry run: deploy"), "{plan}");
@@ -578,17 +618,18 @@ fn dry_run_changes_nothing_and_prints_what_a_real_run_then_does() {
         1,
         "{plan}"
     );
-    // The small example artifact goes inside its upload command, shown shortened.
+    // The small example artifact goes inside its upload command: --full shows its size, not
+    // its bytes.
     let upload = plan
         .split("# prepare · upload\n")
         .nth(1)
         .and_then(|rest| rest.lines().next())
         .unwrap_or_else(|| panic!("an upload step: {plan}"));
     assert!(
-        upload.contains("&& printf '") && upload.contains("characters not shown"),
+        upload.contains("&& printf <the artifact, ") && upload.contains("as octal escapes>"),
         "{upload}"
     );
-    assert!(upload.contains("' | tar -xzf - -C releases/"), "{upload}");
+    assert!(upload.contains(" | tar -xzf - -C releases/"), "{upload}");
     // Secrets are masked in the plan as everywhere.
     assert!(!plan.contains("tok-plan-secret-42"), "{plan}");
     assert!(

@@ -23,10 +23,17 @@ pub struct PlannedCommand {
     pub stdin_bytes: Option<usize>,
 }
 
-/// Everything a run would send to one host, in order.
+/// Everything a run would send to one host, in order, and what it would change there.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct HostPlan {
     pub host: String,
+    /// The release `current` points to now, and its revision.
+    pub current: Option<String>,
+    pub current_revision: Option<String>,
+    /// The releases the run's cleanup would remove (beyond `keep_releases`).
+    pub removes: Vec<String>,
+    /// The environment its steps get, secrets masked.
+    pub env: Vec<(String, String)>,
     /// Why the run would stop at this host (its later commands are then not known).
     pub error: Option<String>,
     pub commands: Vec<PlannedCommand>,
@@ -44,6 +51,8 @@ pub struct RunPlan {
     pub canary: Vec<String>,
     /// How long the canary is held before the rest switch.
     pub observe_ms: u64,
+    /// The artifact's size in bytes as sent (an artifact source).
+    pub artifact_bytes: Option<usize>,
     pub run_once_host: Option<String>,
     pub hosts: Vec<HostPlan>,
 }
@@ -51,7 +60,12 @@ pub struct RunPlan {
 /// Rehearse `d` on its hosts: connect and read them for real, answer everything that would
 /// change them, and return every command the run sent, per host, secrets masked.
 pub async fn plan(d: Deploy) -> RunPlan {
-    let (recording, summary, d) = rehearse(d).await;
+    let (recording, rehearsal, summary, d) = rehearse(d).await;
+    let found = rehearsal
+        .found
+        .lock()
+        .map(|f| f.clone())
+        .unwrap_or_default();
     let masker = masker_for(&d.stage);
     let sent = recording.commands();
     let hosts = d
@@ -64,8 +78,38 @@ pub async fn plan(d: Deploy) -> RunPlan {
                 .iter()
                 .find(|s| s.host == host.name)
                 .and_then(|s| s.failure.as_ref());
+            let pf = found.get(&host.name);
+            let removes = match (pf, summary.outcome, &d.job) {
+                (Some(pf), Outcome::Deployed, Job::Deploy(_)) => {
+                    let mut all = pf.releases.clone();
+                    all.push(summary.release.clone());
+                    remote::releases_to_remove(
+                        &all,
+                        host.config.keep_releases,
+                        &summary.release,
+                        pf.current_release(),
+                        &pf.bad,
+                    )
+                }
+                _ => Vec::new(),
+            };
             HostPlan {
                 host: host.name.clone(),
+                current: pf.and_then(|p| p.current_release().map(str::to_owned)),
+                current_revision: pf.and_then(|p| p.current_revision.clone()),
+                removes,
+                env: host
+                    .config
+                    .env
+                    .iter()
+                    .map(|v| {
+                        let shown = match v.secret {
+                            true => crate::inventory::show::MASK.to_owned(),
+                            false => masker.mask(&v.value),
+                        };
+                        (v.name.clone(), shown)
+                    })
+                    .collect(),
                 error: failure.map(|f| match &f.step {
                     Some(step) => format!("{} ({step}): {}", f.phase, f.message),
                     None => format!("{}: {}", f.phase, f.message),
@@ -91,6 +135,10 @@ pub async fn plan(d: Deploy) -> RunPlan {
         revision: summary.revision.clone(),
         canary: summary.canary.clone(),
         observe_ms: d.observe.as_millis() as u64,
+        artifact_bytes: match &d.job {
+            Job::Deploy(p) if !p.payload.is_empty() => Some(p.payload.len()),
+            _ => None,
+        },
         run_once_host: protocol_options(&d)
             .run_once
             .and_then(|i| d.stage.hosts.get(i).map(|h| h.name.clone())),
@@ -98,9 +146,11 @@ pub async fn plan(d: Deploy) -> RunPlan {
     }
 }
 
-/// Run `d` through the rehearsal: what it sent (unmasked), its summary, and `d` back.
-async fn rehearse(mut d: Deploy) -> (Arc<Recording>, Summary, Deploy) {
-    let recording = Arc::new(Recording::new(Some(Arc::new(Rehearsal::default()))));
+/// Run `d` through the rehearsal: what it sent (unmasked), what it read, its summary, and `d`
+/// back.
+async fn rehearse(mut d: Deploy) -> (Arc<Recording>, Arc<Rehearsal>, Summary, Deploy) {
+    let rehearsal = Arc::new(Rehearsal::default());
+    let recording = Arc::new(Recording::new(Some(rehearsal.clone())));
     let run = Deploy {
         stage: d.stage.clone(),
         job: std::mem::replace(&mut d.job, Job::Rollback { to: None }),
@@ -122,7 +172,7 @@ async fn rehearse(mut d: Deploy) -> (Arc<Recording>, Summary, Deploy) {
     )
     .await;
     d.job = run.job;
-    (recording, summary, d)
+    (recording, rehearsal, summary, d)
 }
 
 /// Answers for a rehearsal: reads go to the host; what would change it is answered as a host

@@ -90,9 +90,8 @@ pub(super) fn rollback_target(hosts: &[HostRun], to: Option<&str>) -> Result<Tar
             (
                 i,
                 format!(
-                    "cannot roll back to {target}: releases/{target} {why} on this host; nothing \
-                     was changed on any host (hint: `ship releases` lists what every host has; \
-                     name another with --to)"
+                    "releases/{target} {why} on this host; nothing was changed on any host \
+                     (hint: `ship releases` lists what every host has; name another with --to)"
                 ),
             )
         })

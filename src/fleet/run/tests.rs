@@ -752,3 +752,74 @@ fn who_deployed_is_the_ci_actor_then_the_user_then_gits_name() {
     );
     assert_eq!(ci_url_from(&env(&[])), None);
 }
+
+#[test]
+fn hosts_whose_builds_were_stopped_by_another_hosts_failure_are_cancelled_not_failed() {
+    let l = Local::new(3, "");
+    let (_, faults) = Faults::default()
+        .on("h1", "prepare", "build", || Answer::Hang)
+        .on("h2", "prepare", "build", || Answer::Hang)
+        .on("h3", "prepare", "build", || Answer::failed(1, "npm ERR!\n"))
+        .into_arc();
+    let run = l.deploy(faults);
+    assert_eq!(run.summary.outcome, Outcome::Aborted);
+    for h in ["h1", "h2"] {
+        assert!(run.host(h).cancelled, "{h}");
+        assert!(run.failure(h).is_none(), "{h}: {:?}", run.failure(h));
+    }
+    assert!(!run.host("h3").cancelled);
+    assert_eq!(run.failure("h3").map(|f| f.phase), Some(Phase::Prepare));
+    assert_fleet_on(&l, None);
+}
+
+#[test]
+fn a_rollback_to_where_every_host_already_is_does_nothing_and_locks_nothing() {
+    let (l, a) = Local::deployed(2, "");
+    let run = l.run(
+        Job::Rollback {
+            to: Some(a.clone()),
+        },
+        None,
+        Vec::new(),
+        None,
+    );
+    assert_eq!(run.summary.outcome, Outcome::NothingToDo);
+    assert_eq!(run.summary.release, a);
+    assert!(run.sent.iter().all(|c| !c.changes), "{:?}", run.sent);
+    assert!(run.summary.hosts.iter().all(|h| h.failure.is_none()));
+    assert_fleet_on(&l, Some(&a));
+    for i in 1..=2 {
+        assert_eq!(l.journal_lines(i), 1, "h{i}: nothing journaled");
+    }
+}
+
+#[test]
+fn a_rollback_to_a_newer_release_moves_forward_and_marks_nothing_bad() {
+    let (l, a) = Local::deployed(2, "");
+    let b = l.deploy(None).summary.release;
+    // Back to A (B marked bad), then --to B: forward.
+    let back = l.run(Job::Rollback { to: None }, None, Vec::new(), None);
+    assert_eq!(back.summary.release, a);
+    assert!(!back.summary.forward);
+    let fwd = l.run(
+        Job::Rollback {
+            to: Some(b.clone()),
+        },
+        None,
+        Vec::new(),
+        None,
+    );
+    assert_eq!(fwd.summary.outcome, Outcome::Deployed);
+    assert!(fwd.summary.forward);
+    assert_fleet_on(&l, Some(&b));
+    for i in 1..=2 {
+        assert!(
+            !l.host(i).join(format!(".ship/bad/{a}")).exists(),
+            "h{i}: {a} marked bad"
+        );
+        assert!(
+            !l.host(i).join(format!(".ship/bad/{b}")).exists(),
+            "h{i}: {b} still bad"
+        );
+    }
+}
