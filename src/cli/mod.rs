@@ -217,6 +217,44 @@ pub struct RollbackArgs {
     pub global: Global,
 }
 
+/// `ship stauts production` reads as `ship deploy stauts …` by the shorthand: when `stauts`
+/// is nearly a command's name and neither a stage of the inventory nor nearly one, the operator
+/// mistyped the command.
+fn mistyped_command(rest: &[OsString]) -> Option<crate::error::Error> {
+    let word = rest.first()?.to_str()?;
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let names: Vec<&str> = cmd
+        .get_subcommands()
+        .filter(|c| !c.is_hide_set())
+        .map(|c| c.get_name())
+        .collect();
+    let near = crate::inventory::nearest(word, &names)?;
+    // The inventory the command line names, as the deploy would read it.
+    let flag = rest
+        .iter()
+        .position(|a| a == "-i" || a == "--inventory")
+        .and_then(|i| rest.get(i + 1))
+        .map(std::path::PathBuf::from);
+    let inventory = flag
+        .or_else(|| std::env::var_os("SHIP_INVENTORY").map(std::path::PathBuf::from))
+        .unwrap_or_else(|| std::path::PathBuf::from("inventory.yaml"));
+    if let Ok(inv) = crate::inventory::Inventory::load(&inventory) {
+        let stages: Vec<&str> = inv.stages.iter().map(|s| s.name.as_str()).collect();
+        if stages.contains(&word) || crate::inventory::nearest(word, &stages).is_some() {
+            return None;
+        }
+    }
+    Some(
+        crate::error::Error::usage(format!(
+            "`{word}` is neither a command nor a stage of {}",
+            inventory.display()
+        ))
+        .hint(format!(
+            "did you mean `ship {near}`? (`ship --help` lists the commands)"
+        )),
+    )
+}
+
 /// The man page: ship's own sections, then one section per command with its options, all in
 /// this one page (it names no `ship-deploy(1)` pages that do not exist).
 fn man_page(cmd: &clap::Command, out: &mut Vec<u8>) -> std::io::Result<()> {
@@ -331,6 +369,10 @@ pub fn main() -> ExitCode {
     let command = match cli.command {
         Command::Stage(rest) => {
             // `ship production …` → `ship deploy production …`
+            if let Some(e) = mistyped_command(&rest) {
+                eprint!("{}", e.render());
+                return ExitCode::from(e.status);
+            }
             let mut argv = vec![OsString::from("ship deploy")];
             argv.extend(rest);
             match DeployArgs::augment_args(clap::Command::new("ship deploy"))
@@ -424,4 +466,53 @@ pub fn main() -> ExitCode {
         }
     };
     ExitCode::from(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mistyped_command_is_named_unless_it_is_or_is_near_a_stage() {
+        let dir = tempfile::tempdir().expect("dir");
+        let inv = dir.path().join("inventory.yaml");
+        std::fs::write(
+            &inv,
+            "defaults:\n  deploy_to: /srv/app\n  source: { artifact: . }\nstages:\n  local:\n    \
+             connection: local\n    hosts:\n      here:\n  status-page:\n    connection: local\n    \
+             hosts:\n      there:\n",
+        )
+        .expect("inventory");
+        let args =
+            |w: &str| -> Vec<OsString> { vec![w.into(), "-i".into(), inv.as_os_str().to_owned()] };
+        let e = mistyped_command(&args("rollbak")).expect("a mistyped command");
+        assert_eq!(e.status, exit::USAGE);
+        assert_eq!(
+            e.render(),
+            format!(
+                "error: `rollbak` is neither a command nor a stage of {}\n  hint: did you mean \
+                 `ship rollback`? (`ship --help` lists the commands)\n",
+                inv.display()
+            )
+        );
+        // Near a stage: the stage's own error says which (`did you mean local?`).
+        assert!(mistyped_command(&args("locl")).is_none());
+        // A stage, or far from every command: the deploy goes on.
+        assert!(mistyped_command(&args("local")).is_none());
+        assert!(mistyped_command(&args("production")).is_none());
+    }
+
+    #[test]
+    fn the_man_page_is_one_page_with_every_command() {
+        let mut page = Vec::new();
+        man_page(&<Cli as clap::CommandFactory>::command(), &mut page).expect("render");
+        let page = String::from_utf8(page).expect("utf-8");
+        assert!(!page.contains("(1)\n"), "names other pages: {page}");
+        for c in ["deploy", "rollback", "plan", "status", "lock release"] {
+            assert!(page.contains(&format!(".SS \"ship {c}\"")), "{c}: {page}");
+        }
+        assert!(page.contains("\\fB\\-\\-artifact\\fR"), "{page}");
+        assert!(page.contains(".SH \"EXIT STATUS\"\n.TP\n0\n"), "{page}");
+        assert_eq!(page.matches(".el .ds Aq").count(), 1, "{page}");
+    }
 }
