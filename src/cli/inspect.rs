@@ -186,6 +186,17 @@ pub fn status_text(st: &StageStatus) -> String {
              release it was staging (never `current`, never shared/)\n",
             st.stage
         ));
+    } else if st.hosts.iter().any(|h| {
+        h.lock
+            .as_ref()
+            .and_then(|l| l.owner.as_ref())
+            .is_some_and(|o| o.is_maintenance())
+    }) {
+        out.push_str(&format!(
+            "  hint: locked for maintenance on purpose (`ship lock acquire`); deploys are refused \
+             until `ship lock release {}` lifts it\n",
+            st.stage
+        ));
     } else if st.hosts.iter().any(|h| h.lock.is_some()) {
         out.push_str(&format!(
             "  hint: wait for that run to finish; if it died, `ship lock release {}` clears \
@@ -246,6 +257,60 @@ pub async fn lock_status(g: &Global, stage: &str) -> Result<u8> {
         Ok(exit::LOCKED)
     } else {
         Ok(exit::OK)
+    }
+}
+
+/// `ship lock acquire <stage> -m <message>`: every host locked for maintenance, or none. 0 when
+/// every host is locked; 4 when another run holds a host's lock; 3 when a lock taken could not be
+/// given back; 1 when a host could not be reached.
+pub async fn lock_acquire(g: &Global, stage: &str, message: &str) -> Result<u8> {
+    if message.trim().is_empty() || message.chars().any(char::is_control) {
+        return Err(
+            Error::usage("-m: the message is empty or holds control characters")
+                .hint("say why, e.g. -m \"migrating the orders table by hand\""),
+        );
+    }
+    let stage = connect_stage(g, stage)?;
+    let owner = crate::fleet::maintenance::owner(message);
+    let (results, all) =
+        crate::fleet::maintenance::acquire(&stage, &ConnectOptions::default(), &owner).await;
+    if g.json {
+        print_json(&serde_json::json!({"stage": stage.name, "locked": all, "hosts": results}));
+    }
+    for r in &results {
+        let line = match (&r.error, &r.held_by, r.locked) {
+            (Some(e), _, _) => format!("{}: FAILED: {e}", r.host),
+            (None, Some(who), _) => format!("{}: already locked by {who}", r.host),
+            (None, None, true) => format!("{}: locked for maintenance", r.host),
+            (None, None, false) => format!("{}: given back", r.host),
+        };
+        if !g.json {
+            println!("{line}");
+        }
+    }
+    let stuck = results.iter().any(|r| r.locked && !all);
+    let held = results.iter().any(|r| r.held_by.is_some());
+    if all {
+        if !g.json {
+            println!(
+                "{}: every host is locked for maintenance ({:?}); deploys are refused until \
+                 `ship lock release {}`",
+                stage.name, message, stage.name
+            );
+        }
+        Ok(exit::OK)
+    } else if stuck {
+        Ok(exit::ATTENTION)
+    } else if held {
+        if !g.json {
+            println!("{}: not locked: no host was changed", stage.name);
+        }
+        Ok(exit::LOCKED)
+    } else {
+        if !g.json {
+            println!("{}: not locked: no host was changed", stage.name);
+        }
+        Ok(exit::FAILED)
     }
 }
 

@@ -118,6 +118,15 @@ pub struct StageArgs {
 enum LockCommand {
     /// Show who holds the lock on each host.
     Status(StageArgs),
+    /// Lock every host of a stage for maintenance: no deploy or rollback starts (and none waits)
+    /// until `ship lock release`. Every host or none.
+    Acquire {
+        #[command(flatten)]
+        target: StageArgs,
+        /// Why: shown to whoever tries to deploy meanwhile, by `ship status` and `lock release`.
+        #[arg(long, short = 'm', value_name = "MESSAGE")]
+        message: String,
+    },
     /// Remove the lock left by a run that died, with the release it was staging (never
     /// `current`, never `shared/`).
     Release {
@@ -406,7 +415,8 @@ pub fn main() -> ExitCode {
         }
         Command::Exec(a) => a.global.json,
         Command::Lock(LockCommand::Status(a)) => a.global.json,
-        Command::Lock(LockCommand::Release { target, .. }) => target.global.json,
+        Command::Lock(LockCommand::Release { target, .. })
+        | Command::Lock(LockCommand::Acquire { target, .. }) => target.global.json,
         _ => false,
     };
     let result: crate::error::Result<u8> = runtime.block_on(async {
@@ -447,6 +457,9 @@ pub fn main() -> ExitCode {
             }
             Command::Lock(LockCommand::Release { target, yes }) => {
                 inspect::lock_release(&target.global, &target.stage, yes).await
+            }
+            Command::Lock(LockCommand::Acquire { target, message }) => {
+                inspect::lock_acquire(&target.global, &target.stage, &message).await
             }
             Command::Stage(_) => Ok(exit::USAGE),
         }

@@ -220,7 +220,7 @@ fn host_status(host: &Host, pf: &Preflight, controller: &str) -> HostStatus {
 }
 
 /// Connect to every host of the stage and run `f` with its connection.
-async fn each_host<T, F, Fut>(stage: &Stage, options: &ConnectOptions, f: F) -> Vec<T>
+pub(crate) async fn each_host<T, F, Fut>(stage: &Stage, options: &ConnectOptions, f: F) -> Vec<T>
 where
     F: Fn(Host, Result<Connection, String>) -> Fut,
     Fut: std::future::Future<Output = T>,

@@ -28,6 +28,7 @@ impl HeldLock {
     pub fn read(raw: &str, controller: &str) -> HeldLock {
         let owner = LockOwner::parse(raw);
         let holder = match &owner {
+            Some(o) if o.is_maintenance() => Holder::Unknown,
             Some(o) if o.controller == controller && o.pid != 0 => {
                 if process_alive(o.pid) {
                     Holder::Running
@@ -52,6 +53,19 @@ impl HeldLock {
             }
             return format!("an unreadable owner record: {:?}", self.raw);
         };
+        if o.is_maintenance() {
+            let mut s = format!("a maintenance lock by {}", o.user);
+            if !o.controller.is_empty() {
+                s.push_str(&format!(" on {}", o.controller));
+            }
+            if !o.started.is_empty() {
+                s.push_str(&format!(", since {}", o.started));
+            }
+            if let Some(m) = &o.message {
+                s.push_str(&format!(": {m:?}"));
+            }
+            return s;
+        }
         let kind = if o.kind.is_empty() { "deploy" } else { &o.kind };
         let mut s = kind.to_owned();
         for (label, value) in [
@@ -104,8 +118,19 @@ impl HeldLock {
         self.owner.as_ref().and_then(|o| o.staged_release())
     }
 
+    /// A lock taken on purpose (`ship lock acquire`): nothing waits for it.
+    pub fn is_maintenance(&self) -> bool {
+        self.owner.as_ref().is_some_and(LockOwner::is_maintenance)
+    }
+
     /// What the operator should do about it.
     pub fn hint(&self, stage: &str) -> String {
+        if self.is_maintenance() {
+            return format!(
+                "hint: it was taken on purpose (`ship lock acquire`), and deploys wait for no such \
+                 lock; `ship lock release {stage}` lifts it when the work is done"
+            );
+        }
         match self.holder {
             Holder::Dead if self.staged_release().is_some() => format!(
                 "hint: `ship status {stage}` shows what it left on each host; \
@@ -147,6 +172,7 @@ mod tests {
             started: "2026-01-02T10:15:00Z".into(),
             ci_job: Some("GITHUB_RUN_ID=7".into()),
             ci_url: None,
+            message: None,
         })
         .unwrap_or_default()
     }

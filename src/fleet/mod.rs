@@ -1,6 +1,7 @@
 pub mod clock;
 pub mod inspect;
 pub mod lock;
+pub mod maintenance;
 pub mod protocol;
 pub mod run;
 

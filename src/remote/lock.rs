@@ -30,7 +30,14 @@ pub struct LockOwner {
     /// The CI run's page, when the CI gives one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ci_url: Option<String>,
+    /// Why a maintenance lock was taken (`ship lock acquire -m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
+
+/// The kind of a lock taken on purpose by `ship lock acquire`: it blocks deploys and rollbacks
+/// until `ship lock release`, and nothing waits for it.
+pub const MAINTENANCE: &str = "maintenance";
 
 impl LockOwner {
     /// Read an owner record; `None` when it is not one (a lock made by hand, a torn write).
@@ -40,6 +47,10 @@ impl LockOwner {
 
     /// The release the holder was staging: a deploy's new release. A rollback stages nothing
     /// (its release is one the hosts already had), so it has none.
+    pub fn is_maintenance(&self) -> bool {
+        self.kind == MAINTENANCE
+    }
+
     pub fn staged_release(&self) -> Option<&str> {
         (self.kind.is_empty() || self.kind == "deploy")
             .then_some(self.release.as_str())

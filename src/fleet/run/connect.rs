@@ -27,7 +27,7 @@ pub(super) async fn connect(
                 return (
                     i,
                     None,
-                    Err(ctx.failure(
+                    Err(alone(ctx.failure(
                         Phase::Connect,
                         None,
                         None,
@@ -35,7 +35,7 @@ pub(super) async fn connect(
                          set) (hint: `eval $(ssh-agent)` and `ssh-add` the key the git server \
                          accepts; in CI, load it into an agent first)"
                             .into(),
-                    )),
+                    ))),
                 );
             }
             let conn = {
@@ -46,7 +46,7 @@ pub(super) async fn connect(
                         return (
                             i,
                             None,
-                            Err(transport_failure(ctx, Phase::Connect, None, &e)),
+                            Err(alone(transport_failure(ctx, Phase::Connect, None, &e))),
                         );
                     }
                 }
@@ -70,7 +70,12 @@ pub(super) async fn connect(
                     return (
                         i,
                         Some(conn),
-                        Err(command_failure(ctx, Phase::Connect, Some("preflight"), &o)),
+                        Err(alone(command_failure(
+                            ctx,
+                            Phase::Connect,
+                            Some("preflight"),
+                            &o,
+                        ))),
                     );
                 }
                 Err(TransportError::Timeout { after, .. }) => {
@@ -82,19 +87,24 @@ pub(super) async fn connect(
                     return (
                         i,
                         Some(conn),
-                        Err(ctx.failure(Phase::Connect, Some("preflight"), None, message)),
+                        Err(alone(ctx.failure(
+                            Phase::Connect,
+                            Some("preflight"),
+                            None,
+                            message,
+                        ))),
                     );
                 }
                 Err(e) => {
                     return (
                         i,
                         Some(conn),
-                        Err(transport_failure(
+                        Err(alone(transport_failure(
                             ctx,
                             Phase::Connect,
                             Some("preflight"),
                             &e,
-                        )),
+                        ))),
                     );
                 }
             };
@@ -103,15 +113,24 @@ pub(super) async fn connect(
                 return (
                     i,
                     Some(conn),
-                    Err(ctx.failure(Phase::Connect, Some("preflight"), None, msg)),
+                    Err(alone(ctx.failure(
+                        Phase::Connect,
+                        Some("preflight"),
+                        None,
+                        msg,
+                    ))),
                 );
             }
             // A lock held by another run stops everything at once (exit 4), before the lock
             // phase, unless we were asked to wait for it.
             match &pf.lock {
-                Some(raw) if d.lock_wait.is_zero() => {
+                Some(raw)
+                    if d.lock_wait.is_zero()
+                        || HeldLock::read(raw, &ctx.controller).is_maintenance() =>
+                {
+                    // What the host is on is known: the summary says so.
                     let f = held_lock_failure(ctx, &host, raw, Duration::ZERO);
-                    (i, Some(conn), Err(f))
+                    (i, Some(conn), Err((f, Some(pf.clone()))))
                 }
                 _ => (i, Some(conn), Ok(pf)),
             }
@@ -126,7 +145,10 @@ pub(super) async fn connect(
                 hosts[i].preflight = pf;
                 events.push(Fact::Connected(i));
             }
-            Err(f) => {
+            Err((f, pf)) => {
+                if let Some(pf) = pf {
+                    hosts[i].preflight = pf;
+                }
                 // The one failure at connect that belongs to the lock: another run holds it.
                 hosts[i].locked_by_other = f.phase == Phase::Lock;
                 hosts[i].fail(ctx, f);
@@ -165,4 +187,9 @@ pub(super) fn preflight_problem(host: &Host, pf: &Preflight, tools: &[&str]) -> 
         ));
     }
     None
+}
+
+/// A failure at connect that read nothing of the host.
+fn alone(f: Failure) -> (Failure, Option<Preflight>) {
+    (f, None)
 }

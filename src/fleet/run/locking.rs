@@ -15,6 +15,7 @@ pub(super) fn owner_record(ctx: &RunCtx) -> String {
         started: ctx.started.clone(),
         ci_job: ctx.ci_job.clone(),
         ci_url: ctx.ci_url.clone(),
+        message: None,
     })
     .unwrap_or_default()
 }
@@ -100,9 +101,13 @@ pub(super) async fn lock(
             .iter()
             .any(|(_, r)| matches!(r, LockTry::Failed(_) | LockTry::Lost(_)));
         let remaining = deadline.saturating_duration_since(Instant::now());
-        if let Some((i, raw)) =
-            held.filter(|_| !other_failure && !remaining.is_zero() && !ctx.cancel.is_cancelled())
-        {
+        // A maintenance lock is waited for by no one: it ends when someone lifts it.
+        let maintenance = held
+            .as_ref()
+            .is_some_and(|(_, raw)| HeldLock::read(raw, &ctx.controller).is_maintenance());
+        if let Some((i, raw)) = held.filter(|_| {
+            !other_failure && !remaining.is_zero() && !ctx.cancel.is_cancelled() && !maintenance
+        }) {
             // Give back what we took, so the holder (or a run waiting like us) can finish.
             let taken: Vec<usize> = results
                 .iter()

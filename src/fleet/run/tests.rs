@@ -823,3 +823,86 @@ fn a_rollback_to_a_newer_release_moves_forward_and_marks_nothing_bad() {
         );
     }
 }
+
+#[test]
+fn a_maintenance_lock_takes_every_host_or_none_and_deploys_refuse_it_without_waiting() {
+    use crate::fleet::maintenance;
+    let (l, a) = Local::deployed(3, "");
+    // Another run holds h3: nothing is taken, the hosts taken first are given back.
+    let lock3 = l.host(3).join(".ship/lock");
+    std::fs::create_dir_all(&lock3).expect("lock");
+    let other = r#"{"token":"ship-x","kind":"deploy","user":"bob","controller":"ci","pid":1,"release":"20990101000000","started":"2026-12-04T10:00:00Z"}"#;
+    std::fs::write(lock3.join("owner"), format!("{other}\n")).expect("owner");
+    let owner = maintenance::owner("migrating orders by hand");
+    let (res, all) = block_on(maintenance::acquire(
+        &l.stage,
+        &ConnectOptions::default(),
+        &owner,
+    ));
+    assert!(!all);
+    assert!(res.iter().all(|r| !r.locked), "{res:?}");
+    assert!(
+        res[2]
+            .held_by
+            .as_deref()
+            .is_some_and(|w| w.contains("by bob")),
+        "{res:?}"
+    );
+    assert!(!l.locked(1) && !l.locked(2));
+    std::fs::remove_dir_all(&lock3).expect("unlock h3");
+
+    let (res, all) = block_on(maintenance::acquire(
+        &l.stage,
+        &ConnectOptions::default(),
+        &owner,
+    ));
+    assert!(all, "{res:?}");
+    for i in 1..=3 {
+        assert!(l.locked(i), "h{i}");
+    }
+    // A deploy that would wait a minute for a run's lock refuses this one at once.
+    let d = Deploy {
+        stage: l.stage.clone(),
+        job: l.deploy_job(),
+        connect: ConnectOptions::default(),
+        canary: Vec::new(),
+        observe: Duration::ZERO,
+        keep_failed: false,
+        lock_wait: Duration::from_secs(60),
+        identity: None,
+    };
+    let t0 = Instant::now();
+    let summary = block_on(deploy(
+        d,
+        Arc::new(Recorder::default()),
+        CancellationToken::new(),
+    ));
+    assert!(t0.elapsed() < Duration::from_secs(30), "it waited");
+    assert_eq!(summary.outcome, Outcome::Aborted);
+    for h in &summary.hosts {
+        assert!(h.locked_by_other, "{}", h.host);
+        assert_eq!(
+            h.current.as_deref(),
+            Some(a.as_str()),
+            "{}: current is known",
+            h.host
+        );
+        let f = h.failure.as_ref().expect("a failure");
+        assert!(f.message.contains("a maintenance lock by"), "{}", f.message);
+        assert!(
+            f.message.contains("\"migrating orders by hand\""),
+            "{}",
+            f.message
+        );
+        assert!(
+            f.message.contains("`ship lock release local`"),
+            "{}",
+            f.message
+        );
+    }
+    for i in 1..=3 {
+        assert!(l.locked(i), "h{i}: the maintenance lock stays");
+        assert_eq!(l.current(i).as_deref(), Some(a.as_str()));
+        assert_eq!(l.releases(i), vec![a.clone()]);
+    }
+}
