@@ -406,6 +406,76 @@ pub async fn lock_release(g: &Global, stage: &str, yes: bool) -> Result<u8> {
     }
 }
 
+/// `ship history <stage> [-n N]`: the last runs, merged from every host's journal. 0 when every
+/// host could be read; 3 otherwise (the history may miss what only they recorded).
+pub async fn history(g: &Global, stage: &str, n: usize) -> Result<u8> {
+    let (_, st) = stage_status(g, stage).await?;
+    let runs = crate::fleet::history::merge(&st.hosts, n);
+    let unread: Vec<&str> = st
+        .hosts
+        .iter()
+        .filter(|h| h.error.is_some())
+        .map(|h| h.host.as_str())
+        .collect();
+    if g.json {
+        print_json(&serde_json::json!({"stage": st.stage, "runs": runs, "unread": unread}));
+    } else {
+        print!("{}", history_text(&st, &runs, &unread));
+    }
+    Ok(if unread.is_empty() {
+        exit::OK
+    } else {
+        exit::ATTENTION
+    })
+}
+
+fn history_text(
+    st: &StageStatus,
+    runs: &[crate::fleet::history::PastRun],
+    unread: &[&str],
+) -> String {
+    let total = st.hosts.len();
+    let mut out = format!(
+        "{}: the last {} run(s), newest first, from the journals of {} host(s)\n",
+        st.stage,
+        runs.len(),
+        total - unread.len()
+    );
+    if !unread.is_empty() {
+        out.push_str(&format!(
+            "  not read: {} (their records are missing here)\n",
+            unread.join(", ")
+        ));
+    }
+    if runs.is_empty() {
+        out.push_str("  no deploy or rollback recorded\n");
+        return out;
+    }
+    out.push_str(&format!(
+        "  {:<16}  {:<8}  {:<13}  {:<20}  {:<12}  {:<20}  {:>5}  {}\n",
+        "release", "kind", "outcome", "revision", "by", "finished", "hosts", "skew"
+    ));
+    for r in runs {
+        out.push_str(&format!(
+            "  {:<16}  {:<8}  {:<13}  {:<20}  {:<12}  {:<20}  {:>5}  {}\n",
+            r.release,
+            r.kind,
+            r.outcome,
+            short_revision(&r.revision),
+            r.user,
+            r.finished,
+            format!("{}/{total}", r.hosts.len()),
+            r.skew_ms
+                .map(|s| format!("{s:.2}ms"))
+                .unwrap_or_else(|| "-".into())
+        ));
+        for note in &r.notes {
+            out.push_str(&format!("    {}: {note}\n", r.release));
+        }
+    }
+    out
+}
+
 /// `ship releases <stage>`: a table of releases per host, and whether the fleet agrees.
 /// 0 when every host answered and all are on one release; 3 otherwise.
 pub async fn releases(g: &Global, stage: &str) -> Result<u8> {

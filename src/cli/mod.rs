@@ -48,6 +48,14 @@ enum Command {
     Status(StageArgs),
     /// List the releases on every host: id, commit, deployed by and when, current, bad.
     Releases(StageArgs),
+    /// The stage's deploys and rollbacks, newest first, merged from every host's journal.
+    History {
+        #[command(flatten)]
+        target: StageArgs,
+        /// How many runs to show.
+        #[arg(short = 'n', long, default_value_t = 10)]
+        count: usize,
+    },
     /// Check that every host can take a deploy, changing nothing that matters: connection and
     /// host key, deploy_to writable, free disk, tools, shared files, atomic rename.
     Check(StageArgs),
@@ -414,6 +422,7 @@ pub fn main() -> ExitCode {
             a.global.json
         }
         Command::Exec(a) => a.global.json,
+        Command::History { target, .. } => target.global.json,
         Command::Lock(LockCommand::Status(a)) => a.global.json,
         Command::Lock(LockCommand::Release { target, .. })
         | Command::Lock(LockCommand::Acquire { target, .. }) => target.global.json,
@@ -429,6 +438,9 @@ pub fn main() -> ExitCode {
             Command::Rollback(a) => deploy::rollback(a).await,
             Command::Status(a) => inspect::status(&a.global, &a.stage).await,
             Command::Releases(a) => inspect::releases(&a.global, &a.stage).await,
+            Command::History { target, count } => {
+                inspect::history(&target.global, &target.stage, count).await
+            }
             Command::Check(a) => inspect::check(&a.global, &a.stage).await,
             Command::Config(a) => inspect::config(&a.global, &a.stage),
             Command::Exec(a) => inspect::exec(&a).await,

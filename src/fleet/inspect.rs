@@ -33,6 +33,9 @@ pub struct HostStatus {
     pub lock: Option<LockStatus>,
     /// The last line of the host's journal (`.ship/history`), parsed.
     pub last: Option<serde_json::Value>,
+    /// The journal's last lines, oldest first, parsed (for `ship history`).
+    #[serde(skip)]
+    pub journal: Vec<serde_json::Value>,
     /// Every release on the host, oldest first, with what is known of it.
     pub release_details: Vec<ReleaseInfo>,
 }
@@ -134,6 +137,7 @@ impl HostStatus {
             unfinished: Vec::new(),
             lock: None,
             last: None,
+            journal: Vec::new(),
             release_details: Vec::new(),
         }
     }
@@ -180,7 +184,7 @@ fn host_status(host: &Host, pf: &Preflight, controller: &str) -> HostStatus {
         .iter()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
-    let release_details = pf
+    let release_details: Vec<ReleaseInfo> = pf
         .releases
         .iter()
         .map(|id| {
@@ -216,6 +220,7 @@ fn host_status(host: &Host, pf: &Preflight, controller: &str) -> HostStatus {
             .last_journal
             .as_deref()
             .and_then(|l| serde_json::from_str(l).ok()),
+        journal: entries,
     }
 }
 

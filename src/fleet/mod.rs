@@ -1,4 +1,5 @@
 pub mod clock;
+pub mod history;
 pub mod inspect;
 pub mod lock;
 pub mod maintenance;

@@ -1207,3 +1207,85 @@ fn the_json_event_stream_matches_its_documented_schema() {
         );
     }
 }
+
+#[test]
+fn history_merges_the_journals_and_a_maintenance_lock_stops_deploys_until_released() {
+    let fleet = Fleet::start(3);
+    fleet.inventory("", "");
+    let a = deploy_ok(&fleet, &[]);
+    let b = deploy_ok(&fleet, &[]);
+    let back = fleet.ship(&["rollback", "production"]);
+    assert_eq!(back.code, 0, "{}", back.all());
+    let run = fleet.ship(&["history", "production"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let rows: Vec<&str> = run
+        .stdout
+        .lines()
+        .skip(2)
+        .filter(|l| l.starts_with("  2"))
+        .collect();
+    assert_eq!(rows.len(), 3, "{}", run.stdout);
+    let cols =
+        |r: &str| -> Vec<String> { r.split_whitespace().take(3).map(str::to_owned).collect() };
+    assert_eq!(
+        cols(rows[0]),
+        [a.as_str(), "rollback", "deployed"],
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        cols(rows[1]),
+        [b.as_str(), "deploy", "deployed"],
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        cols(rows[2]),
+        [a.as_str(), "deploy", "deployed"],
+        "{}",
+        run.stdout
+    );
+    assert!(rows.iter().all(|r| r.contains("  3/3  ")), "{}", run.stdout);
+    // The switch instants the hosts recorded give the skew.
+    assert!(rows[1].trim_end().ends_with("ms"), "{}", run.stdout);
+    let json = fleet.ship(&["history", "production", "--json", "-n", "2"]);
+    let v: serde_json::Value = serde_json::from_str(json.stdout.trim()).expect("json");
+    assert_eq!(v["runs"].as_array().map(Vec::len), Some(2));
+    assert_eq!(v["runs"][0]["kind"], "rollback");
+
+    let lock = fleet.ship(&["lock", "acquire", "production", "-m", "reindexing by hand"]);
+    assert_eq!(lock.code, 0, "{}", lock.all());
+    for h in &fleet.hosts {
+        assert!(h.locked(), "{}", h.name);
+    }
+    let t0 = std::time::Instant::now();
+    let refused = fleet.ship(&["deploy", "production", "--lock-wait", "5m"]);
+    assert_eq!(refused.code, 4, "{}", refused.all());
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(60),
+        "it waited"
+    );
+    assert!(
+        refused.all().contains("\"reindexing by hand\""),
+        "{}",
+        refused.all()
+    );
+    assert!(
+        refused.all().contains("all 3 hosts: failed at lock"),
+        "{}",
+        refused.all()
+    );
+    let status = fleet.ship(&["status", "production"]);
+    assert!(
+        status.stdout.contains("locked for maintenance on purpose"),
+        "{}",
+        status.stdout
+    );
+    let released = fleet.ship(&["lock", "release", "production", "--yes"]);
+    assert_eq!(released.code, 0, "{}", released.all());
+    let c = deploy_ok(&fleet, &[]);
+    for h in &fleet.hosts {
+        assert_eq!(h.current_id().as_deref(), Some(c.as_str()), "{}", h.name);
+        assert!(!h.locked(), "{}", h.name);
+    }
+}

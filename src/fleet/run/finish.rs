@@ -80,6 +80,7 @@ pub(super) fn journal_line(h: &HostRun, ctx: &RunCtx) -> String {
         "ci_url": ctx.ci_url,
         "started": ctx.started,
         "finished": util::rfc3339(util::unix_now()),
+        "switched_at_ns": h.switched_at,
     })
     .to_string()
 }
