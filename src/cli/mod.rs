@@ -6,6 +6,7 @@ mod deploy;
 pub(crate) mod init;
 mod inspect;
 mod output;
+mod ssh;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -48,6 +49,14 @@ enum Command {
     Status(StageArgs),
     /// List the releases on every host: id, commit, deployed by and when, current, bad.
     Releases(StageArgs),
+    /// An interactive shell on one host of a stage (the first by default), in
+    /// `deploy_to/current`, through OpenSSH with the inventory's keys, host keys and jump hosts.
+    Ssh {
+        #[command(flatten)]
+        target: StageArgs,
+        /// The host (a name from the inventory).
+        host: Option<String>,
+    },
     /// The stage's deploys and rollbacks, newest first, merged from every host's journal.
     History {
         #[command(flatten)]
@@ -438,6 +447,9 @@ pub fn main() -> ExitCode {
             Command::Rollback(a) => deploy::rollback(a).await,
             Command::Status(a) => inspect::status(&a.global, &a.stage).await,
             Command::Releases(a) => inspect::releases(&a.global, &a.stage).await,
+            Command::Ssh { target, host } => {
+                ssh::run(&target.global, &target.stage, host.as_deref())
+            }
             Command::History { target, count } => {
                 inspect::history(&target.global, &target.stage, count).await
             }

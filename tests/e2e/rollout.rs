@@ -1289,3 +1289,47 @@ fn history_merges_the_journals_and_a_maintenance_lock_stops_deploys_until_releas
         assert!(!h.locked(), "{}", h.name);
     }
 }
+
+#[test]
+fn ssh_opens_a_shell_in_current_on_the_host_named_with_the_inventorys_keys() {
+    let fleet = Fleet::start(2);
+    fleet.inventory("", "");
+    let a = deploy_ok(&fleet, &[]);
+    let inventory = fleet.dir().join("inventory.yaml");
+    // A terminal, as an operator has: `script` gives ship (and the ssh it runs) a pty.
+    let line = format!(
+        "{} ssh production web-2 -i {}",
+        env!("CARGO_BIN_EXE_ship"),
+        inventory.display()
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        stdin
+            .write_all(b"echo \"where=$(pwd -P) host=$(cat /etc/hostname 2>/dev/null)\"; exit\n")
+            .expect("type");
+    }
+    let out = child.wait_with_output().expect("wait");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("where={DEPLOY_TO}/releases/{a}")),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // An unknown host is refused with the hosts there.
+    let run = fleet.ship(&["ssh", "production", "web-9"]);
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(
+        run.stderr.contains("hint: hosts here: web-1, web-2"),
+        "{}",
+        run.stderr
+    );
+}

@@ -646,12 +646,20 @@ fn the_dry_run_sends_exactly_the_commands_of_the_real_run() {
     ));
     assert_eq!(summary.outcome, Outcome::Deployed);
     assert_eq!(summary.release, identity.release);
-    // The journal line says when the run finished: the one thing that differs.
+    // The journal line says when the run finished and when the host switched: the times are
+    // the one thing that differs.
     let finished = |s: &str| {
         let mut s = s.to_owned();
         while let Some(i) = s.find("\"finished\":\"") {
             let end = s[i + 12..].find('"').map_or(s.len(), |e| i + 12 + e + 1);
             s.replace_range(i..end, "FINISHED");
+        }
+        while let Some(i) = s.find("\"switched_at_ns\":") {
+            let from = i + "\"switched_at_ns\":".len();
+            let end = s[from..]
+                .find(|c: char| !c.is_ascii_digit())
+                .map_or(s.len(), |e| from + e);
+            s.replace_range(i..end, "SWITCHED");
         }
         s
     };
