@@ -1328,7 +1328,7 @@ fn ssh_opens_a_shell_in_current_on_the_host_named_with_the_inventorys_keys() {
     let run = fleet.ship(&["ssh", "production", "web-9"]);
     assert_eq!(run.code, 2, "{}", run.all());
     assert!(
-        run.stderr.contains("hint: hosts here: web-1, web-2"),
+        run.stderr.contains("hosts here: web-1, web-2"),
         "{}",
         run.stderr
     );
