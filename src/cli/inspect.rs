@@ -543,17 +543,43 @@ pub fn releases_text(st: &StageStatus) -> String {
 }
 
 /// `ship check <stage>`: a pass/warn/fail table per host; exit 1 on any failure.
-pub async fn check(g: &Global, stage: &str) -> Result<u8> {
-    let stage = connect_stage(g, stage)?;
+pub async fn check(a: &super::CheckArgs) -> Result<u8> {
+    let g = &a.global;
+    let mut stage = connect_stage(g, &a.stage)?;
+    if let Some(t) = a.connect_timeout {
+        for h in &mut stage.hosts {
+            h.config.timeouts.connect = t;
+        }
+    }
     let tools = stage
         .source()
         .map(crate::source::tools_for)
         .unwrap_or_default();
-    let results = inspect::check(&stage, &ConnectOptions::default(), &tools).await;
+    // This machine first: the source and the keys.
+    let local = {
+        let stage = stage.clone();
+        tokio::task::spawn_blocking(move || crate::fleet::check::local(&stage))
+            .await
+            .unwrap_or_default()
+    };
+    let options = ConnectOptions {
+        accept_new_host_keys: a.accept_new_host_keys,
+        ..ConnectOptions::default()
+    };
+    let results = crate::fleet::check::check(&stage, &options, &tools).await;
     let failed = results.iter().filter(|h| h.failed()).count();
+    let local_failed = local.iter().any(|i| i.result == "fail");
     if g.json {
-        print_json(&serde_json::json!({"stage": stage.name, "hosts": results}));
+        print_json(&serde_json::json!({"stage": stage.name, "local": local, "hosts": results}));
     } else {
+        for i in &local {
+            println!(
+                "  this machine  {:<9}  {:<6}  {}",
+                i.check,
+                i.result.to_uppercase(),
+                i.detail
+            );
+        }
         let w = column_width(results.iter().map(|h| h.host.as_str()));
         println!("  {:<w$}  {:<9}  {:<6}  detail", "host", "check", "result");
         for h in &results {
@@ -567,7 +593,14 @@ pub async fn check(g: &Global, stage: &str) -> Result<u8> {
                 );
             }
         }
-        if failed == 0 {
+        if local_failed {
+            println!(
+                "{}: this machine is not ready to deploy (see above); {failed} of {} host(s) \
+                 FAILED a check",
+                stage.name,
+                results.len()
+            );
+        } else if failed == 0 {
             println!(
                 "{}: all {} host(s) ready to deploy",
                 stage.name,
@@ -581,11 +614,13 @@ pub async fn check(g: &Global, stage: &str) -> Result<u8> {
             );
         }
     }
-    if failed == 0 {
-        Ok(exit::OK)
+    Ok(if local_failed {
+        exit::USAGE
+    } else if failed == 0 {
+        exit::OK
     } else {
-        Ok(exit::FAILED)
-    }
+        exit::FAILED
+    })
 }
 
 /// `ship config <stage>`: the effective settings per host, secrets masked.

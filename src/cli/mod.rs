@@ -67,7 +67,7 @@ enum Command {
     },
     /// Check that every host can take a deploy, changing nothing that matters: connection and
     /// host key, deploy_to writable, free disk, tools, shared files, atomic rename.
-    Check(StageArgs),
+    Check(CheckArgs),
     /// Print the effective settings of every host of a stage (after defaults, stage, host and
     /// recipe), secrets masked, as YAML (or JSON with --json).
     Config(StageArgs),
@@ -198,6 +198,21 @@ pub struct DeployArgs {
     /// inventory's source; relative to the current directory.
     #[arg(long, value_name = "PATH")]
     pub artifact: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub global: Global,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CheckArgs {
+    /// The stage to check.
+    pub stage: String,
+    /// Trust hosts whose key is not yet in known_hosts, and record it. A changed key is still
+    /// refused.
+    #[arg(long)]
+    pub accept_new_host_keys: bool,
+    /// Override `connect_timeout` for every host.
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub connect_timeout: Option<Duration>,
     #[command(flatten)]
     pub global: Global,
 }
@@ -427,9 +442,8 @@ pub fn main() -> ExitCode {
     let json = match &command {
         Command::Deploy(a) | Command::Plan(a) => a.global.json,
         Command::Rollback(a) => a.global.json,
-        Command::Status(a) | Command::Releases(a) | Command::Check(a) | Command::Config(a) => {
-            a.global.json
-        }
+        Command::Status(a) | Command::Releases(a) | Command::Config(a) => a.global.json,
+        Command::Check(a) => a.global.json,
         Command::Exec(a) => a.global.json,
         Command::History { target, .. } => target.global.json,
         Command::Lock(LockCommand::Status(a)) => a.global.json,
@@ -453,7 +467,7 @@ pub fn main() -> ExitCode {
             Command::History { target, count } => {
                 inspect::history(&target.global, &target.stage, count).await
             }
-            Command::Check(a) => inspect::check(&a.global, &a.stage).await,
+            Command::Check(a) => inspect::check(&a).await,
             Command::Config(a) => inspect::config(&a.global, &a.stage),
             Command::Exec(a) => inspect::exec(&a).await,
             Command::Completions { shell } => {

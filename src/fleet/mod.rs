@@ -1,3 +1,4 @@
+pub mod check;
 pub mod clock;
 pub mod history;
 pub mod inspect;

@@ -73,3 +73,79 @@ pub fn exec(deploy_to: &str, command: &str) -> String {
     let d = quote(deploy_to);
     format!("cd {d}/current 2>/dev/null || cd {d} 2>/dev/null || true\n{command}")
 }
+
+/// What a deploy's steps will need on a host, checked without running them: each program the
+/// steps start (`command -v`, in the same non-login shell the steps get), `sudo -n` when a step
+/// uses sudo, and curl or wget for an HTTP health check. Prints `cmd_ok=`, `cmd_missing=`,
+/// `sudo=ok|password`, `health_tool=curl|wget|none` lines.
+pub fn needs(programs: &[String], sudo: bool, http_probe: bool) -> String {
+    let mut s = String::new();
+    if !programs.is_empty() {
+        let words: Vec<String> = programs.iter().map(|p| quote(p).into_owned()).collect();
+        s.push_str(&format!(
+            "for w in {}; do if command -v \"$w\" >/dev/null 2>&1; then echo \"cmd_ok=$w\"; \
+             else echo \"cmd_missing=$w\"; fi; done\n",
+            words.join(" ")
+        ));
+    }
+    if sudo {
+        s.push_str(
+            "if sudo -n true >/dev/null 2>&1; then echo sudo=ok; else echo sudo=password; fi\n",
+        );
+    }
+    if http_probe {
+        s.push_str(
+            "if command -v curl >/dev/null 2>&1; then echo health_tool=curl; \
+             elif command -v wget >/dev/null 2>&1; then echo health_tool=wget; \
+             else echo health_tool=none; fi\n",
+        );
+    }
+    s.push_str("true\n");
+    s
+}
+
+/// What [`needs`] answered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NeedsReply {
+    pub found: Vec<String>,
+    pub missing: Vec<String>,
+    /// `Some(true)`: `sudo -n` works; `Some(false)`: it wants a password.
+    pub sudo: Option<bool>,
+    pub health_tool: Option<String>,
+}
+
+impl NeedsReply {
+    pub fn parse(stdout: &str) -> Self {
+        let mut r = NeedsReply::default();
+        for line in stdout.lines() {
+            match line.split_once('=') {
+                Some(("cmd_ok", w)) => r.found.push(w.to_owned()),
+                Some(("cmd_missing", w)) => r.missing.push(w.to_owned()),
+                Some(("sudo", v)) => r.sudo = Some(v == "ok"),
+                Some(("health_tool", t)) => r.health_tool = Some(t.to_owned()),
+                _ => {}
+            }
+        }
+        r
+    }
+}
+
+/// The program a step's command starts, when that can be told from its text: the first word
+/// after any `VAR=value` assignments, unless it is a shell builtin or keyword, a path into the
+/// release (`./vendor/bin/…`), or made by an expansion.
+pub fn program_of(command: &str) -> Option<String> {
+    const SHELL: &[&str] = &[
+        "cd", "export", "echo", "printf", "test", "[", "true", "false", "set", "exec", ".",
+        "source", "if", "for", "while", "until", "case", "{", "(", "!", "eval", "command", "umask",
+        "ulimit", "trap", "exit", "return", "read", "wait", "kill", "unset", "shift",
+    ];
+    let words = shlex::split(command)?;
+    let word = words
+        .into_iter()
+        .find(|w| !(w.contains('=') && !w.starts_with('=') && !w.starts_with('/')))?;
+    let plain = word
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+' | '/'));
+    let in_release = !word.starts_with('/') && word.contains('/');
+    (plain && !in_release && !SHELL.contains(&word.as_str())).then_some(word)
+}

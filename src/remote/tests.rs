@@ -1294,3 +1294,37 @@ fn taking_the_lock_sweeps_what_dead_runs_left_in_the_ship_directory() {
     let (rc, out) = sh(&lock(d, "{\"token\":\"t\"}"), b"");
     assert_eq!((rc, out.as_str()), (0, ""));
 }
+
+#[test]
+fn the_programs_a_step_starts_are_found_or_not_on_the_hosts_path() {
+    assert_eq!(
+        program_of("composer install --no-dev").as_deref(),
+        Some("composer")
+    );
+    assert_eq!(
+        program_of("APP_ENV=prod php artisan migrate").as_deref(),
+        Some("php")
+    );
+    assert_eq!(
+        program_of("/usr/bin/npm ci").as_deref(),
+        Some("/usr/bin/npm")
+    );
+    assert_eq!(program_of("cd public && npm ci"), None);
+    assert_eq!(program_of("./vendor/bin/phpunit"), None);
+    assert_eq!(program_of("$TOOL run"), None);
+    assert_eq!(program_of("'unterminated"), None);
+    let (rc, out) = sh(
+        &needs(
+            &["sh".into(), "no-such-tool-xyz".into(), "it's".into()],
+            false,
+            true,
+        ),
+        b"",
+    );
+    assert_eq!(rc, 0, "{out}");
+    let r = NeedsReply::parse(&out);
+    assert_eq!(r.found, ["sh"]);
+    assert_eq!(r.missing, ["no-such-tool-xyz", "it's"]);
+    assert!(r.health_tool.is_some());
+    assert_eq!(r.sudo, None);
+}

@@ -1333,3 +1333,80 @@ fn ssh_opens_a_shell_in_current_on_the_host_named_with_the_inventorys_keys() {
         run.stderr
     );
 }
+
+#[test]
+fn check_reads_what_the_steps_need_and_what_this_machine_must_have() {
+    let fleet = Fleet::start(2);
+    fleet.inventory("  health_check: { url: \"http://127.0.0.1:9/up\" }\n", "");
+    fleet.edit_inventory(|t| {
+        t.replace(
+            "build: [\"sh build.sh\"]",
+            "build: [\"sh build.sh\", \"composer-xyz install --no-dev\", \"cd public && true\", \
+             { run: \"true\", sudo: true }]",
+        )
+    });
+    let run = fleet.ship(&[
+        "check",
+        "production",
+        "--connect-timeout",
+        "7s",
+        "--accept-new-host-keys",
+    ]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    let out = &run.stdout;
+    for (line, why) in [
+        ("  this machine  source     PASS    ", "the artifact"),
+        ("  this machine  key        PASS    ", "the key file"),
+        (
+            "web-1  commands   FAIL    not found on the PATH of `root`: composer-xyz",
+            "a program no host has",
+        ),
+        (
+            "web-1  commands   WARN    cannot tell what these start before they run: cd public && true",
+            "a command that starts with a builtin",
+        ),
+        (
+            "web-2  sudo       PASS    `sudo -n` works",
+            "sudo for the sudo step",
+        ),
+        (
+            "web-2  health     PASS    curl for the HTTP health check",
+            "curl",
+        ),
+        (
+            "web-1  space      PASS    the release needs about 1 MB unpacked",
+            "the artifact's size",
+        ),
+    ] {
+        assert!(out.contains(line), "{why}: {out}");
+    }
+    // What this machine lacks is the operator's to fix first: exit 2.
+    fleet.edit_inventory(|t| t.replace("identity_file: ", "identity_file: /nonexistent"));
+    fleet.set_source("{ artifact: ./no-such-build }");
+    let run = fleet.ship(&["check", "production"]);
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(
+        run.stdout
+            .contains("  this machine  source     FAIL    artifact "),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("  this machine  key        FAIL    /nonexistent"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("this machine is not ready to deploy"),
+        "{}",
+        run.stdout
+    );
+    for h in &fleet.hosts {
+        assert!(
+            h.releases().is_empty() && h.current().is_none() && !h.locked(),
+            "{}",
+            h.name
+        );
+    }
+}
