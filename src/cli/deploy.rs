@@ -302,7 +302,10 @@ fn reporter(g: &Global, stage: &Stage) -> Arc<Board> {
     } else if live_terminal {
         Arc::new(Live::new(&names, verbosity))
     } else {
-        Arc::new(Plain { verbosity })
+        Arc::new(Plain {
+            verbosity,
+            said: Default::default(),
+        })
     };
     Arc::new(Board::new(&names, shown))
 }

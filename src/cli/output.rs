@@ -51,10 +51,34 @@ fn failure_lines(host: &str, f: &Failure) -> Vec<String> {
     lines
 }
 
+/// The failures said so far, so that a cause every host shares (a held lock, a missing rollback
+/// target) is said in full once, and then only named for each other host.
+#[derive(Default)]
+pub struct Said(Mutex<Vec<(String, String)>>);
+
+impl Said {
+    /// The lines for `host`'s failure: in full, or, when another host already failed the same
+    /// way, one line that says so.
+    fn lines(&self, host: &str, f: &Failure) -> Vec<String> {
+        let key = format!("{}\n{}", place(f), f.message);
+        if let Ok(mut said) = self.0.lock() {
+            if let Some((_, first)) = said.iter().find(|(k, _)| *k == key) {
+                return vec![format!(
+                    "[{host}] FAILED at {}: the same as {first}",
+                    place(f)
+                )];
+            }
+            said.push((key, host.to_owned()));
+        }
+        failure_lines(host, f)
+    }
+}
+
 /// Plain lines, for CI logs and pipes, each with the UTC time:
 /// `06:20:01.123 [web-1] build: npm ci … ok 3.2s`.
 pub struct Plain {
     pub verbosity: Verbosity,
+    pub said: Said,
 }
 
 impl Plain {
@@ -99,7 +123,7 @@ impl Reporter for Plain {
                 self.line(&format!("[{host}] | {line}"))
             }
             Event::HostFailed { host, failure } => {
-                for l in failure_lines(host, failure) {
+                for l in self.said.lines(host, failure) {
                     self.line(&l);
                 }
             }
@@ -133,6 +157,7 @@ pub struct Live {
     fleet: Mutex<(String, usize, usize)>,
     verbosity: Verbosity,
     failures: Mutex<Vec<String>>,
+    said: Said,
 }
 
 impl Live {
@@ -177,6 +202,7 @@ impl Live {
             fleet: Mutex::new((String::new(), 0, 0)),
             verbosity,
             failures: Mutex::new(Vec::new()),
+            said: Said::default(),
         }
     }
 
@@ -238,7 +264,7 @@ impl Reporter for Live {
             }
             Event::HostFailed { host, failure } => {
                 self.set(host, format!("FAILED at {}", failure.phase));
-                for l in failure_lines(host, failure) {
+                for l in self.said.lines(host, failure) {
                     let _ = self.multi.println(&l);
                     if let Ok(mut f) = self.failures.lock() {
                         f.push(l);
@@ -834,6 +860,30 @@ mod tests {
             observing_line(&hosts, 3000, &["health check".to_owned()]),
             "canary web-1 switched and passed its health check; observing for 3.0s before the \
              rest of the fleet switches (Ctrl-C switches the canary back)"
+        );
+    }
+
+    #[test]
+    fn a_cause_every_host_shares_is_said_in_full_once_as_it_happens() {
+        let said = Said::default();
+        let held = failure(Phase::Lock, None, "locked by deploy of 20261204 by alice").expect("f");
+        let other = failure(
+            Phase::Prepare,
+            Some("build: npm ci"),
+            "exited with status 1",
+        )
+        .expect("f");
+        assert_eq!(
+            said.lines("web-1", &held),
+            ["[web-1] FAILED at lock: locked by deploy of 20261204 by alice"]
+        );
+        assert_eq!(
+            said.lines("web-2", &held),
+            ["[web-2] FAILED at lock: the same as web-1"]
+        );
+        assert_eq!(
+            said.lines("web-3", &other),
+            ["[web-3] FAILED at prepare (build: npm ci): exited with status 1"]
         );
     }
 }
