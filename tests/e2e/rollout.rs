@@ -1258,12 +1258,12 @@ fn history_merges_the_journals_and_a_maintenance_lock_stops_deploys_until_releas
     for h in &fleet.hosts {
         assert!(h.locked(), "{}", h.name);
     }
-    let t0 = std::time::Instant::now();
     let refused = fleet.ship(&["deploy", "production", "--lock-wait", "5m"]);
     assert_eq!(refused.code, 4, "{}", refused.all());
     assert!(
-        t0.elapsed() < std::time::Duration::from_secs(60),
-        "it waited"
+        !refused.all().contains("waiting up to"),
+        "it waited: {}",
+        refused.all()
     );
     assert!(
         refused.all().contains("\"reindexing by hand\""),

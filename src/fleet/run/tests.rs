@@ -475,7 +475,6 @@ fn a_build_that_never_ends_is_stopped_at_the_step_timeout() {
     let (_, faults) = Faults::default()
         .on("h2", "prepare", "build", || Answer::Hang)
         .into_arc();
-    let t0 = Instant::now();
     let run = l.deploy(faults);
     assert_eq!(run.summary.outcome, Outcome::Aborted);
     let f = run.failure("h2").expect("h2 failed");
@@ -486,7 +485,6 @@ fn a_build_that_never_ends_is_stopped_at_the_step_timeout() {
         "{}",
         f.message
     );
-    assert!(t0.elapsed() < Duration::from_secs(60));
     assert_fleet_on(&l, None);
     for i in 1..=2 {
         assert!(l.releases(i).is_empty(), "h{i}");
@@ -879,13 +877,19 @@ fn a_maintenance_lock_takes_every_host_or_none_and_deploys_refuse_it_without_wai
         lock_wait: Duration::from_secs(60),
         identity: None,
     };
-    let t0 = Instant::now();
-    let summary = block_on(deploy(
-        d,
-        Arc::new(Recorder::default()),
-        CancellationToken::new(),
-    ));
-    assert!(t0.elapsed() < Duration::from_secs(30), "it waited");
+    let events = Arc::new(Recorder::default());
+    let summary = block_on(deploy(d, events.clone(), CancellationToken::new()));
+    // Refused at connect: it never waited for the lock (no waiting event, no lock phase).
+    let seen = events.0.lock().map(|e| e.clone()).unwrap_or_default();
+    assert!(
+        !seen.iter().any(|e| matches!(e, Event::Waiting { .. })),
+        "it waited: {seen:?}"
+    );
+    assert!(
+        summary.phases.iter().all(|p| p.phase == Phase::Connect),
+        "{:?}",
+        summary.phases
+    );
     assert_eq!(summary.outcome, Outcome::Aborted);
     for h in &summary.hosts {
         assert!(h.locked_by_other, "{}", h.host);
