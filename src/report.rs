@@ -131,6 +131,14 @@ impl HostSummary {
     }
 }
 
+/// One switch wave.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WaveSummary {
+    pub hosts: Vec<String>,
+    /// Spread of this wave's switch instants on the controller's clock, in milliseconds.
+    pub flip_skew_ms: Option<f64>,
+}
+
 /// Time spent in one phase across the fleet.
 #[derive(Debug, Clone, Serialize)]
 pub struct PhaseTiming {
@@ -156,8 +164,11 @@ pub struct Summary {
     pub flip_skew_ms: Option<f64>,
     /// The largest error bound of those offsets, in milliseconds.
     pub clock_error_ms: Option<f64>,
-    /// The hosts that switched first (`--canary`).
+    /// The hosts that switched first (`--canary`, or the first of several waves).
     pub canary: Vec<String>,
+    /// The waves the fleet switched in, in order (one: the whole fleet at once), each with its
+    /// own flip skew.
+    pub waves: Vec<WaveSummary>,
     /// Hosts of the stage left out by `--hosts` / `--roles`: not contacted, untouched.
     pub untouched: Vec<String>,
     pub phases: Vec<PhaseTiming>,
@@ -229,6 +240,9 @@ pub enum Event {
         /// What the canary passed: `health check`, `N after-switch step(s)`; empty when nothing
         /// is configured to check it.
         checked: Vec<String>,
+        /// Which wave this is (from 1), of how many.
+        wave: usize,
+        waves: usize,
     },
     /// An interruption was received; what ship does about it.
     Interrupted {

@@ -22,7 +22,8 @@ struct RunOptions {
     accept_new_host_keys: bool,
     keep_failed: bool,
     lock_wait: Duration,
-    canary: Vec<usize>,
+    /// The waves before the last (see [`Deploy::waves`]).
+    waves: Vec<Vec<usize>>,
     observe: Duration,
 }
 
@@ -122,6 +123,33 @@ fn source_overrides(
     Ok(())
 }
 
+/// The waves before the last: from `--waves`, else `--canary`, else the stage's `waves:`, else
+/// its `canary:` (a canary is one leading wave).
+fn waves_of(stage: &Stage, waves: Option<&str>, canary: Option<&str>) -> Result<Vec<Vec<usize>>> {
+    let sizes =
+        match waves {
+            Some(text) => Some(crate::inventory::parse_waves(text).map_err(|e| {
+                Error::usage(format!("--waves: {e}")).hint("e.g. --waves 1,10%,100%")
+            })?),
+            None if canary.is_some() => None,
+            None => stage.waves.clone(),
+        };
+    if let Some(sizes) = sizes {
+        let w = stage.wave_hosts(&sizes);
+        if w.is_empty() {
+            return Err(Error::usage(format!(
+                "these waves put the whole fleet of {} host(s) in one wave; nothing would wait \
+                 for anything",
+                stage.hosts.len()
+            ))
+            .hint("start with a smaller wave, e.g. 1,100%"));
+        }
+        return Ok(w);
+    }
+    let c = canary_hosts(stage, canary)?;
+    Ok(if c.is_empty() { Vec::new() } else { vec![c] })
+}
+
 /// The canary hosts from `--canary` or the stage's `canary:`, checked against the stage.
 fn canary_hosts(stage: &Stage, flag: Option<&str>) -> Result<Vec<usize>> {
     let canary = match flag {
@@ -167,7 +195,7 @@ pub async fn run(args: DeployArgs) -> Result<u8> {
         args.reference.as_deref(),
         args.artifact.as_deref(),
     )?;
-    let canary = canary_hosts(&stage, args.canary.as_deref())?;
+    let waves = waves_of(&stage, args.waves.as_deref(), args.canary.as_deref())?;
     // Without a hold, the canary still switches and is verified before the rest go.
     let observe = args.observe.unwrap_or(stage.observe);
     let Some(source) = stage.source().cloned() else {
@@ -203,7 +231,7 @@ pub async fn run(args: DeployArgs) -> Result<u8> {
         accept_new_host_keys: args.accept_new_host_keys,
         keep_failed: args.keep_failed,
         lock_wait: args.lock_wait.unwrap_or_default(),
-        canary,
+        waves,
         observe,
     };
     if args.dry_run {
@@ -229,7 +257,7 @@ pub async fn rollback(args: RollbackArgs) -> Result<u8> {
         accept_new_host_keys: args.accept_new_host_keys,
         keep_failed: false,
         lock_wait: args.lock_wait.unwrap_or_default(),
-        canary: Vec::new(),
+        waves: Vec::new(),
         observe: Duration::ZERO,
     };
     let job = Job::Rollback {
@@ -326,7 +354,7 @@ async fn execute(g: &Global, stage: Stage, job: Job, o: RunOptions, hook_dir: &P
                 accept_new_host_keys: o.accept_new_host_keys,
                 ..ConnectOptions::default()
             },
-            canary: o.canary,
+            waves: o.waves,
             observe: o.observe,
             keep_failed: o.keep_failed,
             lock_wait: o.lock_wait,
@@ -411,7 +439,7 @@ async fn dry_run(g: &Global, stage: Stage, job: Job, o: &RunOptions, full: bool)
             accept_new_host_keys: false,
             ..ConnectOptions::default()
         },
-        canary: o.canary.clone(),
+        waves: o.waves.clone(),
         observe: o.observe,
         keep_failed: o.keep_failed,
         lock_wait: o.lock_wait,
@@ -453,7 +481,17 @@ fn plan_text(p: &RunPlan, full: bool) -> String {
     if let Some(h) = &p.run_once_host {
         out.push_str(&format!("  run-once steps run on {h} only\n"));
     }
-    if !p.canary.is_empty() {
+    if p.waves.len() > 2 {
+        let hold = match p.observe_ms {
+            0 => String::new(),
+            ms => format!(
+                ", each held {} before the next",
+                crate::util::human_duration(Duration::from_millis(ms))
+            ),
+        };
+        let waves: Vec<String> = p.waves.iter().map(|w| w.join(", ")).collect();
+        out.push_str(&format!("  waves: {}{hold}\n", waves.join(" → ")));
+    } else if !p.canary.is_empty() {
         let hold = match p.observe_ms {
             0 => String::new(),
             ms => format!(

@@ -180,6 +180,11 @@ pub struct DeployArgs {
     /// commas), verify them, hold for `--observe`, then switch the rest. Overrides `canary:`.
     #[arg(long, value_name = "N|HOSTS")]
     pub canary: Option<String>,
+    /// Switch in waves (e.g. `1,10%,100%`: one host, then up to a tenth of the fleet, then the
+    /// rest), each verified and held for `--observe` before the next; a failure anywhere
+    /// switches every switched host back. Overrides `waves:` and `canary:`.
+    #[arg(long, value_name = "SIZES", conflicts_with = "canary")]
+    pub waves: Option<String>,
     /// With a canary: how long to hold before switching the rest (Ctrl-C during the hold
     /// switches the canary back). Overrides `observe:`.
     #[arg(long, value_name = "DURATION", value_parser = duration)]

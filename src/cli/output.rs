@@ -141,7 +141,11 @@ impl Reporter for Plain {
                 hosts,
                 for_ms,
                 checked,
-            } if v != Verbosity::Quiet => self.line(&observing_line(hosts, *for_ms, checked)),
+                wave,
+                waves,
+            } if v != Verbosity::Quiet => {
+                self.line(&observing_line(hosts, *for_ms, checked, (*wave, *waves)))
+            }
             _ => {}
         }
     }
@@ -291,11 +295,15 @@ impl Reporter for Live {
                 hosts,
                 for_ms,
                 checked,
+                wave,
+                waves,
             } => {
                 for h in hosts {
                     self.set(h, "canary: observing".into());
                 }
-                let _ = self.multi.println(observing_line(hosts, *for_ms, checked));
+                let _ =
+                    self.multi
+                        .println(observing_line(hosts, *for_ms, checked, (*wave, *waves)));
             }
             Event::Finished { .. } => self.finish(),
             _ => {}
@@ -383,18 +391,31 @@ fn started_line(kind: &str, stage: &str, release: &str, revision: &str, n: usize
     }
 }
 
-fn observing_line(hosts: &[String], for_ms: u64, checked: &[String]) -> String {
+fn observing_line(
+    hosts: &[String],
+    for_ms: u64,
+    checked: &[String],
+    wave: (usize, usize),
+) -> String {
     let passed = if checked.is_empty() {
         "switched (no health check or after-switch step configured: nothing checked it)".to_owned()
     } else {
         format!("switched and passed its {}", checked.join(" and "))
     };
-    format!(
-        "canary {} {passed}; observing for {} before the rest of the fleet switches \
-         (Ctrl-C switches the canary back)",
-        hosts.join(", "),
-        human_duration(Duration::from_millis(for_ms))
-    )
+    let hold = human_duration(Duration::from_millis(for_ms));
+    match wave {
+        (_, n) if n <= 2 => format!(
+            "canary {} {passed}; observing for {hold} before the rest of the fleet switches \
+             (Ctrl-C switches the canary back)",
+            hosts.join(", ")
+        ),
+        (w, n) => format!(
+            "wave {w} of {n} ({}) {passed}; observing for {hold} before wave {} switches \
+             (Ctrl-C switches every switched host back)",
+            hosts.join(", "),
+            w + 1
+        ),
+    }
 }
 
 /// The width of a column of host names (at least the header `host`).
@@ -516,8 +537,27 @@ pub fn summary_text(s: &Summary) -> String {
             h.host, result, current, prepare, switched
         ));
     }
+    if s.waves.len() > 1 {
+        let waves: Vec<String> = s
+            .waves
+            .iter()
+            .map(|w| match w.flip_skew_ms {
+                Some(k) => format!("{} ({k:.2} ms)", w.hosts.join(", ")),
+                None => w.hosts.join(", "),
+            })
+            .collect();
+        out.push_str(&format!("  waves: {}\n", waves.join(" → ")));
+    }
     if let Some(skew) = s.flip_skew_ms {
-        out.push_str(&format!("  flip skew {skew:.2} ms {}\n", skew_basis(s)));
+        let per = if s.waves.len() > 1 {
+            " (the largest of the waves')"
+        } else {
+            ""
+        };
+        out.push_str(&format!(
+            "  flip skew {skew:.2} ms{per} {}\n",
+            skew_basis(s)
+        ));
     }
     let phases: Vec<String> = s
         .phases
@@ -714,6 +754,7 @@ mod tests {
             flip_skew_ms: None,
             clock_error_ms: None,
             canary: Vec::new(),
+            waves: Vec::new(),
             untouched: Vec::new(),
             phases: Vec::new(),
             elapsed_ms: 1200,
@@ -851,13 +892,13 @@ mod tests {
     fn the_canary_line_says_what_was_checked() {
         let hosts = vec!["web-1".to_owned()];
         assert_eq!(
-            observing_line(&hosts, 3000, &[]),
+            observing_line(&hosts, 3000, &[], (1, 2)),
             "canary web-1 switched (no health check or after-switch step configured: nothing \
              checked it); observing for 3.0s before the rest of the fleet switches (Ctrl-C \
              switches the canary back)"
         );
         assert_eq!(
-            observing_line(&hosts, 3000, &["health check".to_owned()]),
+            observing_line(&hosts, 3000, &["health check".to_owned()], (1, 2)),
             "canary web-1 switched and passed its health check; observing for 3.0s before the \
              rest of the fleet switches (Ctrl-C switches the canary back)"
         );

@@ -22,7 +22,7 @@ pub enum Action {
     /// Run the after-switch steps and the health check on these (switched) hosts.
     Verify(Vec<usize>),
     /// Hold with the canary switched, watching for an interruption, before the rest switch.
-    Observe,
+    Observe(usize),
     /// Mark the release bad on these hosts: it went live everywhere and was rolled back, so it
     /// is kept for inspection rather than removed.
     MarkBad(Vec<usize>),
@@ -96,8 +96,10 @@ pub enum Fact {
 /// The shape of one deploy beyond the basic protocol.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Options {
-    /// Hosts switched (and verified, and observed) before the rest.
-    pub canary: Vec<usize>,
+    /// The waves switched (each verified, and observed) before the rest, in order; the hosts in
+    /// none of them are the last wave. None: the whole fleet is one wave. A canary is one leading
+    /// wave.
+    pub waves: Vec<Vec<usize>>,
     /// The host that runs the run-once steps, if there are any.
     pub run_once: Option<usize>,
     /// Run the verify action (after-switch steps, health check) after each switch.
@@ -108,8 +110,8 @@ pub struct Options {
     pub observe: bool,
 }
 
-/// Whether a wave is the canary (`true`) or the rest / the whole fleet (`false`).
-type Canary = bool;
+/// A switch wave, by its index in [`Protocol::waves`].
+type Wave = usize;
 
 /// How far the protocol has got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,11 +121,12 @@ enum Progress {
     Locking,
     Preparing,
     RunningOnce,
-    /// Switching a wave: the canary (`true`) or the rest / the whole fleet (`false`).
-    Switching(Canary),
+    /// Switching a wave.
+    Switching(Wave),
     /// Verifying the wave just switched.
-    Verifying(Canary),
-    Observing,
+    Verifying(Wave),
+    /// Holding after a wave that is not the last passed its checks.
+    Observing(Wave),
     Reverting,
     MarkingBad,
     Discarding,
@@ -136,6 +139,8 @@ enum Progress {
 #[derive(Debug, Clone)]
 pub struct Protocol {
     pub hosts: Vec<HostState>,
+    /// Every wave, the last one included: each host is in exactly one.
+    waves: Vec<Vec<usize>>,
     options: Options,
     progress: Progress,
     interrupted: bool,
@@ -155,14 +160,27 @@ impl Protocol {
     }
 
     pub fn with(n: usize, options: Options) -> Self {
-        let mut options = options;
-        // A canary that is the whole fleet is no canary.
-        options.canary.retain(|&i| i < n);
-        if options.canary.len() >= n {
-            options.canary.clear();
+        // Each host in its first wave only; what no wave names is the last one; empty waves
+        // are none (so a "canary" that is the whole fleet is no canary).
+        let mut waves: Vec<Vec<usize>> = Vec::new();
+        let mut seen = vec![false; n];
+        for w in &options.waves {
+            let hosts: Vec<usize> = w
+                .iter()
+                .copied()
+                .filter(|&i| i < n && !std::mem::replace(&mut seen[i], true))
+                .collect();
+            if !hosts.is_empty() {
+                waves.push(hosts);
+            }
+        }
+        let rest: Vec<usize> = (0..n).filter(|&i| !seen[i]).collect();
+        if !rest.is_empty() || waves.is_empty() {
+            waves.push(rest);
         }
         Protocol {
             hosts: vec![HostState::default(); n],
+            waves,
             options,
             progress: Progress::Start,
             interrupted: false,
@@ -174,13 +192,24 @@ impl Protocol {
         }
     }
 
-    /// True while the canary is switched and the rest of the fleet is not: an interruption now
-    /// switches the canary back.
+    /// True while some waves are switched and the last one is not: an interruption now
+    /// switches the fleet back.
     pub fn in_canary(&self) -> bool {
-        matches!(
-            self.progress,
-            Progress::Switching(true) | Progress::Verifying(true) | Progress::Observing
-        )
+        match self.progress {
+            Progress::Switching(w) | Progress::Verifying(w) | Progress::Observing(w) => {
+                !self.is_last(w)
+            }
+            _ => false,
+        }
+    }
+
+    /// The waves, in order, the last one included.
+    pub fn waves(&self) -> &[Vec<usize>] {
+        &self.waves
+    }
+
+    fn is_last(&self, w: Wave) -> bool {
+        w + 1 >= self.waves.len()
     }
 
     /// How the deploy ends, once that is decided (before cleanup and unlock run).
@@ -198,7 +227,7 @@ impl Protocol {
             self.progress,
             Progress::Switching(_)
                 | Progress::Verifying(_)
-                | Progress::Observing
+                | Progress::Observing(_)
                 | Progress::Reverting
                 | Progress::MarkingBad
                 | Progress::CleaningUp
@@ -303,35 +332,39 @@ impl Protocol {
                         Action::Discard(self.which(|h| h.staged)),
                     )
                 }
-                Progress::Switching(canary) => {
-                    let wave = self.wave(canary);
+                Progress::Switching(w) => {
+                    let wave = self.waves[w].clone();
                     if wave
                         .iter()
                         .all(|&i| self.hosts[i].switch == SwitchState::Switched)
                     {
                         if self.options.verify {
-                            (Progress::Verifying(canary), Action::Verify(wave))
+                            (Progress::Verifying(w), Action::Verify(wave))
                         } else {
-                            self.after_verified(canary)
+                            self.after_verified(w)
                         }
                     } else {
                         self.switch_back()
                     }
                 }
-                Progress::Verifying(canary) => {
-                    if self.verify_failed || (canary && self.interrupted) {
+                Progress::Verifying(w) => {
+                    let last = self.is_last(w);
+                    if self.verify_failed || (!last && self.interrupted) {
                         // Live on the whole fleet and then found bad: keep it for inspection.
-                        self.keep_as_bad = !canary && self.verify_failed;
+                        self.keep_as_bad = last && self.verify_failed;
                         self.switch_back()
                     } else {
-                        self.after_verified(canary)
+                        self.after_verified(w)
                     }
                 }
-                Progress::Observing => {
+                Progress::Observing(w) => {
                     if self.interrupted {
                         self.switch_back()
                     } else {
-                        (Progress::Switching(false), Action::Switch(self.wave(false)))
+                        (
+                            Progress::Switching(w + 1),
+                            Action::Switch(self.waves[w + 1].clone()),
+                        )
                     }
                 }
                 Progress::Reverting => {
@@ -394,27 +427,16 @@ impl Protocol {
 }
 
 impl Protocol {
-    /// The hosts of a switch wave: the canary, or everything else (the whole fleet without one).
-    fn wave(&self, canary: bool) -> Vec<usize> {
-        let c = &self.options.canary;
-        if canary {
-            c.clone()
-        } else {
-            (0..self.hosts.len()).filter(|i| !c.contains(i)).collect()
-        }
-    }
-
     fn first_wave(&self) -> (Progress, Action) {
-        let canary = !self.options.canary.is_empty();
         (
-            Progress::Switching(canary),
-            Action::Switch(self.wave(canary)),
+            Progress::Switching(0),
+            Action::Switch(self.waves[0].clone()),
         )
     }
 
     /// A wave switched and passed verification (or had none).
-    fn after_verified(&mut self, canary: bool) -> (Progress, Action) {
-        if !canary {
+    fn after_verified(&mut self, w: Wave) -> (Progress, Action) {
+        if self.is_last(w) {
             self.outcome = Some(Outcome::Deployed);
             return (Progress::CleaningUp, Action::Cleanup(self.all()));
         }
@@ -422,9 +444,12 @@ impl Protocol {
             return self.switch_back();
         }
         if self.options.observe {
-            (Progress::Observing, Action::Observe)
+            (Progress::Observing(w), Action::Observe(w))
         } else {
-            (Progress::Switching(false), Action::Switch(self.wave(false)))
+            (
+                Progress::Switching(w + 1),
+                Action::Switch(self.waves[w + 1].clone()),
+            )
         }
     }
 

@@ -147,7 +147,7 @@ fn run_with(s: &Scenario, options: &Options) -> (Outcome, World, Vec<Action>) {
                     });
                 }
             }
-            Action::Observe => p.on(Fact::Observed),
+            Action::Observe(_) => p.on(Fact::Observed),
             Action::MarkBad(_) => {}
             Action::Cleanup(_) => {}
             Action::Unlock(hs) => {
@@ -329,12 +329,18 @@ fn interruption_after_the_barrier_does_not_stop_the_switch() {
 fn invariants_hold_with_canary_run_once_and_verification() {
     let ok = [true; N];
     let mut shapes = Vec::new();
-    for canary in [vec![], vec![0], vec![0, 1]] {
+    // No wave, a canary of one or two, and three waves of one host each.
+    for waves in [
+        vec![],
+        vec![vec![0]],
+        vec![vec![0, 1]],
+        vec![vec![0], vec![1]],
+    ] {
         for run_once in [None, Some(2)] {
             for (verify, rollback) in [(false, false), (true, true), (true, false)] {
                 for observe in [false, true] {
                     shapes.push(Options {
-                        canary: canary.clone(),
+                        waves: waves.clone(),
                         run_once,
                         verify,
                         rollback_on_verify_failure: rollback,
@@ -424,24 +430,48 @@ fn check_shape(s: &Scenario, o: &Options) {
             "marked bad without a full switch: {s:?} {o:?} {log:?}"
         );
     }
-    // The rest of the fleet switches only after the canary passed, with no interruption.
-    let switches: Vec<usize> = log
+    // Each wave switches only after every earlier wave passed its checks, with no interruption
+    // before it, and the waves switch in order, each host once.
+    let switches: Vec<(usize, Vec<usize>)> = log
         .iter()
         .enumerate()
-        .filter(|(_, a)| matches!(a, Action::Switch(_)))
-        .map(|(i, _)| i)
+        .filter_map(|(i, a)| match a {
+            Action::Switch(hosts) => Some((i, hosts.clone())),
+            _ => None,
+        })
         .collect();
-    if !o.canary.is_empty() && switches.len() == 2 {
+    for (k, (at, _)) in switches.iter().enumerate().skip(1) {
+        let earlier: Vec<usize> = switches[..k].iter().flat_map(|(_, h)| h.clone()).collect();
         if o.verify && o.rollback_on_verify_failure {
             assert!(
-                o.canary.iter().all(|&c| s.verify[c]),
-                "rest switched after a failed canary: {s:?} {o:?} {log:?}"
+                earlier.iter().all(|&c| s.verify[c]),
+                "wave {k} switched after a failed earlier wave: {s:?} {o:?} {log:?}"
             );
         }
         assert!(
-            s.interrupt_after.is_none_or(|i| i > switches[1]),
-            "rest switched after an interruption: {s:?} {o:?} {log:?}"
+            s.interrupt_after.is_none_or(|i| i > *at),
+            "wave {k} switched after an interruption: {s:?} {o:?} {log:?}"
         );
+    }
+    let mut switched: Vec<usize> = switches.iter().flat_map(|(_, h)| h.clone()).collect();
+    let total = switched.len();
+    switched.sort();
+    switched.dedup();
+    assert_eq!(switched.len(), total, "a host switched twice: {log:?}");
+    if switches.len() > 1 {
+        let planned: Vec<Vec<usize>> = o
+            .waves
+            .iter()
+            .cloned()
+            .chain(std::iter::once(
+                (0..N)
+                    .filter(|i| !o.waves.iter().flatten().any(|w| w == i))
+                    .collect(),
+            ))
+            .collect();
+        for (k, (_, hosts)) in switches.iter().enumerate() {
+            assert_eq!(*hosts, planned[k], "wave {k} out of order: {o:?} {log:?}");
+        }
     }
     // Nothing switches after a failed run-once.
     if !s.run_once && o.run_once.is_some() {

@@ -22,7 +22,8 @@ use std::time::Duration;
 pub use error::{InventoryError, edit_distance, nearest};
 pub use parse::{
     HEALTH_KEYS, HOOK_KEYS, HOST_KEYS, LAYER_KEYS, RECIPES, STAGE_KEYS, STEP_KEYS, TOP_KEYS,
-    WRITABLE_KEYS, parse_canary, parse_duration, parse_inventory, parse_inventory_with,
+    WRITABLE_KEYS, parse_canary, parse_duration, parse_inventory, parse_inventory_with, parse_wave,
+    parse_waves,
 };
 
 /// The inventory's JSON Schema (draft 2020-12), for editors: `ship schema` prints it. A test
@@ -82,6 +83,8 @@ pub struct Stage {
     pub hosts: Vec<Host>,
     /// Switch these first, verify them, hold, then switch the rest (`canary:`).
     pub canary: Option<Canary>,
+    /// Switch in these waves, each verified and held before the next (`waves:`).
+    pub waves: Option<Vec<WaveSize>>,
     /// How long the canary is watched before the rest of the fleet switches (`observe:`).
     pub observe: Duration,
     /// Commands run on the controller around a deploy (`hooks:`).
@@ -91,6 +94,14 @@ pub struct Stage {
     /// The values of this stage (and of `defaults`) that took text from the controller's
     /// environment (`${VAR}`): each key path with the variables it read.
     pub from_environment: Vec<(String, Vec<String>)>,
+}
+
+/// One wave of a rollout: how many hosts, or what share of the fleet, have switched once it is
+/// done (cumulative: `[1, "10%", "100%"]` is one host, then up to a tenth, then the rest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaveSize {
+    Count(usize),
+    Percent(u32),
 }
 
 /// Which hosts of a stage switch first.
@@ -273,6 +284,33 @@ impl Stage {
 
     /// The indices of the canary hosts (`count` first by name, or the named ones); empty
     /// without a canary or when it would be the whole fleet.
+    /// The hosts of each wave but the last (which is every host left), by name order: each
+    /// wave switches the hosts that take the fleet to its size. Waves that add no host are
+    /// dropped; a single wave is the whole fleet at once (none returned).
+    pub fn wave_hosts(&self, sizes: &[WaveSize]) -> Vec<Vec<usize>> {
+        let n = self.hosts.len();
+        let mut by_name: Vec<usize> = (0..n).collect();
+        by_name.sort_by(|a, b| self.hosts[*a].name.cmp(&self.hosts[*b].name));
+        let mut waves = Vec::new();
+        let mut done = 0;
+        for s in sizes {
+            let target = match *s {
+                WaveSize::Count(c) => c,
+                WaveSize::Percent(p) => (n * p as usize).div_ceil(100).max(1),
+            }
+            .min(n);
+            if target <= done {
+                continue;
+            }
+            if target == n {
+                break;
+            }
+            waves.push(by_name[done..target].to_vec());
+            done = target;
+        }
+        waves
+    }
+
     pub fn canary_hosts(&self, canary: Option<&Canary>) -> Vec<usize> {
         let mut idx: Vec<usize> = match canary {
             None => Vec::new(),

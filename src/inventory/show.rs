@@ -20,6 +20,8 @@ pub struct StageConfig {
     pub stage: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub canary: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waves: Option<Vec<serde_json::Value>>,
     pub observe: String,
     pub hooks: BTreeMap<&'static str, Vec<String>>,
     /// The values that took text from the controller's environment (`${VAR}`): key path →
@@ -208,6 +210,14 @@ pub fn stage_config(stage: &Stage, mask: impl Fn(&str) -> String) -> StageConfig
         canary: stage.canary.as_ref().map(|c| match c {
             Canary::Count(n) => (*n).into(),
             Canary::Hosts(names) => names.clone().into(),
+        }),
+        waves: stage.waves.as_ref().map(|w| {
+            w.iter()
+                .map(|s| match s {
+                    crate::inventory::WaveSize::Count(n) => (*n).into(),
+                    crate::inventory::WaveSize::Percent(p) => format!("{p}%").into(),
+                })
+                .collect()
         }),
         observe: duration_text(stage.observe),
         hooks: BTreeMap::from([

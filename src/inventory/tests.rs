@@ -814,3 +814,55 @@ fn ship_config_shows_no_health_check_block_when_none_is_configured() {
     );
     assert_eq!(json["hosts"][0]["health_check"]["retries"], 3);
 }
+
+#[test]
+fn waves_are_cumulative_sizes_by_host_name_and_the_last_is_the_rest() {
+    let text = (1..=10)
+        .map(|i| format!("      web-{i:02}: {{ address: 10.0.0.{i} }}\n"))
+        .collect::<String>();
+    let inv = parse(&format!(
+        "defaults:\n  deploy_to: /srv/app\n  source: {{ artifact: . }}\nstages:\n  production:\n    \
+         waves: [1, \"30%\", \"100%\"]\n    hosts:\n{text}"
+    ))
+    .expect("valid");
+    let st = inv.stage("production").expect("stage");
+    let sizes = st.waves.clone().expect("waves");
+    assert_eq!(
+        sizes,
+        [
+            WaveSize::Count(1),
+            WaveSize::Percent(30),
+            WaveSize::Percent(100)
+        ]
+    );
+    assert_eq!(st.wave_hosts(&sizes), [vec![0], vec![1, 2]]);
+    assert_eq!(
+        parse_waves("2,50%").expect("ok"),
+        [WaveSize::Count(2), WaveSize::Percent(50)]
+    );
+    assert_eq!(
+        st.wave_hosts(&parse_waves("100%").expect("ok")),
+        Vec::<Vec<usize>>::new()
+    );
+    // Sizes that add no host are skipped.
+    assert_eq!(
+        st.wave_hosts(&parse_waves("1,1,5%,2").expect("ok")),
+        [vec![0], vec![1]]
+    );
+    assert_eq!(
+        parse_waves("1,0").expect_err("zero"),
+        "a wave needs at least one host"
+    );
+    assert_eq!(
+        parse_waves("150%").expect_err("over"),
+        "`150%`: a share is between 1% and 100%"
+    );
+    let e = error(&format!(
+        "defaults:\n  deploy_to: /srv/app\n  source: {{ artifact: . }}\nstages:\n  production:\n    \
+         waves: [1, tenth]\n    hosts:\n{text}"
+    ));
+    assert!(
+        e.contains("stages.production.waves[1]: `tenth` is neither a number of hosts nor a share"),
+        "{e}"
+    );
+}

@@ -273,6 +273,11 @@ fn cases() -> Vec<Case> {
             literal: None,
         },
         Case {
+            key: "waves",
+            put: |f, _, v| stage(f, &format!("waves: [{}]", yaml(v))),
+            literal: None,
+        },
+        Case {
             key: "env_file",
             put: |f, _, v| stage(f, &format!("env_file: {}", yaml(v))),
             literal: None,

@@ -17,7 +17,7 @@ use crate::remote::{
     Step,
 };
 use crate::report::{
-    Event, Failure, HostResult, HostSummary, Phase, PhaseTiming, Reporter, Summary,
+    Event, Failure, HostResult, HostSummary, Phase, PhaseTiming, Reporter, Summary, WaveSummary,
 };
 use crate::source::Prepared;
 use crate::transport::{
@@ -83,9 +83,11 @@ pub struct Deploy {
     pub stage: Stage,
     pub job: Job,
     pub connect: ConnectOptions,
-    /// Hosts (indices into the stage) switched first, verified and observed before the rest.
-    pub canary: Vec<usize>,
-    /// How long to hold with the canary switched before switching the rest.
+    /// The waves (host indices into the stage) switched one after the other before the rest,
+    /// each verified and observed before the next; the hosts in none are the last wave. Empty:
+    /// the whole fleet at once. A canary is one such wave.
+    pub waves: Vec<Vec<usize>>,
+    /// How long to hold after each wave but the last before switching the next.
     pub observe: Duration,
     /// Keep a failed release's directory on the hosts for inspection instead of removing it.
     pub keep_failed: bool,
@@ -452,6 +454,7 @@ async fn run_deploy(d: &Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellatio
     let mut hosts: Vec<HostRun> = d.stage.hosts.iter().map(HostRun::new).collect();
     let mut ctx = RunCtx::new(d, reporter, cancel.clone(), started_unix);
     let mut proto = Protocol::with(hosts.len(), protocol_options(d));
+    let waves = proto.waves().to_vec();
     let mut phases: Vec<PhaseTiming> = Vec::new();
     let mut announced = false;
 
@@ -466,7 +469,7 @@ async fn run_deploy(d: &Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellatio
             Action::RunOnce(_) => Phase::RunOnce,
             Action::Switch(_) => Phase::Switch,
             Action::Verify(_) => Phase::Verify,
-            Action::Observe => Phase::Observe,
+            Action::Observe(_) => Phase::Observe,
             Action::MarkBad(_) => Phase::Cleanup,
             Action::Revert(_) => Phase::Revert,
             Action::Discard(_) => Phase::Discard,
@@ -490,7 +493,7 @@ async fn run_deploy(d: &Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellatio
         let nothing_to_do =
             matches!(&action, Action::Unlock(ids) if ids.iter().all(|&i| hosts[i].unlocked));
         let events = {
-            let work = run_action(&action, &mut hosts, &ctx, d, &steps_stop);
+            let work = run_action(&action, &mut hosts, &ctx, d, &waves, &steps_stop);
             if interruptible {
                 tokio::select! {
                     ev = work => ev,
@@ -636,15 +639,31 @@ async fn run_deploy(d: &Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellatio
             }
         })
         .collect::<Vec<_>>();
-    // Each host's instant on our clock: its own, corrected by its measured offset.
-    let stamps: Vec<i128> = host_summaries
+    // Each host's instant on our clock: its own, corrected by its measured offset. Each wave
+    // switches at one instant; the fleet's flip skew is the largest of its waves'.
+    let wave_summaries: Vec<WaveSummary> = waves
         .iter()
-        .filter_map(HostSummary::switched_at_controller_ns)
+        .map(|w| {
+            let stamps: Vec<i128> = w
+                .iter()
+                .filter_map(|&i| host_summaries.get(i))
+                .filter_map(HostSummary::switched_at_controller_ns)
+                .collect();
+            WaveSummary {
+                hosts: w.iter().map(|&i| hosts[i].host.name.clone()).collect(),
+                flip_skew_ms: match (stamps.iter().min(), stamps.iter().max()) {
+                    (Some(a), Some(b)) if outcome == Outcome::Deployed => {
+                        Some((b - a) as f64 / 1e6)
+                    }
+                    _ => None,
+                },
+            }
+        })
         .collect();
-    let flip_skew_ms = match (stamps.iter().min(), stamps.iter().max()) {
-        (Some(a), Some(b)) if outcome == Outcome::Deployed => Some((b - a) as f64 / 1e6),
-        _ => None,
-    };
+    let flip_skew_ms = wave_summaries
+        .iter()
+        .filter_map(|w| w.flip_skew_ms)
+        .reduce(f64::max);
     let clock_error_ms = flip_skew_ms.and_then(|_| {
         host_summaries
             .iter()
@@ -669,6 +688,7 @@ async fn run_deploy(d: &Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellatio
         flip_skew_ms,
         clock_error_ms,
         canary: canary_names(d),
+        waves: wave_summaries,
         untouched: d.stage.excluded.clone(),
         phases,
         elapsed_ms: started.elapsed().as_millis() as u64,
@@ -684,6 +704,7 @@ async fn run_action(
     hosts: &mut [HostRun],
     ctx: &RunCtx,
     d: &Deploy,
+    waves: &[Vec<usize>],
     stop: &CancellationToken,
 ) -> Vec<Fact> {
     // Hosts armed at the end of their prepare wait for their word; anything else done to them
@@ -691,7 +712,7 @@ async fn run_action(
     match action {
         Action::Switch(_)
         | Action::Verify(_)
-        | Action::Observe
+        | Action::Observe(_)
         | Action::RunOnce(_)
         | Action::Finish(_) => {}
         Action::Connect(ids)
@@ -715,7 +736,7 @@ async fn run_action(
         Action::RunOnce(i) => run_once(*i, hosts, ctx, d).await,
         Action::Switch(ids) => switch(ids, hosts, ctx).await,
         Action::Verify(ids) => verify(ids, hosts, ctx, d, stop).await,
-        Action::Observe => observe(ctx, d).await,
+        Action::Observe(w) => observe(ctx, d, waves, *w).await,
         Action::Revert(ids) => revert(ids, hosts, ctx).await,
         Action::MarkBad(ids) => {
             on_each(ids, hosts, ctx, (Phase::Cleanup, "mark bad"), |h, c| {
@@ -785,10 +806,12 @@ async fn run_action(
     }
 }
 
-/// The names of the canary hosts.
+/// The names of the hosts of the first wave, when there are several (the canary).
 fn canary_names(d: &Deploy) -> Vec<String> {
-    d.canary
-        .iter()
+    d.waves
+        .first()
+        .into_iter()
+        .flatten()
         .filter_map(|&i| d.stage.hosts.get(i).map(|h| h.name.clone()))
         .collect()
 }
@@ -803,7 +826,7 @@ fn protocol_options(d: &Deploy) -> Options {
         .any(|h| !h.config.after_switch.is_empty() || h.config.health_check.probe.is_some());
     let deploying = matches!(d.job, Job::Deploy(_));
     Options {
-        canary: d.canary.clone(),
+        waves: d.waves.clone(),
         run_once: (deploying && d.stage.hosts.iter().any(|h| !h.config.run_once.is_empty()))
             .then(|| d.stage.primary()),
         verify,

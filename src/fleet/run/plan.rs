@@ -49,6 +49,8 @@ pub struct RunPlan {
     pub release: String,
     pub revision: String,
     pub canary: Vec<String>,
+    /// The waves the hosts switch in, in order (one: all at once).
+    pub waves: Vec<Vec<String>>,
     /// How long the canary is held before the rest switch.
     pub observe_ms: u64,
     /// The artifact's size in bytes as sent (an artifact source).
@@ -134,6 +136,7 @@ pub async fn plan(d: Deploy) -> RunPlan {
         release: summary.release.clone(),
         revision: summary.revision.clone(),
         canary: summary.canary.clone(),
+        waves: summary.waves.iter().map(|w| w.hosts.clone()).collect(),
         observe_ms: d.observe.as_millis() as u64,
         artifact_bytes: match &d.job {
             Job::Deploy(p) if !p.payload.is_empty() => Some(p.payload.len()),
@@ -158,7 +161,7 @@ async fn rehearse(mut d: Deploy) -> (Arc<Recording>, Arc<Rehearsal>, Summary, De
             interposer: Some(recording.clone()),
             ..d.connect.clone()
         },
-        canary: d.canary.clone(),
+        waves: d.waves.clone(),
         // Holds change nothing on a host: a rehearsal does not wait them out, nor for a lock.
         observe: Duration::ZERO,
         keep_failed: d.keep_failed,

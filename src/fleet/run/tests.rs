@@ -100,7 +100,7 @@ impl Local {
         &self,
         job: Job,
         faults: Option<Arc<dyn Interposer>>,
-        canary: Vec<usize>,
+        waves: Vec<Vec<usize>>,
         cancel: Option<CancellationToken>,
     ) -> Run {
         let recording = Arc::new(Recording::new(faults));
@@ -111,7 +111,7 @@ impl Local {
                 interposer: Some(recording.clone()),
                 ..ConnectOptions::default()
             },
-            canary,
+            waves,
             observe: Duration::ZERO,
             keep_failed: false,
             lock_wait: Duration::ZERO,
@@ -533,7 +533,7 @@ fn a_canary_that_fails_its_check_is_switched_back_and_the_rest_never_switch() {
     let (_, faults) = Faults::default()
         .on("h1", "verify", "health", || Answer::failed(1, "HTTP 500\n"))
         .into_arc();
-    let run = l.run(l.deploy_job(), faults, vec![0], None);
+    let run = l.run(l.deploy_job(), faults, vec![vec![0]], None);
     assert_eq!(run.summary.outcome, Outcome::RolledBack);
     assert_eq!(run.result("h1"), HostResult::Reverted);
     assert_eq!(run.result("h2"), HostResult::Unchanged);
@@ -623,7 +623,7 @@ fn the_dry_run_sends_exactly_the_commands_of_the_real_run() {
             interposer,
             ..ConnectOptions::default()
         },
-        canary: Vec::new(),
+        waves: Vec::new(),
         observe: Duration::ZERO,
         keep_failed: false,
         lock_wait: Duration::ZERO,
@@ -871,7 +871,7 @@ fn a_maintenance_lock_takes_every_host_or_none_and_deploys_refuse_it_without_wai
         stage: l.stage.clone(),
         job: l.deploy_job(),
         connect: ConnectOptions::default(),
-        canary: Vec::new(),
+        waves: Vec::new(),
         observe: Duration::ZERO,
         keep_failed: false,
         lock_wait: Duration::from_secs(60),
@@ -916,5 +916,47 @@ fn a_maintenance_lock_takes_every_host_or_none_and_deploys_refuse_it_without_wai
         assert!(l.locked(i), "h{i}: the maintenance lock stays");
         assert_eq!(l.current(i).as_deref(), Some(a.as_str()));
         assert_eq!(l.releases(i), vec![a.clone()]);
+    }
+}
+
+#[test]
+fn waves_switch_one_after_the_other_and_a_failure_in_any_switches_every_switched_host_back() {
+    let (l, a) = Local::deployed(3, HEALTH);
+    // Three waves of one host: each switched at its own instant, checked, then the next.
+    let run = l.run(l.deploy_job(), None, vec![vec![0], vec![1]], None);
+    assert_eq!(run.summary.outcome, Outcome::Deployed);
+    let b = run.summary.release.clone();
+    let waves: Vec<Vec<String>> = run.summary.waves.iter().map(|w| w.hosts.clone()).collect();
+    assert_eq!(waves, [["h1"], ["h2"], ["h3"]]);
+    assert!(run.summary.waves.iter().all(|w| w.flip_skew_ms.is_some()));
+    assert_fleet_on(&l, Some(&b));
+    let order: Vec<&str> = run
+        .sent
+        .iter()
+        .filter(|c| c.phase == "verify")
+        .map(|c| c.host.as_str())
+        .collect();
+    assert_eq!(
+        order,
+        ["h1", "h2", "h3"],
+        "each wave is checked before the next"
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+
+    // The second wave's check fails: the first two waves go back, the third never switched.
+    let (_, faults) = Faults::default()
+        .on("h2", "verify", "health", || Answer::failed(1, "HTTP 503\n"))
+        .into_arc();
+    let run = l.run(l.deploy_job(), faults, vec![vec![0], vec![1]], None);
+    assert_eq!(run.summary.outcome, Outcome::RolledBack);
+    assert_eq!(run.result("h1"), HostResult::Reverted);
+    assert_eq!(run.result("h2"), HostResult::Reverted);
+    assert_eq!(run.result("h3"), HostResult::Unchanged);
+    assert!(run.sent("h3", "revert").is_empty());
+    assert!(run.sent("h3", "verify").is_empty());
+    assert_fleet_on(&l, Some(&b));
+    for i in 1..=3 {
+        // The failed release is removed everywhere: it never went live on the whole fleet.
+        assert_eq!(l.releases(i), vec![a.clone(), b.clone()], "h{i}");
     }
 }

@@ -95,11 +95,12 @@ pub(super) async fn verify(
     events
 }
 
-/// Hold with the canary switched, for `observe`, unless interrupted.
-pub(super) async fn observe(ctx: &RunCtx, d: &Deploy) -> Vec<Fact> {
-    let canary: Vec<&Host> = d
-        .canary
-        .iter()
+/// Hold after wave `w` passed its checks, for `observe`, unless interrupted.
+pub(super) async fn observe(ctx: &RunCtx, d: &Deploy, waves: &[Vec<usize>], w: usize) -> Vec<Fact> {
+    let canary: Vec<&Host> = waves
+        .get(w)
+        .into_iter()
+        .flatten()
         .filter_map(|&i| d.stage.hosts.get(i))
         .collect();
     let mut checked = Vec::new();
@@ -115,9 +116,11 @@ pub(super) async fn observe(ctx: &RunCtx, d: &Deploy) -> Vec<Fact> {
         checked.push(format!("{steps} after-switch step(s)"));
     }
     ctx.reporter.report(&Event::Observing {
-        hosts: canary_names(d),
+        hosts: canary.iter().map(|h| h.name.clone()).collect(),
         for_ms: d.observe.as_millis() as u64,
         checked,
+        wave: w + 1,
+        waves: waves.len(),
     });
     tokio::select! {
         _ = tokio::time::sleep(d.observe) => {}

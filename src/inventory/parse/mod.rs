@@ -9,7 +9,7 @@ use super::node::{Kind, Node, Pos, parse_yaml};
 use super::{
     Canary, Connection, EnvFile, EnvVar, Explicit, HealthCheck, Hooks, Host, HostConfig,
     HostKeyChecking, Inventory, OnFailure, Probe, ProxyJump, SecretCommand, Shared, Source,
-    SshConfig, Stage, StepSpec, Timeouts, Writable, WritableMode,
+    SshConfig, Stage, StepSpec, Timeouts, WaveSize, Writable, WritableMode,
 };
 
 mod keys;
@@ -25,7 +25,7 @@ use values::*;
 pub const TOP_KEYS: &[&str] = &["defaults", "stages"];
 /// Keys allowed only in a stage (besides [`LAYER_KEYS`]); all but `hosts` may also be set in
 /// `defaults`.
-pub const STAGE_KEYS: &[&str] = &["hosts", "canary", "observe", "hooks"];
+pub const STAGE_KEYS: &[&str] = &["hosts", "canary", "waves", "observe", "hooks"];
 /// Keys allowed only in a host (besides [`LAYER_KEYS`]).
 pub const HOST_KEYS: &[&str] = &["address", "roles"];
 /// Keys of `health_check`.
@@ -368,6 +368,7 @@ pub fn parse_inventory_with(
 #[derive(Debug, Clone, Default)]
 struct StageSettings {
     canary: Option<At<Canary>>,
+    waves: Option<Vec<WaveSize>>,
     observe: Option<Duration>,
     hooks: Option<Hooks>,
 }
@@ -401,6 +402,36 @@ fn stage_settings(
             path: p,
         });
     }
+    if let Some(n) = extra.get("waves") {
+        let p = join(path, "waves");
+        let Kind::Seq(items) = &n.kind else {
+            return Err(ctx.expected(
+                n,
+                &p,
+                "a list of host counts or shares, e.g. [1, \"10%\", \"100%\"]",
+            ));
+        };
+        let mut sizes = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let ip = format!("{p}[{i}]");
+            let text = match &item.kind {
+                Kind::Int(v) => v.to_string(),
+                Kind::Str(v) => v.clone(),
+                _ => {
+                    return Err(ctx.expected(
+                        item,
+                        &ip,
+                        "a number of hosts or a share like \"10%\"",
+                    ));
+                }
+            };
+            sizes.push(parse_wave(&text).map_err(|m| ctx.err(item.pos, &ip, m))?);
+        }
+        if sizes.is_empty() {
+            return Err(ctx.err_hint(n.pos, &p, "no waves", "e.g. waves: [1, \"10%\", \"100%\"]"));
+        }
+        s.waves = Some(sizes);
+    }
     if let Some(n) = extra.get("observe") {
         s.observe = Some(ctx.duration(n, &join(path, "observe"))?);
     }
@@ -422,6 +453,31 @@ fn stage_settings(
         s.hooks = Some(hooks);
     }
     Ok(s)
+}
+
+/// One wave of a rollout, as written: how many hosts (`3`) or what share of the fleet (`10%`)
+/// have switched once the wave is done.
+pub fn parse_wave(text: &str) -> std::result::Result<WaveSize, String> {
+    let t = text.trim();
+    let bad =
+        || format!("`{t}` is neither a number of hosts nor a share of the fleet (e.g. `1`, `10%`)");
+    if let Some(p) = t.strip_suffix('%') {
+        let p: u32 = p.trim().parse().map_err(|_| bad())?;
+        if p == 0 || p > 100 {
+            return Err(format!("`{t}`: a share is between 1% and 100%"));
+        }
+        return Ok(WaveSize::Percent(p));
+    }
+    match t.parse::<usize>() {
+        Ok(0) => Err("a wave needs at least one host".into()),
+        Ok(n) => Ok(WaveSize::Count(n)),
+        Err(_) => Err(bad()),
+    }
+}
+
+/// Waves on the command line: `1,10%,100%`.
+pub fn parse_waves(text: &str) -> std::result::Result<Vec<WaveSize>, String> {
+    text.split(',').map(parse_wave).collect()
 }
 
 /// A canary given on the command line or as a string: a number of hosts, or host names
@@ -529,6 +585,7 @@ fn stage(
         canary: settings.canary.map(|c| c.value),
         observe: settings.observe.unwrap_or(Duration::ZERO),
         hooks: settings.hooks.unwrap_or_default(),
+        waves: settings.waves.clone(),
         excluded: Vec::new(),
         from_environment: Vec::new(),
     })
