@@ -1410,3 +1410,44 @@ fn check_reads_what_the_steps_need_and_what_this_machine_must_have() {
         );
     }
 }
+
+#[test]
+fn waves_switch_the_fleet_in_turn_and_the_plan_and_summary_show_them() {
+    let fleet = Fleet::start(3);
+    fleet.inventory("", "");
+    let a = deploy_ok(&fleet, &[]);
+    let plan = fleet.ship(&["plan", "production", "--waves", "1,2,100%"]);
+    assert_eq!(plan.code, 0, "{}", plan.all());
+    assert!(
+        plan.stdout.contains("  waves: web-1 → web-2 → web-3\n"),
+        "{}",
+        plan.stdout
+    );
+    let run = fleet.ship(&["deploy", "production", "--waves", "1,2,100%", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let finished: serde_json::Value = run
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "finished")
+        .expect("finished");
+    let waves = finished["summary"]["waves"].as_array().expect("waves");
+    assert_eq!(waves.len(), 3, "{finished}");
+    for (w, h) in waves.iter().zip(["web-1", "web-2", "web-3"]) {
+        assert_eq!(w["hosts"], serde_json::json!([h]));
+        assert!(w["flip_skew_ms"].is_number(), "{w}");
+    }
+    let b = finished["summary"]["release"]
+        .as_str()
+        .expect("release")
+        .to_owned();
+    assert_ne!(a, b);
+    for h in &fleet.hosts {
+        assert_eq!(h.current_id().as_deref(), Some(b.as_str()), "{}", h.name);
+        assert_eq!(h.releases(), vec![a.clone(), b.clone()], "{}", h.name);
+        assert!(!h.locked(), "{}", h.name);
+    }
+    // Waves and a canary at once: one or the other.
+    let both = fleet.ship(&["deploy", "production", "--waves", "1,100%", "--canary", "1"]);
+    assert_eq!(both.code, 2, "{}", both.all());
+}
