@@ -117,6 +117,9 @@ pub struct HostSummary {
     /// Its steps were stopped by ship (another host failed first, or the operator interrupted):
     /// not a failure of this host.
     pub cancelled: bool,
+    /// It could not be reached at connect and was left out of the run (within
+    /// `max_unreachable`): it is on its old release; the next deploy brings it along.
+    pub left_out: bool,
     /// Failures that did not change the outcome (after-switch steps or the health check with
     /// `on_failure: warn`).
     pub warnings: Vec<Failure>,

@@ -24,6 +24,7 @@ struct RunOptions {
     lock_wait: Duration,
     /// The waves before the last (see [`Deploy::waves`]).
     waves: Vec<Vec<usize>>,
+    max_unreachable: usize,
     observe: Duration,
 }
 
@@ -150,6 +151,22 @@ fn waves_of(stage: &Stage, waves: Option<&str>, canary: Option<&str>) -> Result<
     Ok(if c.is_empty() { Vec::new() } else { vec![c] })
 }
 
+/// How many hosts may be unreachable and left out: `--max-unreachable`, else the stage's
+/// `max_unreachable:`, as a number of hosts (a share is of the stage's hosts, rounded down).
+fn unreachable_budget(stage: &Stage, flag: Option<&str>) -> Result<usize> {
+    let size = match flag {
+        Some(text) => Some(crate::inventory::parse_wave(text).map_err(|e| {
+            Error::usage(format!("--max-unreachable: {e}")).hint("e.g. --max-unreachable 1 or 2%")
+        })?),
+        None => stage.max_unreachable,
+    };
+    Ok(match size {
+        None => 0,
+        Some(crate::inventory::WaveSize::Count(n)) => n,
+        Some(crate::inventory::WaveSize::Percent(p)) => stage.hosts.len() * p as usize / 100,
+    })
+}
+
 /// The canary hosts from `--canary` or the stage's `canary:`, checked against the stage.
 fn canary_hosts(stage: &Stage, flag: Option<&str>) -> Result<Vec<usize>> {
     let canary = match flag {
@@ -233,6 +250,7 @@ pub async fn run(args: DeployArgs) -> Result<u8> {
         lock_wait: args.lock_wait.unwrap_or_default(),
         waves,
         observe,
+        max_unreachable: unreachable_budget(&stage, args.max_unreachable.as_deref())?,
     };
     if args.dry_run {
         return dry_run(g, stage, Job::Deploy(prepared), &options, args.full).await;
@@ -259,6 +277,7 @@ pub async fn rollback(args: RollbackArgs) -> Result<u8> {
         lock_wait: args.lock_wait.unwrap_or_default(),
         waves: Vec::new(),
         observe: Duration::ZERO,
+        max_unreachable: 0,
     };
     let job = Job::Rollback {
         to: args.to.clone(),
@@ -358,6 +377,7 @@ async fn execute(g: &Global, stage: Stage, job: Job, o: RunOptions, hook_dir: &P
             observe: o.observe,
             keep_failed: o.keep_failed,
             lock_wait: o.lock_wait,
+            max_unreachable: o.max_unreachable,
             identity: None,
         },
         board,
@@ -443,6 +463,7 @@ async fn dry_run(g: &Global, stage: Stage, job: Job, o: &RunOptions, full: bool)
         observe: o.observe,
         keep_failed: o.keep_failed,
         lock_wait: o.lock_wait,
+        max_unreachable: o.max_unreachable,
         identity: None,
     })
     .await;

@@ -185,6 +185,11 @@ pub struct DeployArgs {
     /// switches every switched host back. Overrides `waves:` and `canary:`.
     #[arg(long, value_name = "SIZES", conflicts_with = "canary")]
     pub waves: Option<String>,
+    /// Leave out up to this many hosts (or this share of the stage, e.g. `2%`) that cannot be
+    /// reached or logged in to at connect: the others deploy as the whole fleet, and the summary
+    /// names those left out. Overrides `max_unreachable:`. Default 0.
+    #[arg(long, value_name = "N|P%")]
+    pub max_unreachable: Option<String>,
     /// With a canary: how long to hold before switching the rest (Ctrl-C during the hold
     /// switches the canary back). Overrides `observe:`.
     #[arg(long, value_name = "DURATION", value_parser = duration)]

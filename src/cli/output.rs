@@ -508,6 +508,7 @@ pub fn summary_text(s: &Summary) -> String {
             HostResult::Switched => "switched",
             HostResult::Reverted => "reverted",
             HostResult::Unchanged if h.cancelled => "cancelled",
+            HostResult::Unchanged if h.left_out => "left out",
             HostResult::Unchanged => "unchanged",
             HostResult::Unknown => "UNKNOWN",
         };
@@ -612,6 +613,19 @@ pub fn summary_text(s: &Summary) -> String {
                 h.host
             ));
         }
+    }
+    let left: Vec<&str> = s
+        .hosts
+        .iter()
+        .filter(|h| h.left_out)
+        .map(|h| h.host.as_str())
+        .collect();
+    if !left.is_empty() {
+        out.push_str(&format!(
+            "  left out, unreachable (within max_unreachable): {}; each stays on its release, and \
+             the next deploy brings it along\n",
+            left.join(", ")
+        ));
     }
     if !s.untouched.is_empty() {
         out.push_str(&format!(

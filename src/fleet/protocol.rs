@@ -60,6 +60,9 @@ pub struct HostState {
     pub prepared: bool,
     pub switch: SwitchState,
     pub failed: bool,
+    /// Not part of this run: it could not be reached at connect, within the budget for that
+    /// (`max_unreachable`). Nothing is done on it.
+    pub left_out: bool,
 }
 
 /// What the runner learned and tells the protocol: a host's result, or the operator's interruption.
@@ -91,6 +94,9 @@ pub enum Fact {
     Interrupted,
     /// Every host already is where the run would put it: there is nothing to do.
     NothingToDo,
+    /// This host could not be reached at connect and is left out of the run (within the
+    /// budget for unreachable hosts): the others go on as the whole fleet.
+    LeftOut(usize),
 }
 
 /// The shape of one deploy beyond the basic protocol.
@@ -247,6 +253,20 @@ impl Protocol {
                 self.nothing_to_do = true;
                 return;
             }
+            Fact::LeftOut(i) => {
+                if let Some(h) = self.hosts.get_mut(i) {
+                    h.left_out = true;
+                    h.failed = false;
+                }
+                for w in &mut self.waves {
+                    w.retain(|&x| x != i);
+                }
+                self.waves.retain(|w| !w.is_empty());
+                if self.waves.is_empty() {
+                    self.waves.push(Vec::new());
+                }
+                return;
+            }
             Fact::RunOnceFailed => {
                 self.run_once_failed = true;
                 return;
@@ -279,22 +299,29 @@ impl Protocol {
         }
     }
 
+    /// Every host of the run (not the ones left out).
     fn all(&self) -> Vec<usize> {
-        (0..self.hosts.len()).collect()
+        self.which(|_| true)
     }
 
     fn which(&self, f: impl Fn(&HostState) -> bool) -> Vec<usize> {
         self.hosts
             .iter()
             .enumerate()
-            .filter(|(_, h)| f(h))
+            .filter(|(_, h)| !h.left_out && f(h))
             .map(|(i, _)| i)
             .collect()
     }
 
     /// The barrier is open only if every host is ready for this stage and nobody interrupted.
     fn gate(&self, ready: impl Fn(&HostState) -> bool) -> bool {
-        !self.interrupted && self.hosts.iter().all(|h| ready(h) && !h.failed)
+        !self.interrupted
+            && self
+                .hosts
+                .iter()
+                .filter(|h| !h.left_out)
+                .all(|h| ready(h) && !h.failed)
+            && self.hosts.iter().any(|h| !h.left_out)
     }
 
     /// After the previous action's results are in: what to do next.

@@ -268,6 +268,34 @@ fn nothing_to_do_ends_at_connect_without_locking_and_only_when_every_host_answer
 }
 
 #[test]
+fn a_host_left_out_at_connect_takes_no_part_and_the_rest_deploy() {
+    let mut p = Protocol::with(
+        3,
+        Options {
+            waves: vec![vec![2], vec![0]],
+            ..Options::default()
+        },
+    );
+    assert_eq!(p.next_action(), Action::Connect(vec![0, 1, 2]));
+    p.on(Fact::Connected(0));
+    p.on(Fact::Connected(1));
+    p.on(Fact::LeftOut(2));
+    assert_eq!(p.next_action(), Action::Lock(vec![0, 1]));
+    p.on(Fact::Locked(0));
+    p.on(Fact::Locked(1));
+    assert_eq!(p.next_action(), Action::Prepare(vec![0, 1]));
+    p.on(Fact::Prepared(0));
+    p.on(Fact::Prepared(1));
+    // The wave that held only the left-out host is gone.
+    assert_eq!(p.next_action(), Action::Switch(vec![0]));
+    p.on(Fact::Switched(0));
+    assert_eq!(p.next_action(), Action::Switch(vec![1]));
+    p.on(Fact::Switched(1));
+    assert_eq!(p.next_action(), Action::Cleanup(vec![0, 1]));
+    assert_eq!(p.outcome(), Some(Outcome::Deployed));
+}
+
+#[test]
 fn happy_path_sequence() {
     let mut p = Protocol::new(2);
     assert_eq!(p.next_action(), Action::Connect(vec![0, 1]));

@@ -85,6 +85,9 @@ pub struct Stage {
     pub canary: Option<Canary>,
     /// Switch in these waves, each verified and held before the next (`waves:`).
     pub waves: Option<Vec<WaveSize>>,
+    /// How many hosts (or what share) may be unreachable at connect and be left out
+    /// (`max_unreachable:`).
+    pub max_unreachable: Option<WaveSize>,
     /// How long the canary is watched before the rest of the fleet switches (`observe:`).
     pub observe: Duration,
     /// Commands run on the controller around a deploy (`hooks:`).

@@ -273,6 +273,11 @@ fn cases() -> Vec<Case> {
             literal: None,
         },
         Case {
+            key: "max_unreachable",
+            put: |f, _, v| stage(f, &format!("max_unreachable: {}", yaml(v))),
+            literal: None,
+        },
+        Case {
             key: "waves",
             put: |f, _, v| stage(f, &format!("waves: [{}]", yaml(v))),
             literal: None,

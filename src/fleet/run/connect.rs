@@ -46,7 +46,12 @@ pub(super) async fn connect(
                         return (
                             i,
                             None,
-                            Err(alone(transport_failure(ctx, Phase::Connect, None, &e))),
+                            Err(unreachable(transport_failure(
+                                ctx,
+                                Phase::Connect,
+                                None,
+                                &e,
+                            ))),
                         );
                     }
                 }
@@ -130,7 +135,7 @@ pub(super) async fn connect(
                 {
                     // What the host is on is known: the summary says so.
                     let f = held_lock_failure(ctx, &host, raw, Duration::ZERO);
-                    (i, Some(conn), Err((f, Some(pf.clone()))))
+                    (i, Some(conn), Err((f, Some(pf.clone()), false)))
                 }
                 _ => (i, Some(conn), Ok(pf)),
             }
@@ -145,7 +150,8 @@ pub(super) async fn connect(
                 hosts[i].preflight = pf;
                 events.push(Fact::Connected(i));
             }
-            Err((f, pf)) => {
+            Err((f, pf, unreachable)) => {
+                hosts[i].unreachable = unreachable;
                 if let Some(pf) = pf {
                     hosts[i].preflight = pf;
                 }
@@ -154,6 +160,27 @@ pub(super) async fn connect(
                 hosts[i].fail(ctx, f);
                 events.push(Fact::ConnectFailed(i));
             }
+        }
+    }
+    // Hosts that could not be reached, within the budget for them, are left out: the others go
+    // on as the whole fleet. Over the budget, the run stops here as always.
+    let unreached: Vec<usize> = ids
+        .iter()
+        .copied()
+        .filter(|&i| hosts[i].unreachable)
+        .collect();
+    let others_failed = ids
+        .iter()
+        .any(|&i| hosts[i].failure.is_some() && !hosts[i].unreachable);
+    if !unreached.is_empty()
+        && unreached.len() <= d.max_unreachable
+        && unreached.len() < ids.len()
+        && !others_failed
+    {
+        for &i in &unreached {
+            hosts[i].left_out = true;
+            events.retain(|e| *e != Fact::ConnectFailed(i));
+            events.push(Fact::LeftOut(i));
         }
     }
     events
@@ -190,6 +217,11 @@ pub(super) fn preflight_problem(host: &Host, pf: &Preflight, tools: &[&str]) -> 
 }
 
 /// A failure at connect that read nothing of the host.
-fn alone(f: Failure) -> (Failure, Option<Preflight>) {
-    (f, None)
+fn alone(f: Failure) -> (Failure, Option<Preflight>, bool) {
+    (f, None, false)
+}
+
+/// The host could not be reached or logged in to (what `max_unreachable` allows for).
+fn unreachable(f: Failure) -> (Failure, Option<Preflight>, bool) {
+    (f, None, true)
 }

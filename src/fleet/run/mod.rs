@@ -93,6 +93,9 @@ pub struct Deploy {
     pub keep_failed: bool,
     /// How long to wait for a lock held by another run (zero: fail at once).
     pub lock_wait: Duration,
+    /// How many hosts may be unreachable at connect and be left out of the run (the others go
+    /// on as the whole fleet). Zero: any unreachable host stops the run.
+    pub max_unreachable: usize,
     /// This run's identity, when it is given rather than chosen (a dry run and the real run it
     /// shows can then be compared command for command).
     pub identity: Option<Identity>,
@@ -142,6 +145,10 @@ struct HostRun {
     locked_by_other: bool,
     /// Its steps were stopped by ship, not failed.
     cancelled: bool,
+    /// It could not be reached or logged in to at connect.
+    unreachable: bool,
+    /// Left out of this run (unreachable, within `max_unreachable`).
+    left_out: bool,
     /// Its journal line is written and our lock released (with the cleanup).
     unlocked: bool,
     warnings: Vec<Failure>,
@@ -162,6 +169,8 @@ impl HostRun {
             left_behind: false,
             locked_by_other: false,
             cancelled: false,
+            unreachable: false,
+            left_out: false,
             unlocked: false,
             warnings: Vec::new(),
         }
@@ -635,6 +644,7 @@ async fn run_deploy(d: &Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellatio
                 lock_left: h.left_behind,
                 locked_by_other: h.locked_by_other,
                 cancelled: h.cancelled && h.failure.is_none(),
+                left_out: h.left_out,
                 warnings: h.warnings.clone(),
             }
         })

@@ -166,6 +166,7 @@ async fn rehearse(mut d: Deploy) -> (Arc<Recording>, Arc<Rehearsal>, Summary, De
         observe: Duration::ZERO,
         keep_failed: d.keep_failed,
         lock_wait: Duration::ZERO,
+        max_unreachable: d.max_unreachable,
         identity: d.identity.clone(),
     };
     let summary = run_deploy(

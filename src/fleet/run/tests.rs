@@ -115,6 +115,7 @@ impl Local {
             observe: Duration::ZERO,
             keep_failed: false,
             lock_wait: Duration::ZERO,
+            max_unreachable: 0,
             identity: None,
         };
         let events = Arc::new(Recorder::default());
@@ -627,6 +628,7 @@ fn the_dry_run_sends_exactly_the_commands_of_the_real_run() {
         observe: Duration::ZERO,
         keep_failed: false,
         lock_wait: Duration::ZERO,
+        max_unreachable: 0,
         identity: Some(identity.clone()),
     };
     let planned = block_on(plan(make(None)));
@@ -875,6 +877,7 @@ fn a_maintenance_lock_takes_every_host_or_none_and_deploys_refuse_it_without_wai
         observe: Duration::ZERO,
         keep_failed: false,
         lock_wait: Duration::from_secs(60),
+        max_unreachable: 0,
         identity: None,
     };
     let events = Arc::new(Recorder::default());
@@ -959,4 +962,67 @@ fn waves_switch_one_after_the_other_and_a_failure_in_any_switches_every_switched
         // The failed release is removed everywhere: it never went live on the whole fleet.
         assert_eq!(l.releases(i), vec![a.clone(), b.clone()], "h{i}");
     }
+}
+
+#[test]
+fn unreachable_hosts_within_the_budget_are_left_out_and_the_rest_deploy_as_the_fleet() {
+    let (l, a) = Local::deployed(3, "");
+    let budget = |n: usize, faults: Option<Arc<dyn Interposer>>| {
+        let recording = Arc::new(Recording::new(faults));
+        let d = Deploy {
+            stage: l.stage.clone(),
+            job: l.deploy_job(),
+            connect: ConnectOptions {
+                interposer: Some(recording.clone()),
+                ..ConnectOptions::default()
+            },
+            waves: Vec::new(),
+            observe: Duration::ZERO,
+            keep_failed: false,
+            lock_wait: Duration::ZERO,
+            max_unreachable: n,
+            identity: None,
+        };
+        let summary = block_on(deploy(
+            d,
+            Arc::new(Recorder::default()),
+            CancellationToken::new(),
+        ));
+        Run {
+            summary,
+            sent: recording.commands(),
+        }
+    };
+    // Over the budget (0): the run stops at connect, as always.
+    let (_, faults) = Faults::default().refuse("h3").into_arc();
+    let run = budget(0, faults);
+    assert_eq!(run.summary.outcome, Outcome::Aborted);
+    assert_fleet_on(&l, Some(&a));
+    std::thread::sleep(Duration::from_millis(1100));
+    // Within it: h3 is left out, h1 and h2 deploy as the whole fleet.
+    let (_, faults) = Faults::default().refuse("h3").into_arc();
+    let run = budget(1, faults);
+    assert_eq!(run.summary.outcome, Outcome::Deployed);
+    let b = run.summary.release.clone();
+    assert!(run.host("h3").left_out);
+    assert!(!run.host("h1").left_out);
+    assert_eq!(run.result("h3"), HostResult::Unchanged);
+    assert!(
+        run.sent.iter().all(|c| c.host != "h3"),
+        "nothing was sent to h3"
+    );
+    assert_eq!(l.current(1).as_deref(), Some(b.as_str()));
+    assert_eq!(l.current(2).as_deref(), Some(b.as_str()));
+    assert_eq!(l.current(3).as_deref(), Some(a.as_str()), "h3 stays behind");
+    assert!(!l.locked(1) && !l.locked(2) && !l.locked(3));
+    // Two unreachable with a budget of one: over it, nothing changes.
+    std::thread::sleep(Duration::from_millis(1100));
+    let (_, faults) = Faults::default().refuse("h2").refuse("h3").into_arc();
+    let run = budget(1, faults);
+    assert_eq!(run.summary.outcome, Outcome::Aborted);
+    // The next deploy, everyone reachable, brings h3 along.
+    let run = budget(1, None);
+    assert_eq!(run.summary.outcome, Outcome::Deployed);
+    let c = run.summary.release.clone();
+    assert_fleet_on(&l, Some(&c));
 }

@@ -25,7 +25,14 @@ use values::*;
 pub const TOP_KEYS: &[&str] = &["defaults", "stages"];
 /// Keys allowed only in a stage (besides [`LAYER_KEYS`]); all but `hosts` may also be set in
 /// `defaults`.
-pub const STAGE_KEYS: &[&str] = &["hosts", "canary", "waves", "observe", "hooks"];
+pub const STAGE_KEYS: &[&str] = &[
+    "hosts",
+    "canary",
+    "waves",
+    "max_unreachable",
+    "observe",
+    "hooks",
+];
 /// Keys allowed only in a host (besides [`LAYER_KEYS`]).
 pub const HOST_KEYS: &[&str] = &["address", "roles"];
 /// Keys of `health_check`.
@@ -369,6 +376,7 @@ pub fn parse_inventory_with(
 struct StageSettings {
     canary: Option<At<Canary>>,
     waves: Option<Vec<WaveSize>>,
+    max_unreachable: Option<WaveSize>,
     observe: Option<Duration>,
     hooks: Option<Hooks>,
 }
@@ -431,6 +439,19 @@ fn stage_settings(
             return Err(ctx.err_hint(n.pos, &p, "no waves", "e.g. waves: [1, \"10%\", \"100%\"]"));
         }
         s.waves = Some(sizes);
+    }
+    if let Some(n) = extra.get("max_unreachable") {
+        let p = join(path, "max_unreachable");
+        let text = match &n.kind {
+            Kind::Int(0) => None,
+            Kind::Int(v) => Some(v.to_string()),
+            Kind::Str(v) => Some(v.clone()),
+            _ => return Err(ctx.expected(n, &p, "a number of hosts or a share like \"2%\"")),
+        };
+        s.max_unreachable = match text {
+            Some(t) => Some(parse_wave(&t).map_err(|m| ctx.err(n.pos, &p, m))?),
+            None => None,
+        };
     }
     if let Some(n) = extra.get("observe") {
         s.observe = Some(ctx.duration(n, &join(path, "observe"))?);
@@ -586,6 +607,7 @@ fn stage(
         observe: settings.observe.unwrap_or(Duration::ZERO),
         hooks: settings.hooks.unwrap_or_default(),
         waves: settings.waves.clone(),
+        max_unreachable: settings.max_unreachable,
         excluded: Vec::new(),
         from_environment: Vec::new(),
     })
