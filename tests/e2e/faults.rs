@@ -739,3 +739,62 @@ fn lock_release_removes_only_the_locks_it_showed() {
         assert_eq!(&h.shared_snapshot(), snap, "{}", h.name);
     }
 }
+
+#[test]
+fn a_dead_host_within_max_unreachable_is_left_out_and_brought_along_by_the_next_deploy() {
+    let mut fleet = Fleet::start(3);
+    fleet.inventory("", "");
+    let a = ok_release(&fleet.deploy());
+    fleet.hosts[2].kill();
+    // Without a budget: stopped at connect, nothing changed.
+    let run = fleet.deploy();
+    assert_eq!(run.code, 1, "{}", run.all());
+    for h in &fleet.hosts[..2] {
+        assert_eq!(h.current_id().as_deref(), Some(a.as_str()), "{}", h.name);
+        assert!(!h.locked(), "{}", h.name);
+    }
+    // With one: web-3 is left out, the others deploy as the fleet.
+    let run = fleet.ship(&["deploy", "production", "--max-unreachable", "1"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(
+        run.stdout
+            .contains("left out, unreachable (within max_unreachable): web-3"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("  web-3  left out "), "{}", run.stdout);
+    let b = fleet.hosts[0].current_id().expect("current");
+    assert_ne!(a, b);
+    assert_eq!(fleet.hosts[1].current_id().as_deref(), Some(b.as_str()));
+    fleet.hosts[2].restart();
+    assert_eq!(
+        fleet.hosts[2].current_id().as_deref(),
+        Some(a.as_str()),
+        "left behind"
+    );
+    let status = fleet.ship(&["status", "production"]);
+    assert_eq!(status.code, 3, "{}", status.all());
+    assert!(
+        status.stdout.contains("production: NOT consistent"),
+        "{}",
+        status.stdout
+    );
+    // The next deploy brings it along.
+    std::thread::sleep(Duration::from_millis(1100));
+    let c = ok_release(&fleet.deploy());
+    for h in &fleet.hosts {
+        assert_eq!(h.current_id().as_deref(), Some(c.as_str()), "{}", h.name);
+        assert!(!h.locked(), "{}", h.name);
+    }
+}
+
+/// The release a successful run deployed, from its summary line.
+fn ok_release(run: &Run) -> String {
+    assert_eq!(run.code, 0, "{}", run.all());
+    run.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("deployed "))
+        .and_then(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no deployed line: {}", run.stdout))
+}
