@@ -82,10 +82,8 @@ pub fn command(host: &Host) -> Command {
             hop(host, chain, chain.len() - 1)
         ));
     }
-    let d = quote(&c.deploy_to);
-    cmd.arg(format!("{}@{}", c.user, host.address)).arg(format!(
-        "cd {d}/current 2>/dev/null || cd {d} || exit 1; exec \"${{SHELL:-/bin/sh}}\" -l"
-    ));
+    cmd.arg(format!("{}@{}", c.user, host.address))
+        .arg(crate::remote::interactive_shell(&c.deploy_to));
     cmd
 }
 

@@ -149,3 +149,10 @@ pub fn program_of(command: &str) -> Option<String> {
     let in_release = !word.starts_with('/') && word.contains('/');
     (plain && !in_release && !SHELL.contains(&word.as_str())).then_some(word)
 }
+
+/// The command of `ship ssh`: an interactive login shell in `deploy_to/current` (or
+/// `deploy_to` before the first deploy).
+pub fn interactive_shell(deploy_to: &str) -> String {
+    let d = quote(deploy_to);
+    format!("cd {d}/current 2>/dev/null || cd {d} || exit 1; exec \"${{SHELL:-/bin/sh}}\" -l")
+}

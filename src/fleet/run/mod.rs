@@ -36,6 +36,7 @@ mod rollback;
 mod steps;
 mod switch;
 mod verify;
+mod who;
 
 pub use self::plan::{HostPlan, PlannedCommand, RunPlan, plan};
 use armed::*;
@@ -47,6 +48,8 @@ use rollback::*;
 use steps::*;
 use switch::*;
 use verify::*;
+use who::*;
+pub(crate) use who::{controller_name, operator};
 
 /// Upper bound for commands that do little (lock, unlock, discard, cleanup).
 const SHORT_COMMAND: Duration = Duration::from_secs(120);
@@ -356,95 +359,6 @@ fn free_release_id(start: u64, hosts: &[HostRun]) -> String {
         .map(|h| h.preflight.releases.as_slice())
         .collect();
     choose_release_id(start, &existing)
-}
-
-pub(crate) fn controller_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_owned())
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| "unknown".into())
-}
-
-fn ci_job() -> Option<String> {
-    [
-        "GITHUB_RUN_ID",
-        "CI_JOB_ID",
-        "BUILD_ID",
-        "BUILDKITE_JOB_ID",
-        "CIRCLE_WORKFLOW_JOB_ID",
-    ]
-    .iter()
-    .find_map(|k| std::env::var(k).ok().map(|v| format!("{k}={v}")))
-}
-
-/// Who runs this deploy, as the journal, the lock and `ship releases` say: in a CI job, the
-/// person the CI names (its `$USER` is the runner's account); else `$USER` (or `$LOGNAME`); else
-/// git's `user.name`.
-pub(crate) fn operator() -> String {
-    operator_from(&|k| std::env::var(k).ok(), git_user_name)
-}
-
-fn operator_from(
-    env: &dyn Fn(&str) -> Option<String>,
-    git_user: impl FnOnce() -> Option<String>,
-) -> String {
-    let get = |k: &str| {
-        env(k)
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
-    };
-    [
-        "GITHUB_ACTOR",
-        "GITLAB_USER_LOGIN",
-        "BUILDKITE_BUILD_CREATOR",
-        "CIRCLE_USERNAME",
-        "BUILD_REQUESTEDFOR",
-        "CHANGE_AUTHOR",
-        "DRONE_COMMIT_AUTHOR",
-        "CI_COMMIT_AUTHOR",
-        "USER",
-        "LOGNAME",
-    ]
-    .iter()
-    .find_map(|k| get(k))
-    .or_else(git_user)
-    .unwrap_or_else(|| "unknown".into())
-}
-
-/// git's `user.name` on this machine, if it has one.
-fn git_user_name() -> Option<String> {
-    std::process::Command::new("git")
-        .args(["config", "--get", "user.name"])
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .filter(|n| !n.is_empty())
-}
-
-/// The CI run's page, when the CI gives one.
-fn ci_url() -> Option<String> {
-    ci_url_from(&|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
-}
-
-fn ci_url_from(env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
-    if let (Some(server), Some(repo), Some(run)) = (
-        env("GITHUB_SERVER_URL"),
-        env("GITHUB_REPOSITORY"),
-        env("GITHUB_RUN_ID"),
-    ) {
-        return Some(format!("{server}/{repo}/actions/runs/{run}"));
-    }
-    [
-        "CI_JOB_URL",
-        "BUILDKITE_BUILD_URL",
-        "CIRCLE_BUILD_URL",
-        "BUILD_URL",
-    ]
-    .iter()
-    .find_map(|k| env(k))
 }
 
 /// Run a deploy to the end and return its summary. `cancel` is the operator's interruption:

@@ -14,11 +14,14 @@ use super::{
 
 mod keys;
 mod recipes;
+mod stage;
 mod values;
 
 pub use keys::LAYER_KEYS;
 use keys::*;
 use recipes::*;
+use stage::*;
+pub use stage::{parse_canary, parse_wave, parse_waves};
 use values::*;
 
 /// Keys allowed at the top of the document.
@@ -369,159 +372,6 @@ pub fn parse_inventory_with(
         file: file.to_path_buf(),
         stages,
     })
-}
-
-/// The settings that belong to a whole stage rather than to each host.
-#[derive(Debug, Clone, Default)]
-struct StageSettings {
-    canary: Option<At<Canary>>,
-    waves: Option<Vec<WaveSize>>,
-    max_unreachable: Option<WaveSize>,
-    observe: Option<Duration>,
-    hooks: Option<Hooks>,
-}
-
-fn stage_settings(
-    ctx: &Doc,
-    extra: &BTreeMap<&str, &Node>,
-    path: &str,
-    inherited: StageSettings,
-) -> Result<StageSettings> {
-    let mut s = inherited;
-    if let Some(n) = extra.get("canary") {
-        let p = join(path, "canary");
-        let value = match &n.kind {
-            Kind::Int(_) => Canary::Count(ctx.int(n, &p, 1, 10_000)? as usize),
-            Kind::Str(_) => {
-                let name = ctx.non_empty(n, &p)?;
-                parse_canary(&name).map_err(|m| ctx.err(n.pos, &p, m))?
-            }
-            Kind::Seq(_) => Canary::Hosts(
-                ctx.list_of_strings(n, &p)?
-                    .into_iter()
-                    .map(|(s, _)| s)
-                    .collect(),
-            ),
-            _ => return Err(ctx.expected(n, &p, "a number of hosts or host names")),
-        };
-        s.canary = Some(At {
-            value,
-            pos: n.pos,
-            path: p,
-        });
-    }
-    if let Some(n) = extra.get("waves") {
-        let p = join(path, "waves");
-        let Kind::Seq(items) = &n.kind else {
-            return Err(ctx.expected(
-                n,
-                &p,
-                "a list of host counts or shares, e.g. [1, \"10%\", \"100%\"]",
-            ));
-        };
-        let mut sizes = Vec::new();
-        for (i, item) in items.iter().enumerate() {
-            let ip = format!("{p}[{i}]");
-            let text = match &item.kind {
-                Kind::Int(v) => v.to_string(),
-                Kind::Str(v) => v.clone(),
-                _ => {
-                    return Err(ctx.expected(
-                        item,
-                        &ip,
-                        "a number of hosts or a share like \"10%\"",
-                    ));
-                }
-            };
-            sizes.push(parse_wave(&text).map_err(|m| ctx.err(item.pos, &ip, m))?);
-        }
-        if sizes.is_empty() {
-            return Err(ctx.err_hint(n.pos, &p, "no waves", "e.g. waves: [1, \"10%\", \"100%\"]"));
-        }
-        s.waves = Some(sizes);
-    }
-    if let Some(n) = extra.get("max_unreachable") {
-        let p = join(path, "max_unreachable");
-        let text = match &n.kind {
-            Kind::Int(0) => None,
-            Kind::Int(v) => Some(v.to_string()),
-            Kind::Str(v) => Some(v.clone()),
-            _ => return Err(ctx.expected(n, &p, "a number of hosts or a share like \"2%\"")),
-        };
-        s.max_unreachable = match text {
-            Some(t) => Some(parse_wave(&t).map_err(|m| ctx.err(n.pos, &p, m))?),
-            None => None,
-        };
-    }
-    if let Some(n) = extra.get("observe") {
-        s.observe = Some(ctx.duration(n, &join(path, "observe"))?);
-    }
-    if let Some(n) = extra.get("hooks") {
-        let p = join(path, "hooks");
-        let mut hooks = Hooks::default();
-        for (key, v, _) in ctx.entries(n, &p, HOOK_KEYS)? {
-            let list: Vec<String> = ctx
-                .list_of_strings(v, &join(&p, key))?
-                .into_iter()
-                .map(|(s, _)| s)
-                .collect();
-            match key {
-                "before_deploy" => hooks.before_deploy = list,
-                "after_deploy" => hooks.after_deploy = list,
-                _ => hooks.on_failure = list,
-            }
-        }
-        s.hooks = Some(hooks);
-    }
-    Ok(s)
-}
-
-/// One wave of a rollout, as written: how many hosts (`3`) or what share of the fleet (`10%`)
-/// have switched once the wave is done.
-pub fn parse_wave(text: &str) -> std::result::Result<WaveSize, String> {
-    let t = text.trim();
-    let bad =
-        || format!("`{t}` is neither a number of hosts nor a share of the fleet (e.g. `1`, `10%`)");
-    if let Some(p) = t.strip_suffix('%') {
-        let p: u32 = p.trim().parse().map_err(|_| bad())?;
-        if p == 0 || p > 100 {
-            return Err(format!("`{t}`: a share is between 1% and 100%"));
-        }
-        return Ok(WaveSize::Percent(p));
-    }
-    match t.parse::<usize>() {
-        Ok(0) => Err("a wave needs at least one host".into()),
-        Ok(n) => Ok(WaveSize::Count(n)),
-        Err(_) => Err(bad()),
-    }
-}
-
-/// Waves on the command line: `1,10%,100%`.
-pub fn parse_waves(text: &str) -> std::result::Result<Vec<WaveSize>, String> {
-    text.split(',').map(parse_wave).collect()
-}
-
-/// A canary given on the command line or as a string: a number of hosts, or host names
-/// separated by commas.
-pub fn parse_canary(text: &str) -> std::result::Result<Canary, String> {
-    let text = text.trim();
-    if let Ok(n) = text.parse::<usize>() {
-        if n == 0 {
-            return Err("a canary needs at least one host".into());
-        }
-        return Ok(Canary::Count(n));
-    }
-    let names: Vec<String> = text
-        .split(',')
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .collect();
-    if names.is_empty() || names.iter().any(|n| !valid_host_name(n)) {
-        return Err(format!(
-            "`{text}` is neither a number of hosts nor host names (e.g. `1` or `web-1,web-2`)"
-        ));
-    }
-    Ok(Canary::Hosts(names))
 }
 
 fn stage(
