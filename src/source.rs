@@ -230,16 +230,15 @@ fn commit_id(reference: &str) -> Option<String> {
         return None;
     }
     let reference = reference.to_ascii_lowercase();
-    let local = std::process::Command::new("git")
-        .args(["rev-parse", "--verify", "--quiet", "--end-of-options"])
-        .arg(format!("{reference}^{{commit}}"))
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .filter(|full| full.len() == 40 && full.starts_with(&reference));
+    let wanted = format!("{reference}^{{commit}}");
+    let local = crate::util::git_output(&[
+        "rev-parse",
+        "--verify",
+        "--quiet",
+        "--end-of-options",
+        &wanted,
+    ])
+    .filter(|full| full.len() == 40 && full.starts_with(&reference));
     match local {
         Some(full) => Some(full),
         None if reference.len() == 40 => Some(reference),

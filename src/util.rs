@@ -127,3 +127,16 @@ mod tests {
         assert_eq!(human_duration(Duration::from_secs(90_000)), "1d01h");
     }
 }
+
+/// What `git ARGS` prints on this machine (trimmed), when it succeeds and prints something.
+pub fn git_output(args: &[&str]) -> Option<String> {
+    std::process::Command::new("git")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .filter(|s| !s.is_empty())
+}

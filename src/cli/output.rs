@@ -365,6 +365,15 @@ impl Reporter for Board {
     }
 }
 
+/// The names of the summary's hosts for which `f` holds.
+fn hosts_where(s: &Summary, f: impl Fn(&crate::report::HostSummary) -> bool) -> Vec<&str> {
+    s.hosts
+        .iter()
+        .filter(|h| f(h))
+        .map(|h| h.host.as_str())
+        .collect()
+}
+
 /// How a finished step is said in plain lines: a step ship stopped (another host failed, or an
 /// interruption) is `cancelled`, not `FAILED`.
 fn step_word(ok: bool, cancelled: bool) -> &'static str {
@@ -614,12 +623,7 @@ pub fn summary_text(s: &Summary) -> String {
             ));
         }
     }
-    let left: Vec<&str> = s
-        .hosts
-        .iter()
-        .filter(|h| h.left_out)
-        .map(|h| h.host.as_str())
-        .collect();
+    let left = hosts_where(s, |h| h.left_out);
     if !left.is_empty() {
         out.push_str(&format!(
             "  left out, unreachable (within max_unreachable): {}; each stays on its release, and \
@@ -633,12 +637,7 @@ pub fn summary_text(s: &Summary) -> String {
             s.untouched.join(", ")
         ));
     }
-    let left: Vec<&str> = s
-        .hosts
-        .iter()
-        .filter(|h| h.lock_left)
-        .map(|h| h.host.as_str())
-        .collect();
+    let left = hosts_where(s, |h| h.lock_left);
     if !left.is_empty() {
         out.push_str(&format!(
             "  {}: still locked (and may keep the staged release): once reachable, \

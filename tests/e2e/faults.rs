@@ -387,13 +387,7 @@ fn a_host_cut_off_during_the_switch_is_named_with_the_command_that_reverts_it() 
     assert!(h.locked());
     fleet.hosts[1].reconnect();
 
-    let status = fleet.ship(&["status", "production"]);
-    assert_eq!(status.code, 3, "{}", status.all());
-    assert!(
-        status.stdout.contains("production: NOT consistent"),
-        "{}",
-        status.stdout
-    );
+    assert_not_consistent(&fleet);
 
     // The printed command puts web-2 back, by rename.
     let out = fleet.host(1).run_on_host(&remedy);
@@ -772,13 +766,7 @@ fn a_dead_host_within_max_unreachable_is_left_out_and_brought_along_by_the_next_
         Some(a.as_str()),
         "left behind"
     );
-    let status = fleet.ship(&["status", "production"]);
-    assert_eq!(status.code, 3, "{}", status.all());
-    assert!(
-        status.stdout.contains("production: NOT consistent"),
-        "{}",
-        status.stdout
-    );
+    assert_not_consistent(&fleet);
     // The next deploy brings it along.
     std::thread::sleep(Duration::from_millis(1100));
     let c = ok_release(&fleet.deploy());
@@ -797,4 +785,15 @@ fn ok_release(run: &Run) -> String {
         .and_then(|l| l.split_whitespace().next())
         .map(str::to_owned)
         .unwrap_or_else(|| panic!("no deployed line: {}", run.stdout))
+}
+
+/// `ship status` says the fleet is not on one release (exit 3).
+fn assert_not_consistent(fleet: &Fleet) {
+    let status = fleet.ship(&["status", "production"]);
+    assert_eq!(status.code, 3, "{}", status.all());
+    assert!(
+        status.stdout.contains("production: NOT consistent"),
+        "{}",
+        status.stdout
+    );
 }

@@ -57,15 +57,7 @@ pub(super) fn operator_from(
 
 /// git's `user.name` on this machine, if it has one.
 fn git_user_name() -> Option<String> {
-    std::process::Command::new("git")
-        .args(["config", "--get", "user.name"])
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .filter(|n| !n.is_empty())
+    crate::util::git_output(&["config", "--get", "user.name"])
 }
 
 /// The CI run's page, when the CI gives one.
