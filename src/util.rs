@@ -97,6 +97,19 @@ pub fn parse_rfc3339(s: &str) -> Option<u64> {
     u64::try_from(days * 86_400 + h * 3600 + mi * 60 + se).ok()
 }
 
+/// What `git ARGS` prints on this machine (trimmed), when it succeeds and prints something.
+pub fn git_output(args: &[&str]) -> Option<String> {
+    std::process::Command::new("git")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,17 +139,4 @@ mod tests {
         assert_eq!(human_duration(Duration::from_secs(7500)), "2h05m");
         assert_eq!(human_duration(Duration::from_secs(90_000)), "1d01h");
     }
-}
-
-/// What `git ARGS` prints on this machine (trimmed), when it succeeds and prints something.
-pub fn git_output(args: &[&str]) -> Option<String> {
-    std::process::Command::new("git")
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .filter(|s| !s.is_empty())
 }
