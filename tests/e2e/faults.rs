@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::{Fleet, Run, TestHost, wait_until};
 
@@ -206,24 +206,20 @@ fn recover(fleet: &Fleet, live: &str, snaps: &Snapshots, left: &[(usize, String)
 
 /// A host lost during prepare: the deploy aborts at once, the others are cleaned up, the lost
 /// one is named with what it keeps, and the run ended long before the build would have.
-fn assert_lost_during_prepare(
-    run: Run,
-    took: Duration,
-    fleet: &Fleet,
-    live: &str,
-    snaps: &Snapshots,
-) -> String {
+fn assert_lost_during_prepare(run: Run, fleet: &Fleet, live: &str, snaps: &Snapshots) -> String {
     assert_eq!(
         run.code,
         3,
         "a lock is left on the lost host: {}",
         run.all()
     );
-    assert!(
-        took < Duration::from_secs(15),
-        "aborted within the timeouts, not after the build: {took:?}"
-    );
+    // The others' builds were stopped when web-2 was lost, not left to run out (an event, not
+    // a clock: their build steps say so).
     let all = run.all();
+    assert!(
+        all.contains("[web-1] build: touch building; sleep 20 … cancelled"),
+        "the other hosts' builds were stopped: {all}"
+    );
     assert!(
         all.contains("[web-2] FAILED at prepare (build: touch building; sleep 20)"),
         "{all}"
@@ -248,11 +244,10 @@ fn assert_lost_during_prepare(
 #[test]
 fn a_host_killed_during_prepare_aborts_everywhere_and_can_be_recovered() {
     let (mut fleet, live, snaps) = deployed(3);
-    let t0 = Instant::now();
     let run = deploy_until_building(&fleet);
     fleet.hosts[1].kill();
     let run = run.finish();
-    let staged = assert_lost_during_prepare(run, t0.elapsed(), &fleet, &live, &snaps);
+    let staged = assert_lost_during_prepare(run, &fleet, &live, &snaps);
     fleet.hosts[1].restart();
     recover(&fleet, &live, &snaps, &[(1, staged)]);
 }
@@ -260,7 +255,6 @@ fn a_host_killed_during_prepare_aborts_everywhere_and_can_be_recovered() {
 #[test]
 fn a_host_frozen_during_prepare_aborts_within_the_keepalive_timeout() {
     let (fleet, live, snaps) = deployed(3);
-    let t0 = Instant::now();
     let run = deploy_until_building(&fleet);
     fleet.host(1).freeze();
     let run = run.finish();
@@ -269,7 +263,7 @@ fn a_host_frozen_during_prepare_aborts_within_the_keepalive_timeout() {
         all.contains("keepalive"),
         "the frozen host is detected by keepalives: {all}"
     );
-    let staged = assert_lost_during_prepare(run, t0.elapsed(), &fleet, &live, &snaps);
+    let staged = assert_lost_during_prepare(run, &fleet, &live, &snaps);
     // Thawed, the host finds its controller gone and its supervised build stops itself.
     fleet.host(1).thaw();
     wait_until(
@@ -283,11 +277,10 @@ fn a_host_frozen_during_prepare_aborts_within_the_keepalive_timeout() {
 #[test]
 fn a_host_cut_off_during_prepare_aborts_within_the_keepalive_timeout() {
     let (mut fleet, live, snaps) = deployed(3);
-    let t0 = Instant::now();
     let run = deploy_until_building(&fleet);
     fleet.hosts[1].cut();
     let run = run.finish();
-    let staged = assert_lost_during_prepare(run, t0.elapsed(), &fleet, &live, &snaps);
+    let staged = assert_lost_during_prepare(run, &fleet, &live, &snaps);
     fleet.hosts[1].reconnect();
     recover(&fleet, &live, &snaps, &[(1, staged)]);
 }

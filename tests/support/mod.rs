@@ -297,6 +297,9 @@ impl Run {
     }
 }
 
+/// The longest a ship run may take in a test before it counts as stalled.
+pub const SHIP_RUN_LIMIT: Duration = Duration::from_secs(300);
+
 /// N real sshd hosts and the controller-side files that go with them.
 pub struct Fleet {
     pub dir: tempfile::TempDir,
@@ -753,10 +756,13 @@ impl TestHost {
 
 impl Fleet {
     /// Rewrite the inventory written by [`Fleet::inventory`].
+    /// An edit that changes nothing fails the test: its pattern did not match.
     pub fn edit_inventory(&self, f: impl FnOnce(String) -> String) {
         let path = self.dir.path().join("inventory.yaml");
         let text = fs::read_to_string(&path).expect("inventory written by Fleet::inventory");
-        fs::write(&path, f(text)).expect("write inventory");
+        let edited = f(text.clone());
+        assert_ne!(edited, text, "the inventory edit matched nothing:\n{text}");
+        fs::write(&path, edited).expect("write inventory");
     }
 
     /// Give one host extra settings in the inventory (a YAML flow mapping's entries).
@@ -781,12 +787,52 @@ impl Running {
         run_ok(Command::new("kill").args([sig, &self.child.id().to_string()]));
     }
 
-    pub fn finish(self) -> Run {
-        let out = self.child.wait_with_output().expect("wait for ship");
+    /// Wait for ship to end, at most [`SHIP_RUN_LIMIT`]: a run that stalls fails the test with
+    /// what it printed so far, rather than hanging the suite.
+    pub fn finish(mut self) -> Run {
+        use std::io::Read;
+        let take = |r: Option<Box<dyn Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                if let Some(mut r) = r {
+                    let _ = r.read_to_end(&mut buf);
+                }
+                String::from_utf8_lossy(&buf).into_owned()
+            })
+        };
+        let out = take(
+            self.child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        );
+        let err = take(
+            self.child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        );
+        let deadline = Instant::now() + SHIP_RUN_LIMIT;
+        let status = loop {
+            match self.child.try_wait().expect("wait for ship") {
+                Some(s) => break Some(s),
+                None if Instant::now() >= deadline => break None,
+                None => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        let Some(status) = status else {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            panic!(
+                "ship did not end within {SHIP_RUN_LIMIT:?}; it printed:\n{}\n{}",
+                out.join().unwrap_or_default(),
+                err.join().unwrap_or_default()
+            );
+        };
         Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            code: status.code().unwrap_or(-1),
+            stdout: out.join().unwrap_or_default(),
+            stderr: err.join().unwrap_or_default(),
         }
     }
 }
