@@ -16,6 +16,10 @@ command -v git >/dev/null 2>&1 || missing+=(git)
 command -v zstd >/dev/null 2>&1 || missing+=(zstd)
 command -v sudo >/dev/null 2>&1 || missing+=(sudo)
 command -v setfacl >/dev/null 2>&1 || missing+=(acl)
+# The shells the session driver and the rendered scripts are tested under.
+command -v dash >/dev/null 2>&1 || missing+=(dash)
+command -v busybox >/dev/null 2>&1 || missing+=(busybox)
+command -v perl >/dev/null 2>&1 || missing+=(perl)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "installing ${missing[*]}"

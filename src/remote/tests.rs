@@ -749,14 +749,17 @@ fn printf_bytes_prints_every_byte_back_in_every_shell() {
         &["dash"],
         &["busybox", "sh"],
     ] {
-        let Ok(out) = Command::new(shell[0])
+        let out = Command::new(shell[0])
             .args(&shell[1..])
             .arg("-c")
             .arg(&script)
             .output()
-        else {
-            continue;
-        };
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{} is needed for this test (scripts/test.sh installs it): {e}",
+                    shell[0]
+                )
+            });
         assert_eq!(out.stdout, all, "{shell:?}");
     }
 }

@@ -404,19 +404,27 @@ mod tests {
 
     use tokio::io::AsyncReadExt;
 
-    /// The shells the driver must work under that this machine has.
+    /// The shells the driver must work under: every one must be here (`scripts/test.sh`
+    /// installs them); a missing one fails the test rather than being skipped.
     fn shells() -> Vec<Vec<&'static str>> {
-        let mut v = vec![vec!["sh"]];
-        for (probe, cmd) in [
-            ("/bin/bash", vec!["bash", "--posix"]),
-            ("/bin/dash", vec!["dash"]),
-            ("/bin/busybox", vec!["busybox", "sh"]),
-        ] {
-            if std::path::Path::new(probe).exists() {
-                v.push(cmd);
-            }
+        let shells = vec![
+            vec!["sh"],
+            vec!["bash", "--posix"],
+            vec!["dash"],
+            vec!["busybox", "sh"],
+        ];
+        for s in &shells {
+            assert!(
+                std::process::Command::new(s[0])
+                    .args(&s[1..])
+                    .args(["-c", "true"])
+                    .status()
+                    .is_ok_and(|st| st.success()),
+                "{} is needed for this test (scripts/test.sh installs it)",
+                s[0]
+            );
         }
-        v
+        shells
     }
 
     /// A session on a local shell started as a login shell would be on a host: it prints some
