@@ -421,10 +421,13 @@ fn web_2_by_alias(fleet: &Fleet, ssh_config: &std::path::Path) {
     let key = fleet.dir().join("client_key");
     let id_line = format!("  identity_file: {}\n", key.display());
     fleet.edit_inventory(|t| {
-        t.replace("  user: root\n", "").replace(
-            &id_line,
-            &format!("  ssh_config: {}\n", ssh_config.display()),
-        )
+        // This test's inventory reads an ssh config: the harness's `ssh_config: false` goes.
+        t.replace("  user: root\n", "")
+            .replace("  ssh_config: false\n", "")
+            .replace(
+                &id_line,
+                &format!("  ssh_config: {}\n", ssh_config.display()),
+            )
     });
     fleet.host_settings(0, &format!("user: root, identity_file: {}", key.display()));
     let target = fleet.host(1);

@@ -464,6 +464,12 @@ impl Fleet {
     /// as the artifact. `defaults_extra` and `stage_extra` are YAML lines added to `defaults:`
     /// and to the stage (indented by the caller's two spaces).
     pub fn inventory(&self, defaults_extra: &str, stage_extra: &str) -> PathBuf {
+        // The machine's own ~/.ssh/config must not change what a test does.
+        let ssh_config = if defaults_extra.contains("ssh_config:") {
+            ""
+        } else {
+            "  ssh_config: false\n"
+        };
         let mut hosts = String::new();
         for h in &self.hosts {
             hosts.push_str(&format!("      {}: {{ address: {} }}\n", h.name, h.address));
@@ -473,7 +479,7 @@ impl Fleet {
              deploy_to: {DEPLOY_TO}\n  keep_releases: 3\n  connect_timeout: 5s\n  \
              switch_timeout: 5s\n  keepalive_interval: 1s\n  \
              source: {{ artifact: {app} }}\n  shared: {{ files: [.env], dirs: [storage] }}\n  \
-             build: [\"sh build.sh\"]\n{defaults_extra}\
+             build: [\"sh build.sh\"]\n{ssh_config}{defaults_extra}\
              stages:\n  production:\n{stage_extra}    hosts:\n{hosts}",
             key = self.client_key.display(),
             kh = self.known_hosts.display(),
@@ -528,6 +534,7 @@ impl Fleet {
         let mut c = Command::new(env!("CARGO_BIN_EXE_ship"));
         c.args(args)
             .current_dir(self.dir.path())
+            .env("HOME", self.clean_home())
             .env_remove("SSH_AUTH_SOCK")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -776,6 +783,14 @@ impl Fleet {
         });
     }
 
+    /// An empty home for ship in tests: nothing of the machine's `~` (ssh config, git config)
+    /// changes what a test does.
+    pub fn clean_home(&self) -> PathBuf {
+        let home = self.dir.path().join("home");
+        fs::create_dir_all(&home).expect("home");
+        home
+    }
+
     /// The directory the inventory and ship's working files are in.
     pub fn dir(&self) -> &Path {
         self.dir.path()
@@ -1018,6 +1033,7 @@ impl Fleet {
             .arg("-i")
             .arg(&inventory)
             .current_dir(dir)
+            .env("HOME", self.clean_home())
             .env_remove("SSH_AUTH_SOCK")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
