@@ -22,8 +22,12 @@ struct Scenario {
     revert: [bool; N],
     run_once: bool,
     verify: [bool; N],
+    /// The unlock works on the host (false: it keeps our lock, unreachable by then).
+    unlock: [bool; N],
     /// Interrupt after this many actions (None: never).
     interrupt_after: Option<usize>,
+    /// Interrupt after this many facts, i.e. in the middle of an action's results (None: never).
+    interrupt_at_fact: Option<usize>,
 }
 
 /// The hosts as they really are.
@@ -32,6 +36,8 @@ struct World {
     current: [Current; N],
     locked: [bool; N],
     staged: [bool; N],
+    /// The index (in the log) of the action whose results an interruption landed in.
+    interrupted_in: Option<usize>,
 }
 
 fn run(s: &Scenario) -> (Outcome, World, Vec<Action>) {
@@ -44,43 +50,64 @@ fn run_with(s: &Scenario, options: &Options) -> (Outcome, World, Vec<Action>) {
         current: [Current::Old; N],
         locked: [false; N],
         staged: [false; N],
+        interrupted_in: None,
     };
     let mut log = Vec::new();
+    let facts = std::cell::Cell::new(0);
+    let landed = std::cell::Cell::new(false);
+    // Every fact goes through here: an interruption can land between two of them.
+    let on = |p: &mut Protocol, f: Fact| {
+        p.on(f);
+        facts.set(facts.get() + 1);
+        if s.interrupt_at_fact == Some(facts.get()) {
+            p.on(Fact::Interrupted);
+            landed.set(true);
+        }
+    };
     for step in 0..100 {
         if s.interrupt_after == Some(step) {
             p.on(Fact::Interrupted);
+        }
+        if landed.get() && w.interrupted_in.is_none() {
+            w.interrupted_in = Some(log.len().saturating_sub(1));
         }
         let action = p.next_action();
         log.push(action.clone());
         match action {
             Action::Connect(hs) => {
                 for h in hs {
-                    p.on(if s.connect[h] {
-                        Fact::Connected(h)
-                    } else {
-                        Fact::ConnectFailed(h)
-                    });
+                    on(
+                        &mut p,
+                        if s.connect[h] {
+                            Fact::Connected(h)
+                        } else {
+                            Fact::ConnectFailed(h)
+                        },
+                    );
                 }
             }
             Action::Lock(hs) => {
                 for h in hs {
                     if s.lock[h] {
                         w.locked[h] = true;
-                        p.on(Fact::Locked(h));
+                        on(&mut p, Fact::Locked(h));
                     } else {
-                        p.on(Fact::LockFailed(h));
+                        on(&mut p, Fact::LockFailed(h));
                     }
                 }
             }
             Action::Prepare(hs) => {
                 for h in hs {
-                    p.on(Fact::Staging(h));
+                    on(&mut p, Fact::Staging(h));
                     w.staged[h] = true;
-                    p.on(if s.prepare[h] {
-                        Fact::Prepared(h)
-                    } else {
-                        Fact::PrepareFailed(h)
-                    });
+                    on(
+                        &mut p,
+                        if s.prepare[h] {
+                            Fact::Prepared(h)
+                        } else {
+                            Fact::PrepareFailed(h)
+                        },
+                    );
                 }
             }
             Action::Switch(hs) => {
@@ -94,14 +121,14 @@ fn run_with(s: &Scenario, options: &Options) -> (Outcome, World, Vec<Action>) {
                     match s.switch[h] {
                         0 => {
                             w.current[h] = Current::New;
-                            p.on(Fact::Switched(h));
+                            on(&mut p, Fact::Switched(h));
                         }
-                        1 => p.on(Fact::SwitchRefused(h)),
+                        1 => on(&mut p, Fact::SwitchRefused(h)),
                         2 => {
                             w.current[h] = Current::New;
-                            p.on(Fact::SwitchUnknown(h));
+                            on(&mut p, Fact::SwitchUnknown(h));
                         }
-                        _ => p.on(Fact::SwitchUnknown(h)),
+                        _ => on(&mut p, Fact::SwitchUnknown(h)),
                     }
                 }
             }
@@ -109,9 +136,9 @@ fn run_with(s: &Scenario, options: &Options) -> (Outcome, World, Vec<Action>) {
                 for h in hs {
                     if s.revert[h] {
                         w.current[h] = Current::Old;
-                        p.on(Fact::Reverted(h));
+                        on(&mut p, Fact::Reverted(h));
                     } else {
-                        p.on(Fact::RevertFailed(h));
+                        on(&mut p, Fact::RevertFailed(h));
                     }
                 }
             }
@@ -131,28 +158,36 @@ fn run_with(s: &Scenario, options: &Options) -> (Outcome, World, Vec<Action>) {
                     "run once after a switch: {s:?}"
                 );
                 assert_eq!(Some(h), options.run_once);
-                p.on(if s.run_once {
-                    Fact::RanOnce
-                } else {
-                    Fact::RunOnceFailed
-                });
+                on(
+                    &mut p,
+                    if s.run_once {
+                        Fact::RanOnce
+                    } else {
+                        Fact::RunOnceFailed
+                    },
+                );
             }
             Action::Verify(hs) => {
                 for h in hs {
                     assert_eq!(w.current[h], Current::New, "verified an old host: {s:?}");
-                    p.on(if s.verify[h] {
-                        Fact::Verified(h)
-                    } else {
-                        Fact::VerifyFailed(h)
-                    });
+                    on(
+                        &mut p,
+                        if s.verify[h] {
+                            Fact::Verified(h)
+                        } else {
+                            Fact::VerifyFailed(h)
+                        },
+                    );
                 }
             }
-            Action::Observe(_) => p.on(Fact::Observed),
+            Action::Observe(_) => on(&mut p, Fact::Observed),
             Action::MarkBad(_) => {}
             Action::Cleanup(_) => {}
             Action::Unlock(hs) => {
                 for h in hs {
-                    w.locked[h] = false;
+                    if s.unlock[h] {
+                        w.locked[h] = false;
+                    }
                 }
             }
             Action::Finish(o) => return (o, w, log),
@@ -168,7 +203,12 @@ fn bools() -> impl Iterator<Item = [bool; N]> {
 fn scenarios() -> Vec<Scenario> {
     let ok = [true; N];
     let mut out = Vec::new();
-    for interrupt_after in [None, Some(0), Some(1), Some(2), Some(3), Some(4), Some(5)] {
+    // Interruptions between actions, and in the middle of an action's results.
+    let interruptions = [None, Some(0), Some(1), Some(2), Some(3), Some(4), Some(5)]
+        .into_iter()
+        .map(|a| (a, None))
+        .chain((1..=14).map(|f| (None, Some(f))));
+    for (interrupt_after, interrupt_at_fact) in interruptions {
         let base = Scenario {
             connect: ok,
             lock: ok,
@@ -177,25 +217,25 @@ fn scenarios() -> Vec<Scenario> {
             revert: ok,
             run_once: true,
             verify: ok,
+            unlock: ok,
             interrupt_after,
+            interrupt_at_fact,
         };
+        // Connect, lock and prepare results together, with unlocks that fail.
         for connect in bools() {
-            out.push(Scenario {
-                connect,
-                ..base.clone()
-            });
-        }
-        for lock in bools() {
-            out.push(Scenario {
-                lock,
-                ..base.clone()
-            });
-        }
-        for prepare in bools() {
-            out.push(Scenario {
-                prepare,
-                ..base.clone()
-            });
+            for lock in bools() {
+                for prepare in bools() {
+                    for unlock in [ok, [true, false, true]] {
+                        out.push(Scenario {
+                            connect,
+                            lock,
+                            prepare,
+                            unlock,
+                            ..base.clone()
+                        });
+                    }
+                }
+            }
         }
         for code in 0..(4u32.pow(N as u32)) {
             let switch: [u8; N] = std::array::from_fn(|i| ((code / 4u32.pow(i as u32)) % 4) as u8);
@@ -217,11 +257,13 @@ fn invariants_hold_in_every_scenario() {
     assert!(all.len() > 3000, "{} scenarios", all.len());
     for s in &all {
         let (outcome, w, log) = run(s);
-        // Never leave a lock behind on a host that answered.
-        assert!(
-            w.locked.iter().all(|l| !l),
-            "lock left behind: {s:?} {log:?}"
-        );
+        // A lock is left only where the unlock itself failed (the runner reports it).
+        for h in 0..N {
+            assert!(
+                !w.locked[h] || !s.unlock[h],
+                "lock left behind on host {h} although its unlock works: {s:?} {log:?}"
+            );
+        }
         let news = w.current.iter().filter(|c| **c == Current::New).count();
         match outcome {
             Outcome::Deployed => assert_eq!(news, N, "{s:?}"),
@@ -229,10 +271,26 @@ fn invariants_hold_in_every_scenario() {
                 assert_eq!(news, 0, "not all old after {outcome:?}: {s:?} {log:?}");
                 assert!(w.staged.iter().all(|x| !x), "staged release left: {s:?}");
             }
-            Outcome::Mixed => assert!(
-                s.revert.iter().any(|r| !r),
-                "mixed although every revert worked: {s:?}"
-            ),
+            Outcome::Mixed => {
+                // Mixed names a real cause: a host that may be on the new release and could not
+                // be switched back.
+                let stuck: Vec<usize> = (0..N)
+                    .filter(|&h| !s.revert[h] && s.switch[h] != 1)
+                    .collect();
+                assert!(
+                    !stuck.is_empty(),
+                    "mixed although every host that may have switched was reverted: {s:?} {log:?}"
+                );
+                for h in 0..N {
+                    if w.current[h] == Current::New {
+                        assert!(
+                            stuck.contains(&h),
+                            "host {h} is on the new release, and is not one that could not be \
+                             switched back: {s:?} {log:?}"
+                        );
+                    }
+                }
+            }
             Outcome::NothingToDo => panic!("nothing to do, although no one said so: {s:?}"),
         }
         // Switching only ever happens with all hosts prepared and no interruption before it.
@@ -244,6 +302,11 @@ fn invariants_hold_in_every_scenario() {
             assert!(
                 s.interrupt_after.is_none_or(|i| i > before),
                 "switched after an interruption: {s:?} {log:?}"
+            );
+            assert!(
+                w.interrupted_in.is_none_or(|k| k >= before),
+                "switched after an interruption inside action {:?}: {s:?} {log:?}",
+                w.interrupted_in
             );
         }
     }
@@ -395,7 +458,9 @@ fn invariants_hold_with_canary_run_once_and_verification() {
                                 revert,
                                 run_once,
                                 verify,
+                                unlock: ok,
                                 interrupt_after,
+                                interrupt_at_fact: None,
                             };
                             check_shape(&s, o);
                             count += 1;
