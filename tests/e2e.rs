@@ -324,7 +324,26 @@ fn an_unknown_host_key_stops_everything_before_any_change() {
         .lines()
         .filter(|l| !l.starts_with(&fleet.host(2).address))
         .collect();
+    let forgotten: Vec<&str> = known
+        .lines()
+        .filter(|l| l.starts_with(&fleet.host(2).address))
+        .collect();
+    assert_eq!(forgotten.len(), 1, "{known}");
     fs::write(&fleet.known_hosts, kept.join("\n") + "\n").expect("write");
+    // The fingerprint the operator is shown must be the key's, as ssh-keygen computes it.
+    let line_file = fleet.dir().join("forgotten_key");
+    fs::write(&line_file, format!("{}\n", forgotten[0])).expect("write");
+    let listed = std::process::Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(&line_file)
+        .output()
+        .expect("ssh-keygen");
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    let fingerprint = listed
+        .split_whitespace()
+        .find(|w| w.starts_with("SHA256:"))
+        .unwrap_or_else(|| panic!("a fingerprint from ssh-keygen: {listed}"))
+        .to_owned();
 
     let run = fleet.deploy();
     assert_eq!(run.code, 1, "{}", run.all());
@@ -333,6 +352,16 @@ fn an_unknown_host_key_stops_everything_before_any_change() {
             "host key of {} is not known",
             fleet.host(2).address
         )),
+        "{}",
+        run.all()
+    );
+    assert!(
+        run.all().contains(&fingerprint),
+        "the fingerprint {fingerprint}: {}",
+        run.all()
+    );
+    assert!(
+        run.all().contains("--accept-new-host-keys"),
         "{}",
         run.all()
     );
@@ -347,10 +376,21 @@ fn an_unknown_host_key_stops_everything_before_any_change() {
     // With --accept-new-host-keys the key is recorded and the deploy goes through.
     let run = fleet.ship(&["deploy", "production", "--accept-new-host-keys"]);
     assert_eq!(run.code, 0, "{}", run.all());
+    // The line recorded is the host's key: same address, same key type and key.
+    let recorded = fs::read_to_string(&fleet.known_hosts).expect("kh");
+    let key_of = |l: &str| {
+        l.split_whitespace()
+            .skip(1)
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     assert!(
-        fs::read_to_string(&fleet.known_hosts)
-            .expect("kh")
-            .contains(&fleet.host(2).address)
+        recorded
+            .lines()
+            .any(|l| l.contains(&fleet.host(2).address) && key_of(l) == key_of(forgotten[0])),
+        "recorded: {recorded}\nforgotten: {}",
+        forgotten[0]
     );
     let id = fleet.host(0).current_id().expect("current");
     assert!(
@@ -903,6 +943,46 @@ fn a_lock_held_by_another_deploy_stops_everything_and_is_left_alone() {
         holder,
         "the other deploy's lock is untouched"
     );
+
+    // A holder that ran on this machine, with its start time: since when, how long ago, and
+    // whether its process still runs.
+    let here = fs::read_to_string("/proc/sys/kernel/hostname")
+        .expect("hostname")
+        .trim()
+        .to_owned();
+    let mut gone = std::process::Command::new("true")
+        .spawn()
+        .expect("a process");
+    let gone_pid = gone.id();
+    gone.wait().expect("it ends");
+    for (pid, says) in [
+        (gone_pid, "that process is no longer running"),
+        (std::process::id(), "it is still running on this machine"),
+    ] {
+        let record = format!(
+            r#"{{"token":"ship-x","kind":"deploy","user":"bob","controller":"{here}","pid":{pid},"release":"20261201100000","started":"2026-12-01T10:00:00Z"}}"#
+        );
+        fs::write(fleet.host(2).path(".ship/lock/owner"), &record).expect("owner");
+        let run = fleet.deploy();
+        assert_eq!(run.code, 4, "{}", run.all());
+        let all = run.all();
+        assert!(
+            all.contains(&format!(
+                "locked by deploy of 20261201100000 by bob on {here} (pid {pid}), since \
+                 2026-12-01T10:00:00Z ("
+            )),
+            "{all}"
+        );
+        assert!(all.contains(" ago); "), "{all}");
+        assert!(all.contains(says), "{says}: {all}");
+        assert_eq!(
+            fs::read_to_string(fleet.host(2).path(".ship/lock/owner")).expect("owner"),
+            record
+        );
+        for h in &fleet.hosts {
+            assert_eq!(h.current_id().as_deref(), Some(live.as_str()));
+        }
+    }
 }
 
 /// The text of these source files (relative to the crate), for the checks that a document
