@@ -627,6 +627,16 @@ fn a_second_ctrl_c_exits_at_once_and_says_where_each_host_stood() {
         );
     }
     assert!(err.contains("`ship status`"), "{err}");
+    // At once: ship ended while every host's cleanup was still held at its first `rm` (no
+    // clock: the cleanup it would have waited for has not run), so every host keeps our lock.
+    for h in &fleet.hosts {
+        assert!(h.faults.join("hold").exists(), "{}: still held", h.name);
+        assert!(
+            h.locked(),
+            "{}: the lock stays when ship exits at once",
+            h.name
+        );
+    }
     // Whatever the cleanup got to before the exit, no host switched, and what is left is
     // exactly what `ship lock release` clears.
     for (h, snap) in fleet.hosts.iter().zip(&snaps) {
