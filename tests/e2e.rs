@@ -1043,6 +1043,41 @@ fn every_test_the_security_guide_names_is_a_real_test() {
 }
 
 #[test]
+fn every_promise_in_the_testing_guide_names_a_real_test() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = fs::read_to_string(root.join("docs/testing.md")).expect("docs/testing.md");
+    let table = doc
+        .split("## Promises and their tests")
+        .nth(1)
+        .expect("the promises table");
+    let sources = test_sources(&[
+        "tests/e2e.rs",
+        "tests/e2e/faults.rs",
+        "tests/e2e/rollout.rs",
+        "tests/e2e/trust.rs",
+        "tests/e2e/ci.rs",
+        "tests/e2e/servers.rs",
+        "src/fleet/run/tests.rs",
+        "src/fleet/protocol_tests.rs",
+    ]);
+    let mut named = 0;
+    for row in table
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| promise"))
+    {
+        let test_cell = row.rsplit('|').nth(1).unwrap_or_default();
+        for name in test_cell.split('`').skip(1).step_by(2) {
+            assert!(
+                names_a_test(&sources, name, true),
+                "docs/testing.md names `{name}`, which is not a test"
+            );
+            named += 1;
+        }
+    }
+    assert!(named >= 25, "the table names its tests ({named})");
+}
+
+#[test]
 fn every_scenario_in_the_reliability_guide_names_a_real_test() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let doc = fs::read_to_string(root.join("docs/reliability.md")).expect("docs/reliability.md");

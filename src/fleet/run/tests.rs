@@ -1026,3 +1026,122 @@ fn unreachable_hosts_within_the_budget_are_left_out_and_the_rest_deploy_as_the_f
     let c = run.summary.release.clone();
     assert_fleet_on(&l, Some(&c));
 }
+
+/// A deploy of `l` with these settings, every command recorded.
+fn deploy_with(
+    l: &Local,
+    lock_wait: Duration,
+    keep_failed: bool,
+    faults: Option<Arc<dyn Interposer>>,
+) -> Run {
+    let recording = Arc::new(Recording::new(faults));
+    let d = Deploy {
+        stage: l.stage.clone(),
+        job: l.deploy_job(),
+        connect: ConnectOptions {
+            interposer: Some(recording.clone()),
+            ..ConnectOptions::default()
+        },
+        waves: Vec::new(),
+        observe: Duration::ZERO,
+        keep_failed,
+        lock_wait,
+        max_unreachable: 0,
+        identity: None,
+    };
+    let summary = block_on(deploy(
+        d,
+        Arc::new(Recorder::default()),
+        CancellationToken::new(),
+    ));
+    Run {
+        summary,
+        sent: recording.commands(),
+    }
+}
+
+#[test]
+fn a_lock_wait_that_runs_out_gives_back_every_lock_it_took() {
+    let (l, a) = Local::deployed(3, "");
+    let lock3 = l.host(3).join(".ship/lock");
+    std::fs::create_dir_all(&lock3).expect("lock");
+    let other = r#"{"token":"ship-y","kind":"deploy","user":"carol","controller":"elsewhere","pid":7,"release":"20990101000000","started":"2026-12-04T10:00:00Z"}"#;
+    std::fs::write(lock3.join("owner"), format!("{other}\n")).expect("owner");
+    let run = deploy_with(&l, Duration::from_millis(1500), false, None);
+    assert_eq!(run.summary.outcome, Outcome::Aborted);
+    assert!(run.host("h3").locked_by_other);
+    // It tried, took h1 (and maybe h2), gave them back, tried again, then gave up.
+    assert!(
+        run.sent
+            .iter()
+            .filter(|c| c.host == "h1" && c.name == "lock")
+            .count()
+            >= 2,
+        "{:?}",
+        run.sent
+    );
+    assert!(!run.sent("h1", "lock").is_empty());
+    assert!(
+        run.sent
+            .iter()
+            .any(|c| c.host == "h1" && c.name == "give back")
+    );
+    assert!(!l.locked(1) && !l.locked(2), "nothing of ours is left");
+    assert_eq!(
+        std::fs::read_to_string(lock3.join("owner")).expect("owner"),
+        format!("{other}\n"),
+        "the other run's lock is untouched"
+    );
+    for i in 1..=3 {
+        assert_eq!(l.current(i).as_deref(), Some(a.as_str()));
+        assert_eq!(l.releases(i), vec![a.clone()]);
+    }
+}
+
+#[test]
+fn keep_failed_leaves_the_failed_release_for_inspection_and_nothing_else() {
+    let (l, a) = Local::deployed(2, "");
+    let (_, faults) = Faults::default()
+        .on("h2", "prepare", "build", || {
+            Answer::failed(2, "make: *** [all] Error 2\n")
+        })
+        .into_arc();
+    let run = deploy_with(&l, Duration::ZERO, true, faults);
+    assert_eq!(run.summary.outcome, Outcome::Aborted);
+    let b = run.summary.release.clone();
+    assert!(
+        run.sent.iter().any(|c| c.name == "discard scratch"),
+        "{:?}",
+        run.sent
+    );
+    assert!(!run.sent.iter().any(|c| c.name == "discard"));
+    assert_fleet_on(&l, Some(&a));
+    for i in 1..=2 {
+        assert_eq!(
+            l.releases(i),
+            vec![a.clone(), b.clone()],
+            "h{i}: kept for inspection"
+        );
+    }
+}
+
+#[test]
+fn a_rollback_runs_no_run_once_step_and_builds_nothing() {
+    let (l, a) = Local::deployed(2, "  run_once:\n    - echo migrate >> migrations.log\n");
+    let b = l.deploy(None).summary.release;
+    let run = l.run(Job::Rollback { to: None }, None, Vec::new(), None);
+    assert_eq!(run.summary.outcome, Outcome::Deployed);
+    assert_eq!(run.summary.release, a);
+    assert!(
+        run.sent.iter().all(|c| c.phase != "run once"),
+        "{:?}",
+        run.sent
+    );
+    assert!(
+        run.sent.iter().all(|c| !c.name.starts_with("build")),
+        "{:?}",
+        run.sent
+    );
+    assert_fleet_on(&l, Some(&a));
+    assert_ne!(a, b);
+}
