@@ -136,6 +136,10 @@ fn waves_of(stage: &Stage, waves: Option<&str>, canary: Option<&str>) -> Result<
             None => stage.waves.clone(),
         };
     if let Some(sizes) = sizes {
+        if waves.is_some() {
+            crate::inventory::check_waves(&sizes, stage.hosts.len())
+                .map_err(|(m, h)| Error::usage(format!("--waves: {m}")).hint(h))?;
+        }
         let w = stage.wave_hosts(&sizes);
         if w.is_empty() {
             return Err(Error::usage(format!(
@@ -160,11 +164,11 @@ fn unreachable_budget(stage: &Stage, flag: Option<&str>) -> Result<usize> {
         })?),
         None => stage.max_unreachable,
     };
-    Ok(match size {
-        None => 0,
-        Some(crate::inventory::WaveSize::Count(n)) => n,
-        Some(crate::inventory::WaveSize::Percent(p)) => stage.hosts.len() * p as usize / 100,
-    })
+    match size {
+        None => Ok(0),
+        Some(s) => crate::inventory::check_unreachable(s, stage.hosts.len())
+            .map_err(|(m, h)| Error::usage(format!("--max-unreachable: {m}")).hint(h)),
+    }
 }
 
 /// The canary hosts from `--canary` or the stage's `canary:`, checked against the stage.

@@ -22,8 +22,8 @@ use std::time::Duration;
 pub use error::{InventoryError, edit_distance, nearest};
 pub use parse::{
     HEALTH_KEYS, HOOK_KEYS, HOST_KEYS, LAYER_KEYS, RECIPES, STAGE_KEYS, STEP_KEYS, TOP_KEYS,
-    WRITABLE_KEYS, parse_canary, parse_duration, parse_inventory, parse_inventory_with, parse_wave,
-    parse_waves,
+    WRITABLE_KEYS, check_unreachable, check_waves, parse_canary, parse_duration, parse_inventory,
+    parse_inventory_with, parse_wave, parse_waves,
 };
 
 /// The inventory's JSON Schema (draft 2020-12), for editors: `ship schema` prints it. A test

@@ -866,3 +866,34 @@ fn waves_are_cumulative_sizes_by_host_name_and_the_last_is_the_rest() {
         "{e}"
     );
 }
+
+#[test]
+fn waves_that_do_not_take_the_fleet_further_or_to_the_end_are_refused() {
+    let text = (1..=10)
+        .map(|i| format!("      web-{i:02}: {{ address: 10.0.0.{i} }}\n"))
+        .collect::<String>();
+    let with = |line: &str| {
+        format!(
+            "defaults:\n  deploy_to: /srv/app\n  source: {{ artifact: . }}\nstages:\n  production:\n    \
+             {line}\n    hosts:\n{text}"
+        )
+    };
+    let e = error(&with("waves: [5, \"30%\", \"100%\"]"));
+    assert!(
+        e.contains("stages.production.waves: the wave `30%` adds no host to the 5 of 10 before it"),
+        "{e}"
+    );
+    let e = error(&with("waves: [1, \"50%\"]"));
+    assert!(
+        e.contains("the waves end with 5 of the stage's 10 host(s) switched"),
+        "{e}"
+    );
+    assert!(e.contains("hint: end with \"100%\""), "{e}");
+    let e = error(&with("max_unreachable: 10"));
+    assert!(
+        e.contains("stages.production.max_unreachable: 10 unreachable host(s) of 10 would leave out the whole fleet"),
+        "{e}"
+    );
+    assert!(parse(&with("max_unreachable: \"20%\"")).is_ok());
+    assert!(parse(&with("waves: [1, 3, \"100%\"]")).is_ok());
+}

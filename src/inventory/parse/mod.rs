@@ -21,7 +21,7 @@ pub use keys::LAYER_KEYS;
 use keys::*;
 use recipes::*;
 use stage::*;
-pub use stage::{parse_canary, parse_wave, parse_waves};
+pub use stage::{check_unreachable, check_waves, parse_canary, parse_wave, parse_waves};
 use values::*;
 
 /// Keys allowed at the top of the document.
@@ -450,14 +450,21 @@ fn stage(
             ));
         }
     }
+    if let Some(w) = &settings.waves {
+        check_waves(&w.value, hosts.len()).map_err(|(m, h)| ctx.err_hint(w.pos, &w.path, m, h))?;
+    }
+    if let Some(u) = &settings.max_unreachable {
+        check_unreachable(u.value, hosts.len())
+            .map_err(|(m, h)| ctx.err_hint(u.pos, &u.path, m, h))?;
+    }
     Ok(Stage {
         name: name.to_owned(),
         hosts,
         canary: settings.canary.map(|c| c.value),
         observe: settings.observe.unwrap_or(Duration::ZERO),
         hooks: settings.hooks.unwrap_or_default(),
-        waves: settings.waves.clone(),
-        max_unreachable: settings.max_unreachable,
+        waves: settings.waves.as_ref().map(|w| w.value.clone()),
+        max_unreachable: settings.max_unreachable.as_ref().map(|u| u.value),
         excluded: Vec::new(),
         from_environment: Vec::new(),
     })

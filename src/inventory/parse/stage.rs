@@ -8,8 +8,8 @@ use super::*;
 #[derive(Debug, Clone, Default)]
 pub(super) struct StageSettings {
     pub(super) canary: Option<At<Canary>>,
-    pub(super) waves: Option<Vec<WaveSize>>,
-    pub(super) max_unreachable: Option<WaveSize>,
+    pub(super) waves: Option<At<Vec<WaveSize>>>,
+    pub(super) max_unreachable: Option<At<WaveSize>>,
     pub(super) observe: Option<Duration>,
     pub(super) hooks: Option<Hooks>,
 }
@@ -71,7 +71,11 @@ pub(super) fn stage_settings(
         if sizes.is_empty() {
             return Err(ctx.err_hint(n.pos, &p, "no waves", "e.g. waves: [1, \"10%\", \"100%\"]"));
         }
-        s.waves = Some(sizes);
+        s.waves = Some(At {
+            value: sizes,
+            pos: n.pos,
+            path: p,
+        });
     }
     if let Some(n) = extra.get("max_unreachable") {
         let p = join(path, "max_unreachable");
@@ -82,7 +86,11 @@ pub(super) fn stage_settings(
             _ => return Err(ctx.expected(n, &p, "a number of hosts or a share like \"2%\"")),
         };
         s.max_unreachable = match text {
-            Some(t) => Some(parse_wave(&t).map_err(|m| ctx.err(n.pos, &p, m))?),
+            Some(t) => Some(At {
+                value: parse_wave(&t).map_err(|m| ctx.err(n.pos, &p, m))?,
+                pos: n.pos,
+                path: p,
+            }),
             None => None,
         };
     }
@@ -127,6 +135,47 @@ pub fn parse_wave(text: &str) -> std::result::Result<WaveSize, String> {
         Ok(n) => Ok(WaveSize::Count(n)),
         Err(_) => Err(bad()),
     }
+}
+
+/// Whether `sizes` make a rollout of a stage of `n` hosts: each wave takes the fleet further,
+/// and the last one takes all of it.
+pub fn check_waves(sizes: &[WaveSize], n: usize) -> std::result::Result<(), (String, String)> {
+    let mut done = 0;
+    for s in sizes {
+        let (count, text) = match *s {
+            WaveSize::Count(c) => (c, c.to_string()),
+            WaveSize::Percent(p) => ((n * p as usize).div_ceil(100).max(1), format!("{p}%")),
+        };
+        if count <= done {
+            return Err((
+                format!("the wave `{text}` adds no host to the {done} of {n} before it"),
+                "each wave takes the fleet further, e.g. [1, \"10%\", \"100%\"]".into(),
+            ));
+        }
+        done = count;
+    }
+    if done < n {
+        return Err((
+            format!("the waves end with {done} of the stage's {n} host(s) switched"),
+            "end with \"100%\" (the rest of the fleet)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a budget of unreachable hosts fits a stage of `n` hosts.
+pub fn check_unreachable(size: WaveSize, n: usize) -> std::result::Result<usize, (String, String)> {
+    let count = match size {
+        WaveSize::Count(c) => c,
+        WaveSize::Percent(p) => n * p as usize / 100,
+    };
+    if count >= n {
+        return Err((
+            format!("{count} unreachable host(s) of {n} would leave out the whole fleet"),
+            "a budget below the stage's size, e.g. 1 or \"2%\"".into(),
+        ));
+    }
+    Ok(count)
 }
 
 /// Waves on the command line: `1,10%,100%`.
