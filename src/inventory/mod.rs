@@ -630,6 +630,8 @@ pub struct StepSpec {
     /// Only on hosts with one of these roles (empty: every host). Hosts are resolved with the
     /// steps that apply to them.
     pub roles: Vec<String>,
+    /// At most this many hosts run it at once (`parallel:`); none: every host together.
+    pub parallel: Option<usize>,
 }
 
 impl StepSpec {
@@ -638,6 +640,7 @@ impl StepSpec {
             run: run.to_owned(),
             sudo: false,
             roles: Vec::new(),
+            parallel: None,
         }
     }
 }

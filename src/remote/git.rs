@@ -33,6 +33,7 @@ pub(super) fn git_steps(
         takes_payload: false,
         reaches_git: false,
         quick: true,
+        parallel: None,
     });
     // Every git command that may reach the server: never prompts, checks the server's
     // host key strictly. Credentials in an https URL never reach git's arguments nor
@@ -79,6 +80,7 @@ pub(super) fn git_steps(
         takes_payload: false,
         reaches_git: true,
         quick: false,
+        parallel: None,
     });
     let tmp = quote(&scratch_tar(plan.release_id)).into_owned();
     let work = quote(&scratch_work(plan.release_id)).into_owned();
@@ -100,6 +102,7 @@ pub(super) fn git_steps(
         takes_payload: false,
         reaches_git: true,
         quick: false,
+        parallel: None,
     });
     steps
 }

@@ -44,6 +44,8 @@ pub struct Step {
     /// One of ship's own short steps (a few `mkdir`/`ln`): it runs as it is, not supervised as a
     /// stoppable build step is, and an interruption waits the milliseconds it takes.
     pub quick: bool,
+    /// At most this many hosts run this step at once (`parallel:`); the others wait their turn.
+    pub parallel: Option<usize>,
 }
 
 fn cd(deploy_to: &str) -> String {

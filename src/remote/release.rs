@@ -118,6 +118,7 @@ pub fn prepare(plan: &ReleasePlan) -> Vec<Step> {
                 takes_payload: !inline,
                 reaches_git: false,
                 quick: inline,
+                parallel: None,
             });
         }
         Delivery::Git {
@@ -211,6 +212,7 @@ pub fn prepare(plan: &ReleasePlan) -> Vec<Step> {
         takes_payload: false,
         reaches_git: false,
         quick: true,
+        parallel: None,
     });
     if !after_link.is_empty() {
         steps.extend(after_link);
@@ -220,6 +222,7 @@ pub fn prepare(plan: &ReleasePlan) -> Vec<Step> {
             takes_payload: false,
             reaches_git: false,
             quick: true,
+            parallel: None,
         });
     }
     steps
@@ -325,6 +328,7 @@ pub fn copy_from_previous(plan: &ReleasePlan) -> Option<Step> {
         takes_payload: false,
         reaches_git: false,
         quick: false,
+        parallel: None,
     })
 }
 
@@ -392,6 +396,7 @@ pub fn writable(deploy_to: &str, release_id: &str, w: &Writable, shared: &[Strin
         takes_payload: false,
         reaches_git: false,
         quick: false,
+        parallel: None,
     }
 }
 
@@ -406,7 +411,9 @@ pub fn release_step(plan: &ReleasePlan, kind: &str, spec: &StepSpec) -> Step {
     } else {
         spec.run.clone()
     };
-    release_script(plan, format!("{kind}: {}", spec.run), &cmd)
+    let mut step = release_script(plan, format!("{kind}: {}", spec.run), &cmd);
+    step.parallel = spec.parallel;
+    step
 }
 
 pub(super) fn release_script(plan: &ReleasePlan, name: String, cmd: &str) -> Step {
@@ -423,6 +430,7 @@ pub(super) fn release_script(plan: &ReleasePlan, name: String, cmd: &str) -> Ste
         takes_payload: false,
         reaches_git: false,
         quick: false,
+        parallel: None,
     }
 }
 

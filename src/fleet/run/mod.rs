@@ -215,6 +215,8 @@ struct RunCtx {
     cancel: CancellationToken,
     /// A rollback to a release newer than every host's: a move forward, nothing marked bad.
     forward: bool,
+    /// The turns of steps that only so many hosts run at once (`parallel:`), by step name.
+    turns: std::sync::Mutex<std::collections::HashMap<String, Arc<Semaphore>>>,
 }
 
 impl RunCtx {
@@ -245,7 +247,16 @@ impl RunCtx {
             ci_url: ci_url(),
             cancel,
             forward: false,
+            turns: Default::default(),
         }
+    }
+
+    /// The turns of the step named `name`, of which `n` hosts may hold one at a time.
+    fn turns(&self, name: &str, n: usize) -> Arc<Semaphore> {
+        let mut t = self.turns.lock().unwrap_or_else(|p| p.into_inner());
+        t.entry(name.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(n.max(1))))
+            .clone()
     }
 
     fn phase(&self, host: &str, phase: Phase) {

@@ -20,6 +20,17 @@ pub(super) async fn run_steps(
     let refused_before = conn.agent_refusals();
     let needs_agent = |s: &Step| s.reaches_git && host.config.forward_agent;
     for (n, step) in steps.iter().enumerate() {
+        // A step only so many hosts run at once: wait for a turn (or for the run to stop).
+        let _turn = match step.parallel {
+            Some(n) => {
+                let turns = ctx.turns(&step.name, n);
+                tokio::select! {
+                    t = turns.acquire_owned() => t.ok(),
+                    _ = stop.cancelled() => return Ok(false),
+                }
+            }
+            None => None,
+        };
         let s0 = Instant::now();
         ctx.reporter.report(&Event::StepStarted {
             host: host.name.clone(),

@@ -21,6 +21,11 @@ struct Local {
 
 impl Local {
     fn new(n: usize, extra: &str) -> Self {
+        Self::with(n, extra, "")
+    }
+
+    /// [`Local::new`], with `stage_extra` lines in the stage (indented by four spaces).
+    fn with(n: usize, extra: &str, stage_extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let app = dir.path().join("app");
         std::fs::create_dir_all(&app).expect("app dir");
@@ -34,7 +39,7 @@ impl Local {
         let text = format!(
             "defaults:\n  source:\n    artifact: {}\n  shared:\n    files: [.env]\n    dirs: \
              [storage]\n  build:\n    - sh build.sh\n  keep_releases: 3\n{extra}stages:\n  \
-             local:\n    connection: local\n    hosts:\n{hosts}",
+             local:\n    connection: local\n{stage_extra}    hosts:\n{hosts}",
             app.display()
         );
         let file = dir.path().join("inventory.yaml");
@@ -1144,4 +1149,29 @@ fn a_rollback_runs_no_run_once_step_and_builds_nothing() {
     );
     assert_fleet_on(&l, Some(&a));
     assert_ne!(a, b);
+}
+
+#[test]
+fn a_step_with_parallel_1_runs_on_one_host_at_a_time_and_the_others_wait_their_turn() {
+    let l = Local::with(
+        3,
+        "",
+        "    build:\n      - sh build.sh\n      - { run: \"date +%s%N >> ../../turns.log; sleep 0.2; \
+         date +%s%N >> ../../turns.log\", parallel: 1 }\n",
+    );
+    let run = l.deploy(None);
+    assert_eq!(run.summary.outcome, Outcome::Deployed);
+    // Each host wrote its start and end: no two hosts were in the step at once.
+    let mut spans: Vec<(u128, u128)> = (1..=3)
+        .map(|i| {
+            let text = std::fs::read_to_string(l.host(i).join("turns.log")).expect("turns");
+            let v: Vec<u128> = text.lines().filter_map(|x| x.trim().parse().ok()).collect();
+            assert_eq!(v.len(), 2, "h{i}: {text}");
+            (v[0], v[1])
+        })
+        .collect();
+    spans.sort();
+    for w in spans.windows(2) {
+        assert!(w[0].1 <= w[1].0, "two hosts in the step at once: {spans:?}");
+    }
 }

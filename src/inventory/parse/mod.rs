@@ -60,7 +60,7 @@ pub(crate) const SECRET_KEYS: &[&str] = &["value", "from_env", "from_command", "
 /// Keys of `writable`.
 pub const WRITABLE_KEYS: &[&str] = &["paths", "mode", "user", "chmod"];
 /// Keys of a step written as a mapping.
-pub const STEP_KEYS: &[&str] = &["run", "sudo", "roles"];
+pub const STEP_KEYS: &[&str] = &["run", "sudo", "roles", "parallel"];
 
 struct Doc<'a> {
     file: &'a Path,

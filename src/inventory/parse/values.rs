@@ -394,11 +394,13 @@ pub(super) fn steps(ctx: &Doc, v: &Node, p: &str) -> Result<Vec<StepSpec>> {
         let mut run = None;
         let mut sudo = false;
         let mut roles = Vec::new();
+        let mut parallel = None;
         for (k, n, _) in ctx.entries(item, &ip, STEP_KEYS)? {
             let kp = join(&ip, k);
             match k {
                 "run" => run = Some(ctx.non_empty(n, &kp)?),
                 "sudo" => sudo = ctx.boolean(n, &kp)?,
+                "parallel" => parallel = Some(ctx.int(n, &kp, 1, 100_000)? as usize),
                 _ => roles = strings(ctx, n, &kp)?,
             }
         }
@@ -410,7 +412,12 @@ pub(super) fn steps(ctx: &Doc, v: &Node, p: &str) -> Result<Vec<StepSpec>> {
                 "write `{ run: \"systemctl reload php8.3-fpm\", sudo: true }`",
             ));
         };
-        out.push(StepSpec { run, sudo, roles });
+        out.push(StepSpec {
+            run,
+            sudo,
+            roles,
+            parallel,
+        });
     }
     Ok(out)
 }
