@@ -1459,3 +1459,57 @@ fn waves_switch_the_fleet_in_turn_and_the_plan_and_summary_show_them() {
     let both = fleet.ship(&["deploy", "production", "--waves", "1,100%", "--canary", "1"]);
     assert_eq!(both.code, 2, "{}", both.all());
 }
+
+#[test]
+fn a_failure_in_the_last_wave_or_ctrl_c_in_a_hold_puts_every_wave_back() {
+    let fleet = Fleet::start(3);
+    fleet.inventory(
+        "  health_check: { command: \"test ! -e $SHIP_DEPLOY_TO/shared/UNHEALTHY\", retries: 1 }\n",
+        "",
+    );
+    let a = deploy_ok(&fleet, &[]);
+    // The last of three waves fails its check: the first two waves go back too.
+    fs::write(fleet.host(2).path("shared/UNHEALTHY"), "").expect("marker");
+    let run = fleet.ship(&["deploy", "production", "--waves", "1,2,100%"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.all()
+            .contains("[web-3] FAILED at verify (health check)"),
+        "{}",
+        run.all()
+    );
+    for h in &fleet.hosts {
+        assert_eq!(h.current_id().as_deref(), Some(a.as_str()), "{}", h.name);
+        assert!(!h.locked(), "{}", h.name);
+    }
+    fs::remove_file(fleet.host(2).path("shared/UNHEALTHY")).expect("healthy again");
+    // Ctrl-C while the first wave is held: it goes back, the others never switch.
+    let before: Vec<Vec<String>> = fleet.hosts.iter().map(|h| h.releases()).collect();
+    let running = fleet.spawn_ship(&[
+        "deploy",
+        "production",
+        "--waves",
+        "1,2,100%",
+        "--observe",
+        "60s",
+    ]);
+    crate::support::wait_until(
+        "the first wave is switched",
+        std::time::Duration::from_secs(60),
+        || fleet.host(0).current_id().as_deref() != Some(a.as_str()),
+    );
+    // Whether it lands in the first wave's check or its hold, the switched wave goes back.
+    running.signal("-INT");
+    let run = running.finish();
+    assert_eq!(run.code, 130, "{}", run.all());
+    for (h, releases) in fleet.hosts.iter().zip(&before) {
+        assert_eq!(h.current_id().as_deref(), Some(a.as_str()), "{}", h.name);
+        assert_eq!(
+            &h.releases(),
+            releases,
+            "{}: the new release is removed",
+            h.name
+        );
+        assert!(!h.locked(), "{}", h.name);
+    }
+}
