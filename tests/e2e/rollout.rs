@@ -1513,3 +1513,51 @@ fn a_failure_in_the_last_wave_or_ctrl_c_in_a_hold_puts_every_wave_back() {
         assert!(!h.locked(), "{}", h.name);
     }
 }
+
+#[test]
+fn a_step_with_parallel_1_runs_on_one_host_at_a_time() {
+    let fleet = Fleet::start(3);
+    fleet.inventory("", "");
+    fleet.edit_inventory(|t| {
+        t.replace(
+            "build: [\"sh build.sh\"]",
+            "build: [\"sh build.sh\", { run: \"date +%s%N >> $SHIP_DEPLOY_TO/shared/turns; \
+             sleep 0.3; date +%s%N >> $SHIP_DEPLOY_TO/shared/turns\", parallel: 1 }]",
+        )
+    });
+    let id = deploy_ok(&fleet, &[]);
+    let mut spans: Vec<(u128, u128, String)> = fleet
+        .hosts
+        .iter()
+        .map(|h| {
+            let text = fs::read_to_string(h.path("shared/turns")).expect("turns");
+            let v: Vec<u128> = text.lines().filter_map(|x| x.trim().parse().ok()).collect();
+            assert_eq!(v.len(), 2, "{}: {text}", h.name);
+            (v[0], v[1], h.name.clone())
+        })
+        .collect();
+    spans.sort();
+    for w in spans.windows(2) {
+        assert!(
+            w[0].1 <= w[1].0,
+            "{} and {} overlapped: {spans:?}",
+            w[0].2,
+            w[1].2
+        );
+    }
+    // Every host still switched together, after every turn.
+    let last_end = spans.iter().map(|s| s.1).max().expect("spans");
+    for h in &fleet.hosts {
+        assert_eq!(h.current_id().as_deref(), Some(id.as_str()), "{}", h.name);
+        let switched = h
+            .journal()
+            .last()
+            .and_then(|j| j["switched_at_ns"].as_u64())
+            .expect("stamp");
+        assert!(
+            u128::from(switched) > last_end,
+            "{} switched before every turn ended",
+            h.name
+        );
+    }
+}
