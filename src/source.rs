@@ -45,6 +45,7 @@ pub fn prepare(source: &Source) -> Result<Prepared, SourceError> {
             url,
             reference,
             known_hosts,
+            parallel,
         } => {
             let kh_text = match known_hosts {
                 Some(path) => {
@@ -66,6 +67,7 @@ pub fn prepare(source: &Source) -> Result<Prepared, SourceError> {
                     url: url.clone(),
                     commit: commit.clone(),
                     known_hosts: kh_text,
+                    parallel: *parallel,
                 },
                 revision: commit,
                 payload: Default::default(),

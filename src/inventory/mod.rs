@@ -383,6 +383,8 @@ pub enum Source {
         url: String,
         reference: String,
         known_hosts: Option<PathBuf>,
+        /// At most this many hosts fetch from the git server at once (`parallel:`).
+        parallel: Option<usize>,
     },
 }
 

@@ -25,6 +25,8 @@ pub enum Delivery {
         url: String,
         commit: String,
         known_hosts: Option<String>,
+        /// At most this many hosts fetch at once (`source.parallel`).
+        parallel: Option<usize>,
     },
 }
 
@@ -125,7 +127,14 @@ pub fn prepare(plan: &ReleasePlan) -> Vec<Step> {
             url,
             commit,
             known_hosts,
-        } => steps.extend(git_steps(plan, url, commit, known_hosts.as_deref(), create)),
+            parallel,
+        } => {
+            let mut git = git_steps(plan, url, commit, known_hosts.as_deref(), create);
+            for s in git.iter_mut().filter(|s| s.name == "fetch") {
+                s.parallel = *parallel;
+            }
+            steps.extend(git);
+        }
     }
     let mut link = vec![cd.clone()];
     // The links themselves come last, one `ln -s` per directory they go in (a link takes its

@@ -214,6 +214,7 @@ fn git_steps_check_the_server_key_never_prompt_and_check_out_submodules() {
         url: "git@example.com:acme/app.git".into(),
         commit: "0123abcd".into(),
         known_hosts: Some("example.com ssh-ed25519 AAAA".into()),
+        parallel: None,
     };
     let steps = prepare(&plan("/srv/app", &d, &[]));
     assert_eq!(
@@ -288,6 +289,7 @@ fn git_steps_check_the_server_key_never_prompt_and_check_out_submodules() {
         url: t.join("app.git").display().to_string(),
         commit,
         known_hosts: None,
+        parallel: None,
     };
     let dt = deploy_to.display().to_string();
     let steps = prepare(&plan(&dt, &d, &[]));
@@ -1222,6 +1224,7 @@ fn git_credentials_never_reach_gits_arguments() {
         url: "https://deploy:pw-S3cret%21@git.example.com/app.git".into(),
         commit: "0123456789012345678901234567890123456789".into(),
         known_hosts: None,
+        parallel: None,
     };
     let root = d.to_str().expect("utf-8");
     let steps = prepare(&release_plan(root, &delivery));
@@ -1246,6 +1249,7 @@ fn git_credentials_never_reach_gits_arguments() {
         url: "git@git.example.com:app.git".into(),
         commit: "0123456789012345678901234567890123456789".into(),
         known_hosts: None,
+        parallel: None,
     };
     let steps = prepare(&release_plan(root, &plain));
     let fetch = steps.iter().find(|s| s.name == "fetch").expect("fetch");
@@ -1330,4 +1334,21 @@ fn the_programs_a_step_starts_are_found_or_not_on_the_hosts_path() {
     assert_eq!(r.missing, ["no-such-tool-xyz", "it's"]);
     assert!(r.health_tool.is_some());
     assert_eq!(r.sudo, None);
+}
+
+#[test]
+fn the_fetch_takes_the_sources_parallel_and_nothing_else_does() {
+    let d = Delivery::Git {
+        url: "git@git.example.com:acme/shop.git".into(),
+        commit: "0123456789abcdef0123456789abcdef01234567".into(),
+        known_hosts: None,
+        parallel: Some(2),
+    };
+    let steps = prepare(&plan("/srv/app", &d, &[]));
+    let with: Vec<(&str, Option<usize>)> = steps
+        .iter()
+        .filter(|s| s.parallel.is_some())
+        .map(|s| (s.name.as_str(), s.parallel))
+        .collect();
+    assert_eq!(with, [("fetch", Some(2))]);
 }

@@ -57,13 +57,15 @@ pub(super) fn source(ctx: &Doc, v: &Node, p: &str) -> Result<At<Source>> {
     };
     let value = match (get("artifact"), get("git")) {
         (Some(a), None) => {
-            if let Some(r) = get("ref") {
-                return Err(ctx.err_hint(
-                    r.pos,
-                    &join(p, "ref"),
-                    "`ref` only applies to a git source",
-                    "remove `ref`, or use `git:` instead of `artifact:`",
-                ));
+            for key in ["ref", "parallel"] {
+                if let Some(r) = get(key) {
+                    return Err(ctx.err_hint(
+                        r.pos,
+                        &join(p, key),
+                        format!("`{key}` only applies to a git source"),
+                        format!("remove `{key}`, or use `git:` instead of `artifact:`"),
+                    ));
+                }
             }
             Source::Artifact {
                 path: ctx.local_path(a, &join(p, "artifact"))?,
@@ -89,10 +91,15 @@ pub(super) fn source(ctx: &Doc, v: &Node, p: &str) -> Result<At<Source>> {
                 }
                 None => "HEAD".to_owned(),
             };
+            let parallel = match get("parallel") {
+                Some(n) => Some(ctx.int(n, &join(p, "parallel"), 1, 100_000)? as usize),
+                None => None,
+            };
             Source::Git {
                 url,
                 reference,
                 known_hosts: None,
+                parallel,
             }
         }
         (Some(_), Some(g)) => {
