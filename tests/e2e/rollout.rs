@@ -1561,3 +1561,117 @@ fn a_step_with_parallel_1_runs_on_one_host_at_a_time() {
         );
     }
 }
+
+#[test]
+fn a_failing_before_deploy_hook_stops_everything_and_later_hooks_only_warn() {
+    let fleet = Fleet::start(2);
+    let log = fleet.dir().join("hooks.log");
+    fleet.inventory(
+        &format!(
+            "  hooks:\n    before_deploy: [\"test ! -e {gate}\"]\n    \
+             after_deploy: [\"echo after >> {l}; exit 3\"]\n",
+            gate = fleet.dir().join("closed").display(),
+            l = log.display()
+        ),
+        "",
+    );
+    let a = deploy_ok(&fleet, &[]);
+    // The after_deploy hook failed: a warning, the deploy stands (exit 0).
+    assert_eq!(fs::read_to_string(&log).expect("log"), "after\n");
+    // before_deploy fails: exit 1, nothing contacted, nothing changed.
+    fs::write(fleet.dir().join("closed"), "").expect("gate");
+    let run = fleet.deploy();
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.stderr.contains("before_deploy"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("nothing was changed on any host"),
+        "{}",
+        run.stderr
+    );
+    assert_fleet(&fleet, &a, &[&a]);
+    fs::remove_file(fleet.dir().join("closed")).expect("open");
+    let run = fleet.deploy();
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(
+        run.stderr.contains("warning:") && run.stderr.contains("after_deploy"),
+        "{}",
+        run.all()
+    );
+}
+
+#[test]
+fn lock_status_and_dry_run_exit_codes_say_what_they_found() {
+    let mut fleet = Fleet::start(2);
+    fleet.inventory("", "");
+    let a = deploy_ok(&fleet, &[]);
+    let status = fleet.ship(&["lock", "status", "production"]);
+    assert_eq!(status.code, 0, "{}", status.all());
+    assert!(
+        status.stdout.contains("web-1: not locked"),
+        "{}",
+        status.stdout
+    );
+    fs::create_dir(fleet.host(1).path(".ship/lock")).expect("lock");
+    fs::write(
+        fleet.host(1).path(".ship/lock/owner"),
+        r#"{"token":"t","kind":"deploy","user":"dan","controller":"ci","pid":3}"#,
+    )
+    .expect("owner");
+    let status = fleet.ship(&["lock", "status", "production"]);
+    assert_eq!(status.code, 4, "exit 4: locked: {}", status.all());
+    assert!(
+        status
+            .stdout
+            .contains("web-2: locked by deploy by dan on ci"),
+        "{}",
+        status.stdout
+    );
+    fs::remove_dir_all(fleet.host(1).path(".ship/lock")).expect("unlock");
+    // A dry run that can read every host: 0; one that cannot: 1, saying where it would stop.
+    let plan = fleet.ship(&["deploy", "production", "--dry-run"]);
+    assert_eq!(plan.code, 0, "{}", plan.all());
+    fleet.hosts[1].kill();
+    let plan = fleet.ship(&["deploy", "production", "--dry-run"]);
+    assert_eq!(plan.code, 1, "{}", plan.all());
+    assert!(
+        plan.stdout.contains("the run would stop here"),
+        "{}",
+        plan.stdout
+    );
+    let status = fleet.ship(&["lock", "status", "production"]);
+    assert_eq!(
+        status.code,
+        3,
+        "exit 3: a host could not be read: {}",
+        status.all()
+    );
+    fleet.hosts[1].restart();
+    assert_eq!(fleet.host(0).current_id().as_deref(), Some(a.as_str()));
+    assert_eq!(fleet.host(1).current_id().as_deref(), Some(a.as_str()));
+}
+
+#[test]
+fn step_timeout_on_the_command_line_stops_a_long_step() {
+    let fleet = Fleet::start(2);
+    fleet.inventory("", "");
+    fleet.edit_inventory(|t| {
+        t.replace(
+            "build: [\"sh build.sh\"]",
+            "build: [\"sh build.sh\", \"sleep 30\"]",
+        )
+    });
+    let run = fleet.ship(&["deploy", "production", "--step-timeout", "1s"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.all().contains("timed out after 1.0s (step_timeout)"),
+        "{}",
+        run.all()
+    );
+    for h in &fleet.hosts {
+        assert!(
+            h.releases().is_empty() && h.current().is_none() && !h.locked(),
+            "{}",
+            h.name
+        );
+    }
+}
