@@ -120,6 +120,12 @@ pub struct HostSummary {
     /// It could not be reached at connect and was left out of the run (within
     /// `max_unreachable`): it is on its old release; the next deploy brings it along.
     pub left_out: bool,
+    /// It built this release completely before another host's build failed, and keeps it,
+    /// prepared: a deploy of the same build reuses it here.
+    pub kept_prepared: bool,
+    /// It took up the release a failed deploy of the same build had left prepared, and built
+    /// nothing.
+    pub reused: bool,
     /// Failures that did not change the outcome (after-switch steps or the health check with
     /// `on_failure: warn`).
     pub warnings: Vec<Failure>,

@@ -241,8 +241,10 @@ fn a_failed_build_on_one_host_changes_no_host() {
             "{} still on the old release",
             h.name
         );
+        // Removed, unless the host had built it completely before web-2 failed: then it is
+        // kept, prepared for a retry.
         assert_eq!(
-            h.releases(),
+            h.releases_but_prepared(),
             vec![live.clone()],
             "{}: staged release removed",
             h.name
@@ -265,6 +267,11 @@ fn a_failed_build_on_one_host_changes_no_host() {
     assert!(
         all.contains("[web-2] FAILED at prepare (build: sh build.sh): exited with status 3"),
         "{all}"
+    );
+    assert_eq!(
+        fleet.host(1).releases(),
+        vec![live.clone()],
+        "web-2's release is gone"
     );
     assert!(
         all.contains("build failed: /var/www/app/shared/FAIL_BUILD exists on this host"),
@@ -297,9 +304,15 @@ fn hosts_ready_and_armed_are_told_not_to_switch_when_another_fails_later() {
         all.contains("[web-2] FAILED at prepare (build: sleep 2; exit 4): exited with status 4"),
         "{all}"
     );
+    // web-1 and web-3 had built completely: they keep the release, prepared; web-2's is gone.
+    assert!(
+        all.contains("prepared (built completely before the failure): web-1, web-3"),
+        "{all}"
+    );
     for (i, h) in fleet.hosts.iter().enumerate() {
         assert_eq!(h.current_id().as_deref(), Some(live.as_str()), "{}", h.name);
-        assert_eq!(h.releases(), vec![live.clone()], "{}", h.name);
+        assert_eq!(h.releases_but_prepared(), vec![live.clone()], "{}", h.name);
+        assert_eq!(h.releases().len(), if i == 1 { 1 } else { 2 }, "{}", h.name);
         assert!(!h.locked(), "{}: lock released", h.name);
         // The waiting switches were ended before the discard: it, and the unlock, ran in the
         // host's one shell, like everything else (the small artifact rides in it too).

@@ -25,6 +25,7 @@ struct RunOptions {
     /// The waves before the last (see [`Deploy::waves`]).
     waves: Vec<Vec<usize>>,
     max_unreachable: usize,
+    rebuild: bool,
     observe: Duration,
 }
 
@@ -255,6 +256,7 @@ pub async fn run(args: DeployArgs) -> Result<u8> {
         waves,
         observe,
         max_unreachable: unreachable_budget(&stage, args.max_unreachable.as_deref())?,
+        rebuild: args.rebuild,
     };
     if args.dry_run {
         return dry_run(g, stage, Job::Deploy(prepared), &options, args.full).await;
@@ -282,6 +284,7 @@ pub async fn rollback(args: RollbackArgs) -> Result<u8> {
         waves: Vec::new(),
         observe: Duration::ZERO,
         max_unreachable: 0,
+        rebuild: false,
     };
     let job = Job::Rollback {
         to: args.to.clone(),
@@ -382,6 +385,7 @@ async fn execute(g: &Global, stage: Stage, job: Job, o: RunOptions, hook_dir: &P
             keep_failed: o.keep_failed,
             lock_wait: o.lock_wait,
             max_unreachable: o.max_unreachable,
+            rebuild: o.rebuild,
             identity: None,
         },
         board,
@@ -468,6 +472,7 @@ async fn dry_run(g: &Global, stage: Stage, job: Job, o: &RunOptions, full: bool)
         keep_failed: o.keep_failed,
         lock_wait: o.lock_wait,
         max_unreachable: o.max_unreachable,
+        rebuild: o.rebuild,
         identity: None,
     })
     .await;

@@ -519,6 +519,9 @@ pub fn releases_text(st: &StageStatus) -> String {
             if r.bad {
                 marks.push("bad (rolled back from)");
             }
+            if r.prepared {
+                marks.push("prepared (a failed deploy's build, kept for its retry)");
+            }
             if r.revision.is_none() {
                 marks.push("incomplete");
             }

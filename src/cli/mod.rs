@@ -190,6 +190,10 @@ pub struct DeployArgs {
     /// names those left out. Overrides `max_unreachable:`. Default 0.
     #[arg(long, value_name = "N|P%")]
     pub max_unreachable: Option<String>,
+    /// Build afresh on every host, even where a failed deploy of the same build left its
+    /// release prepared (by default those hosts reuse it).
+    #[arg(long)]
+    pub rebuild: bool,
     /// With a canary: how long to hold before switching the rest (Ctrl-C during the hold
     /// switches the canary back). Overrides `observe:`.
     #[arg(long, value_name = "DURATION", value_parser = duration)]

@@ -631,6 +631,23 @@ pub fn summary_text(s: &Summary) -> String {
             left.join(", ")
         ));
     }
+    let reused = hosts_where(s, |h| h.reused);
+    if !reused.is_empty() {
+        out.push_str(&format!(
+            "  took up the release a failed deploy of this build left prepared, built nothing: \
+             {}\n",
+            reused.join(", ")
+        ));
+    }
+    let kept = hosts_where(s, |h| h.kept_prepared);
+    if !kept.is_empty() {
+        out.push_str(&format!(
+            "  kept {} prepared (built completely before the failure): {}; a deploy of the same \
+             build takes it up there without building (--rebuild to build afresh)\n",
+            s.release,
+            kept.join(", ")
+        ));
+    }
     if !s.untouched.is_empty() {
         out.push_str(&format!(
             "  not selected by --hosts/--roles, untouched: {}\n",

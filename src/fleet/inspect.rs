@@ -54,6 +54,9 @@ pub struct ReleaseInfo {
     pub current: bool,
     /// Rolled back from: kept for inspection, never a rollback target.
     pub bad: bool,
+    /// Built by a deploy that failed at the barrier and kept for a retry of the same build;
+    /// never live, never a rollback target.
+    pub prepared: bool,
 }
 
 /// A lock seen on a host.
@@ -204,6 +207,7 @@ fn host_status(host: &Host, pf: &Preflight, controller: &str) -> HostStatus {
                 deployed_at: field("finished"),
                 current: current.as_deref() == Some(id.as_str()),
                 bad: pf.bad.contains(id),
+                prepared: pf.prepared.iter().any(|(p, _)| p == id),
             }
         })
         .collect();

@@ -67,8 +67,15 @@ pub fn finish(deploy_to: &str, token: &str, json_line: &str, old: &[String]) -> 
         .map(|id| quote(&format!("releases/{id}")).into_owned())
         .collect();
     let paths = paths.join(" ");
+    // A removed release's marks (bad, prepared) go with it.
+    let marks: Vec<String> = old
+        .iter()
+        .flat_map(|id| [format!(".ship/bad/{id}"), prepared_marker(id)])
+        .map(|m| quote(&m).into_owned())
+        .collect();
+    let marks = marks.join(" ");
     s.push_str(&format!(
-        "rm -rf {paths} $l; c=$?; if [ $c -ne 0 ]; then \
+        "rm -rf {paths} $l; c=$?; rm -f {marks}; if [ $c -ne 0 ]; then \
          for r in {paths}; do if [ -e \"$r\" ] || [ -L \"$r\" ]; then echo {CLEANUP_STATUS}$c; break; fi; done; \
          [ -z \"$l\" ] || [ ! -e .ship/lock ] || rm -rf .ship/lock; fi"
     ));
@@ -143,4 +150,46 @@ pub fn releases_to_remove(
         .collect();
     out.sort();
     out
+}
+
+/// Where a release built completely by a deploy that then failed at the barrier is marked
+/// prepared, with its build key: `.ship/prepared/<id>`.
+pub fn prepared_marker(release_id: &str) -> String {
+    format!(".ship/prepared/{release_id}")
+}
+
+/// A deploy failed at the barrier, but this host built its release completely: keep the
+/// release, marked prepared with `build_key` (a later deploy of the same build reuses it),
+/// and remove its staged link and scratch files.
+pub fn keep_prepared(deploy_to: &str, release_id: &str, build_key: &str) -> String {
+    format!(
+        "{} && mkdir -p .ship/prepared && printf '%s\\n' {} > {} && rm -rf {} {}",
+        cd(deploy_to),
+        quote(build_key),
+        quote(&prepared_marker(release_id)),
+        quote(&stage_dir(release_id)),
+        scratch(release_id)
+    )
+}
+
+/// Take up a prepared release for this deploy instead of building it: it must still be whole
+/// (its `REVISION` is `revision`); its mark goes (a deploy that fails again marks it again).
+pub fn reuse_prepared(deploy_to: &str, release_id: &str, revision: &str) -> Step {
+    let rel = quote(&format!("releases/{release_id}")).into_owned();
+    Step {
+        name: "reuse the prepared release".into(),
+        script: format!(
+            "{} && [ -d {rel} ] && [ ! -L {rel}/REVISION ] && [ -f {rel}/REVISION ] && \
+             read -r v < {rel}/REVISION && [ \"$v\" = {} ] || \
+             {{ echo 'the prepared release is not whole any more: deploy with --rebuild' >&2; \
+             exit 1; }}; rm -f {}",
+            cd(deploy_to),
+            quote(revision),
+            quote(&prepared_marker(release_id))
+        ),
+        takes_payload: false,
+        reaches_git: false,
+        quick: true,
+        parallel: None,
+    }
 }

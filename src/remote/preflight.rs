@@ -33,6 +33,7 @@ pub fn preflight(deploy_to: &str, tools: &[&str], detail: bool) -> String {
          \x20 for s in .ship/stage-*; do [ -d \"$s\" ] && echo \"staged=${{s#.ship/stage-}}\"; done\n\
          \x20 if [ -d .ship/lock ]; then echo \"lock=$(head -c 4000 .ship/lock/owner 2>/dev/null | tr '\\n' ' ')\"; fi\n\
          \x20 for b in .ship/bad/*; do [ -e \"$b\" ] && echo \"bad=${{b#.ship/bad/}}\"; done\n\
+         \x20 for m in .ship/prepared/*; do [ -f \"$m\" ] && read -r k < \"$m\" && echo \"prepared=${{m##*/}} $k\"; done\n\
          {detail}\
          else\n\
          \x20 P=\"$D\"; while [ ! -d \"$P\" ]; do P=$(dirname \"$P\"); done\n\
@@ -74,6 +75,9 @@ pub struct Preflight {
     pub last_journal: Option<String>,
     /// Releases marked bad (rolled back from): kept for inspection, never a rollback target.
     pub bad: Vec<String>,
+    /// Releases built by a deploy that failed at the barrier, kept with their build key: a
+    /// later deploy of the same build reuses them. Never a rollback target.
+    pub prepared: Vec<(String, String)>,
     /// With `detail`: each release's `REVISION`, by id.
     pub revisions: Vec<(String, String)>,
     /// With `detail`: the journal's last lines, oldest first.
@@ -101,6 +105,11 @@ impl Preflight {
                 "staged" => p.staged.push(value.to_owned()),
                 "tool" => p.tools.push(value.to_owned()),
                 "bad" => p.bad.push(value.to_owned()),
+                "prepared" => {
+                    if let Some((id, key)) = value.split_once(' ') {
+                        p.prepared.push((id.to_owned(), key.trim().to_owned()));
+                    }
+                }
                 "revision" => {
                     if let Some((id, rev)) = value.split_once(' ') {
                         p.revisions.push((id.to_owned(), rev.trim().to_owned()));

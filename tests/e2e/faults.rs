@@ -410,8 +410,14 @@ fn a_full_disk_on_one_host_aborts_everywhere_and_says_so() {
         ) && all.contains("the disk is full on this host"),
         "{all}"
     );
-    for (h, snap) in fleet.hosts.iter().zip(&snaps) {
-        assert_untouched(h, &live, snap);
+    // web-2's release is gone; a host that had built completely keeps it, prepared.
+    assert_untouched(fleet.host(1), &live, &snaps[1]);
+    for i in [0, 2] {
+        let h = fleet.host(i);
+        assert_eq!(h.current_id().as_deref(), Some(live.as_str()), "{}", h.name);
+        assert_eq!(h.releases_but_prepared(), vec![live.clone()], "{}", h.name);
+        assert!(!h.locked(), "{}", h.name);
+        assert_eq!(h.shared_snapshot(), snaps[i], "{}: shared/ intact", h.name);
     }
 }
 
@@ -763,6 +769,20 @@ fn a_dead_host_within_max_unreachable_is_left_out_and_brought_along_by_the_next_
     let b = fleet.hosts[0].current_id().expect("current");
     assert_ne!(a, b);
     assert_eq!(fleet.hosts[1].current_id().as_deref(), Some(b.as_str()));
+    // Two hosts dead, a budget of one: over it, the deploy stops at connect, nothing changes.
+    fleet.hosts[1].kill();
+    let run = fleet.ship(&["deploy", "production", "--max-unreachable", "1"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.all()
+            .contains("2 hosts unreachable, more than max_unreachable (1)"),
+        "{}",
+        run.all()
+    );
+    assert_eq!(fleet.hosts[0].current_id().as_deref(), Some(b.as_str()));
+    assert_eq!(fleet.hosts[0].releases().len(), 2);
+    assert!(!fleet.hosts[0].locked());
+    fleet.hosts[1].restart();
     fleet.hosts[2].restart();
     assert_eq!(
         fleet.hosts[2].current_id().as_deref(),

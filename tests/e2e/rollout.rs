@@ -937,7 +937,13 @@ fn under_github_actions_failures_become_annotations_and_the_summary_goes_to_the_
                 .all(|&i| b[i].is_ascii_digit());
         assert!(timed, "not a timed line: {line:?}");
     }
-    assert_fleet(&fleet, &a, &[&a]);
+    // web-2's build failed twice: nothing switched; web-1 may keep the release prepared.
+    for h in &fleet.hosts {
+        assert_eq!(h.current_id().as_deref(), Some(a.as_str()), "{}", h.name);
+        assert_eq!(h.releases_but_prepared(), vec![a.clone()], "{}", h.name);
+        assert!(!h.locked(), "{}", h.name);
+    }
+    assert_eq!(fleet.host(1).releases(), vec![a.clone()]);
 }
 
 /// Run ship under a pseudo-terminal (util-linux `script`) and render what it draws with a
@@ -1674,4 +1680,78 @@ fn step_timeout_on_the_command_line_stops_a_long_step() {
             h.name
         );
     }
+}
+
+#[test]
+fn a_retry_after_one_host_failed_builds_only_on_that_host() {
+    let fleet = Fleet::start(3);
+    fleet.inventory("", "");
+    fleet.edit_inventory(|t| {
+        t.replace(
+            "build: [\"sh build.sh\"]",
+            "build: [\"sh build.sh\", \"echo built >> $SHIP_DEPLOY_TO/shared/builds\", \
+             \"if [ -e $SHIP_DEPLOY_TO/shared/FAIL ]; then sleep 1; echo broken >&2; exit 1; fi\"]",
+        )
+    });
+    let builds = |i: usize| {
+        fs::read_to_string(fleet.host(i).path("shared/builds"))
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    let a = deploy_ok(&fleet, &[]);
+    // web-3's last step fails, after web-1 and web-2 have built completely.
+    fs::write(fleet.host(2).path("shared/FAIL"), "").expect("marker");
+    let run = fleet.deploy();
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(run.stderr.contains("broken"), "{}", run.stderr);
+    let x = fleet
+        .host(0)
+        .releases()
+        .into_iter()
+        .find(|r| *r != a)
+        .expect("web-1 kept its release");
+    for (i, h) in fleet.hosts.iter().enumerate() {
+        assert_eq!(h.current_id().as_deref(), Some(a.as_str()), "{}", h.name);
+        assert!(!h.locked(), "{}", h.name);
+        let prepared = h.path(&format!(".ship/prepared/{x}")).exists();
+        if i < 2 {
+            assert_eq!(h.releases(), vec![a.clone(), x.clone()], "{}", h.name);
+            assert!(prepared, "{}", h.name);
+        } else {
+            assert_eq!(h.releases(), vec![a.clone()], "{}", h.name);
+            assert!(!prepared, "{}", h.name);
+        }
+    }
+    assert_eq!((builds(0), builds(1), builds(2)), (2, 2, 2));
+    // `ship releases` says what x is; a rollback to it is refused: it never went live.
+    let rel = fleet.ship(&["releases", "production"]);
+    assert_eq!(rel.code, 0, "{}", rel.all());
+    assert!(rel.stdout.contains("prepared"), "{}", rel.stdout);
+    let back = fleet.ship(&["rollback", "production", "--to", &x]);
+    assert_ne!(back.code, 0, "{}", back.all());
+    assert!(back.stderr.contains("never went live"), "{}", back.all());
+    for h in &fleet.hosts {
+        assert_eq!(h.current_id().as_deref(), Some(a.as_str()), "{}", h.name);
+        assert!(!h.locked(), "{}", h.name);
+    }
+    // The retry, web-3 fixed: the same release, built on web-3 alone.
+    fs::remove_file(fleet.host(2).path("shared/FAIL")).expect("marker");
+    let retry = deploy_ok(&fleet, &[]);
+    assert_eq!(retry, x);
+    assert_eq!((builds(0), builds(1), builds(2)), (2, 2, 3));
+    for h in &fleet.hosts {
+        assert_eq!(h.current_id().as_deref(), Some(x.as_str()), "{}", h.name);
+        assert_eq!(h.releases(), vec![a.clone(), x.clone()], "{}", h.name);
+        assert!(
+            !h.path(&format!(".ship/prepared/{x}")).exists(),
+            "{}",
+            h.name
+        );
+        assert!(!h.locked(), "{}", h.name);
+    }
+    // --rebuild builds everywhere, under a new id.
+    let again = deploy_ok(&fleet, &["--rebuild"]);
+    assert_ne!(again, x);
+    assert_eq!((builds(0), builds(1), builds(2)), (3, 3, 4));
+    assert_fleet(&fleet, &again, &[&a, &x, &again]);
 }

@@ -216,9 +216,21 @@ fn host_state(fleet: &Fleet, i: usize) -> HostState {
         .flatten()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !matches!(n.as_str(), "history" | "bad" | "lock"))
+        .filter(|n| !matches!(n.as_str(), "history" | "bad" | "lock" | "prepared"))
         .map(|n| format!(".ship/{n}"))
         .collect();
+    // A release kept prepared (another host's build failed) must be whole; a mark without
+    // its release is a leftover.
+    let complete: BTreeSet<String> = complete;
+    leftovers.extend(
+        fs::read_dir(h.path(".ship/prepared"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|id| !complete.contains(id))
+            .map(|id| format!(".ship/prepared/{id} (no such complete release)")),
+    );
     // git's own lock files in the mirror, left by a git that was stopped.
     let found = std::process::Command::new("find")
         .arg(h.path("repo"))

@@ -73,6 +73,25 @@ impl TestHost {
         v
     }
 
+    /// Names in `releases/`, sorted, without the releases a failed deploy kept prepared (each
+    /// checked to be whole: marked and with its `REVISION`).
+    pub fn releases_but_prepared(&self) -> Vec<String> {
+        self.releases()
+            .into_iter()
+            .filter(|r| {
+                let marked = self.path(&format!(".ship/prepared/{r}")).is_file();
+                if marked {
+                    assert!(
+                        self.path(&format!("releases/{r}/REVISION")).is_file(),
+                        "{}: prepared release {r} is not whole",
+                        self.name
+                    );
+                }
+                !marked
+            })
+            .collect()
+    }
+
     pub fn locked(&self) -> bool {
         self.path(".ship/lock").exists()
     }

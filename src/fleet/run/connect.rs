@@ -182,6 +182,17 @@ pub(super) async fn connect(
             events.retain(|e| *e != Fact::ConnectFailed(i));
             events.push(Fact::LeftOut(i));
         }
+    } else if d.max_unreachable > 0 && unreached.len() > d.max_unreachable {
+        let note = format!(
+            " ({} hosts unreachable, more than max_unreachable ({}): the deploy stops here)",
+            unreached.len(),
+            d.max_unreachable
+        );
+        for &i in &unreached {
+            if let Some(f) = hosts[i].failure.as_mut() {
+                f.message.push_str(&note);
+            }
+        }
     }
     events
 }

@@ -32,6 +32,7 @@ mod finish;
 mod locking;
 mod plan;
 mod prepare;
+mod prepared;
 mod rollback;
 mod steps;
 mod switch;
@@ -44,6 +45,7 @@ use connect::*;
 use finish::*;
 use locking::*;
 use prepare::*;
+use prepared::*;
 use rollback::*;
 use steps::*;
 use switch::*;
@@ -99,6 +101,9 @@ pub struct Deploy {
     /// How many hosts may be unreachable at connect and be left out of the run (the others go
     /// on as the whole fleet). Zero: any unreachable host stops the run.
     pub max_unreachable: usize,
+    /// Build afresh everywhere, even where a failed deploy of the same build left its release
+    /// prepared.
+    pub rebuild: bool,
     /// This run's identity, when it is given rather than chosen (a dry run and the real run it
     /// shows can then be compared command for command).
     pub identity: Option<Identity>,
@@ -150,6 +155,15 @@ struct HostRun {
     cancelled: bool,
     /// It could not be reached or logged in to at connect.
     unreachable: bool,
+    /// Every prepare step succeeded on it (its release is whole).
+    prepared_ok: bool,
+    /// A prepare step failed on it (not stopped because another host failed).
+    build_failed: bool,
+    /// Its whole release was kept, prepared, when the deploy failed at the barrier.
+    kept_prepared: bool,
+    /// It takes up the release a failed deploy of the same build left prepared, and builds
+    /// nothing.
+    reuse: bool,
     /// Left out of this run (unreachable, within `max_unreachable`).
     left_out: bool,
     /// Its journal line is written and our lock released (with the cleanup).
@@ -173,6 +187,10 @@ impl HostRun {
             locked_by_other: false,
             cancelled: false,
             unreachable: false,
+            prepared_ok: false,
+            build_failed: false,
+            kept_prepared: false,
+            reuse: false,
             left_out: false,
             unlocked: false,
             warnings: Vec::new(),
@@ -497,6 +515,10 @@ async fn run_deploy(d: &Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellatio
                 }
             } else if let Some(given) = &d.identity {
                 ctx.release = given.release.clone();
+            } else if let Some(prepared) = reusable(&mut hosts, &ctx, d) {
+                // A failed deploy of this same build left its release prepared on some hosts:
+                // this run takes that id, they reuse it, the others build it.
+                ctx.release = prepared;
             } else {
                 // The id is chosen once every host has been inspected, so it is free everywhere.
                 ctx.release = free_release_id(started_unix, &hosts);
@@ -511,7 +533,12 @@ async fn run_deploy(d: &Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellatio
                 ),
             };
         }
-        if phase == Phase::Lock && matches!(d.job, Job::Deploy(_)) && d.identity.is_none() {
+        let reusing = hosts.iter().any(|h| h.reuse);
+        if phase == Phase::Lock
+            && matches!(d.job, Job::Deploy(_))
+            && d.identity.is_none()
+            && !reusing
+        {
             // Under the lock, look again: a deploy that held it meanwhile may have taken the id.
             let fresh = free_release_id(started_unix, &hosts);
             if fresh != ctx.release {
@@ -570,6 +597,8 @@ async fn run_deploy(d: &Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellatio
                 locked_by_other: h.locked_by_other,
                 cancelled: h.cancelled && h.failure.is_none(),
                 left_out: h.left_out,
+                kept_prepared: h.kept_prepared,
+                reused: h.reuse,
                 warnings: h.warnings.clone(),
             }
         })
@@ -692,9 +721,21 @@ async fn run_action(
                     )
                     .await
                 }
-                Job::Deploy(_) => {
+                Job::Deploy(source) => {
+                    // A host's build failed and no host switched: a host whose release is whole
+                    // keeps it, prepared, for a retry of the same build.
+                    let keep = ctx.outcome == Some(Outcome::Aborted)
+                        && hosts.iter().any(|h| h.build_failed);
+                    for &i in ids {
+                        hosts[i].kept_prepared = keep && hosts[i].prepared_ok;
+                    }
                     on_each(ids, hosts, ctx, (Phase::Discard, "discard"), |h, c| {
-                        remote::discard(&h.host.config.deploy_to, &c.release)
+                        let d = &h.host.config.deploy_to;
+                        if keep && h.prepared_ok {
+                            remote::keep_prepared(d, &c.release, &build_key(h, c, source))
+                        } else {
+                            remote::discard(d, &c.release)
+                        }
                     })
                     .await
                 }

@@ -167,6 +167,7 @@ async fn rehearse(mut d: Deploy) -> (Arc<Recording>, Arc<Rehearsal>, Summary, De
         keep_failed: d.keep_failed,
         lock_wait: Duration::ZERO,
         max_unreachable: d.max_unreachable,
+        rebuild: d.rebuild,
         identity: d.identity.clone(),
     };
     let summary = run_deploy(

@@ -27,10 +27,15 @@ pub(super) async fn prepare(
         let h = &hosts[i];
         let conn = h.connection();
         let host = h.host.clone();
-        let steps = remote::prepare(&remote::ReleasePlan {
-            inline_payload: Some(&source.payload),
-            ..plan_for(h, ctx, &source.delivery)
-        });
+        let steps = if h.reuse {
+            let d = &h.host.config.deploy_to;
+            vec![remote::reuse_prepared(d, &ctx.release, &ctx.revision)]
+        } else {
+            remote::prepare(&remote::ReleasePlan {
+                inline_payload: Some(&source.payload),
+                ..plan_for(h, ctx, &source.delivery)
+            })
+        };
         let stop = &stop;
         let (all_prepared, unprepared, clock_turns) = (&all_prepared, &unprepared, &clock_turns);
         async move {
@@ -100,6 +105,7 @@ pub(super) async fn prepare(
         match r {
             Ok((true, armed)) => {
                 hosts[i].armed = armed;
+                hosts[i].prepared_ok = true;
                 events.push(Fact::Prepared(i));
             }
             Ok((false, _)) => {
@@ -108,6 +114,7 @@ pub(super) async fn prepare(
             }
             Err(f) => {
                 hosts[i].fail(ctx, f);
+                hosts[i].build_failed = true;
                 events.push(Fact::PrepareFailed(i));
             }
         }

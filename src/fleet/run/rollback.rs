@@ -77,6 +77,26 @@ pub(super) fn rollback_target(hosts: &[HostRun], to: Option<&str>) -> Result<Tar
         target: Some(target.clone()),
         problems,
     };
+    // A release a failed deploy left prepared was never live anywhere: it is deployed (and
+    // reused) by deploying its build again, not rolled back to.
+    let prepared: Vec<(usize, String)> = hosts
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| h.preflight.prepared.iter().any(|(id, _)| *id == target))
+        .map(|(i, _)| {
+            (
+                i,
+                format!(
+                    "releases/{target} was built by a deploy that failed and never went live; \
+                     nothing was changed on any host (hint: deploy the same revision again: \
+                     hosts that built it take it up without building)"
+                ),
+            )
+        })
+        .collect();
+    if !prepared.is_empty() {
+        return Err(known(prepared));
+    }
     let missing: Vec<(usize, String)> = hosts
         .iter()
         .enumerate()

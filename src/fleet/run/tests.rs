@@ -121,6 +121,7 @@ impl Local {
             keep_failed: false,
             lock_wait: Duration::ZERO,
             max_unreachable: 0,
+            rebuild: false,
             identity: None,
         };
         let events = Arc::new(Recorder::default());
@@ -357,7 +358,7 @@ fn a_refused_connection_stops_the_deploy_before_any_host_is_changed() {
 }
 
 #[test]
-fn a_failing_build_on_one_host_switches_no_host_and_removes_the_release_everywhere() {
+fn a_failing_build_on_one_host_switches_no_host_and_keeps_only_whole_releases_prepared() {
     let (l, a) = Local::deployed(3, "");
     let (_, faults) = Faults::default()
         .on("h3", "prepare", "build", || {
@@ -377,12 +378,27 @@ fn a_failing_build_on_one_host_switches_no_host_and_removes_the_release_everywhe
     );
     assert_no_host_switched(&run);
     assert_fleet_on(&l, Some(&a));
+    let x = &run.summary.release;
+    assert_eq!(
+        l.releases(3),
+        vec![a.clone()],
+        "h3: its failed release is gone"
+    );
     for i in 1..=3 {
-        assert_eq!(
-            l.releases(i),
-            vec![a.clone()],
-            "h{i}: the failed release stays"
-        );
+        // A host that was stopped mid-build has nothing left; one that had finished keeps
+        // its release, whole and marked prepared.
+        let prepared = l.host(i).join(format!(".ship/prepared/{x}")).exists();
+        if prepared {
+            assert_eq!(l.releases(i), vec![a.clone(), x.clone()], "h{i}");
+            assert!(l.host(i).join(format!("releases/{x}/REVISION")).is_file());
+        } else {
+            assert_eq!(
+                l.releases(i),
+                vec![a.clone()],
+                "h{i}: the stopped release stays"
+            );
+        }
+        assert!(l.scratch(i).is_empty(), "h{i}");
         assert_eq!(l.journal_lines(i), 2, "h{i}: the abort is journaled");
     }
 }
@@ -492,9 +508,14 @@ fn a_build_that_never_ends_is_stopped_at_the_step_timeout() {
         f.message
     );
     assert_fleet_on(&l, None);
-    for i in 1..=2 {
-        assert!(l.releases(i).is_empty(), "h{i}");
-    }
+    // h1 built completely: its release stays, prepared for a retry; h2's is gone.
+    assert_eq!(l.releases(1), vec![run.summary.release.clone()]);
+    assert!(
+        l.host(1)
+            .join(format!(".ship/prepared/{}", run.summary.release))
+            .exists()
+    );
+    assert!(l.releases(2).is_empty());
 }
 
 #[test]
@@ -634,6 +655,7 @@ fn the_dry_run_sends_exactly_the_commands_of_the_real_run() {
         keep_failed: false,
         lock_wait: Duration::ZERO,
         max_unreachable: 0,
+        rebuild: false,
         identity: Some(identity.clone()),
     };
     let planned = block_on(plan(make(None)));
@@ -883,6 +905,7 @@ fn a_maintenance_lock_takes_every_host_or_none_and_deploys_refuse_it_without_wai
         keep_failed: false,
         lock_wait: Duration::from_secs(60),
         max_unreachable: 0,
+        rebuild: false,
         identity: None,
     };
     let events = Arc::new(Recorder::default());
@@ -986,6 +1009,7 @@ fn unreachable_hosts_within_the_budget_are_left_out_and_the_rest_deploy_as_the_f
             keep_failed: false,
             lock_wait: Duration::ZERO,
             max_unreachable: n,
+            rebuild: false,
             identity: None,
         };
         let summary = block_on(deploy(
@@ -1052,6 +1076,7 @@ fn deploy_with(
         keep_failed,
         lock_wait,
         max_unreachable: 0,
+        rebuild: false,
         identity: None,
     };
     let summary = block_on(deploy(
@@ -1174,4 +1199,130 @@ fn a_step_with_parallel_1_runs_on_one_host_at_a_time_and_the_others_wait_their_t
     for w in spans.windows(2) {
         assert!(w[0].1 <= w[1].0, "two hosts in the step at once: {spans:?}");
     }
+}
+
+#[test]
+fn a_retry_of_the_same_build_rebuilds_only_on_the_host_that_failed() {
+    let l = Local::with(
+        3,
+        "",
+        "    build:\n      - sh build.sh\n      - echo built >> ../../builds.log\n      - \
+         if [ -e ../../shared/FAIL ]; then sleep 0.5; exit 1; fi\n",
+    );
+    let builds = |i: usize| {
+        std::fs::read_to_string(l.host(i).join("builds.log"))
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    // h3's last step fails after the others have finished theirs.
+    std::fs::create_dir_all(l.host(3).join("shared")).expect("shared");
+    std::fs::write(l.host(3).join("shared/FAIL"), "").expect("marker");
+    let failed = l.deploy(None);
+    assert_eq!(failed.summary.outcome, Outcome::Aborted);
+    let x = failed.summary.release.clone();
+    // h1 and h2 built it completely: kept, prepared; h3's is gone.
+    for i in 1..=2 {
+        assert_eq!(l.releases(i), vec![x.clone()], "h{i}");
+        assert!(
+            l.host(i).join(format!(".ship/prepared/{x}")).exists(),
+            "h{i}"
+        );
+        assert_eq!(l.current(i), None);
+        assert!(!l.locked(i));
+        assert!(l.scratch(i).is_empty(), "h{i}: {:?}", l.scratch(i));
+    }
+    assert!(l.releases(3).is_empty());
+    assert_eq!((builds(1), builds(2), builds(3)), (1, 1, 1));
+    std::fs::remove_file(l.host(3).join("shared/FAIL")).expect("marker");
+    // The retry takes the same id: h1 and h2 reuse their release, h3 builds it.
+    let retry = l.deploy(None);
+    assert_eq!(retry.summary.outcome, Outcome::Deployed);
+    assert_eq!(retry.summary.release, x);
+    assert_eq!(
+        (builds(1), builds(2), builds(3)),
+        (1, 1, 2),
+        "only h3 built again"
+    );
+    assert_eq!(retry.sent("h1", "prepare"), ["reuse the prepared release"]);
+    assert_fleet_on(&l, Some(&x));
+    for i in 1..=3 {
+        assert!(
+            !l.host(i).join(format!(".ship/prepared/{x}")).exists(),
+            "h{i}: mark gone"
+        );
+    }
+}
+
+#[test]
+fn rebuild_builds_everywhere_and_a_changed_build_is_never_reused() {
+    let l = Local::with(
+        2,
+        "",
+        "    build:\n      - sh build.sh\n      - echo built >> ../../builds.log\n      - \
+         if [ -e ../../shared/FAIL ]; then sleep 0.5; exit 1; fi\n",
+    );
+    let builds = |i: usize| {
+        std::fs::read_to_string(l.host(i).join("builds.log"))
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    // h2's last step fails after h1 has finished its build.
+    let fail_h2 = || {
+        std::fs::create_dir_all(l.host(2).join("shared")).expect("shared");
+        std::fs::write(l.host(2).join("shared/FAIL"), "").expect("marker");
+        let r = l.deploy(None).summary;
+        std::fs::remove_file(l.host(2).join("shared/FAIL")).expect("marker");
+        assert_eq!(r.outcome, Outcome::Aborted);
+        r.release
+    };
+    let x = fail_h2();
+    assert!(l.host(1).join(format!(".ship/prepared/{x}")).exists());
+    // --rebuild: a fresh id, built everywhere.
+    let recording = Arc::new(Recording::new(None));
+    let d = Deploy {
+        stage: l.stage.clone(),
+        job: l.deploy_job(),
+        connect: ConnectOptions {
+            interposer: Some(recording.clone()),
+            ..ConnectOptions::default()
+        },
+        waves: Vec::new(),
+        observe: Duration::ZERO,
+        keep_failed: false,
+        lock_wait: Duration::ZERO,
+        max_unreachable: 0,
+        rebuild: true,
+        identity: None,
+    };
+    let summary = block_on(deploy(
+        d,
+        Arc::new(Recorder::default()),
+        CancellationToken::new(),
+    ));
+    assert_eq!(summary.outcome, Outcome::Deployed);
+    assert_ne!(summary.release, x);
+    assert_eq!((builds(1), builds(2)), (2, 2));
+    // x is still prepared on h1, but older than its current release: not taken up.
+    std::thread::sleep(Duration::from_millis(1100));
+    let y = fail_h2();
+    assert_ne!(y, x, "a prepared release behind current is not taken up");
+    assert_eq!((builds(1), builds(2)), (3, 3));
+    // A prepared release of another build (another artifact here) is not taken up.
+    std::fs::write(
+        l.dir.path().join("app/index.php"),
+        "<?php echo 'changed';\n",
+    )
+    .expect("edit");
+    std::thread::sleep(Duration::from_millis(1100));
+    let z = l.deploy(None);
+    assert_eq!(z.summary.outcome, Outcome::Deployed);
+    assert_ne!(z.summary.release, x, "another build: another release");
+    assert_eq!((builds(1), builds(2)), (4, 4), "both built the new build");
+    assert_fleet_on(&l, Some(&z.summary.release));
+    // Prepared releases count towards keep_releases like any other (keep 3: x goes, with its
+    // mark; y stays, still prepared).
+    assert!(!l.releases(1).contains(&x));
+    assert!(!l.host(1).join(format!(".ship/prepared/{x}")).exists());
+    assert!(l.releases(1).contains(&y));
+    assert!(l.host(1).join(format!(".ship/prepared/{y}")).exists());
 }
