@@ -163,7 +163,7 @@ pub fn prepared_marker(release_id: &str) -> String {
 /// and remove its staged link and scratch files.
 pub fn keep_prepared(deploy_to: &str, release_id: &str, build_key: &str) -> String {
     format!(
-        "{} && mkdir -p .ship/prepared && printf '%s\\n' {} > {} && rm -rf {} {}",
+        "{} && mkdir -p .ship/prepared && (umask 077; printf '%s\\n' {} > {}) && rm -rf {} {}",
         cd(deploy_to),
         quote(build_key),
         quote(&prepared_marker(release_id)),

@@ -515,7 +515,7 @@ async fn run_deploy(d: &Deploy, reporter: Arc<dyn Reporter>, cancel: Cancellatio
                 }
             } else if let Some(given) = &d.identity {
                 ctx.release = given.release.clone();
-            } else if let Some(prepared) = reusable(&mut hosts, &ctx, d) {
+            } else if let Some(prepared) = reusable(&mut hosts, d) {
                 // A failed deploy of this same build left its release prepared on some hosts:
                 // this run takes that id, they reuse it, the others build it.
                 ctx.release = prepared;
@@ -732,7 +732,7 @@ async fn run_action(
                     on_each(ids, hosts, ctx, (Phase::Discard, "discard"), |h, c| {
                         let d = &h.host.config.deploy_to;
                         if keep && h.prepared_ok {
-                            remote::keep_prepared(d, &c.release, &build_key(h, c, source))
+                            remote::keep_prepared(d, &c.release, &build_key(&h.host.config, source))
                         } else {
                             remote::discard(d, &c.release)
                         }

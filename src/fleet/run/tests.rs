@@ -1326,3 +1326,33 @@ fn rebuild_builds_everywhere_and_a_changed_build_is_never_reused() {
     assert!(l.releases(1).contains(&y));
     assert!(l.host(1).join(format!(".ship/prepared/{y}")).exists());
 }
+
+#[test]
+fn the_build_key_changes_with_anything_that_goes_into_the_build_and_hides_secrets() {
+    let key = |defaults: &str| {
+        let l = Local::new(1, defaults);
+        let Job::Deploy(source) = l.deploy_job() else {
+            panic!("a deploy job")
+        };
+        build_key(&l.stage.hosts[0].config, &source)
+    };
+    let base = "  env:\n    MODE: prod\n    API_TOKEN: { value: s3cr3t-value, secret: true }\n";
+    let k = key(base);
+    assert_eq!(k, key(base), "stable");
+    assert!(
+        k.starts_with("build-") && k.len() == "build-".len() + 24,
+        "{k}"
+    );
+    for (what, changed) in [
+        ("a non-secret value", base.replace("prod", "staging")),
+        ("a secret value", base.replace("s3cr3t-value", "rotated")),
+        ("a secret's name", base.replace("API_TOKEN", "API_KEY")),
+        (
+            "copied paths",
+            format!("{base}  copy_from_previous: [vendor]\n"),
+        ),
+    ] {
+        assert_ne!(key(&changed), k, "{what} changes the key");
+    }
+    assert!(!k.contains("s3cr3t"));
+}
