@@ -593,15 +593,49 @@ fn ssh(fleet: &Fleet, host: usize, script: &str) -> std::process::Output {
 fn the_switch_never_leaves_current_missing_under_read_load() {
     let fleet = Fleet::start(1);
     fleet.inventory("", "");
-    for _ in 0..2 {
+    let h = fleet.host(0);
+    let run = fleet.deploy();
+    assert_eq!(run.code, 0, "{}", run.all());
+    let index = h.path("current/public/index.html");
+    // Real deploys and rollbacks, one after the other, while a reader hammers a file through
+    // `current`: not one read may fail.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = probe(index.clone(), stop.clone());
+    let mut switches = 0;
+    for _ in 0..5 {
+        let before = h.current_id();
         let run = fleet.deploy();
         assert_eq!(run.code, 0, "{}", run.all());
+        let deployed = h.current_id();
+        assert_ne!(deployed, before);
+        let run = fleet.ship(&["rollback", "production"]);
+        assert_eq!(run.code, 0, "{}", run.all());
+        assert_eq!(h.current_id(), before, "rolled back");
+        let id = deployed.expect("deployed");
+        let run = fleet.ship(&["rollback", "production", "--to", &id]);
+        assert_eq!(run.code, 0, "{}", run.all());
+        assert_eq!(
+            h.current_id().as_deref(),
+            Some(id.as_str()),
+            "forward again"
+        );
+        switches += 3;
     }
-    let h = fleet.host(0);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (reads, failed) = reader.join().expect("probe");
+    assert!(
+        reads > 1000,
+        "the probe must actually hammer: {reads} reads"
+    );
+    assert_eq!(
+        failed, 0,
+        "{failed} of {reads} reads failed during {switches} switches by ship"
+    );
+
+    // 200 more switches back and forth, each made of exactly the commands ship sends (stage the
+    // link, then the armed switch fed `go`), to press the rename harder than whole runs can.
     let ids = h.releases();
-    assert_eq!(ids.len(), 2);
-    // 200 switches back and forth, each made of exactly the commands ship sends: stage the link,
-    // then the armed switch fed `go`.
+    let ids = &ids[ids.len() - 2..];
     let mut script = String::new();
     for n in 0..200 {
         let id = &ids[n % 2];
@@ -614,7 +648,7 @@ fn the_switch_never_leaves_current_missing_under_read_load() {
         script.push_str(" >/dev/null || exit 1\n");
     }
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let reader = probe(h.path("current/public/index.html"), stop.clone());
+    let reader = probe(index.clone(), stop.clone());
     // The script goes on stdin: 200 armed switches are too long for one argument.
     let out = ssh_stdin(&fleet, 0, "sh -s", script.as_bytes());
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -624,34 +658,29 @@ fn the_switch_never_leaves_current_missing_under_read_load() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        reads > 1000,
-        "the probe must actually hammer: {reads} reads"
-    );
+    assert!(reads > 1000, "{reads} reads");
     assert_eq!(
         failed, 0,
         "{failed} of {reads} reads failed during 200 renames"
     );
-    assert_eq!(
-        h.current_id().as_ref(),
-        ids.get(1),
-        "ends where the last switch put it"
-    );
+    assert_eq!(h.current_id().as_deref(), Some(ids[1].as_str()));
 
-    // Control: the same probe catches unlink + symlink (what `ln -nfs` does on BusyBox).
-    let mut naive = format!("cd {} || exit 1\n", support::DEPLOY_TO);
-    for n in 0..200 {
-        naive.push_str(&format!(
-            "rm -f current && ln -s releases/{} current\n",
-            ids[n % 2]
-        ));
-    }
+    // Control, through a real deploy: the same probe catches a deploy whose after-switch step
+    // unlinks and relinks `current` (what `ln -nfs` does), so a zero above means something.
+    fleet.edit_inventory(|t| {
+        t.replace(
+            "build: [\"sh build.sh\"]",
+            "build: [\"sh build.sh\"]\n  after_switch: [\"cd $SHIP_DEPLOY_TO && i=0; while \
+             [ $i -lt 300 ]; do rm -f current && ln -s releases/$SHIP_RELEASE_ID current; \
+             i=$((i+1)); done\"]",
+        )
+    });
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let reader = probe(h.path("current/public/index.html"), stop.clone());
-    let out = ssh(&fleet, 0, &naive);
+    let reader = probe(index, stop.clone());
+    let run = fleet.deploy();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (_, failed) = reader.join().expect("probe");
-    assert!(out.status.success());
+    assert_eq!(run.code, 0, "{}", run.all());
     assert!(failed > 0, "the probe must detect a non-atomic switch");
 }
 
