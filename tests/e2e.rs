@@ -306,7 +306,7 @@ fn hosts_ready_and_armed_are_told_not_to_switch_when_another_fails_later() {
     );
     // web-1 and web-3 had built completely: they keep the release, prepared; web-2's is gone.
     assert!(
-        all.contains("prepared (built completely before the failure): web-1, web-3"),
+        all.contains("prepared, whole, on: web-1, web-3; a deploy of the same build"),
         "{all}"
     );
     for (i, h) in fleet.hosts.iter().enumerate() {
@@ -582,11 +582,6 @@ fn ssh_stdin(fleet: &Fleet, host: usize, command: &str, stdin: &[u8]) -> std::pr
         input.write_all(stdin).expect("ssh stdin");
     }
     child.wait_with_output().expect("ssh")
-}
-
-/// Run a script on the host through its real sshd (the test's own ssh client).
-fn ssh(fleet: &Fleet, host: usize, script: &str) -> std::process::Output {
-    ssh_stdin(fleet, host, script, b"")
 }
 
 #[test]
@@ -1101,6 +1096,7 @@ fn every_promise_in_the_testing_guide_names_a_real_test() {
         "tests/e2e/servers.rs",
         "src/fleet/run/tests.rs",
         "src/fleet/protocol_tests.rs",
+        "src/remote/tests.rs",
     ]);
     let mut named = 0;
     for row in table

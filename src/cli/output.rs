@@ -642,8 +642,8 @@ pub fn summary_text(s: &Summary) -> String {
     let kept = hosts_where(s, |h| h.kept_prepared);
     if !kept.is_empty() {
         out.push_str(&format!(
-            "  kept {} prepared (built completely before the failure): {}; a deploy of the same \
-             build takes it up there without building (--rebuild to build afresh)\n",
+            "  kept {} prepared, whole, on: {}; a deploy of the same build takes it up there \
+             without building (--rebuild to build afresh)\n",
             s.release,
             kept.join(", ")
         ));

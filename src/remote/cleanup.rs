@@ -45,17 +45,21 @@ pub fn discard_scratch(deploy_to: &str, release_id: &str) -> String {
 /// What [`finish`] prints when removing old releases failed: this, then `rm`'s exit status.
 pub const CLEANUP_STATUS: &str = "ship-cleanup-status=";
 
-/// The end of a deploy on a host, in one command: the journal line, then the old releases (ids
+/// The end of a deploy on a host, in one command: the journal line, the prepared mark of `live`
+/// (the release now current) if it has one, then the old releases (ids
 /// chosen by [`releases_to_remove`]) and our lock removed by one `rm` (the lock only if its
 /// owner record still carries `token`). When the `rm` fails and an old release is still there,
 /// it prints [`CLEANUP_STATUS`] and the status; whatever happened to them, it then makes sure
 /// the lock is gone, and exits non-zero only if our lock could not be removed (or `deploy_to`
 /// cannot be entered: then nothing is done, rather than removing paths relative to elsewhere).
-pub fn finish(deploy_to: &str, token: &str, json_line: &str, old: &[String]) -> String {
+pub fn finish(deploy_to: &str, live: &str, token: &str, json_line: &str, old: &[String]) -> String {
+    // The release now live is no longer a prepared one (if it was taken up as such).
     let mut s = format!(
-        "{} || exit 1; {}; {READ_LOCK_OWNER}; case $o in *{}*) l=.ship/lock;; *) l=;; esac; ",
+        "{} || exit 1; {}; rm -f {}; {READ_LOCK_OWNER}; case $o in *{}*) l=.ship/lock;; \
+         *) l=;; esac; ",
         cd(deploy_to),
         append_journal(json_line),
+        quote(&prepared_marker(live)),
         quote(token),
     );
     if old.is_empty() {
@@ -158,22 +162,26 @@ pub fn prepared_marker(release_id: &str) -> String {
     format!(".ship/prepared/{release_id}")
 }
 
-/// A deploy failed at the barrier, but this host built its release completely: keep the
-/// release, marked prepared with `build_key` (a later deploy of the same build reuses it),
-/// and remove its staged link and scratch files.
+/// A deploy failed, but this host's release is whole (it built it completely before another
+/// host's build failed, or it took it up prepared): keep the release, marked prepared with
+/// `build_key` (a later deploy of the same build reuses it), and remove its staged link and
+/// scratch files. Never marks the release `current` points to.
 pub fn keep_prepared(deploy_to: &str, release_id: &str, build_key: &str) -> String {
+    let rel = quote(&format!("releases/{release_id}")).into_owned();
     format!(
-        "{} && mkdir -p .ship/prepared && (umask 077; printf '%s\\n' {} > {}) && rm -rf {} {}",
+        "{} && rm -rf {} {} && if [ \"$(readlink current 2>/dev/null)\" != {rel} ]; then \
+         mkdir -p .ship/prepared && (umask 077; printf '%s\\n' {} > {}); fi",
         cd(deploy_to),
+        quote(&stage_dir(release_id)),
+        scratch(release_id),
         quote(build_key),
         quote(&prepared_marker(release_id)),
-        quote(&stage_dir(release_id)),
-        scratch(release_id)
     )
 }
 
 /// Take up a prepared release for this deploy instead of building it: it must still be whole
-/// (its `REVISION` is `revision`); its mark goes (a deploy that fails again marks it again).
+/// (its `REVISION` is `revision`). Its mark stays until it is live (see [`finish`]): a run that
+/// stops before leaves it prepared.
 pub fn reuse_prepared(deploy_to: &str, release_id: &str, revision: &str) -> Step {
     let rel = quote(&format!("releases/{release_id}")).into_owned();
     Step {
@@ -182,10 +190,9 @@ pub fn reuse_prepared(deploy_to: &str, release_id: &str, revision: &str) -> Step
             "{} && [ -d {rel} ] && [ ! -L {rel}/REVISION ] && [ -f {rel}/REVISION ] && \
              read -r v < {rel}/REVISION && [ \"$v\" = {} ] || \
              {{ echo 'the prepared release is not whole any more: deploy with --rebuild' >&2; \
-             exit 1; }}; rm -f {}",
+             exit 1; }}",
             cd(deploy_to),
             quote(revision),
-            quote(&prepared_marker(release_id))
         ),
         takes_payload: false,
         reaches_git: false,

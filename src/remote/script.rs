@@ -47,7 +47,9 @@ pub fn on_stdin(script: &str) -> Vec<u8> {
 /// watcher waits for end-of-file on stdin. When stdin closes before the script ends (the
 /// controller timed out, was interrupted, or died and took its connection with it), the
 /// watcher sends SIGTERM to the script's process group (retrying while the group is still being
-/// set up), then SIGKILL 5 s later. Without it, a build abandoned by a dead controller would
+/// set up); a killer it starts first sends SIGKILL to what is left of the group 5 s later
+/// (it ends early when nothing is left). The killer is on its own: the step's end, and the
+/// session's next command, do not wait for it, and a process that ignores SIGTERM still dies. Without it, a build abandoned by a dead controller would
 /// keep running, and writing into a release that is being removed. The exit status is the
 /// script's (143 when stopped). Any line on stdin stops it too, and it ends only once the
 /// watcher has: a session's next command line is never read by a leftover watcher.
@@ -61,8 +63,10 @@ pub fn supervised(script: &str) -> String {
         "exec 3<&0 </dev/null\n\
          if command -v setsid >/dev/null 2>&1; then SHIP_STEP={s} setsid sh -c {run} & p=$!; g=-$p; \
          else SHIP_STEP={s} sh -c {run} & p=$!; g=$p; fi\n\
-         {{ read -r _ <&3; while ! kill -TERM $g; do kill -0 $p || exit 0; sleep 1; done; \
-         sleep 5; kill -KILL $g; }} >/dev/null 2>&1 & w=$!\n\
+         {{ read -r _ <&3; \
+         {{ i=0; while [ $i -lt 50 ] && {{ kill -0 $g || kill -0 $p; }}; do sleep 0.1 || {{ sleep 5; break; }}; i=$((i+1)); done; \
+         kill -KILL $g; }} 3<&- & \
+         while ! kill -TERM $g; do kill -0 $p || exit 0; sleep 1; done; }} >/dev/null 2>&1 & w=$!\n\
          exec 3<&-\n\
          wait $p; rc=$?\n\
          kill $w 2>/dev/null; wait $w 2>/dev/null\n\

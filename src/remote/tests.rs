@@ -584,6 +584,40 @@ fn a_supervised_step_runs_while_stdin_is_open_and_stops_when_it_closes() {
         !marker.exists(),
         "the grandchild was stopped with its group"
     );
+
+    // A process that ignores SIGTERM is killed 5 s later, before the step is reported ended.
+    let pid_file = dir.path().join("pid");
+    let marker = dir.path().join("outlived");
+    let mut child = start(&format!(
+        "sh -c 'trap \"\" TERM; echo $$ > {}; sleep 6; touch {}'",
+        pid_file.display(),
+        marker.display()
+    ));
+    let stdin = child.stdin.take().expect("stdin");
+    let t0 = std::time::Instant::now();
+    while !pid_file.exists() && t0.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(stdin);
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(143));
+    let pid = std::fs::read_to_string(&pid_file).expect("pid");
+    let alive = || {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().next());
+        !matches!(state, None | Some("Z"))
+    };
+    let t0 = std::time::Instant::now();
+    while alive() && t0.elapsed() < std::time::Duration::from_secs(20) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!alive(), "the SIGTERM-ignoring process was never killed");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(!marker.exists(), "it was killed, not left to finish");
 }
 
 #[test]
@@ -1146,7 +1180,10 @@ fn finish_journals_removes_old_releases_and_only_our_lock_in_one_rm() {
 
     // Ours: the old releases and the lock go, the journal has the line, shared/ is intact.
     setup("tok-1");
-    let (rc, out) = sh(&finish(&d, "tok-1", "{\"n\":1}", &old), b"");
+    let (rc, out) = sh(
+        &finish(&d, "20260101000000", "tok-1", "{\"n\":1}", &old),
+        b"",
+    );
     assert_eq!(rc, 0, "{out}");
     assert!(!out.contains(CLEANUP_STATUS), "{out}");
     assert!(!exists("releases/1") && !exists("releases/2") && exists("releases/3"));
@@ -1156,20 +1193,26 @@ fn finish_journals_removes_old_releases_and_only_our_lock_in_one_rm() {
 
     // Another run's lock stays; the old releases still go.
     setup("tok-2");
-    let (rc, out) = sh(&finish(&d, "tok-1", "{\"n\":1}", &old), b"");
+    let (rc, out) = sh(
+        &finish(&d, "20260101000000", "tok-1", "{\"n\":1}", &old),
+        b"",
+    );
     assert_eq!(rc, 0, "{out}");
     assert!(!exists("releases/1") && exists(".ship/lock/owner"));
 
     // Nothing to remove: only the lock goes.
     setup("tok-1");
-    let (rc, out) = sh(&finish(&d, "tok-1", "{\"n\":2}", &[]), b"");
+    let (rc, out) = sh(
+        &finish(&d, "20260101000000", "tok-1", "{\"n\":2}", &[]),
+        b"",
+    );
     assert_eq!(rc, 0, "{out}");
     assert!(exists("releases/1") && !exists(".ship/lock"));
 
     // The releases cannot be removed: reported with rm's status, and the lock still goes.
     setup("tok-1");
     let (rc, out) = sh_path(
-        &finish(&d, "tok-1", "{\"n\":3}", &old),
+        &finish(&d, "20260101000000", "tok-1", "{\"n\":3}", &old),
         b"",
         Some(Path::new(&path)),
     );
@@ -1188,7 +1231,7 @@ fn finish_journals_removes_old_releases_and_only_our_lock_in_one_rm() {
     let gone = tmp.path().join("gone").display().to_string();
     let status = Command::new("/bin/sh")
         .arg("-c")
-        .arg(finish(&gone, "tok-1", "{}", &old))
+        .arg(finish(&gone, "20260101000000", "tok-1", "{}", &old))
         .current_dir(&decoy)
         .status()
         .expect("sh");

@@ -571,6 +571,95 @@ fn sigterm_during_the_switch_finishes_it_on_every_host() {
 }
 
 #[test]
+fn sighup_during_the_switch_finishes_it_on_every_host() {
+    // The terminal went away while the fleet was switching: the switch is finished, as for
+    // Ctrl-C, never left half-done.
+    interrupted_during_switch("-HUP");
+}
+
+#[test]
+fn ctrl_c_during_a_run_once_step_lets_it_finish_then_switches_no_host() {
+    let (fleet, live, snaps) = deployed(3);
+    // A migration is not stopped half-way: it finishes, then the deploy aborts.
+    fleet.inventory(
+        "  run_once: [\"touch $SHIP_DEPLOY_TO/migrating; sleep 2; touch $SHIP_DEPLOY_TO/migrated\"]\n",
+        "",
+    );
+    let run = fleet.spawn_ship(&["deploy", "production"]);
+    wait_until("the run-once step running", Duration::from_secs(30), || {
+        fleet.hosts.iter().any(|h| h.path("migrating").exists())
+    });
+    run.signal("-INT");
+    let run = run.finish();
+    assert_eq!(run.code, 130, "{}", run.all());
+    let all = run.all();
+    assert!(
+        all.contains("interrupted during run once: no host has switched"),
+        "{all}"
+    );
+    assert!(all.contains("aborted: no host was switched"), "{all}");
+    let ran: Vec<&str> = fleet
+        .hosts
+        .iter()
+        .filter(|h| h.path("migrating").exists())
+        .map(|h| h.name.as_str())
+        .collect();
+    assert_eq!(ran, ["web-1"], "run once, on the first host");
+    assert!(
+        fleet.host(0).path("migrated").exists(),
+        "the migration ran to its end"
+    );
+    for (h, snap) in fleet.hosts.iter().zip(&snaps) {
+        assert_untouched(h, &live, snap);
+    }
+}
+
+#[test]
+fn a_step_that_ignores_sigterm_is_killed_after_the_grace_period() {
+    let (fleet, live, _) = deployed(2);
+    // A build step that notes SIGTERM and goes on (perl, named so it can be found).
+    let stubborn = "$0 = 'ship-test-stubborn';\n\
+        $SIG{TERM} = sub { open(my $f, '>>', \"$ENV{SHIP_DEPLOY_TO}/got-term\"); print $f \"term\\n\"; close $f };\n\
+        open(my $m, '>', \"$ENV{SHIP_DEPLOY_TO}/stubborn-started\"); close $m;\n\
+        sleep 1 while 1;\n";
+    for h in &fleet.hosts {
+        fs::write(h.path("shared/stubborn.pl"), stubborn).expect("script");
+    }
+    let snaps: Vec<_> = fleet.hosts.iter().map(|h| h.shared_snapshot()).collect();
+    fleet.inventory(
+        "",
+        "    build: [\"sh build.sh\", \"perl $SHIP_DEPLOY_TO/shared/stubborn.pl\"]\n",
+    );
+    let run = fleet.spawn_ship(&["deploy", "production"]);
+    wait_until(
+        "the stubborn step on every host",
+        Duration::from_secs(30),
+        || {
+            fleet
+                .hosts
+                .iter()
+                .all(|h| h.path("stubborn-started").exists() && h.running("ship-test-stubborn") > 0)
+        },
+    );
+    run.signal("-INT");
+    let run = run.finish();
+    assert_eq!(run.code, 130, "{}", run.all());
+    for (h, snap) in fleet.hosts.iter().zip(&snaps) {
+        // It got SIGTERM and ignored it; only the SIGKILL that follows can end it.
+        wait_until("the stubborn step killed", Duration::from_secs(30), || {
+            h.running("ship-test-stubborn") == 0
+        });
+        let got = fs::read_to_string(h.path("got-term")).unwrap_or_default();
+        assert!(
+            got.starts_with("term"),
+            "{}: no SIGTERM first ({got:?})",
+            h.name
+        );
+        assert_untouched(h, &live, snap);
+    }
+}
+
+#[test]
 fn a_killed_controller_is_detected_by_status_and_the_next_deploy() {
     let (fleet, live, snaps) = deployed(3);
     let run = deploy_until_building(&fleet);

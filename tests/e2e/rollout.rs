@@ -883,6 +883,49 @@ fn exec_runs_a_command_on_every_host_and_groups_the_output() {
         std::time::Duration::from_secs(15),
         || fleet.host(2).running("sleep 30") == 0,
     );
+    // At most 10,000 lines per host are kept; the rest are counted.
+    let run = fleet.ship(&[
+        "exec",
+        "production",
+        "--hosts",
+        "web-1",
+        "--",
+        "seq 1 12000",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let kept: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
+        .collect();
+    assert_eq!(kept.len(), 10_000);
+    assert_eq!((kept[0], kept[9_999]), ("1", "10000"));
+    assert!(
+        run.stdout.contains("(… 2000 more lines not kept)"),
+        "{}",
+        run.stdout
+    );
+    // Ctrl-C: exit 130, and the command is stopped on every host.
+    let started = format!("{DEPLOY_TO}/exec-started");
+    let running = fleet.spawn_ship(&[
+        "exec",
+        "production",
+        "--",
+        &format!("touch {started}; sleep 30"),
+    ]);
+    wait_until("exec running everywhere", Duration::from_secs(30), || {
+        fleet.hosts.iter().all(|h| h.path("exec-started").exists())
+    });
+    running.signal("-INT");
+    let run = running.finish();
+    assert_eq!(run.code, 130, "{}", run.all());
+    for h in &fleet.hosts {
+        wait_until(
+            "the remote sleep is stopped",
+            Duration::from_secs(15),
+            || h.running("sleep 30") == 0,
+        );
+    }
     // Nothing about the deploy changed.
     assert_fleet(&fleet, &id, &[&id]);
 }
@@ -1754,4 +1797,48 @@ fn a_retry_after_one_host_failed_builds_only_on_that_host() {
     assert_ne!(again, x);
     assert_eq!((builds(0), builds(1), builds(2)), (3, 3, 4));
     assert_fleet(&fleet, &again, &[&a, &x, &again]);
+}
+
+#[test]
+fn check_names_a_host_short_of_disk_the_tools_found_and_a_held_lock() {
+    // web-2's deploy directory is on a 3 MB disk.
+    let fleet = Fleet::start_with(2, Some((1, "3m")));
+    fleet.inventory("", "");
+    let run = fleet.ship(&["check", "production"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    let out = &run.stdout;
+    for (line, why) in [
+        ("web-1  disk       PASS    ", "web-1 has room"),
+        (
+            "web-2  disk       FAIL    only 2 MB free under /var/www/app",
+            "web-2 has not",
+        ),
+        (
+            "web-1  tools      PASS    tar, gzip",
+            "what the artifact needs",
+        ),
+        ("web-1  lock       PASS    not locked", "no lock"),
+    ] {
+        assert!(out.contains(line), "{why}: {out}");
+    }
+    // A held lock is a warning that names its holder; check changes nothing.
+    let lock = fleet.ship(&["lock", "acquire", "production", "-m", "reindexing by hand"]);
+    assert_eq!(lock.code, 0, "{}", lock.all());
+    let run = fleet.ship(&["check", "production"]);
+    assert!(
+        run.stdout.contains("web-1  lock       WARN    locked by "),
+        "{}",
+        run.stdout
+    );
+    for h in &fleet.hosts {
+        assert!(h.locked(), "{}: the lock is left as it was", h.name);
+        assert!(
+            h.releases().is_empty() && h.current().is_none(),
+            "{}",
+            h.name
+        );
+    }
+    let released = fleet.ship(&["lock", "release", "production", "--yes"]);
+    assert_eq!(released.code, 0, "{}", released.all());
+    assert!(fleet.hosts.iter().all(|h| !h.locked()));
 }

@@ -16,7 +16,7 @@ pub(super) fn finish_script(h: &HostRun, ctx: &RunCtx) -> String {
         &h.preflight.bad,
     );
     let d = &h.host.config.deploy_to;
-    remote::finish(d, &ctx.token, &journal_line(h, ctx), &old)
+    remote::finish(d, &ctx.release, &ctx.token, &journal_line(h, ctx), &old)
 }
 
 /// Clean up, write the journal line and release the lock, in one command per host (`script`,

@@ -723,16 +723,21 @@ async fn run_action(
                 }
                 Job::Deploy(source) => {
                     // A host's build failed and no host switched: a host whose release is whole
-                    // keeps it, prepared, for a retry of the same build.
+                    // keeps it, prepared, for a retry of the same build. A host that took up a
+                    // prepared release never loses it, whatever happened: it was whole before
+                    // this run (kept prepared again, or left alone when it was not whole).
                     let keep = ctx.outcome == Some(Outcome::Aborted)
                         && hosts.iter().any(|h| h.build_failed);
                     for &i in ids {
-                        hosts[i].kept_prepared = keep && hosts[i].prepared_ok;
+                        let h = &mut hosts[i];
+                        h.kept_prepared = h.prepared_ok && (keep || h.reuse);
                     }
                     on_each(ids, hosts, ctx, (Phase::Discard, "discard"), |h, c| {
                         let d = &h.host.config.deploy_to;
-                        if keep && h.prepared_ok {
+                        if h.kept_prepared {
                             remote::keep_prepared(d, &c.release, &build_key(&h.host.config, source))
+                        } else if h.reuse {
+                            remote::unstage(d, &c.release)
                         } else {
                             remote::discard(d, &c.release)
                         }

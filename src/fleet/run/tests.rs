@@ -1234,6 +1234,32 @@ fn a_retry_of_the_same_build_rebuilds_only_on_the_host_that_failed() {
     assert!(l.releases(3).is_empty());
     assert_eq!((builds(1), builds(2), builds(3)), (1, 1, 1));
     std::fs::remove_file(l.host(3).join("shared/FAIL")).expect("marker");
+    // A retry interrupted while h3 builds: h1 and h2 took x up, and keep it whatever happens.
+    let cancel = CancellationToken::new();
+    let trip = cancel.clone();
+    let (_, faults) = Faults::default()
+        .on("h3", "prepare", "build: sh build.sh", move || {
+            trip.cancel();
+            Answer::Hang
+        })
+        .into_arc();
+    let stopped = l.run(l.deploy_job(), faults, Vec::new(), Some(cancel));
+    assert_eq!(stopped.summary.outcome, Outcome::Aborted);
+    assert_eq!(stopped.summary.release, x);
+    for i in 1..=2 {
+        assert_eq!(
+            l.releases(i),
+            vec![x.clone()],
+            "h{i}: a whole release is never lost"
+        );
+        assert!(
+            l.host(i).join(format!(".ship/prepared/{x}")).exists(),
+            "h{i}"
+        );
+        assert!(!l.locked(i));
+        assert_eq!(l.current(i), None);
+    }
+    assert!(l.releases(3).is_empty());
     // The retry takes the same id: h1 and h2 reuse their release, h3 builds it.
     let retry = l.deploy(None);
     assert_eq!(retry.summary.outcome, Outcome::Deployed);
