@@ -1810,7 +1810,7 @@ fn check_names_a_host_short_of_disk_the_tools_found_and_a_held_lock() {
     for (line, why) in [
         ("web-1  disk       PASS    ", "web-1 has room"),
         (
-            "web-2  disk       FAIL    only 2 MB free under /var/www/app",
+            "web-2  disk       FAIL    only 3 MB free under /var/www/app",
             "web-2 has not",
         ),
         (
