@@ -1372,3 +1372,66 @@ fn without_an_ssh_program_the_ssh_config_is_read_by_ships_own_reader_which_says_
     // The inventory's own setting wins over the file.
     assert_eq!(v["hosts"][1]["port"], 22);
 }
+
+#[test]
+fn connection_local_deploys_and_rolls_back_on_this_machine() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = Fleet::example_app();
+    let hosts: Vec<std::path::PathBuf> = (1..=2)
+        .map(|i| dir.path().join(format!("host-{i}")))
+        .collect();
+    let inventory = dir.path().join("inventory.yaml");
+    fs::write(
+        &inventory,
+        format!(
+            "defaults:\n  source: {{ artifact: {} }}\n  shared:\n    files: [.env]\n    dirs: \
+             [storage]\n  build: [\"sh build.sh\"]\nstages:\n  local:\n    connection: local\n    \
+             hosts:\n      one: {{ deploy_to: {} }}\n      two: {{ deploy_to: {} }}\n",
+            app.display(),
+            hosts[0].display(),
+            hosts[1].display()
+        ),
+    )
+    .expect("inventory");
+    let ship = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ship"))
+            .args(args)
+            .arg("-i")
+            .arg(&inventory)
+            .env("HOME", dir.path())
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("ship");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    let current = |h: &Path| {
+        fs::read_link(h.join("current"))
+            .ok()
+            .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()))
+    };
+    let (code, text) = ship(&["deploy", "local"]);
+    assert_eq!(code, Some(0), "{text}");
+    let a = current(&hosts[0]).expect("current");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (code, text) = ship(&["deploy", "local"]);
+    assert_eq!(code, Some(0), "{text}");
+    let b = current(&hosts[0]).expect("current");
+    assert_ne!(a, b);
+    for h in &hosts {
+        assert_eq!(current(h).as_deref(), Some(b.as_str()), "{}", h.display());
+        assert!(h.join("shared/.env").is_file() && h.join("shared/storage").is_dir());
+        assert!(!h.join(".ship/lock").exists());
+    }
+    let (code, text) = ship(&["rollback", "local"]);
+    assert_eq!(code, Some(0), "{text}");
+    for h in &hosts {
+        assert_eq!(current(h).as_deref(), Some(a.as_str()), "{}", h.display());
+        assert!(h.join(format!(".ship/bad/{b}")).exists());
+        assert!(!h.join(".ship/lock").exists());
+    }
+}

@@ -909,3 +909,25 @@ fn assert_not_consistent(fleet: &Fleet) {
         status.stdout
     );
 }
+
+#[test]
+fn connect_timeout_on_the_command_line_bounds_the_wait_for_a_silent_host() {
+    let (mut fleet, live, snaps) = deployed(3);
+    // web-2 drops every packet: its TCP handshake never completes.
+    fleet.hosts[1].cut();
+    let run = fleet.ship(&["deploy", "production", "--connect-timeout", "1s"]);
+    fleet.hosts[1].reconnect();
+    assert_eq!(run.code, 1, "{}", run.all());
+    let all = run.all();
+    assert!(
+        all.contains(
+            "[web-2] FAILED at connect: timed out after 1.0s while connecting and \
+                      authenticating (connect_timeout; hint:"
+        ),
+        "{all}"
+    );
+    assert!(all.contains("aborted: no host was switched"), "{all}");
+    for (h, snap) in fleet.hosts.iter().zip(&snaps) {
+        assert_untouched(h, &live, snap);
+    }
+}

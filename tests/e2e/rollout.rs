@@ -1842,3 +1842,48 @@ fn check_names_a_host_short_of_disk_the_tools_found_and_a_held_lock() {
     assert_eq!(released.code, 0, "{}", released.all());
     assert!(fleet.hosts.iter().all(|h| !h.locked()));
 }
+
+#[test]
+fn expect_body_fails_a_check_whose_body_lacks_the_text_and_the_fleet_goes_back() {
+    let fleet = Fleet::start(2);
+    // Each release writes its health page after the switch: "ok", or "degraded" where
+    // shared/DEGRADED exists.
+    fleet.inventory(
+        "  after_switch: [\"if [ -e $SHIP_DEPLOY_TO/shared/DEGRADED ]; then echo degraded; \
+         else echo ok $SHIP_RELEASE_ID; fi > $SHIP_RELEASE_PATH/public/health.txt\"]\n",
+        "",
+    );
+    let a = deploy_ok(&fleet, &[]);
+    let _servers: Vec<_> = fleet.hosts.iter().map(|h| h.serve_http(18081)).collect();
+    for i in 0..fleet.hosts.len() {
+        let addr = fleet.host(i).address.clone();
+        fleet.host_settings(
+            i,
+            &format!(
+                "health_check: {{ url: \"http://{addr}:18081/health.txt\", expect_body: \"ok \", \
+                 retries: 2, interval: 100ms, timeout: 2s }}"
+            ),
+        );
+    }
+    let b = deploy_ok(&fleet, &[]);
+    // 200 on web-2, but the body is not what was expected: the whole fleet goes back.
+    fs::write(fleet.host(1).path("shared/DEGRADED"), "").expect("marker");
+    let run = fleet.deploy();
+    assert_eq!(run.code, 1, "{}", run.all());
+    let text = run.all();
+    assert!(
+        text.contains("[web-2] FAILED at verify (health check)")
+            && text.contains("status 200 but the body does not contain 'ok '"),
+        "{text}"
+    );
+    let c = fleet
+        .host(0)
+        .releases()
+        .into_iter()
+        .find(|r| *r != a && *r != b)
+        .expect("the failed release is kept, marked bad");
+    assert_fleet(&fleet, &b, &[&a, &b, &c]);
+    for h in &fleet.hosts {
+        assert_eq!(bad_marks(h), vec![c.clone()], "{}", h.name);
+    }
+}

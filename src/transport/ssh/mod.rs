@@ -198,7 +198,8 @@ impl SshConnection {
         let timeout = host.config.timeouts.connect;
         within(
             timeout,
-            "connecting and authenticating",
+            "connecting and authenticating (connect_timeout; hint: is the host up, and its \
+             port open to this machine? --connect-timeout gives it longer)",
             Self::connect_with_retry(host, options, agent && host.config.forward_agent),
         )
         .await
