@@ -24,6 +24,7 @@ mod trust;
 use std::fs;
 use std::path::Path;
 
+use support::scenario::{Fault, Scenario};
 use support::{Fleet, git};
 
 fn sha256_revision() -> String {
@@ -224,63 +225,25 @@ fn a_failed_cleanup_is_reported_and_the_host_is_still_unlocked_and_journaled() {
 
 #[test]
 fn a_failed_build_on_one_host_changes_no_host() {
-    let fleet = Fleet::start(3);
-    fleet.inventory("", "");
-    let first = fleet.deploy();
-    assert_eq!(first.code, 0, "{}", first.all());
-    let live = fleet.host(0).current_id().expect("current");
-    fs::write(fleet.host(1).path("shared/FAIL_BUILD"), "").expect("marker");
-    let before: Vec<_> = fleet.hosts.iter().map(|h| h.shared_snapshot()).collect();
-
-    let run = fleet.deploy();
-    assert_eq!(run.code, 1, "{}", run.all());
-    for (h, snap) in fleet.hosts.iter().zip(&before) {
-        assert_eq!(
-            h.current_id().as_deref(),
-            Some(live.as_str()),
-            "{} still on the old release",
-            h.name
-        );
+    let ran = Scenario::new(3)
+        .deployed()
+        .fault(1, Fault::FailBuild)
+        .run(&["deploy", "production"]);
+    // The message names the host, the step, the exit status and the build's own output.
+    ran.exits(1)
+        .says("[web-2] FAILED at prepare (build: sh build.sh): exited with status 3")
+        .says("build failed: /var/www/app/shared/FAIL_BUILD exists on this host")
+        .says("aborted: no host was switched; the fleet is unchanged")
         // Removed, unless the host had built it completely before web-2 failed: then it is
         // kept, prepared for a retry.
-        assert_eq!(
-            h.releases_but_prepared(),
-            vec![live.clone()],
-            "{}: staged release removed",
-            h.name
-        );
-        assert_eq!(
-            &h.shared_snapshot(),
-            snap,
-            "{}: shared/ byte-identical",
-            h.name
-        );
-        assert!(!h.locked(), "{}: lock released", h.name);
+        .unchanged_but_prepared(&[1]);
+    for h in &ran.fleet.hosts {
         assert!(!h.path(".ship").read_dir().expect("ship dir").any(|e| {
             e.map(|e| e.file_name().to_string_lossy().starts_with("stage-"))
                 .unwrap_or(false)
         }));
         assert_eq!(h.journal().last().expect("journal")["outcome"], "aborted");
     }
-    // The message names the host, the step, the exit status and the build's own output.
-    let all = run.all();
-    assert!(
-        all.contains("[web-2] FAILED at prepare (build: sh build.sh): exited with status 3"),
-        "{all}"
-    );
-    assert_eq!(
-        fleet.host(1).releases(),
-        vec![live.clone()],
-        "web-2's release is gone"
-    );
-    assert!(
-        all.contains("build failed: /var/www/app/shared/FAIL_BUILD exists on this host"),
-        "{all}"
-    );
-    assert!(
-        all.contains("aborted: no host was switched; the fleet is unchanged"),
-        "{all}"
-    );
 }
 
 #[test]

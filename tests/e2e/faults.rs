@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::time::Duration;
 
+use crate::support::scenario::{DuringBuild, Fault, Ran, Scenario};
 use crate::support::{Fleet, Run, TestHost, wait_until};
 
 /// A build that marks the release and then takes long enough for a fault to land in it.
@@ -22,24 +23,9 @@ fn deployed(n: usize) -> (Fleet, String, Snapshots) {
 
 fn deployed_with(fleet: Fleet) -> (Fleet, String, Snapshots) {
     fleet.inventory("", "");
-    let first = fleet.deploy();
-    assert_eq!(first.code, 0, "{}", first.all());
-    let live = fleet.host(0).current_id().expect("current");
-    for (i, h) in fleet.hosts.iter().enumerate() {
-        std::fs::write(h.path("shared/.env"), format!("APP_KEY=secret-{i}\n")).expect("env");
-        std::fs::write(h.path("shared/storage/upload.bin"), [i as u8; 64]).expect("upload");
-    }
+    let live = fleet.deploy_first();
     let snaps = fleet.hosts.iter().map(|h| h.shared_snapshot()).collect();
     (fleet, live, snaps)
-}
-
-/// The host is exactly as before the deploy: on `live`, no other release, no lock, shared/
-/// byte-identical.
-fn assert_untouched(h: &TestHost, live: &str, snap: &BTreeMap<String, String>) {
-    assert_eq!(h.current_id().as_deref(), Some(live), "{}: current", h.name);
-    assert_eq!(h.releases(), vec![live.to_owned()], "{}: releases", h.name);
-    assert!(!h.locked(), "{}: no lock left", h.name);
-    assert_eq!(&h.shared_snapshot(), snap, "{}: shared/ intact", h.name);
 }
 
 /// The host could not be cleaned up: still on `live`, shared intact, but our lock and the
@@ -177,7 +163,7 @@ fn recover(fleet: &Fleet, live: &str, snaps: &Snapshots, left: &[(usize, String)
                 assert!(!h.locked(), "{}: no lock left", h.name);
                 assert_eq!(&h.shared_snapshot(), snap, "{}: shared/ intact", h.name);
             }
-            None => assert_untouched(h, live, snap),
+            None => h.assert_as_before(live, snap, false),
         }
     }
     let status = fleet.ship(&["status", "production"]);
@@ -206,7 +192,9 @@ fn recover(fleet: &Fleet, live: &str, snaps: &Snapshots, left: &[(usize, String)
 
 /// A host lost during prepare: the deploy aborts at once, the others are cleaned up, the lost
 /// one is named with what it keeps, and the run ended long before the build would have.
-fn assert_lost_during_prepare(run: Run, fleet: &Fleet, live: &str, snaps: &Snapshots) -> String {
+fn assert_lost_during_prepare(ran: &Ran) -> String {
+    let (run, fleet, snaps) = (&ran.run, &ran.fleet, &ran.snaps);
+    let live = ran.live();
     assert_eq!(
         run.code,
         3,
@@ -230,7 +218,7 @@ fn assert_lost_during_prepare(run: Run, fleet: &Fleet, live: &str, snaps: &Snaps
         "{all}"
     );
     for i in [0, 2] {
-        assert_untouched(fleet.host(i), live, &snaps[i]);
+        fleet.host(i).assert_as_before(live, &snaps[i], false);
         assert_eq!(
             builds_running(fleet.host(i)),
             0,
@@ -243,46 +231,43 @@ fn assert_lost_during_prepare(run: Run, fleet: &Fleet, live: &str, snaps: &Snaps
 
 #[test]
 fn a_host_killed_during_prepare_aborts_everywhere_and_can_be_recovered() {
-    let (mut fleet, live, snaps) = deployed(3);
-    let run = deploy_until_building(&fleet);
-    fleet.hosts[1].kill();
-    let run = run.finish();
-    let staged = assert_lost_during_prepare(run, &fleet, &live, &snaps);
-    fleet.hosts[1].restart();
-    recover(&fleet, &live, &snaps, &[(1, staged)]);
+    let mut ran = Scenario::new(3)
+        .deployed()
+        .during_build(DuringBuild::Kill(1))
+        .run(&["deploy", "production"]);
+    let staged = assert_lost_during_prepare(&ran);
+    ran.fleet.hosts[1].restart();
+    recover(&ran.fleet, ran.live(), &ran.snaps, &[(1, staged)]);
 }
 
 #[test]
 fn a_host_frozen_during_prepare_aborts_within_the_keepalive_timeout() {
-    let (fleet, live, snaps) = deployed(3);
-    let run = deploy_until_building(&fleet);
-    fleet.host(1).freeze();
-    let run = run.finish();
-    let all = run.all();
-    assert!(
-        all.contains("keepalive"),
-        "the frozen host is detected by keepalives: {all}"
-    );
-    let staged = assert_lost_during_prepare(run, &fleet, &live, &snaps);
+    let ran = Scenario::new(3)
+        .deployed()
+        .during_build(DuringBuild::Freeze(1))
+        .run(&["deploy", "production"]);
+    // The frozen host is detected by keepalives.
+    ran.says("keepalive");
+    let staged = assert_lost_during_prepare(&ran);
     // Thawed, the host finds its controller gone and its supervised build stops itself.
-    fleet.host(1).thaw();
+    ran.host(1).thaw();
     wait_until(
         "web-2's abandoned build stops",
         Duration::from_secs(15),
-        || builds_running(fleet.host(1)) == 0,
+        || builds_running(ran.host(1)) == 0,
     );
-    recover(&fleet, &live, &snaps, &[(1, staged)]);
+    recover(&ran.fleet, ran.live(), &ran.snaps, &[(1, staged)]);
 }
 
 #[test]
 fn a_host_cut_off_during_prepare_aborts_within_the_keepalive_timeout() {
-    let (mut fleet, live, snaps) = deployed(3);
-    let run = deploy_until_building(&fleet);
-    fleet.hosts[1].cut();
-    let run = run.finish();
-    let staged = assert_lost_during_prepare(run, &fleet, &live, &snaps);
-    fleet.hosts[1].reconnect();
-    recover(&fleet, &live, &snaps, &[(1, staged)]);
+    let mut ran = Scenario::new(3)
+        .deployed()
+        .during_build(DuringBuild::Cut(1))
+        .run(&["deploy", "production"]);
+    let staged = assert_lost_during_prepare(&ran);
+    ran.fleet.hosts[1].reconnect();
+    recover(&ran.fleet, ran.live(), &ran.snaps, &[(1, staged)]);
 }
 
 /// A `mv` on one host that does `action` instead of (or around) the switch's rename; renames
@@ -297,29 +282,20 @@ fn switch_fault(h: &TestHost, action: &str) {
 
 #[test]
 fn a_failed_rename_on_one_host_switches_the_others_back() {
-    let (fleet, live, snaps) = deployed(3);
-    switch_fault(
-        fleet.host(1),
-        "echo 'mv: cannot move: Read-only file system' >&2; exit 1",
-    );
-    let run = fleet.deploy();
-    assert_eq!(run.code, 1, "the fleet is as it was: {}", run.all());
-    let all = run.all();
-    assert!(
-        all.contains("every switched host was switched back"),
-        "{all}"
-    );
-    assert!(
-        all.contains("[web-2] FAILED at switch: the rename failed; current is unchanged"),
-        "{all}"
-    );
-    assert!(all.contains("Read-only file system"), "{all}");
-    assert!(
-        all.contains("reverted"),
-        "the summary shows the reverted hosts: {all}"
-    );
-    for (h, snap) in fleet.hosts.iter().zip(&snaps) {
-        assert_untouched(h, &live, snap);
+    let ran = Scenario::new(3)
+        .deployed()
+        .fault(
+            1,
+            Fault::Switch("echo 'mv: cannot move: Read-only file system' >&2; exit 1"),
+        )
+        .run(&["deploy", "production"]);
+    ran.exits(1)
+        .says("every switched host was switched back")
+        .says("[web-2] FAILED at switch: the rename failed; current is unchanged")
+        .says("Read-only file system")
+        .says("reverted")
+        .unchanged();
+    for h in &ran.fleet.hosts {
         let last = h.journal().pop().expect("journal");
         assert_eq!(last["outcome"], "rolled_back", "{}: {last}", h.name);
     }
@@ -341,7 +317,7 @@ fn a_host_killed_during_the_switch_is_named_and_the_others_are_switched_back() {
         "{all}"
     );
     for i in [0, 2] {
-        assert_untouched(fleet.host(i), &live, &snaps[i]);
+        fleet.host(i).assert_as_before(&live, &snaps[i], false);
     }
     // web-2 died before its rename: it is on the old release, with our lock and the new one.
     let staged = assert_left_locked(fleet.host(1), &live, &snaps[1]);
@@ -372,7 +348,7 @@ fn a_host_cut_off_during_the_switch_is_named_with_the_command_that_reverts_it() 
         .unwrap_or_else(|| panic!("a remedy for web-2: {all}"))
         .to_owned();
     for i in [0, 2] {
-        assert_untouched(fleet.host(i), &live, &snaps[i]);
+        fleet.host(i).assert_as_before(&live, &snaps[i], false);
     }
     let h = fleet.host(1);
     let new = h.current_id().expect("current");
@@ -396,29 +372,16 @@ fn a_host_cut_off_during_the_switch_is_named_with_the_command_that_reverts_it() 
 
 #[test]
 fn a_full_disk_on_one_host_aborts_everywhere_and_says_so() {
-    let (fleet, live, snaps) = deployed_with(Fleet::start_with(3, Some((1, "3m"))));
-    fleet.inventory(
-        "",
-        "    build: [\"sh build.sh\", \"head -c 8000000 /dev/zero > public/big.bin\"]\n",
-    );
-    let run = fleet.deploy();
-    assert_eq!(run.code, 1, "{}", run.all());
-    let all = run.all();
-    assert!(
-        all.contains(
-            "[web-2] FAILED at prepare (build: head -c 8000000 /dev/zero > public/big.bin)"
-        ) && all.contains("the disk is full on this host"),
-        "{all}"
-    );
-    // web-2's release is gone; a host that had built completely keeps it, prepared.
-    assert_untouched(fleet.host(1), &live, &snaps[1]);
-    for i in [0, 2] {
-        let h = fleet.host(i);
-        assert_eq!(h.current_id().as_deref(), Some(live.as_str()), "{}", h.name);
-        assert_eq!(h.releases_but_prepared(), vec![live.clone()], "{}", h.name);
-        assert!(!h.locked(), "{}", h.name);
-        assert_eq!(h.shared_snapshot(), snaps[i], "{}: shared/ intact", h.name);
-    }
+    Scenario::new(3)
+        .small_disk(1, "3m")
+        .deployed()
+        .stage("    build: [\"sh build.sh\", \"head -c 8000000 /dev/zero > public/big.bin\"]\n")
+        .run(&["deploy", "production"])
+        .exits(1)
+        .says("[web-2] FAILED at prepare (build: head -c 8000000 /dev/zero > public/big.bin)")
+        .says("the disk is full on this host")
+        // web-2's release is gone; a host that had built completely keeps it, prepared.
+        .unchanged_but_prepared(&[1]);
 }
 
 #[test]
@@ -488,20 +451,16 @@ fn of_two_deploys_started_together_exactly_one_proceeds() {
     }
 }
 
-fn interrupted_during_prepare(sig: &str) {
-    let (fleet, live, snaps) = deployed(3);
-    let run = deploy_until_building(&fleet);
-    run.signal(sig);
-    let run = run.finish();
-    assert_eq!(run.code, 130, "{}", run.all());
-    let all = run.all();
-    assert!(
-        all.contains("interrupted during prepare: no host has switched"),
-        "{all}"
-    );
-    assert!(all.contains("aborted: no host was switched"), "{all}");
-    for (h, snap) in fleet.hosts.iter().zip(&snaps) {
-        assert_untouched(h, &live, snap);
+fn interrupted_during_prepare(sig: &'static str) {
+    let ran = Scenario::new(3)
+        .deployed()
+        .during_build(DuringBuild::Signal(sig))
+        .run(&["deploy", "production"]);
+    ran.exits(130)
+        .says("interrupted during prepare: no host has switched")
+        .says("aborted: no host was switched")
+        .unchanged();
+    for h in &ran.fleet.hosts {
         assert_eq!(
             builds_running(h),
             0,
@@ -610,7 +569,7 @@ fn ctrl_c_during_a_run_once_step_lets_it_finish_then_switches_no_host() {
         "the migration ran to its end"
     );
     for (h, snap) in fleet.hosts.iter().zip(&snaps) {
-        assert_untouched(h, &live, snap);
+        h.assert_as_before(&live, snap, false);
     }
 }
 
@@ -655,7 +614,7 @@ fn a_step_that_ignores_sigterm_is_killed_after_the_grace_period() {
             "{}: no SIGTERM first ({got:?})",
             h.name
         );
-        assert_untouched(h, &live, snap);
+        h.assert_as_before(&live, snap, false);
     }
 }
 
@@ -747,7 +706,7 @@ fn a_second_ctrl_c_exits_at_once_and_says_where_each_host_stood() {
     let released = fleet.ship(&["lock", "release", "production", "--yes"]);
     assert_eq!(released.code, 0, "{}", released.all());
     for (h, snap) in fleet.hosts.iter().zip(&snaps) {
-        assert_untouched(h, &live, snap);
+        h.assert_as_before(&live, snap, false);
     }
 }
 
@@ -928,6 +887,6 @@ fn connect_timeout_on_the_command_line_bounds_the_wait_for_a_silent_host() {
     );
     assert!(all.contains("aborted: no host was switched"), "{all}");
     for (h, snap) in fleet.hosts.iter().zip(&snaps) {
-        assert_untouched(h, &live, snap);
+        h.assert_as_before(&live, snap, false);
     }
 }

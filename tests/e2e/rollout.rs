@@ -22,24 +22,6 @@ fn deploy_ok(fleet: &Fleet, args: &[&str]) -> String {
     id
 }
 
-fn assert_fleet(fleet: &Fleet, current: &str, releases: &[&str]) {
-    for h in &fleet.hosts {
-        assert_eq!(
-            h.current_id().as_deref(),
-            Some(current),
-            "{}: current",
-            h.name
-        );
-        assert_eq!(h.releases(), releases, "{}: releases", h.name);
-        assert!(!h.locked(), "{}: lock", h.name);
-        assert!(
-            h.path("shared/.env").is_file() && h.path("shared/storage").is_dir(),
-            "{}: shared",
-            h.name
-        );
-    }
-}
-
 fn bad_marks(h: &crate::support::TestHost) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(h.path(".ship/bad"))
         .map(|d| {
@@ -69,7 +51,7 @@ fn rollback_returns_the_fleet_to_the_previous_release_and_marks_the_bad_one() {
         "{}",
         run.stdout
     );
-    assert_fleet(&fleet, &a, &[&a, &b]);
+    fleet.assert_on(&a, &[&a, &b]);
     for h in &fleet.hosts {
         assert_eq!(bad_marks(h), vec![b.clone()], "{}: marks", h.name);
         let j = h.journal();
@@ -103,14 +85,14 @@ fn rollback_returns_the_fleet_to_the_previous_release_and_marks_the_bad_one() {
         "{}",
         run.all()
     );
-    assert_fleet(&fleet, &a, &[&a, &b]);
+    fleet.assert_on(&a, &[&a, &b]);
 
     // A new deploy C; its default rollback target is A (the release current before C), never
     // the bad B, though B is newer.
     let c = deploy_ok(&fleet, &[]);
     let run = fleet.ship(&["rollback", "production"]);
     assert_eq!(run.code, 0, "{}", run.all());
-    assert_fleet(&fleet, &a, &[&a, &b, &c]);
+    fleet.assert_on(&a, &[&a, &b, &c]);
     for h in &fleet.hosts {
         assert_eq!(bad_marks(h), vec![b.clone(), c.clone()], "{}", h.name);
     }
@@ -127,7 +109,7 @@ fn rollback_returns_the_fleet_to_the_previous_release_and_marks_the_bad_one() {
         "{}",
         run.stdout
     );
-    assert_fleet(&fleet, &b, &[&a, &b, &c]);
+    fleet.assert_on(&b, &[&a, &b, &c]);
     for h in &fleet.hosts {
         assert_eq!(bad_marks(h), vec![c.clone()], "{}", h.name);
     }
@@ -279,7 +261,7 @@ fn canary_switches_first_passes_its_http_check_then_the_rest_follow() {
     assert_eq!(summary["outcome"], "deployed");
     assert_eq!(summary["canary"], serde_json::json!(["web-1"]));
     let b = fleet.host(0).current_id().expect("current");
-    assert_fleet(&fleet, &b, &[&a, &b]);
+    fleet.assert_on(&b, &[&a, &b]);
     // The canary switched, was checked, was watched for 2 s; then the rest switched together.
     let at = |i: usize| {
         summary["hosts"][i]["switched_at_unix_ns"]
@@ -350,7 +332,7 @@ fn a_failing_canary_is_switched_back_and_the_release_removed_everywhere() {
     );
     assert!(text.contains("status 000 (expected 200)"), "{text}");
     // Nobody else ever switched; the canary is back; the release is gone everywhere.
-    assert_fleet(&fleet, &a, &[&a]);
+    fleet.assert_on(&a, &[&a]);
     assert!(!text.contains("[web-2] switched"), "{text}");
     for h in &fleet.hosts {
         assert!(bad_marks(h).is_empty(), "{}", h.name);
@@ -385,7 +367,7 @@ fn interrupting_the_canary_hold_switches_the_canary_back() {
         "{}",
         run.stderr
     );
-    assert_fleet(&fleet, &a, &[&a]);
+    fleet.assert_on(&a, &[&a]);
 }
 
 #[test]
@@ -415,7 +397,7 @@ fn a_failed_health_check_after_the_switch_rolls_the_fleet_back_and_keeps_the_rel
         .into_iter()
         .find(|r| *r != a)
         .expect("the new release is kept");
-    assert_fleet(&fleet, &a, &[&a, &b]);
+    fleet.assert_on(&a, &[&a, &b]);
     for h in &fleet.hosts {
         assert_eq!(bad_marks(h), vec![b.clone()], "{}", h.name);
         assert_eq!(h.journal().last().expect("j")["outcome"], "rolled_back");
@@ -424,7 +406,7 @@ fn a_failed_health_check_after_the_switch_rolls_the_fleet_back_and_keeps_the_rel
     fs::write(fleet.host(0).path("shared/.env"), "KEEP=1\n").expect("env");
     // The next deploy works, and the bad release does not count towards keep_releases.
     let c = deploy_ok(&fleet, &[]);
-    assert_fleet(&fleet, &c, &[&a, &b, &c]);
+    fleet.assert_on(&c, &[&a, &b, &c]);
     assert_eq!(
         fs::read_to_string(fleet.host(0).path("shared/.env")).expect("env"),
         "KEEP=1\n"
@@ -468,7 +450,7 @@ fn run_once_steps_run_on_the_primary_host_only_and_their_failure_aborts() {
         "{text}"
     );
     assert!(text.contains("aborted: no host was switched"), "{text}");
-    assert_fleet(&fleet, &a, &[&a]);
+    fleet.assert_on(&a, &[&a]);
 }
 
 #[test]
@@ -484,7 +466,7 @@ fn after_switch_failures_with_on_failure_warn_are_reported_and_the_release_stays
     let run = fleet.ship(&["deploy", "production", "--json"]);
     assert_eq!(run.code, 0, "{}", run.all());
     let id = fleet.host(0).current_id().expect("current");
-    assert_fleet(&fleet, &id, &[&id]);
+    fleet.assert_on(&id, &[&id]);
     for h in &fleet.hosts {
         assert!(
             h.path("current/restarted").is_file(),
@@ -927,7 +909,7 @@ fn exec_runs_a_command_on_every_host_and_groups_the_output() {
         );
     }
     // Nothing about the deploy changed.
-    assert_fleet(&fleet, &id, &[&id]);
+    fleet.assert_on(&id, &[&id]);
 }
 
 #[test]
@@ -1637,7 +1619,7 @@ fn a_failing_before_deploy_hook_stops_everything_and_later_hooks_only_warn() {
         "{}",
         run.stderr
     );
-    assert_fleet(&fleet, &a, &[&a]);
+    fleet.assert_on(&a, &[&a]);
     fs::remove_file(fleet.dir().join("closed")).expect("open");
     let run = fleet.deploy();
     assert_eq!(run.code, 0, "{}", run.all());
@@ -1796,7 +1778,7 @@ fn a_retry_after_one_host_failed_builds_only_on_that_host() {
     let again = deploy_ok(&fleet, &["--rebuild"]);
     assert_ne!(again, x);
     assert_eq!((builds(0), builds(1), builds(2)), (3, 3, 4));
-    assert_fleet(&fleet, &again, &[&a, &x, &again]);
+    fleet.assert_on(&again, &[&a, &x, &again]);
 }
 
 #[test]
@@ -1882,7 +1864,7 @@ fn expect_body_fails_a_check_whose_body_lacks_the_text_and_the_fleet_goes_back()
         .into_iter()
         .find(|r| *r != a && *r != b)
         .expect("the failed release is kept, marked bad");
-    assert_fleet(&fleet, &b, &[&a, &b, &c]);
+    fleet.assert_on(&b, &[&a, &b, &c]);
     for h in &fleet.hosts {
         assert_eq!(bad_marks(h), vec![c.clone()], "{}", h.name);
     }

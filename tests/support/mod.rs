@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod scenario;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -94,6 +96,37 @@ impl TestHost {
 
     pub fn locked(&self) -> bool {
         self.path(".ship/lock").exists()
+    }
+
+    /// The host is as it was before a run that changed nothing here: on `live` and no other
+    /// release (or, with `may_keep_prepared`, also one a failed deploy kept whole and marked
+    /// prepared), no lock, `shared/` byte-identical to `snap`. The one host-state check of the
+    /// suite for "nothing changed".
+    pub fn assert_as_before(
+        &self,
+        live: &str,
+        snap: &BTreeMap<String, String>,
+        may_keep_prepared: bool,
+    ) {
+        assert_eq!(
+            self.current_id().as_deref(),
+            Some(live),
+            "{}: current",
+            self.name
+        );
+        let releases = if may_keep_prepared {
+            self.releases_but_prepared()
+        } else {
+            self.releases()
+        };
+        assert_eq!(releases, vec![live.to_owned()], "{}: releases", self.name);
+        assert!(!self.locked(), "{}: no lock left", self.name);
+        assert_eq!(
+            &self.shared_snapshot(),
+            snap,
+            "{}: shared/ intact",
+            self.name
+        );
     }
 
     /// Every file, directory and link under `shared/` with its content or target: compare two
@@ -496,7 +529,7 @@ impl Fleet {
         let text = format!(
             "defaults:\n  user: root\n  identity_file: {key}\n  known_hosts: {kh}\n  \
              deploy_to: {DEPLOY_TO}\n  keep_releases: 3\n  connect_timeout: 5s\n  \
-             switch_timeout: 5s\n  keepalive_interval: 1s\n  \
+             switch_timeout: 5s\n  step_timeout: 2m\n  keepalive_interval: 1s\n  \
              source: {{ artifact: {app} }}\n  shared: {{ files: [.env], dirs: [storage] }}\n  \
              build: [\"sh build.sh\"]\n{ssh_config}{defaults_extra}\
              stages:\n  production:\n{stage_extra}    hosts:\n{hosts}",
@@ -517,6 +550,38 @@ impl Fleet {
         let line = format!("source: {{ artifact: {} }}", Self::example_app().display());
         assert!(text.contains(&line), "the inventory has the default source");
         fs::write(&path, text.replace(&line, &format!("source: {source}"))).expect("write");
+    }
+
+    /// Deploy once, then give every host's `shared/` content an operator cares about (a
+    /// different `.env` and upload on each): the live release's id.
+    pub fn deploy_first(&self) -> String {
+        let first = self.deploy();
+        assert_eq!(first.code, 0, "the first deploy: {}", first.all());
+        for (i, h) in self.hosts.iter().enumerate() {
+            fs::write(h.path("shared/.env"), format!("APP_KEY=secret-{i}\n")).expect("env");
+            fs::write(h.path("shared/storage/upload.bin"), [i as u8; 64]).expect("upload");
+        }
+        self.host(0).current_id().expect("current")
+    }
+
+    /// Every host is on `current` with exactly `releases`, holds no lock, and has its
+    /// `shared/` files and directories.
+    pub fn assert_on(&self, current: &str, releases: &[&str]) {
+        for h in &self.hosts {
+            assert_eq!(
+                h.current_id().as_deref(),
+                Some(current),
+                "{}: current",
+                h.name
+            );
+            assert_eq!(h.releases(), releases, "{}: releases", h.name);
+            assert!(!h.locked(), "{}: lock", h.name);
+            assert!(
+                h.path("shared/.env").is_file() && h.path("shared/storage").is_dir(),
+                "{}: shared",
+                h.name
+            );
+        }
     }
 
     /// Every host is on `release`, has no other release, and holds no lock.
