@@ -17,6 +17,8 @@ use crate::remote::{Compression, Delivery};
 pub enum SourceError {
     #[error("artifact {path}: {reason}")]
     Artifact { path: PathBuf, reason: String },
+    #[error("url {url}: {reason}")]
+    Url { url: String, reason: String },
     #[error("git {url}: cannot resolve `{reference}`: {reason}")]
     Git {
         url: String,
@@ -41,6 +43,22 @@ pub struct Prepared {
 pub fn prepare(source: &Source) -> Result<Prepared, SourceError> {
     match source {
         Source::Artifact { path } => artifact(path),
+        Source::Url { url, sha256 } => {
+            let compression = check_tarball_url(url).map_err(|(why, hint)| SourceError::Url {
+                url: crate::mask::mask_urls(url),
+                reason: format!("{why} (hint: {hint})"),
+            })?;
+            Ok(Prepared {
+                delivery: Delivery::Url {
+                    url: url.clone(),
+                    sha256: sha256.clone(),
+                    compression,
+                },
+                revision: format!("sha256:{sha256}"),
+                payload: Default::default(),
+                tools: url_tools(compression),
+            })
+        }
         Source::Git {
             url,
             reference,
@@ -118,10 +136,62 @@ fn unpack_tools(compression: Compression) -> Vec<&'static str> {
     }
 }
 
+/// What a host needs to download, check and unpack a tarball: curl or wget is looked for by
+/// the download step itself (either will do).
+fn url_tools(compression: Compression) -> Vec<&'static str> {
+    let mut t = unpack_tools(compression);
+    t.push("sha256sum");
+    t
+}
+
+/// The compression of the tarball an http(s) URL names (by its path's ending), or why ship
+/// will not download it, with a hint.
+pub fn check_tarball_url(url: &str) -> Result<Compression, (String, String)> {
+    let lower = url.to_ascii_lowercase();
+    let Some(rest) = lower
+        .strip_prefix("https://")
+        .or_else(|| lower.strip_prefix("http://"))
+    else {
+        return Err((
+            "not an http(s) URL".into(),
+            "write the tarball's https:// URL (an object store, a CDN, a release asset)".into(),
+        ));
+    };
+    if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err((
+            "a URL cannot hold spaces or control characters".into(),
+            "percent-encode them (%20)".into(),
+        ));
+    }
+    let path = rest.split(['?', '#']).next().unwrap_or_default();
+    if path.ends_with(".tar.gz") || path.ends_with(".tgz") {
+        Ok(Compression::Gzip)
+    } else if path.ends_with(".tar.zst") || path.ends_with(".tzst") {
+        Ok(Compression::Zstd)
+    } else if path.ends_with(".tar") {
+        Ok(Compression::None)
+    } else {
+        Err((
+            "the URL's path does not end in .tar.gz, .tgz, .tar.zst, .tzst or .tar".into(),
+            "point it at the tarball itself; ship tells the compression by the name".into(),
+        ))
+    }
+}
+
+/// A SHA-256 digest as written in an inventory or on the command line (64 hex digits, either
+/// case, an optional `sha256:` prefix), in lowercase; `None` if it is not one.
+pub fn check_sha256(text: &str) -> Option<String> {
+    let hex = text.trim();
+    let hex = hex.strip_prefix("sha256:").unwrap_or(hex);
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| hex.to_ascii_lowercase())
+}
+
 /// The tools a host needs for this source, without packing or resolving anything.
 pub fn tools_for(source: &Source) -> Vec<&'static str> {
     match source {
         Source::Git { .. } => vec!["git", "tar"],
+        Source::Url { url, .. } => url_tools(check_tarball_url(url).unwrap_or(Compression::Gzip)),
         Source::Artifact { path } => {
             let name = path.to_string_lossy().to_lowercase();
             if name.ends_with(".tar.zst") || name.ends_with(".tzst") {

@@ -20,6 +20,8 @@ mod servers;
 mod soak;
 #[path = "e2e/trust.rs"]
 mod trust;
+#[path = "e2e/url.rs"]
+mod url;
 
 use std::fs;
 use std::path::Path;

@@ -57,6 +57,7 @@ fn source_overrides(
     stage: &mut Stage,
     reference: Option<&str>,
     artifact: Option<&Path>,
+    url: Option<(&str, &str)>,
 ) -> Result<()> {
     use crate::inventory::Source;
     if let Some(r) = reference {
@@ -120,6 +121,28 @@ fn source_overrides(
         }
         for h in &mut stage.hosts {
             h.config.source = Source::Artifact { path: path.clone() };
+        }
+    }
+    if let Some((url, digest)) = url {
+        if let Err((why, hint)) = crate::source::check_tarball_url(url) {
+            return Err(Error::usage(format!(
+                "--artifact-url {}: {why}",
+                crate::mask::mask_urls(url)
+            ))
+            .hint(hint));
+        }
+        let Some(sha256) = crate::source::check_sha256(digest) else {
+            return Err(Error::usage(format!(
+                "--sha256: `{}` is not a SHA-256 digest",
+                digest.escape_debug()
+            ))
+            .hint("64 hex digits, as `sha256sum app.tar.gz` prints them"));
+        };
+        for h in &mut stage.hosts {
+            h.config.source = Source::Url {
+                url: url.to_owned(),
+                sha256: sha256.clone(),
+            };
         }
     }
     Ok(())
@@ -216,6 +239,7 @@ pub async fn run(args: DeployArgs) -> Result<u8> {
         &mut stage,
         args.reference.as_deref(),
         args.artifact.as_deref(),
+        args.artifact_url.as_deref().zip(args.sha256.as_deref()),
     )?;
     let waves = waves_of(&stage, args.waves.as_deref(), args.canary.as_deref())?;
     // Without a hold, the canary still switches and is verified before the rest go.
@@ -226,6 +250,7 @@ pub async fn run(args: DeployArgs) -> Result<u8> {
     let revision_hint = match &source {
         crate::inventory::Source::Git { reference, .. } => reference.clone(),
         crate::inventory::Source::Artifact { path } => path.display().to_string(),
+        crate::inventory::Source::Url { url, .. } => crate::mask::mask_urls(url),
     };
     let hook_dir = inventory_dir(&g.inventory);
     if !args.dry_run {

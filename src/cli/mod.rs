@@ -212,6 +212,18 @@ pub struct DeployArgs {
     /// inventory's source; relative to the current directory.
     #[arg(long, value_name = "PATH")]
     pub artifact: Option<std::path::PathBuf>,
+    /// Deploy the tarball at this http(s) URL instead of the inventory's source: each host
+    /// downloads it itself and checks it against --sha256 before unpacking.
+    #[arg(
+        long,
+        value_name = "URL",
+        conflicts_with_all = ["reference", "artifact"],
+        requires = "sha256"
+    )]
+    pub artifact_url: Option<String>,
+    /// The SHA-256 of the tarball at --artifact-url (64 hex digits).
+    #[arg(long, value_name = "HEX", requires = "artifact_url")]
+    pub sha256: Option<String>,
     #[command(flatten)]
     pub global: Global,
 }

@@ -330,6 +330,15 @@ pub fn local(stage: &Stage) -> Vec<CheckItem> {
                     "pass",
                     format!("{} ({} bytes to send)", path.display(), p.payload.len()),
                 ),
+                Source::Url { url, .. } => item(
+                    "source",
+                    "pass",
+                    format!(
+                        "{} (each host downloads it and checks {})",
+                        crate::mask::mask_urls(url),
+                        p.revision
+                    ),
+                ),
             },
             Err(e) => item("source", "fail", e.to_string()),
         });

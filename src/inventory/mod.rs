@@ -386,6 +386,10 @@ pub enum Source {
         /// At most this many hosts fetch from the git server at once (`parallel:`).
         parallel: Option<usize>,
     },
+    /// A tarball each host downloads itself (curl, else wget) from `url` — an object store, a
+    /// CDN, a release asset — and checks against `sha256` (lowercase hex) before unpacking.
+    /// The controller sends only the URL and the digest.
+    Url { url: String, sha256: String },
 }
 
 /// Paths kept in `shared/` across releases and linked into each one.

@@ -156,6 +156,9 @@ pub fn stage_config(stage: &Stage, mask: impl Fn(&str) -> String) -> StageConfig
                     Source::Git { url, reference, .. } => {
                         BTreeMap::from([("git", mask(url)), ("ref", reference.clone())])
                     }
+                    Source::Url { url, sha256 } => {
+                        BTreeMap::from([("url", mask(url)), ("sha256", sha256.clone())])
+                    }
                 },
                 shared: BTreeMap::from([
                     ("files", c.shared.files.clone()),

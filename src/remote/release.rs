@@ -28,6 +28,13 @@ pub enum Delivery {
         /// At most this many hosts fetch at once (`source.parallel`).
         parallel: Option<usize>,
     },
+    /// A tarball each host downloads from `url` (curl, else wget) and checks against `sha256`
+    /// before unpacking.
+    Url {
+        url: String,
+        sha256: String,
+        compression: Compression,
+    },
 }
 
 /// Everything the commands of one release on one host are built from.
@@ -74,6 +81,66 @@ pub fn printf_bytes(bytes: &[u8]) -> String {
 pub fn shared_link_target(path: &str) -> String {
     let depth = path.split('/').count();
     format!("{}shared/{}", "../".repeat(depth + 1), path)
+}
+
+/// How long a download may go on at less than a byte a second before it is given up.
+pub const DOWNLOAD_STALL_SECS: u64 = 60;
+
+/// The step that downloads a tarball on the host into ship's scratch file, checks its SHA-256,
+/// and only then makes the release directory and unpacks it. The URL reaches curl (or wget)
+/// on its stdin, never in its arguments; messages show it masked.
+fn download(
+    plan: &ReleasePlan,
+    url: &str,
+    sha256: &str,
+    compression: Compression,
+    create: &str,
+) -> Step {
+    let tmp = quote(&scratch_tar(plan.release_id)).into_owned();
+    let rel = quote(&format!("releases/{}", plan.release_id)).into_owned();
+    let curl_config = format!(
+        "url = \"{}\"",
+        url.replace('\\', "\\\\").replace('"', "\\\"")
+    );
+    let shown = quote(&crate::mask::mask_urls(url)).into_owned();
+    let unpack = match compression {
+        Compression::None => format!("tar -xf {tmp} -C {rel}"),
+        Compression::Gzip => format!("tar -xzf {tmp} -C {rel}"),
+        // Through a file, not a pipe: a failed decompression must fail the step.
+        Compression::Zstd => {
+            format!("zstd -q -d -c {tmp} > {tmp}.raw && tar -xf {tmp}.raw -C {rel}")
+        }
+    };
+    let script = format!(
+        "{cd} || exit 1; mkdir -p .ship && rm -f {tmp} {tmp}.raw || exit 1; \
+         if command -v curl >/dev/null 2>&1; then \
+         printf '%s\\n' {cfg} | curl -fsS --connect-timeout 15 --speed-limit 1 \
+         --speed-time {stall} -o {tmp} -K -; \
+         elif command -v wget >/dev/null 2>&1; then \
+         printf '%s\\n' {url_q} | wget -q -T {stall} -O {tmp} -i -; \
+         else echo 'neither curl nor wget is installed on this host (hint: install curl)' >&2; \
+         false; fi; rc=$?; \
+         if [ $rc -ne 0 ]; then echo \"download of \"{shown}\" failed (exit status $rc)\" >&2; \
+         else set -- $(sha256sum {tmp}); \
+         if [ \"$1\" != {sha} ]; then echo \"the download's SHA-256 is $1, not {sha} as the \
+         inventory says: nothing was unpacked (hint: a changed or truncated file at \"{shown}\", \
+         or a wrong sha256)\" >&2; rc=1; \
+         else {create} && {unpack}; rc=$?; fi; fi; \
+         rm -f {tmp} {tmp}.raw; exit $rc",
+        cd = cd(plan.deploy_to),
+        cfg = quote(&curl_config),
+        url_q = quote(url),
+        stall = DOWNLOAD_STALL_SECS,
+        sha = quote(sha256),
+    );
+    Step {
+        name: "download".into(),
+        script,
+        takes_payload: false,
+        reaches_git: false,
+        quick: false,
+        parallel: None,
+    }
 }
 
 /// The steps that stage a release on a host, in order. Nothing here touches `current`, and
@@ -123,6 +190,11 @@ pub fn prepare(plan: &ReleasePlan) -> Vec<Step> {
                 parallel: None,
             });
         }
+        Delivery::Url {
+            url,
+            sha256,
+            compression,
+        } => steps.push(download(plan, url, sha256, *compression, &create)),
         Delivery::Git {
             url,
             commit,

@@ -812,6 +812,50 @@ impl TestHost {
 /// web server's document root is). Stopped when dropped.
 pub type HttpServer = Background;
 
+/// An HTTP server on this machine serving the files of `dir` (the hosts reach it at
+/// `http://127.0.0.1:<port>/`), where any path starting `/stall` sends its headers and ten
+/// bytes, then nothing for ten minutes. The server and its port.
+pub fn serve_files(dir: &Path) -> (Background, u16) {
+    use std::io::BufRead;
+    const SERVER: &str = r#"
+import http.server, sys, time
+d = sys.argv[1]
+class H(http.server.SimpleHTTPRequestHandler):
+    def __init__(s, *a, **k):
+        super().__init__(*a, directory=d, **k)
+    def log_message(s, *a):
+        pass
+    def do_GET(s):
+        if s.path.startswith('/stall'):
+            s.send_response(200)
+            s.send_header('Content-Length', '1000000')
+            s.end_headers()
+            s.wfile.write(b'x' * 10)
+            s.wfile.flush()
+            time.sleep(600)
+            return
+        return super().do_GET()
+srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), H)
+srv.daemon_threads = True
+print(srv.server_address[1], flush=True)
+srv.serve_forever()
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", SERVER])
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    let stdout = child.stdout.take().expect("stdout");
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("the server's port");
+    let port = line.trim().parse().expect("a port");
+    (Background(child), port)
+}
+
 /// A process a test started beside the hosts (a web server, a git server, an agent): killed
 /// and reaped when dropped.
 pub struct Background(Child);

@@ -125,7 +125,9 @@ pub fn masker_for(stage: &Stage) -> Masker {
     for h in &stage.hosts {
         let c = &h.config;
         secrets.extend(c.secrets().map(str::to_owned));
-        if let crate::inventory::Source::Git { url, .. } = &c.source {
+        if let crate::inventory::Source::Git { url, .. }
+        | crate::inventory::Source::Url { url, .. } = &c.source
+        {
             secrets.extend(crate::mask::url_secrets(url));
         }
         if let Some(crate::inventory::Probe::Http { url, .. }) = &c.health_check.probe {

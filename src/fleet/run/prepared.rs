@@ -19,6 +19,7 @@ pub(super) fn build_key(c: &HostConfig, source: &Prepared) -> String {
         match &source.delivery {
             remote::Delivery::Tarball { .. } => "tarball",
             remote::Delivery::Git { .. } => "git",
+            remote::Delivery::Url { .. } => "url",
         }
     );
     for s in &c.build {

@@ -54,7 +54,7 @@ pub const HOOK_KEYS: &[&str] = &["before_deploy", "after_deploy", "on_failure"];
 /// Recipes `recipe:` accepts.
 pub const RECIPES: &[&str] = &["laravel"];
 
-pub(crate) const SOURCE_KEYS: &[&str] = &["artifact", "git", "ref", "parallel"];
+pub(crate) const SOURCE_KEYS: &[&str] = &["artifact", "git", "ref", "parallel", "url", "sha256"];
 pub(crate) const SHARED_KEYS: &[&str] = &["files", "dirs"];
 pub(crate) const SECRET_KEYS: &[&str] = &["value", "from_env", "from_command", "secret"];
 /// Keys of `writable`.

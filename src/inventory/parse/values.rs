@@ -55,23 +55,45 @@ pub(super) fn source(ctx: &Doc, v: &Node, p: &str) -> Result<At<Source>> {
             .find(|(key, _, _)| *key == k)
             .map(|(_, n, _)| *n)
     };
-    let value = match (get("artifact"), get("git")) {
-        (Some(a), None) => {
-            for key in ["ref", "parallel"] {
-                if let Some(r) = get(key) {
-                    return Err(ctx.err_hint(
-                        r.pos,
-                        &join(p, key),
-                        format!("`{key}` only applies to a git source"),
-                        format!("remove `{key}`, or use `git:` instead of `artifact:`"),
-                    ));
-                }
-            }
+    let given: Vec<&str> = ["artifact", "git", "url"]
+        .into_iter()
+        .filter(|k| get(k).is_some())
+        .collect();
+    if given.len() > 1 {
+        let second = get(given[1]).map_or(v.pos, |n| n.pos);
+        return Err(ctx.err_hint(
+            second,
+            p,
+            format!("both `{}` and `{}` are set", given[0], given[1]),
+            "choose one source: `artifact: ./build`, `git: <url>` with `ref:`, or `url: <https \
+             URL of a tarball>` with `sha256:`",
+        ));
+    }
+    // Keys that belong to one kind of source only.
+    let only = |key: &str, kind: &str, instead: &str| -> Result<()> {
+        match get(key) {
+            Some(r) => Err(ctx.err_hint(
+                r.pos,
+                &join(p, key),
+                format!("`{key}` only applies to a {kind} source"),
+                format!("remove `{key}`, or use `{instead}` as the source"),
+            )),
+            None => Ok(()),
+        }
+    };
+    let value = match given.first().copied() {
+        Some("artifact") => {
+            only("ref", "git", "git:")?;
+            only("parallel", "git", "git:")?;
+            only("sha256", "url", "url:")?;
+            let a = get("artifact").unwrap_or(v);
             Source::Artifact {
                 path: ctx.local_path(a, &join(p, "artifact"))?,
             }
         }
-        (None, Some(g)) => {
+        Some("git") => {
+            only("sha256", "url", "url:")?;
+            let g = get("git").unwrap_or(v);
             let url = ctx.non_empty(g, &join(p, "git"))?;
             no_control_characters(ctx, &url, g.pos, &join(p, "git"))?;
             if url.starts_with('-') {
@@ -102,20 +124,48 @@ pub(super) fn source(ctx: &Doc, v: &Node, p: &str) -> Result<At<Source>> {
                 parallel,
             }
         }
-        (Some(_), Some(g)) => {
-            return Err(ctx.err_hint(
-                g.pos,
-                p,
-                "both `artifact` and `git` are set",
-                "choose one source: `artifact: ./build` or `git: <url>` with `ref:`",
-            ));
+        Some(_) => {
+            only("ref", "git", "git:")?;
+            only("parallel", "git", "git:")?;
+            let u = get("url").unwrap_or(v);
+            let url = ctx.non_empty(u, &join(p, "url"))?;
+            if let Err(why) = crate::source::check_tarball_url(&url) {
+                return Err(ctx.err_hint(u.pos, &join(p, "url"), why.0, why.1));
+            }
+            let Some(d) = get("sha256") else {
+                return Err(ctx.err_hint(
+                    u.pos,
+                    p,
+                    "a `url:` source needs `sha256:`, the tarball's SHA-256",
+                    "add `sha256: <64 hex digits>` (`sha256sum app.tar.gz` prints it)",
+                ));
+            };
+            let sha256 = ctx.non_empty(d, &join(p, "sha256"))?;
+            let Some(sha256) = crate::source::check_sha256(&sha256) else {
+                return Err(ctx.err_hint(
+                    d.pos,
+                    &join(p, "sha256"),
+                    "not a SHA-256 digest",
+                    "write the 64 hex digits `sha256sum app.tar.gz` prints",
+                ));
+            };
+            Source::Url { url, sha256 }
         }
-        (None, None) => {
+        None => {
+            if let Some(d) = get("sha256") {
+                return Err(ctx.err_hint(
+                    d.pos,
+                    &join(p, "sha256"),
+                    "`sha256` without `url`",
+                    "add `url: <https URL of the tarball>`",
+                ));
+            }
             return Err(ctx.err_hint(
                 v.pos,
                 p,
                 "no source given",
-                "write `artifact: ./build` (a directory or tarball) or `git: <url>` with `ref: main`",
+                "write `artifact: ./build` (a directory or tarball), `git: <url>` with `ref: \
+                 main`, or `url: <https URL of a tarball>` with `sha256:`",
             ));
         }
     };
