@@ -36,8 +36,12 @@ fn stage_with_overrides(
     name: &str,
     connect: Option<Duration>,
     step: Option<Duration>,
+    concurrency: Option<u32>,
 ) -> Result<Stage> {
     let mut stage = super::inspect::connect_stage(g, name)?;
+    if let Some(n) = concurrency {
+        stage.connect_concurrency = n as usize;
+    }
     for h in &mut stage.hosts {
         if let Some(t) = connect {
             h.config.timeouts.connect = t;
@@ -233,7 +237,13 @@ pub async fn run(args: DeployArgs) -> Result<u8> {
                 .hint(format!("`ship plan {} --full`", args.stage)),
         );
     }
-    let stage = stage_with_overrides(g, &args.stage, args.connect_timeout, args.step_timeout)?;
+    let stage = stage_with_overrides(
+        g,
+        &args.stage,
+        args.connect_timeout,
+        args.step_timeout,
+        args.connect_concurrency,
+    )?;
     let mut stage = stage;
     source_overrides(
         &mut stage,
@@ -291,7 +301,13 @@ pub async fn run(args: DeployArgs) -> Result<u8> {
 
 pub async fn rollback(args: RollbackArgs) -> Result<u8> {
     let g = &args.global;
-    let stage = stage_with_overrides(g, &args.stage, args.connect_timeout, None)?;
+    let stage = stage_with_overrides(
+        g,
+        &args.stage,
+        args.connect_timeout,
+        None,
+        args.connect_concurrency,
+    )?;
     if let Some(to) = &args.to {
         if !crate::remote::is_release_id(to) {
             return Err(

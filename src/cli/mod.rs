@@ -173,6 +173,10 @@ pub struct DeployArgs {
     /// Override `connect_timeout` for every host (TCP, handshake and authentication).
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     pub connect_timeout: Option<Duration>,
+    /// At most this many SSH handshakes in flight at once (overrides `connect_concurrency:`;
+    /// keep it under the hosts' or a bastion's sshd `MaxStartups`).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub connect_concurrency: Option<u32>,
     /// Override `step_timeout` for every host (each remote step of prepare).
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     pub step_timeout: Option<Duration>,
@@ -274,6 +278,9 @@ pub struct RollbackArgs {
     /// Override `connect_timeout` for every host.
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     pub connect_timeout: Option<Duration>,
+    /// At most this many SSH handshakes in flight at once (overrides `connect_concurrency:`).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub connect_concurrency: Option<u32>,
     /// Print every command each host would run, and change nothing.
     #[arg(long)]
     pub dry_run: bool,

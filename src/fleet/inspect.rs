@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 use super::lock::{HeldLock, Holder};
 use crate::inventory::{Host, Stage};
 use crate::remote::{self, Preflight};
-use crate::transport::{CONNECT_CONCURRENCY, ConnectOptions, Connection, Purpose};
+use crate::transport::{ConnectOptions, Connection, Purpose};
 
 /// Upper bound for the inspection command itself.
 const INSPECT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -234,7 +234,7 @@ where
     F: Fn(Host, Result<Connection, String>) -> Fut,
     Fut: std::future::Future<Output = T>,
 {
-    let gate = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
+    let gate = Arc::new(Semaphore::new(stage.connect_concurrency.max(1)));
     join_all(stage.hosts.iter().map(|host| {
         let gate = gate.clone();
         let f = &f;

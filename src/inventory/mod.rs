@@ -76,6 +76,11 @@ impl Inventory {
     }
 }
 
+/// How many SSH handshakes a run keeps in flight at once unless `connect_concurrency:` says
+/// otherwise: under OpenSSH's default `MaxStartups 10:30:100`, sshd starts refusing some
+/// unauthenticated connections past 10, and all past 100; ship retries those it drops.
+pub const DEFAULT_CONNECT_CONCURRENCY: usize = 32;
+
 /// A named group of hosts deployed together (production, staging…).
 #[derive(Debug, Clone)]
 pub struct Stage {
@@ -88,6 +93,8 @@ pub struct Stage {
     /// How many hosts (or what share) may be unreachable at connect and be left out
     /// (`max_unreachable:`).
     pub max_unreachable: Option<WaveSize>,
+    /// How many SSH handshakes a run keeps in flight at once (`connect_concurrency:`).
+    pub connect_concurrency: usize,
     /// How long the canary is watched before the rest of the fleet switches (`observe:`).
     pub observe: Duration,
     /// Commands run on the controller around a deploy (`hooks:`).

@@ -22,6 +22,9 @@ pub struct StageConfig {
     pub canary: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waves: Option<Vec<serde_json::Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_unreachable: Option<serde_json::Value>,
+    pub connect_concurrency: usize,
     pub observe: String,
     pub hooks: BTreeMap<&'static str, Vec<String>>,
     /// The values that took text from the controller's environment (`${VAR}`): key path →
@@ -222,6 +225,11 @@ pub fn stage_config(stage: &Stage, mask: impl Fn(&str) -> String) -> StageConfig
                 })
                 .collect()
         }),
+        max_unreachable: stage.max_unreachable.map(|s| match s {
+            crate::inventory::WaveSize::Count(n) => n.into(),
+            crate::inventory::WaveSize::Percent(p) => format!("{p}%").into(),
+        }),
+        connect_concurrency: stage.connect_concurrency,
         observe: duration_text(stage.observe),
         hooks: BTreeMap::from([
             (

@@ -897,3 +897,30 @@ fn waves_that_do_not_take_the_fleet_further_or_to_the_end_are_refused() {
     assert!(parse(&with("max_unreachable: \"20%\"")).is_ok());
     assert!(parse(&with("waves: [1, 3, \"100%\"]")).is_ok());
 }
+
+#[test]
+fn connect_concurrency_is_a_positive_number_of_handshakes_and_defaults_to_32() {
+    let with = |line: &str| {
+        format!(
+            "defaults:\n  deploy_to: /srv/app\n  source: {{ artifact: . }}\n{line}stages:\n  \
+             production:\n    hosts:\n      web-1: {{ address: 10.0.0.1 }}\n"
+        )
+    };
+    let e = error(&with("  connect_concurrency: 0\n"));
+    assert!(
+        e.contains("defaults.connect_concurrency: 0 handshakes at once would connect to no host"),
+        "{e}"
+    );
+    assert!(e.contains("hint: leave it out for 32"), "{e}");
+    let e = error(&with("  connect_concurrency: many\n"));
+    assert!(e.contains("defaults.connect_concurrency"), "{e}");
+    let stage = |text: &str| {
+        parse(text)
+            .expect("inventory")
+            .stage("production")
+            .expect("stage")
+            .connect_concurrency
+    };
+    assert_eq!(stage(&with("")), 32);
+    assert_eq!(stage(&with("  connect_concurrency: 8\n")), 8);
+}

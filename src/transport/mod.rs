@@ -22,9 +22,6 @@ use tokio_util::sync::CancellationToken;
 use crate::inventory::{Connection as Kind, Host};
 pub use interpose::{Answer, Interposer, Purpose};
 
-/// How many SSH handshakes may be in flight at once per run (sshd drops bursts: MaxStartups).
-pub const CONNECT_CONCURRENCY: usize = 32;
-
 /// How long a stopped step gets to end on the host before ship stops waiting for it. A
 /// supervised step is sent SIGTERM, then SIGKILL 5 s later, so this covers both.
 pub const STOP_GRACE: Duration = Duration::from_secs(8);

@@ -8,7 +8,7 @@ pub(super) async fn connect(
     ctx: &RunCtx,
     d: &Deploy,
 ) -> Vec<Fact> {
-    let gate = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
+    let gate = Arc::new(Semaphore::new(d.stage.connect_concurrency.max(1)));
     let (tools, detail) = match &d.job {
         Job::Deploy(source) => (source.tools.clone(), false),
         Job::Rollback { .. } => (Vec::new(), true),

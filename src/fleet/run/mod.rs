@@ -21,8 +21,7 @@ use crate::report::{
 };
 use crate::source::Prepared;
 use crate::transport::{
-    CONNECT_CONCURRENCY, ConnectOptions, Connection, OnLine, Output, Process, Purpose, Stream,
-    TransportError, within,
+    ConnectOptions, Connection, OnLine, Output, Process, Purpose, Stream, TransportError, within,
 };
 use crate::util;
 

@@ -35,6 +35,7 @@ pub const STAGE_KEYS: &[&str] = &[
     "max_unreachable",
     "observe",
     "hooks",
+    "connect_concurrency",
 ];
 /// Keys allowed only in a host (besides [`LAYER_KEYS`]).
 pub const HOST_KEYS: &[&str] = &["address", "roles"];
@@ -465,6 +466,9 @@ fn stage(
         hooks: settings.hooks.unwrap_or_default(),
         waves: settings.waves.as_ref().map(|w| w.value.clone()),
         max_unreachable: settings.max_unreachable.as_ref().map(|u| u.value),
+        connect_concurrency: settings
+            .connect_concurrency
+            .unwrap_or(crate::inventory::DEFAULT_CONNECT_CONCURRENCY),
         excluded: Vec::new(),
         from_environment: Vec::new(),
     })

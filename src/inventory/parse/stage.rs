@@ -12,6 +12,7 @@ pub(super) struct StageSettings {
     pub(super) max_unreachable: Option<At<WaveSize>>,
     pub(super) observe: Option<Duration>,
     pub(super) hooks: Option<Hooks>,
+    pub(super) connect_concurrency: Option<usize>,
 }
 
 pub(super) fn stage_settings(
@@ -93,6 +94,21 @@ pub(super) fn stage_settings(
             }),
             None => None,
         };
+    }
+    if let Some(n) = extra.get("connect_concurrency") {
+        let p = join(path, "connect_concurrency");
+        if matches!(n.kind, Kind::Int(0)) {
+            return Err(ctx.err_hint(
+                n.pos,
+                &p,
+                "0 handshakes at once would connect to no host",
+                format!(
+                    "leave it out for {}, or give at least 1",
+                    crate::inventory::DEFAULT_CONNECT_CONCURRENCY
+                ),
+            ));
+        }
+        s.connect_concurrency = Some(ctx.int(n, &p, 1, 100_000)? as usize);
     }
     if let Some(n) = extra.get("observe") {
         s.observe = Some(ctx.duration(n, &join(path, "observe"))?);

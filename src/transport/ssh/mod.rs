@@ -215,8 +215,10 @@ impl SshConnection {
             match Self::connect_once(host, options, agent).await {
                 Err(Attempt::Retry) => {
                     // sshd's MaxStartups drops bursts of new connections: back off and retry
-                    // (the overall connect timeout bounds this loop).
-                    tokio::time::sleep(delay).await;
+                    // (the overall connect timeout bounds this loop), each host after its own
+                    // share of the delay, so that the hosts dropped together do not come back
+                    // together.
+                    tokio::time::sleep(jittered(delay, &host.address)).await;
                     delay = (delay * 2).min(Duration::from_secs(1));
                 }
                 Err(Attempt::Fatal(e)) => return Err(e),
@@ -613,5 +615,46 @@ fn describe_russh_error(e: &russh::Error) -> String {
         russh::Error::KeepaliveTimeout => "the host stopped answering keepalives".into(),
         russh::Error::InactivityTimeout => "no data for too long".into(),
         other => other.to_string(),
+    }
+}
+
+/// `delay` scaled by a factor between 0.5 and 1.5 drawn from the clock and `seed` (the host's
+/// address): retries of hosts a server dropped at once spread out instead of arriving again
+/// as one burst.
+fn jittered(delay: Duration, seed: &str) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let mut x = u64::from(nanos) ^ 0x9e37_79b9_7f4a_7c15;
+    for b in seed.bytes() {
+        x = (x ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    let permille = 500 + (x % 1000) as u32;
+    delay * permille / 1000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_are_spread_between_half_and_one_and_a_half_times_the_delay() {
+        let d = Duration::from_millis(200);
+        let got: Vec<Duration> = (0..200)
+            .map(|i| jittered(d, &format!("127.0.0.{i}")))
+            .collect();
+        assert!(got.iter().all(|g| *g >= d / 2 && *g < d * 3 / 2), "{got:?}");
+        let mut distinct = got.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert!(
+            distinct.len() > 100,
+            "spread out: {} distinct",
+            distinct.len()
+        );
     }
 }
