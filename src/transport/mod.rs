@@ -520,6 +520,8 @@ pub struct ConnectOptions {
     pub accept_new_host_keys: bool,
     /// Every connection and command passes this first (the dry run, tests).
     pub interposer: Option<Arc<dyn Interposer>>,
+    /// The run's jump-host connections, shared by the hosts behind each.
+    pub jumps: ssh::JumpPool,
 }
 
 impl std::fmt::Debug for ConnectOptions {

@@ -171,6 +171,33 @@ fn cases() -> Vec<Case> {
             literal: None,
         },
         Case {
+            key: "source.url",
+            put: |f, _, v| {
+                stage(
+                    f,
+                    &format!(
+                        "source: {{ url: {}, sha256: {} }}",
+                        yaml(&format!("http://127.0.0.1:9/{v}.tar.gz")),
+                        "0".repeat(64)
+                    ),
+                )
+            },
+            literal: None,
+        },
+        Case {
+            key: "source.sha256",
+            put: |f, _, v| {
+                stage(
+                    f,
+                    &format!(
+                        "source: {{ url: \"http://127.0.0.1:9/app.tar.gz\", sha256: {} }}",
+                        yaml(v)
+                    ),
+                )
+            },
+            literal: None,
+        },
+        Case {
             key: "source.artifact",
             put: |f, _, v| stage(f, &format!("source: {{ artifact: {} }}", yaml(v))),
             literal: None,

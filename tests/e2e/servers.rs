@@ -620,11 +620,12 @@ fn a_host_behind_two_jump_hosts_is_reached_through_both_in_order() {
     for h in &fleet.hosts {
         assert!(!h.locked(), "{}", h.name);
     }
-    // Each host's chain is its own: web-1 took its deploy connection and one jump connection
-    // each for web-2 and web-3; web-2 its own and one for web-3.
+    // Each hop is shared: web-1 took its deploy connection and one jump connection for both
+    // web-2 and web-3 (web-3's chain starts with the same hop); web-2 its own and one for
+    // web-3.
     assert_eq!(
         (0..3).map(|i| fleet.connections(i)).collect::<Vec<_>>(),
-        vec![3, 2, 1]
+        vec![2, 2, 1]
     );
     let cfg = fleet.ship(&["config", "production", "--json"]);
     let v: serde_json::Value = serde_json::from_str(cfg.stdout.trim()).expect("json");
@@ -760,5 +761,73 @@ fn the_ssh_agent_authenticates_when_no_identity_file_is_set() {
         assert_eq!(h.current_id().as_deref(), Some(id.as_str()), "{}", h.name);
         assert_eq!(h.releases(), vec![id.clone()], "{}", h.name);
         assert!(!h.locked(), "{}", h.name);
+    }
+}
+
+/// Eight hosts behind one bastion with OpenSSH's stock `MaxStartups` and `MaxSessions`: one
+/// login to the bastion carries them all; losing the bastion mid-deploy fails every host
+/// behind it, and nothing switches anywhere.
+#[test]
+fn hosts_behind_one_bastion_share_one_login_to_it_and_its_loss_fails_them_all() {
+    let mut fleet = Fleet::start(9);
+    fleet.inventory("", "");
+    {
+        let bastion = &mut fleet.hosts[0];
+        let config = bastion.www.parent().expect("host dir").join("sshd_config");
+        let text = fs::read_to_string(&config).expect("sshd_config");
+        let stock = text
+            .replace("MaxStartups 1000\n", "")
+            .replace("MaxSessions 100\n", "");
+        assert_ne!(stock, text, "the harness's limits are gone");
+        fs::write(&config, stock).expect("sshd_config");
+        bastion.restart();
+        bastion.add_users(&[("jump", JUMP_UID)], "");
+    }
+    let bastion = fleet.host(0).address.clone();
+    let _only_via_bastion: Vec<Rule> = (1..9)
+        .map(|i| {
+            fleet.host_settings(i, &format!("proxy_jump: jump@{bastion}"));
+            reachable_only_from(fleet.host(i), JUMP_UID)
+        })
+        .collect();
+    let run = fleet.deploy();
+    assert_eq!(run.code, 0, "{}", run.all());
+    let a = fleet.host(0).current_id().expect("current");
+    fleet.assert_all_on(&a);
+    assert_eq!(fleet.logins(0, "jump"), 1, "one login for the eight hosts");
+
+    // The bastion is lost while every host builds: the hosts behind it fail, no host switches.
+    fleet.edit_inventory(|t| {
+        t.replace(
+            "build: [\"sh build.sh\"]",
+            "build: [\"sh build.sh\", \"touch building; sleep 20\"]",
+        )
+    });
+    let running = fleet.spawn_ship(&["deploy", "production"]);
+    crate::support::wait_until(
+        "every host inside its build",
+        std::time::Duration::from_secs(30),
+        || {
+            fleet.hosts.iter().all(|h| {
+                h.releases()
+                    .iter()
+                    .any(|r| h.path(&format!("releases/{r}/building")).exists())
+            })
+        },
+    );
+    fleet.hosts[0].kill();
+    let run = running.finish();
+    assert_ne!(run.code, 0, "{}", run.all());
+    let all = run.all();
+    assert!(all.contains("aborted: no host was switched"), "{all}");
+    for h in &fleet.hosts[1..] {
+        assert!(
+            all.contains(&format!("[{}] FAILED", h.name)),
+            "{}: {all}",
+            h.name
+        );
+    }
+    for h in &fleet.hosts {
+        assert_eq!(h.current_id().as_deref(), Some(a.as_str()), "{}", h.name);
     }
 }

@@ -661,6 +661,11 @@ impl Fleet {
         self.log_count(i, "Accepted publickey")
     }
 
+    /// How many times `user` logged in to host `i` so far.
+    pub fn logins(&self, i: usize, user: &str) -> usize {
+        self.log_count(i, &format!("Accepted publickey for {user} "))
+    }
+
     /// How many channels that run a command (a session, an upload…) host `i` opened so far.
     pub fn command_channels(&self, i: usize) -> usize {
         self.log_count(i, "Starting session: command")

@@ -128,11 +128,36 @@ impl client::Handler for Client {
     }
 }
 
+/// The jump-host connections of one run, by jump host (address, port, user, key, known_hosts
+/// and the chain before it): every host reached through the same jump host shares one
+/// authenticated connection to it, each host a `direct-tcpip` channel on it. Held weakly: the
+/// connection lives as long as a host uses it.
+#[derive(Clone, Default)]
+pub struct JumpPool(Arc<Mutex<std::collections::HashMap<String, JumpSlot>>>);
+
+type JumpSlot = Arc<tokio::sync::Mutex<std::sync::Weak<SshConnection>>>;
+
+impl JumpPool {
+    fn key(jump: &Host) -> String {
+        let c = &jump.config;
+        format!(
+            "{}@{}:{} key={:?} known_hosts={:?} via={:?}",
+            c.user, jump.address, c.port, c.identity_file, c.known_hosts, c.proxy_jump
+        )
+    }
+
+    fn slot(&self, key: &str) -> JumpSlot {
+        let mut slots = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        slots.entry(key.to_owned()).or_default().clone()
+    }
+}
+
 /// An authenticated SSH connection.
 pub struct SshConnection {
     handle: Arc<Handle<Client>>,
-    /// The jump host's connection the host is reached through (kept open while this one is).
-    jump: Option<Box<SshConnection>>,
+    /// The jump host's connection the host is reached through (kept open while this one is),
+    /// shared with every other host of the run reached through the same jump host.
+    jump: Option<Arc<SshConnection>>,
     /// Channels are opened one at a time per connection (sshd caps sessions per connection).
     open_timeout: Duration,
     /// The long-lived shell, opened with the first command that can use it (`None`: it could
@@ -312,15 +337,29 @@ impl SshConnection {
                 let via = |e: TransportError| {
                     TransportError::Other(format!("through the jump host {}: {e}", j.host))
                 };
-                let jump = match Box::pin(Self::connect_once(&jump_host, options, false)).await {
-                    Ok(c) => c,
-                    Err(Attempt::Retry) => return Err(Attempt::Retry),
-                    Err(Attempt::Fatal(e)) => {
-                        return Err(Attempt::Fatal(TransportError::Other(format!(
-                            "cannot reach the jump host {j}: {e}"
-                        ))));
+                // One authenticated connection to each jump host per run, however many hosts
+                // are behind it (as OpenSSH's ControlMaster gives): the first host to need it
+                // logs in, the others wait for it and open their channel on it.
+                let slot = options.jumps.slot(&JumpPool::key(&jump_host));
+                let mut shared = slot.lock().await;
+                let jump = match shared.upgrade() {
+                    Some(c) => c,
+                    None => {
+                        let c = match Box::pin(Self::connect_once(&jump_host, options, false)).await
+                        {
+                            Ok(c) => Arc::new(c),
+                            Err(Attempt::Retry) => return Err(Attempt::Retry),
+                            Err(Attempt::Fatal(e)) => {
+                                return Err(Attempt::Fatal(TransportError::Other(format!(
+                                    "cannot reach the jump host {j}: {e}"
+                                ))));
+                            }
+                        };
+                        *shared = Arc::downgrade(&c);
+                        c
                     }
                 };
+                drop(shared);
                 let channel = jump
                     .handle
                     .channel_open_direct_tcpip(
@@ -343,7 +382,7 @@ impl SshConnection {
                     })?;
                 let connected =
                     client::connect_stream(config, channel.into_stream(), handler).await;
-                (Some(Box::new(jump)), connected)
+                (Some(jump), connected)
             }
         };
         let mut handle = match connected {
@@ -484,7 +523,8 @@ impl SshConnection {
             .handle
             .disconnect(russh::Disconnect::ByApplication, "", "en")
             .await;
-        if let Some(j) = &self.jump {
+        // A shared jump connection is closed by the last host that used it.
+        if let Some(j) = self.jump.as_ref().filter(|j| Arc::strong_count(j) == 1) {
             Box::pin(j.close()).await;
         }
     }
