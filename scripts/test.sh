@@ -20,6 +20,10 @@ command -v setfacl >/dev/null 2>&1 || missing+=(acl)
 command -v dash >/dev/null 2>&1 || missing+=(dash)
 command -v busybox >/dev/null 2>&1 || missing+=(busybox)
 command -v perl >/dev/null 2>&1 || missing+=(perl)
+# HTTP servers for health checks and downloads; the PHP stack of the zero-downtime test.
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+command -v nginx >/dev/null 2>&1 || missing+=(nginx-light)
+ls /usr/sbin/php-fpm* >/dev/null 2>&1 || missing+=(php-fpm)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "installing ${missing[*]}"

@@ -22,6 +22,8 @@ mod soak;
 mod trust;
 #[path = "e2e/url.rs"]
 mod url;
+#[path = "e2e/zero.rs"]
+mod zero;
 
 use std::fs;
 use std::path::Path;
@@ -1063,6 +1065,7 @@ fn every_promise_in_the_testing_guide_names_a_real_test() {
         "src/fleet/protocol_tests.rs",
         "src/remote/tests.rs",
         "tests/e2e/url.rs",
+        "tests/e2e/zero.rs",
     ]);
     let mut named = 0;
     for row in table

@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod php;
 pub mod scenario;
 
 use std::collections::BTreeMap;

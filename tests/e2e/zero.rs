@@ -1,0 +1,127 @@
+//! Zero downtime on the stack users run: nginx + php-fpm with OPcache (`validate_timestamps=0`)
+//! on every host, continuous HTTP requests to every host, and real deploys and rollbacks.
+//! Every response is classified: failed (no answer, not 200), mixed (files of two releases in
+//! one response), stale (the old release more than a second after ship reported the switch).
+
+use std::time::Duration;
+
+use crate::support::Fleet;
+use crate::support::php::{Load, Root, get, php_app, tally};
+
+/// Run ship with `--json` and return the release every host is now on and the last host's
+/// switch instant (Unix ns).
+fn switch(fleet: &Fleet, args: &[&str]) -> (String, u128) {
+    let mut a = args.to_vec();
+    a.push("--json");
+    let run = fleet.ship(&a);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let summary = run
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "finished")
+        .map(|e| e["summary"].clone())
+        .expect("a summary");
+    let release = summary["release"].as_str().expect("release").to_owned();
+    let at = summary["hosts"]
+        .as_array()
+        .expect("hosts")
+        .iter()
+        .filter_map(|h| {
+            h["switched_at_unix_ns"]
+                .as_u64()
+                .map(u128::from)
+                .or_else(|| h["switched_at_unix_ns"].as_f64().map(|f| f as u128))
+        })
+        .max()
+        .expect("switch instants");
+    for h in &fleet.hosts {
+        assert_eq!(
+            h.current_id().as_deref(),
+            Some(release.as_str()),
+            "{}",
+            h.name
+        );
+        assert!(!h.locked(), "{}", h.name);
+    }
+    (release, at)
+}
+
+fn php_fleet(n: usize) -> (Fleet, String) {
+    let fleet = Fleet::start(n);
+    fleet.inventory("", "");
+    fleet.set_source(&format!("{{ artifact: {} }}", php_app().display()));
+    let (a, _) = switch(&fleet, &["deploy", "production"]);
+    (fleet, a)
+}
+
+#[test]
+fn deploys_and_rollbacks_under_http_load_fail_no_request_and_mix_no_releases() {
+    let (fleet, a) = php_fleet(2);
+    let servers: Vec<_> = fleet
+        .hosts
+        .iter()
+        .map(|h| h.serve_php(18090, Root::Realpath))
+        .collect();
+    let addrs: Vec<String> = servers.iter().map(|s| s.addr.clone()).collect();
+    for addr in &addrs {
+        let (status, line) = get(addr).expect("the app answers");
+        assert_eq!((status, line), (200, format!("release {a} {a} {a}")));
+    }
+    let load = Load::start(&addrs);
+    let mut switches = Vec::new();
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_millis(1100));
+        switches.push(switch(&fleet, &["deploy", "production"]));
+        switches.push(switch(&fleet, &["rollback", "production"]));
+    }
+    // Requests go on past the last switch's grace second.
+    let last = switches.last().map(|s| s.1).unwrap_or_default();
+    crate::support::wait_until("requests past the grace", Duration::from_secs(10), || {
+        crate::support::php::now_ns() > last + 1_500_000_000
+    });
+    let responses = load.finish();
+    let switched: Vec<(u128, String)> = switches.iter().map(|(r, at)| (*at, r.clone())).collect();
+    let t = tally(&responses, &switched, Duration::from_secs(1));
+    eprintln!("realpath: {t:?}");
+    assert!(t.requests > 200, "the load must be real: {t:?}");
+    let failures: Vec<_> = responses
+        .iter()
+        .filter_map(|r| r.failed.clone())
+        .take(5)
+        .collect();
+    assert_eq!(
+        (t.failed, t.mixed, t.stale),
+        (0, 0, 0),
+        "{t:?}; failures: {failures:?}"
+    );
+    // Every host ends on the release the last rollback chose.
+    assert_eq!(switches.last().map(|s| s.0.clone()), Some(a.clone()));
+
+    // Control: the same load, with nginx passing the path through `current`
+    // ($document_root), as many guides write it. OPcache keeps serving the old release: the
+    // tally sees it, so the zeros above mean something.
+    drop(servers);
+    let servers: Vec<_> = fleet
+        .hosts
+        .iter()
+        .map(|h| h.serve_php(18091, Root::DocumentRoot))
+        .collect();
+    let addrs: Vec<String> = servers.iter().map(|s| s.addr.clone()).collect();
+    for addr in &addrs {
+        get(addr).expect("the app answers");
+    }
+    let load = Load::start(&addrs);
+    std::thread::sleep(Duration::from_millis(1100));
+    let (b, at) = switch(&fleet, &["deploy", "production"]);
+    crate::support::wait_until("requests past the grace", Duration::from_secs(10), || {
+        crate::support::php::now_ns() > at + 1_500_000_000
+    });
+    let responses = load.finish();
+    let t = tally(&responses, &[(at, b)], Duration::from_secs(1));
+    eprintln!("document_root: {t:?}");
+    assert!(
+        t.stale > 0,
+        "with $document_root the old release goes on: {t:?}"
+    );
+}
