@@ -29,6 +29,8 @@ pub struct PhpServer {
     _nginx: Background,
     _fpm: Background,
     pub addr: String,
+    /// php-fpm's master's pid file (`kill -USR2 $(cat …)` reloads it gracefully).
+    pub fpm_pid: PathBuf,
 }
 
 impl TestHost {
@@ -109,6 +111,7 @@ impl TestHost {
             _nginx: nginx,
             _fpm: fpm,
             addr,
+            fpm_pid: dir.join("fpm.pid"),
         }
     }
 }
@@ -154,6 +157,8 @@ pub fn get(addr: &str) -> Result<(u16, String), String> {
 #[derive(Debug, Clone)]
 pub struct Response {
     pub at_ns: u128,
+    /// How long the request took, in microseconds.
+    pub took_us: u64,
     pub host: usize,
     pub ids: Vec<String>,
     pub failed: Option<String>,
@@ -177,23 +182,28 @@ impl Load {
                 let (stop, log, addr) = (stop.clone(), log.clone(), addr.clone());
                 std::thread::spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
+                        let t0 = std::time::Instant::now();
                         let r = get(&addr);
+                        let took_us = t0.elapsed().as_micros() as u64;
                         let at_ns = now_ns();
                         let response = match r {
                             Ok((200, line)) => Response {
                                 at_ns,
+                                took_us,
                                 host,
                                 ids: line.split_whitespace().skip(1).map(str::to_owned).collect(),
                                 failed: None,
                             },
                             Ok((status, _)) => Response {
                                 at_ns,
+                                took_us,
                                 host,
                                 ids: Vec::new(),
                                 failed: Some(format!("HTTP {status}")),
                             },
                             Err(e) => Response {
                                 at_ns,
+                                took_us,
                                 host,
                                 ids: Vec::new(),
                                 failed: Some(e),

@@ -1,0 +1,220 @@
+//! The zero-downtime benchmark: N hosts serving the PHP example app through nginx and php-fpm
+//! with OPcache (`validate_timestamps=0`), continuous requests to every host, and K deploys and
+//! K rollbacks. Per setting it prints `requests N, failed F, mixed M, stale S` and the request
+//! latency around the switches against the rest:
+//!
+//! - failed: no answer, or not 200;
+//! - mixed: one response made of files of two releases;
+//! - stale: the old release, more than 1 s after the switch was reported.
+//!
+//! Settings: ship with nginx passing `$realpath_root` (the Laravel recipe's), ship with
+//! `$document_root`, and the seeds' recipe — `ln -nfs` on every host at once — with each.
+//! Figures only: nothing here passes or fails.
+//!
+//! `bench/zero-downtime.sh [--deploys K] [--hosts N]` (root: sshd in mount namespaces).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::time::Duration;
+
+use support::Fleet;
+use support::php::{Load, Response, Root, get, now_ns, php_app, tally};
+
+/// How the fleet's `current` is switched.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Switcher {
+    /// `ship deploy` then `ship rollback`, K times.
+    Ship,
+    /// `ln -nfs releases/<id> current` on every host at once, to a new release and back.
+    LnNfs,
+    /// ship, with an after-switch step that reloads php-fpm gracefully (SIGUSR2), as guides
+    /// advise to clear OPcache.
+    ShipReload,
+}
+
+/// Run ship with `--json`: the release now current everywhere and the last host's switch
+/// instant (Unix ns, this machine's clock, which the hosts share).
+fn ship_switch(fleet: &Fleet, args: &[&str]) -> (u128, String) {
+    let mut a = args.to_vec();
+    a.push("--json");
+    let run = fleet.ship(&a);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let summary = run
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "finished")
+        .map(|e| e["summary"].clone())
+        .expect("a summary");
+    let release = summary["release"].as_str().expect("release").to_owned();
+    let at = summary["hosts"]
+        .as_array()
+        .expect("hosts")
+        .iter()
+        .filter_map(|h| {
+            h["switched_at_unix_ns"]
+                .as_u64()
+                .map(u128::from)
+                .or_else(|| h["switched_at_unix_ns"].as_f64().map(|f| f as u128))
+        })
+        .max()
+        .unwrap_or_else(now_ns);
+    (at, release)
+}
+
+/// `ln -nfs` to `id` on every host at once (one thread per host, as a parallel SSH loop does):
+/// when the last one returned, and the release.
+fn ln_switch(fleet: &Fleet, id: &str) -> (u128, String) {
+    std::thread::scope(|s| {
+        for h in &fleet.hosts {
+            s.spawn(move || {
+                let out = h.run_on_host(&format!(
+                    "cd {} && ln -nfs releases/{id} current",
+                    support::DEPLOY_TO
+                ));
+                assert!(out.status.success(), "ln -nfs on {}", h.name);
+            });
+        }
+    });
+    (now_ns(), id.to_owned())
+}
+
+fn percentile(v: &mut [u64], p: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_unstable();
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i] as f64 / 1000.0
+}
+
+/// Latency (ms) p50 / p99 of the requests answered within a second around a switch, and of
+/// the rest.
+fn latency(responses: &[Response], switches: &[(u128, String)]) -> String {
+    let near = |r: &Response| {
+        switches
+            .iter()
+            .any(|(at, _)| r.at_ns + 500_000_000 > *at && r.at_ns < at + 1_000_000_000)
+    };
+    let (mut during, mut rest): (Vec<u64>, Vec<u64>) = (Vec::new(), Vec::new());
+    for r in responses.iter().filter(|r| r.failed.is_none()) {
+        if near(r) {
+            during.push(r.took_us);
+        } else {
+            rest.push(r.took_us);
+        }
+    }
+    format!(
+        "latency ms p50/p99: around switches {:.1}/{:.1}, otherwise {:.1}/{:.1}",
+        percentile(&mut during, 0.5),
+        percentile(&mut during, 0.99),
+        percentile(&mut rest, 0.5),
+        percentile(&mut rest, 0.99)
+    )
+}
+
+fn measure(hosts: usize, deploys: usize, root: Root, switcher: Switcher, port: u16) -> String {
+    let fleet = Fleet::start(hosts);
+    fleet.inventory("", "");
+    fleet.set_source(&format!("{{ artifact: {} }}", php_app().display()));
+    let (_, a) = ship_switch(&fleet, &["deploy", "production"]);
+    std::thread::sleep(Duration::from_millis(1100));
+    // For `ln -nfs`, a second release to switch to, prepared (and then left) by ship.
+    let b = if switcher == Switcher::LnNfs {
+        let (_, b) = ship_switch(&fleet, &["deploy", "production"]);
+        ln_switch(&fleet, &a);
+        b
+    } else {
+        String::new()
+    };
+    let servers: Vec<_> = fleet
+        .hosts
+        .iter()
+        .map(|h| h.serve_php(port, root))
+        .collect();
+    if switcher == Switcher::ShipReload {
+        for (i, s) in servers.iter().enumerate() {
+            fleet.host_settings(
+                i,
+                &format!(
+                    "after_switch: [\"kill -USR2 $(cat {})\"]",
+                    s.fpm_pid.display()
+                ),
+            );
+        }
+    }
+    let addrs: Vec<String> = servers.iter().map(|s| s.addr.clone()).collect();
+    for addr in &addrs {
+        let _ = get(addr);
+    }
+    let load = Load::start(&addrs);
+    let settle = Duration::from_millis(1300);
+    let mut switches = Vec::new();
+    for _ in 0..deploys {
+        std::thread::sleep(settle);
+        switches.push(match switcher {
+            Switcher::Ship | Switcher::ShipReload => ship_switch(&fleet, &["deploy", "production"]),
+            Switcher::LnNfs => ln_switch(&fleet, &b),
+        });
+        std::thread::sleep(settle);
+        switches.push(match switcher {
+            Switcher::Ship | Switcher::ShipReload => {
+                ship_switch(&fleet, &["rollback", "production"])
+            }
+            Switcher::LnNfs => ln_switch(&fleet, &a),
+        });
+    }
+    std::thread::sleep(settle);
+    let responses = load.finish();
+    let t = tally(&responses, &switches, Duration::from_secs(1));
+    format!(
+        "requests {}, failed {}, mixed {}, stale {}; {}",
+        t.requests,
+        t.failed,
+        t.mixed,
+        t.stale,
+        latency(&responses, &switches)
+    )
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |name: &str, default: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1).cloned())
+            .unwrap_or_else(|| default.to_owned())
+    };
+    let deploys: usize = arg("--deploys", "10").parse().unwrap_or(10);
+    let hosts: usize = arg("--hosts", "2").parse().unwrap_or(2);
+    println!(
+        "{hosts} hosts, nginx + php-fpm (OPcache on, validate_timestamps=0), continuous \
+         requests to every host; {deploys} switches to a new release and {deploys} back"
+    );
+    for (n, (label, root, switcher)) in [
+        ("ship, $realpath_root", Root::Realpath, Switcher::Ship),
+        (
+            "ship, $document_root    ",
+            Root::DocumentRoot,
+            Switcher::Ship,
+        ),
+        (
+            "ship, $document_root, fpm reload",
+            Root::DocumentRoot,
+            Switcher::ShipReload,
+        ),
+        (
+            "ln -nfs, $document_root ",
+            Root::DocumentRoot,
+            Switcher::LnNfs,
+        ),
+        ("ln -nfs, $realpath_root", Root::Realpath, Switcher::LnNfs),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let line = measure(hosts, deploys, root, switcher, 18100 + n as u16);
+        println!("  {label:<34} {line}");
+    }
+}
