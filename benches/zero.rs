@@ -21,6 +21,10 @@ use std::time::Duration;
 use support::Fleet;
 use support::php::{Load, Response, Root, get, now_ns, php_app, tally};
 
+/// The after-switch step that tells the queue workers to restart (what `php artisan
+/// queue:restart` does: a value the workers watch changes).
+const RESTART: &str = "date +%s%N > $SHIP_DEPLOY_TO/shared/queue-restart";
+
 /// How the fleet's `current` is switched.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Switcher {
@@ -116,7 +120,8 @@ fn latency(responses: &[Response], switches: &[(u128, String)]) -> String {
 
 fn measure(hosts: usize, deploys: usize, root: Root, switcher: Switcher, port: u16) -> String {
     let fleet = Fleet::start(hosts);
-    fleet.inventory("", "");
+    // As `php artisan queue:restart` does: the workers see the value change and exit.
+    fleet.inventory(&format!("  after_switch: [\"{RESTART}\"]\n"), "");
     fleet.set_source(&format!("{{ artifact: {} }}", php_app().display()));
     let (_, a) = ship_switch(&fleet, &["deploy", "production"]);
     std::thread::sleep(Duration::from_millis(1100));
@@ -138,7 +143,7 @@ fn measure(hosts: usize, deploys: usize, root: Root, switcher: Switcher, port: u
             fleet.host_settings(
                 i,
                 &format!(
-                    "after_switch: [\"kill -USR2 $(cat {})\"]",
+                    "after_switch: [\"{RESTART}\", \"kill -USR2 $(cat {})\"]",
                     s.fpm_pid.display()
                 ),
             );
@@ -148,6 +153,31 @@ fn measure(hosts: usize, deploys: usize, root: Root, switcher: Switcher, port: u
     for addr in &addrs {
         let _ = get(addr);
     }
+    // ship's runs restart a queue worker on every host (Supervisor, in `current`).
+    let with_workers = switcher != Switcher::LnNfs;
+    let _workers: Vec<_> = if with_workers {
+        fleet.hosts.iter().map(|h| h.supervise_worker()).collect()
+    } else {
+        Vec::new()
+    };
+    let workers_on = |release: &str| {
+        fleet
+            .hosts
+            .iter()
+            .all(|h| h.worker_release().as_deref() == Some(release))
+    };
+    if with_workers {
+        support::wait_until("the workers", Duration::from_secs(30), || workers_on(&a));
+    }
+    let mut worker_lag_ms: Vec<u64> = Vec::new();
+    let mut after = |switched: &(u128, String)| {
+        if with_workers {
+            support::wait_until("the workers restarted", Duration::from_secs(60), || {
+                workers_on(&switched.1)
+            });
+            worker_lag_ms.push((now_ns().saturating_sub(switched.0) / 1_000_000) as u64);
+        }
+    };
     let load = Load::start(&addrs);
     let settle = Duration::from_millis(1300);
     let mut switches = Vec::new();
@@ -157,6 +187,7 @@ fn measure(hosts: usize, deploys: usize, root: Root, switcher: Switcher, port: u
             Switcher::Ship | Switcher::ShipReload => ship_switch(&fleet, &["deploy", "production"]),
             Switcher::LnNfs => ln_switch(&fleet, &b),
         });
+        after(&switches[switches.len() - 1]);
         std::thread::sleep(settle);
         switches.push(match switcher {
             Switcher::Ship | Switcher::ShipReload => {
@@ -164,12 +195,17 @@ fn measure(hosts: usize, deploys: usize, root: Root, switcher: Switcher, port: u
             }
             Switcher::LnNfs => ln_switch(&fleet, &a),
         });
+        after(&switches[switches.len() - 1]);
     }
     std::thread::sleep(settle);
     let responses = load.finish();
     let t = tally(&responses, &switches, Duration::from_secs(1));
+    let workers = match worker_lag_ms.iter().max() {
+        Some(max) => format!("; workers on the new release within {max} ms"),
+        None => String::new(),
+    };
     format!(
-        "requests {}, failed {}, mixed {}, stale {}; {}",
+        "requests {}, failed {}, mixed {}, stale {}; {}{workers}",
         t.requests,
         t.failed,
         t.mixed,
@@ -194,18 +230,14 @@ fn main() {
     );
     for (n, (label, root, switcher)) in [
         ("ship, $realpath_root", Root::Realpath, Switcher::Ship),
-        (
-            "ship, $document_root    ",
-            Root::DocumentRoot,
-            Switcher::Ship,
-        ),
+        ("ship, $document_root", Root::DocumentRoot, Switcher::Ship),
         (
             "ship, $document_root, fpm reload",
             Root::DocumentRoot,
             Switcher::ShipReload,
         ),
         (
-            "ln -nfs, $document_root ",
+            "ln -nfs, $document_root",
             Root::DocumentRoot,
             Switcher::LnNfs,
         ),

@@ -318,7 +318,13 @@ stages:
     assert_eq!(c.shared.dirs, vec!["storage"]);
     assert!(c.build[0].run.starts_with("composer install"));
     assert_eq!(c.run_once, vec!["php artisan migrate --force"]);
-    assert_eq!(c.after_switch, vec!["php artisan queue:restart"]);
+    assert_eq!(
+        c.after_switch,
+        vec![
+            "php artisan queue:restart",
+            "if [ -d vendor/laravel/horizon ]; then php artisan horizon:terminate; fi"
+        ]
+    );
     assert_eq!(st.hosts[1].config.build, vec!["make"]);
     let e = parse_inventory(
         Path::new("/srv/inv/inventory.yaml"),

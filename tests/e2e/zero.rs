@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use crate::support::Fleet;
-use crate::support::php::{Load, Root, get, php_app, tally};
+use crate::support::php::{Load, Root, get, now_ns, php_app, tally};
+use crate::support::{Fleet, wait_until};
 
 /// Run ship with `--json` and return the release every host is now on and the last host's
 /// switch instant (Unix ns).
@@ -47,9 +47,14 @@ fn switch(fleet: &Fleet, args: &[&str]) -> (String, u128) {
     (release, at)
 }
 
+/// Hosts with the PHP example deployed once; the after-switch step tells the queue workers to
+/// restart, as `php artisan queue:restart` does.
 fn php_fleet(n: usize) -> (Fleet, String) {
     let fleet = Fleet::start(n);
-    fleet.inventory("", "");
+    fleet.inventory(
+        "  after_switch: [\"date +%s%N > $SHIP_DEPLOY_TO/shared/queue-restart\"]\n",
+        "",
+    );
     fleet.set_source(&format!("{{ artifact: {} }}", php_app().display()));
     let (a, _) = switch(&fleet, &["deploy", "production"]);
     (fleet, a)
@@ -68,17 +73,40 @@ fn deploys_and_rollbacks_under_http_load_fail_no_request_and_mix_no_releases() {
         let (status, line) = get(addr).expect("the app answers");
         assert_eq!((status, line), (200, format!("release {a} {a} {a}")));
     }
+    // A queue worker on every host, run by Supervisor in `current`.
+    let _workers: Vec<_> = fleet.hosts.iter().map(|h| h.supervise_worker()).collect();
+    let on = |release: &str| {
+        let release = release.to_owned();
+        let fleet = &fleet;
+        move || {
+            fleet
+                .hosts
+                .iter()
+                .all(|h| h.worker_release().as_deref() == Some(release.as_str()))
+        }
+    };
+    wait_until("every worker running", Duration::from_secs(30), on(&a));
     let load = Load::start(&addrs);
     let mut switches = Vec::new();
-    for _ in 0..2 {
+    let mut worker_lag_ms = Vec::new();
+    for action in ["deploy", "rollback", "deploy", "rollback"] {
         std::thread::sleep(Duration::from_millis(1100));
-        switches.push(switch(&fleet, &["deploy", "production"]));
-        switches.push(switch(&fleet, &["rollback", "production"]));
+        let (release, at) = switch(&fleet, &[action, "production"]);
+        // Every worker restarts into the release just switched to (how long it took is
+        // printed, not asserted: bench/zero-downtime.sh measures it).
+        wait_until(
+            "every worker on the new release",
+            Duration::from_secs(30),
+            on(&release),
+        );
+        worker_lag_ms.push((now_ns().saturating_sub(at)) / 1_000_000);
+        switches.push((release, at));
     }
+    eprintln!("workers on the new release within (ms, at most): {worker_lag_ms:?}");
     // Requests go on past the last switch's grace second.
     let last = switches.last().map(|s| s.1).unwrap_or_default();
-    crate::support::wait_until("requests past the grace", Duration::from_secs(10), || {
-        crate::support::php::now_ns() > last + 1_500_000_000
+    wait_until("requests past the grace", Duration::from_secs(10), || {
+        now_ns() > last + 1_500_000_000
     });
     let responses = load.finish();
     let switched: Vec<(u128, String)> = switches.iter().map(|(r, at)| (*at, r.clone())).collect();
@@ -114,8 +142,8 @@ fn deploys_and_rollbacks_under_http_load_fail_no_request_and_mix_no_releases() {
     let load = Load::start(&addrs);
     std::thread::sleep(Duration::from_millis(1100));
     let (b, at) = switch(&fleet, &["deploy", "production"]);
-    crate::support::wait_until("requests past the grace", Duration::from_secs(10), || {
-        crate::support::php::now_ns() > at + 1_500_000_000
+    wait_until("requests past the grace", Duration::from_secs(10), || {
+        now_ns() > at + 1_500_000_000
     });
     let responses = load.finish();
     let t = tally(&responses, &[(at, b)], Duration::from_secs(1));

@@ -116,6 +116,47 @@ impl TestHost {
     }
 }
 
+impl TestHost {
+    /// Debian's Supervisor running the PHP example's queue worker (`php worker.php` in
+    /// `deploy_to/current`, restarted whenever it exits), inside this host's namespace.
+    pub fn supervise_worker(&self) -> Background {
+        let dir = self.www.parent().expect("host dir").join("supervisor");
+        std::fs::create_dir_all(&dir).expect("supervisor dir");
+        let d = dir.display();
+        let conf = dir.join("supervisord.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "[supervisord]\nnodaemon=true\nuser=root\nlogfile={d}/supervisord.log\n\
+                 pidfile={d}/supervisord.pid\n\
+                 [program:worker]\ncommand=php worker.php\ndirectory={DEPLOY_TO}/current\n\
+                 autostart=true\nautorestart=true\nstartsecs=0\nstartretries=1000\n\
+                 stopasgroup=true\nkillasgroup=true\n\
+                 stdout_logfile={d}/worker.log\nredirect_stderr=true\n"
+            ),
+        )
+        .expect("supervisord.conf");
+        let child = Command::new("nsenter")
+            .arg(format!(
+                "--mount=/proc/{}/ns/mnt",
+                self.sshd_pid().expect("sshd")
+            ))
+            .args(["supervisord", "-c"])
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("supervisord");
+        Background(child)
+    }
+
+    /// The release the worker says it runs, if it said.
+    pub fn worker_release(&self) -> Option<String> {
+        let text = std::fs::read_to_string(self.path("shared/worker.txt")).ok()?;
+        text.split_whitespace().next().map(str::to_owned)
+    }
+}
+
 /// Debian's php-fpm binary (`php-fpm8.2`, …).
 fn php_fpm() -> String {
     let found = std::fs::read_dir("/usr/sbin")

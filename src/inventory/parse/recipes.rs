@@ -18,7 +18,12 @@ pub(super) fn recipe(name: &str) -> Layer {
                 "php artisan view:cache",
             ]),
             run_once: list(&["php artisan migrate --force"]),
-            after_switch: list(&["php artisan queue:restart"]),
+            // Workers load the code once: they must be told to restart, and Supervisor starts
+            // them again in `current`, the new release (Horizon has its own terminate).
+            after_switch: list(&[
+                "php artisan queue:restart",
+                "if [ -d vendor/laravel/horizon ]; then php artisan horizon:terminate; fi",
+            ]),
             ..Layer::default()
         },
         _ => Layer::default(),
