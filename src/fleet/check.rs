@@ -187,6 +187,29 @@ pub async fn check(stage: &Stage, options: &ConnectOptions, tools: &[&str]) -> V
                     } else if !present.is_empty() {
                         items.push(item("shared", "pass", present.join(", ")));
                     }
+                    for (file, realpath) in answer.web {
+                        items.push(if realpath {
+                            item(
+                                "web",
+                                "pass",
+                                format!(
+                                    "{file} hands PHP the release's real path ($realpath_root)"
+                                ),
+                            )
+                        } else {
+                            item(
+                                "web",
+                                "warn",
+                                format!(
+                                    "{file} serves {d}/current to PHP without $realpath_root: \
+                                     with OPcache (validate_timestamps=0) the old release goes \
+                                     on after a switch (hint: fastcgi_param SCRIPT_FILENAME \
+                                     $realpath_root$fastcgi_script_name; and DOCUMENT_ROOT \
+                                     $realpath_root)"
+                                ),
+                            )
+                        });
+                    }
                 }
                 Ok(o) => items.push(item("switch", "fail", o.last_lines(3).join(" / "))),
                 Err(e) => items.push(item("switch", "fail", e.to_string())),

@@ -10,6 +10,9 @@ pub struct CheckReply {
     pub rename: Option<Result<(), String>>,
     pub shared_missing: Vec<String>,
     pub shared_ok: Vec<String>,
+    /// nginx configuration files that serve `deploy_to/current`: each with whether it passes
+    /// PHP the release's real path (`$realpath_root`) rather than the path through `current`.
+    pub web: Vec<(String, bool)>,
 }
 
 impl CheckReply {
@@ -26,6 +29,10 @@ impl CheckReply {
                 r.shared_missing.push(p.to_owned());
             } else if let Some(p) = line.strip_prefix("shared_ok=") {
                 r.shared_ok.push(p.to_owned());
+            } else if let Some(f) = line.strip_prefix("web_realpath=") {
+                r.web.push((f.to_owned(), true));
+            } else if let Some(f) = line.strip_prefix("web_document_root=") {
+                r.web.push((f.to_owned(), false));
             }
         }
         r
@@ -63,6 +70,17 @@ pub fn check(deploy_to: &str, shared_files: &[String], shared_dirs: &[String]) -
             q = quote(path),
         ));
     }
+    // The web server, where it can be read: an nginx file that serves `current` and hands
+    // requests to PHP (fastcgi) passes either `$realpath_root` or, through `current`, the path
+    // OPcache keeps serving the old release under.
+    s.push_str(&format!(
+        "for f in /etc/nginx/nginx.conf /etc/nginx/conf.d/*.conf /etc/nginx/sites-enabled/*; do \
+         [ -f \"$f\" ] && [ -r \"$f\" ] || continue; grep -qF {cur} \"$f\" || continue; \
+         if grep -q 'realpath_root' \"$f\"; then printf 'web_realpath=%s\\n' \"$f\"; \
+         elif grep -q 'fastcgi' \"$f\"; then printf 'web_document_root=%s\\n' \"$f\"; fi; \
+         done\n",
+        cur = quote(&format!("{deploy_to}/current"))
+    ));
     s.push_str("true\n");
     s
 }

@@ -1869,3 +1869,47 @@ fn expect_body_fails_a_check_whose_body_lacks_the_text_and_the_fleet_goes_back()
         assert_eq!(bad_marks(h), vec![c.clone()], "{}", h.name);
     }
 }
+
+#[test]
+fn check_warns_when_nginx_hands_php_the_path_through_current() {
+    let fleet = Fleet::start(2);
+    fleet.inventory("", "");
+    // Each host gets its own /etc/nginx/sites-enabled (a tmpfs in its mount namespace): web-1
+    // as Debian's snippet writes it ($document_root), web-2 with $realpath_root.
+    for (i, fastcgi) in [
+        "include snippets/fastcgi-php.conf;",
+        "include fastcgi_params; fastcgi_param SCRIPT_FILENAME $realpath_root$fastcgi_script_name;",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let out = fleet.host(i).run_on_host(&format!(
+            "mkdir -p /etc/nginx/sites-enabled && mount -t tmpfs tmpfs /etc/nginx/sites-enabled && \
+             printf '%s\\n' 'server {{ root {DEPLOY_TO}/current/public; location ~ \\.php$ {{ {fastcgi} \
+             fastcgi_pass unix:/run/php/php-fpm.sock; }} }}' > /etc/nginx/sites-enabled/app"
+        ));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let run = fleet.ship(&["check", "production"]);
+    let out = &run.stdout;
+    assert!(
+        out.contains(
+            "web-1  web        WARN    /etc/nginx/sites-enabled/app serves /var/www/app/current \
+             to PHP without $realpath_root"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "web-2  web        PASS    /etc/nginx/sites-enabled/app hands PHP the release's real \
+             path ($realpath_root)"
+        ),
+        "{out}"
+    );
+    // A warning, not a failure: the check passes otherwise.
+    assert_eq!(run.code, 0, "{}", run.all());
+}
