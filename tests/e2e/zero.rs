@@ -153,3 +153,37 @@ fn deploys_and_rollbacks_under_http_load_fail_no_request_and_mix_no_releases() {
         "with $document_root the old release goes on: {t:?}"
     );
 }
+
+#[test]
+fn the_tally_counts_failed_mixed_and_stale_responses() {
+    use crate::support::php::{Response, Tally};
+    let r = |at_s: u128, ids: &[&str], failed: Option<&str>| Response {
+        at_ns: at_s * 1_000_000_000,
+        took_us: 1000,
+        host: 0,
+        ids: ids.iter().map(|s| (*s).to_owned()).collect(),
+        failed: failed.map(str::to_owned),
+    };
+    let responses = [
+        r(1, &["A", "A", "A"], None),
+        r(10, &["A", "A", "A"], None), // within the grace after the switch to B at 10
+        r(12, &["A", "A", "A"], None), // stale
+        r(12, &["A", "B", "B"], None), // mixed (and stale)
+        r(13, &[], Some("HTTP 502")),  // failed
+        r(13, &["B", "B", "B"], None),
+    ];
+    let t = tally(
+        &responses,
+        &[(10_000_000_000, "B".to_owned())],
+        Duration::from_secs(1),
+    );
+    assert_eq!(
+        t,
+        Tally {
+            requests: 6,
+            failed: 1,
+            mixed: 1,
+            stale: 2
+        }
+    );
+}
