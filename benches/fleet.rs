@@ -333,12 +333,7 @@ fn median(v: &mut [f64]) -> f64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str, default: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1).cloned())
-            .unwrap_or_else(|| default.to_owned())
-    };
+    let arg = |name: &str, default: &str| support::arg(&args, name, default);
     let sizes: Vec<usize> = arg("--hosts", "1,5,20")
         .split(',')
         .filter_map(|s| s.trim().parse().ok())

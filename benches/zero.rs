@@ -19,7 +19,7 @@ mod support;
 use std::time::Duration;
 
 use support::Fleet;
-use support::php::{Load, Response, Root, get, now_ns, php_app, tally};
+use support::php::{Load, Response, Root, get, now_ns, php_app, switch, tally};
 
 /// The after-switch step that tells the queue workers to restart (what `php artisan
 /// queue:restart` does: a value the workers watch changes).
@@ -35,36 +35,6 @@ enum Switcher {
     /// ship, with an after-switch step that reloads php-fpm gracefully (SIGUSR2), as guides
     /// advise to clear OPcache.
     ShipReload,
-}
-
-/// Run ship with `--json`: the release now current everywhere and the last host's switch
-/// instant (Unix ns, this machine's clock, which the hosts share).
-fn ship_switch(fleet: &Fleet, args: &[&str]) -> (u128, String) {
-    let mut a = args.to_vec();
-    a.push("--json");
-    let run = fleet.ship(&a);
-    assert_eq!(run.code, 0, "{}", run.all());
-    let summary = run
-        .stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|e| e["event"] == "finished")
-        .map(|e| e["summary"].clone())
-        .expect("a summary");
-    let release = summary["release"].as_str().expect("release").to_owned();
-    let at = summary["hosts"]
-        .as_array()
-        .expect("hosts")
-        .iter()
-        .filter_map(|h| {
-            h["switched_at_unix_ns"]
-                .as_u64()
-                .map(u128::from)
-                .or_else(|| h["switched_at_unix_ns"].as_f64().map(|f| f as u128))
-        })
-        .max()
-        .unwrap_or_else(now_ns);
-    (at, release)
 }
 
 /// `ln -nfs` to `id` on every host at once (one thread per host, as a parallel SSH loop does):
@@ -123,11 +93,11 @@ fn measure(hosts: usize, deploys: usize, root: Root, switcher: Switcher, port: u
     // As `php artisan queue:restart` does: the workers see the value change and exit.
     fleet.inventory(&format!("  after_switch: [\"{RESTART}\"]\n"), "");
     fleet.set_source(&format!("{{ artifact: {} }}", php_app().display()));
-    let (_, a) = ship_switch(&fleet, &["deploy", "production"]);
+    let (_, a) = switch(&fleet, &["deploy", "production"]);
     std::thread::sleep(Duration::from_millis(1100));
     // For `ln -nfs`, a second release to switch to, prepared (and then left) by ship.
     let b = if switcher == Switcher::LnNfs {
-        let (_, b) = ship_switch(&fleet, &["deploy", "production"]);
+        let (_, b) = switch(&fleet, &["deploy", "production"]);
         ln_switch(&fleet, &a);
         b
     } else {
@@ -184,15 +154,13 @@ fn measure(hosts: usize, deploys: usize, root: Root, switcher: Switcher, port: u
     for _ in 0..deploys {
         std::thread::sleep(settle);
         switches.push(match switcher {
-            Switcher::Ship | Switcher::ShipReload => ship_switch(&fleet, &["deploy", "production"]),
+            Switcher::Ship | Switcher::ShipReload => switch(&fleet, &["deploy", "production"]),
             Switcher::LnNfs => ln_switch(&fleet, &b),
         });
         after(&switches[switches.len() - 1]);
         std::thread::sleep(settle);
         switches.push(match switcher {
-            Switcher::Ship | Switcher::ShipReload => {
-                ship_switch(&fleet, &["rollback", "production"])
-            }
+            Switcher::Ship | Switcher::ShipReload => switch(&fleet, &["rollback", "production"]),
             Switcher::LnNfs => ln_switch(&fleet, &a),
         });
         after(&switches[switches.len() - 1]);
@@ -216,12 +184,7 @@ fn measure(hosts: usize, deploys: usize, root: Root, switcher: Switcher, port: u
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str, default: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1).cloned())
-            .unwrap_or_else(|| default.to_owned())
-    };
+    let arg = |name: &str, default: &str| support::arg(&args, name, default);
     let deploys: usize = arg("--deploys", "10").parse().unwrap_or(10);
     let hosts: usize = arg("--hosts", "2").parse().unwrap_or(2);
     println!(

@@ -5,47 +5,8 @@
 
 use std::time::Duration;
 
-use crate::support::php::{Load, Root, get, now_ns, php_app, tally};
+use crate::support::php::{Load, Root, get, now_ns, php_app, switch, tally};
 use crate::support::{Fleet, wait_until};
-
-/// Run ship with `--json` and return the release every host is now on and the last host's
-/// switch instant (Unix ns).
-fn switch(fleet: &Fleet, args: &[&str]) -> (String, u128) {
-    let mut a = args.to_vec();
-    a.push("--json");
-    let run = fleet.ship(&a);
-    assert_eq!(run.code, 0, "{}", run.all());
-    let summary = run
-        .stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|e| e["event"] == "finished")
-        .map(|e| e["summary"].clone())
-        .expect("a summary");
-    let release = summary["release"].as_str().expect("release").to_owned();
-    let at = summary["hosts"]
-        .as_array()
-        .expect("hosts")
-        .iter()
-        .filter_map(|h| {
-            h["switched_at_unix_ns"]
-                .as_u64()
-                .map(u128::from)
-                .or_else(|| h["switched_at_unix_ns"].as_f64().map(|f| f as u128))
-        })
-        .max()
-        .expect("switch instants");
-    for h in &fleet.hosts {
-        assert_eq!(
-            h.current_id().as_deref(),
-            Some(release.as_str()),
-            "{}",
-            h.name
-        );
-        assert!(!h.locked(), "{}", h.name);
-    }
-    (release, at)
-}
 
 /// Hosts with the PHP example deployed once; the after-switch step tells the queue workers to
 /// restart, as `php artisan queue:restart` does.
@@ -56,7 +17,7 @@ fn php_fleet(n: usize) -> (Fleet, String) {
         "",
     );
     fleet.set_source(&format!("{{ artifact: {} }}", php_app().display()));
-    let (a, _) = switch(&fleet, &["deploy", "production"]);
+    let (_, a) = switch(&fleet, &["deploy", "production"]);
     (fleet, a)
 }
 
@@ -91,7 +52,7 @@ fn deploys_and_rollbacks_under_http_load_fail_no_request_and_mix_no_releases() {
     let mut worker_lag_ms = Vec::new();
     for action in ["deploy", "rollback", "deploy", "rollback"] {
         std::thread::sleep(Duration::from_millis(1100));
-        let (release, at) = switch(&fleet, &[action, "production"]);
+        let (at, release) = switch(&fleet, &[action, "production"]);
         // Every worker restarts into the release just switched to (how long it took is
         // printed, not asserted: bench/zero-downtime.sh measures it).
         wait_until(
@@ -141,7 +102,7 @@ fn deploys_and_rollbacks_under_http_load_fail_no_request_and_mix_no_releases() {
     }
     let load = Load::start(&addrs);
     std::thread::sleep(Duration::from_millis(1100));
-    let (b, at) = switch(&fleet, &["deploy", "production"]);
+    let (at, b) = switch(&fleet, &["deploy", "production"]);
     wait_until("requests past the grace", Duration::from_secs(10), || {
         now_ns() > at + 1_500_000_000
     });

@@ -361,6 +361,14 @@ pub struct Fleet {
     pub known_hosts: PathBuf,
 }
 
+/// A benchmark's `--name value` option from its arguments, or `default`.
+pub fn arg(args: &[String], name: &str, default: &str) -> String {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+        .unwrap_or_else(|| default.to_owned())
+}
+
 pub fn run_ok(cmd: &mut Command) {
     let out = cmd
         .output()

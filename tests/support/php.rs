@@ -315,3 +315,43 @@ pub fn tally(responses: &[Response], switches: &[(u128, String)], grace: Duratio
 pub fn php_app() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/php-app")
 }
+
+/// Run ship with `args` and `--json` (it must succeed): the last host's switch instant (Unix ns,
+/// this machine's clock, which the hosts share) and the release every host is now on (checked,
+/// with no lock left).
+pub fn switch(fleet: &super::Fleet, args: &[&str]) -> (u128, String) {
+    let mut a = args.to_vec();
+    a.push("--json");
+    let run = fleet.ship(&a);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let summary = run
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "finished")
+        .map(|e| e["summary"].clone())
+        .expect("a summary");
+    let release = summary["release"].as_str().expect("release").to_owned();
+    let at = summary["hosts"]
+        .as_array()
+        .expect("hosts")
+        .iter()
+        .filter_map(|h| {
+            h["switched_at_unix_ns"]
+                .as_u64()
+                .map(u128::from)
+                .or_else(|| h["switched_at_unix_ns"].as_f64().map(|f| f as u128))
+        })
+        .max()
+        .expect("switch instants");
+    for h in &fleet.hosts {
+        assert_eq!(
+            h.current_id().as_deref(),
+            Some(release.as_str()),
+            "{}",
+            h.name
+        );
+        assert!(!h.locked(), "{}", h.name);
+    }
+    (at, release)
+}

@@ -101,6 +101,26 @@ impl Local {
         Job::Deploy(crate::source::prepare(&source).expect("artifact"))
     }
 
+    /// A run of `job` on this fleet with the defaults (no waves, no hold, no wait), through
+    /// `interposer` if any.
+    fn spec(&self, job: Job, interposer: Option<Arc<dyn Interposer>>) -> Deploy {
+        Deploy {
+            stage: self.stage.clone(),
+            job,
+            connect: ConnectOptions {
+                interposer,
+                ..ConnectOptions::default()
+            },
+            waves: Vec::new(),
+            observe: Duration::ZERO,
+            keep_failed: false,
+            lock_wait: Duration::ZERO,
+            max_unreachable: 0,
+            rebuild: false,
+            identity: None,
+        }
+    }
+
     fn run(
         &self,
         job: Job,
@@ -110,19 +130,8 @@ impl Local {
     ) -> Run {
         let recording = Arc::new(Recording::new(faults));
         let d = Deploy {
-            stage: self.stage.clone(),
-            job,
-            connect: ConnectOptions {
-                interposer: Some(recording.clone()),
-                ..ConnectOptions::default()
-            },
             waves,
-            observe: Duration::ZERO,
-            keep_failed: false,
-            lock_wait: Duration::ZERO,
-            max_unreachable: 0,
-            rebuild: false,
-            identity: None,
+            ..self.spec(job, Some(recording.clone()))
         };
         let events = Arc::new(Recorder::default());
         let cancel = cancel.unwrap_or_default();
@@ -644,19 +653,8 @@ fn the_dry_run_sends_exactly_the_commands_of_the_real_run() {
         started_unix: util::unix_now(),
     };
     let make = |interposer: Option<Arc<dyn Interposer>>| Deploy {
-        stage: l.stage.clone(),
-        job: l.deploy_job(),
-        connect: ConnectOptions {
-            interposer,
-            ..ConnectOptions::default()
-        },
-        waves: Vec::new(),
-        observe: Duration::ZERO,
-        keep_failed: false,
-        lock_wait: Duration::ZERO,
-        max_unreachable: 0,
-        rebuild: false,
         identity: Some(identity.clone()),
+        ..l.spec(l.deploy_job(), interposer)
     };
     let planned = block_on(plan(make(None)));
     assert!(planned.hosts.iter().all(|h| h.error.is_none()));
@@ -897,16 +895,8 @@ fn a_maintenance_lock_takes_every_host_or_none_and_deploys_refuse_it_without_wai
     }
     // A deploy that would wait a minute for a run's lock refuses this one at once.
     let d = Deploy {
-        stage: l.stage.clone(),
-        job: l.deploy_job(),
-        connect: ConnectOptions::default(),
-        waves: Vec::new(),
-        observe: Duration::ZERO,
-        keep_failed: false,
         lock_wait: Duration::from_secs(60),
-        max_unreachable: 0,
-        rebuild: false,
-        identity: None,
+        ..l.spec(l.deploy_job(), None)
     };
     let events = Arc::new(Recorder::default());
     let summary = block_on(deploy(d, events.clone(), CancellationToken::new()));
@@ -998,19 +988,8 @@ fn unreachable_hosts_within_the_budget_are_left_out_and_the_rest_deploy_as_the_f
     let budget = |n: usize, faults: Option<Arc<dyn Interposer>>| {
         let recording = Arc::new(Recording::new(faults));
         let d = Deploy {
-            stage: l.stage.clone(),
-            job: l.deploy_job(),
-            connect: ConnectOptions {
-                interposer: Some(recording.clone()),
-                ..ConnectOptions::default()
-            },
-            waves: Vec::new(),
-            observe: Duration::ZERO,
-            keep_failed: false,
-            lock_wait: Duration::ZERO,
             max_unreachable: n,
-            rebuild: false,
-            identity: None,
+            ..l.spec(l.deploy_job(), Some(recording.clone()))
         };
         let summary = block_on(deploy(
             d,
@@ -1065,19 +1044,9 @@ fn deploy_with(
 ) -> Run {
     let recording = Arc::new(Recording::new(faults));
     let d = Deploy {
-        stage: l.stage.clone(),
-        job: l.deploy_job(),
-        connect: ConnectOptions {
-            interposer: Some(recording.clone()),
-            ..ConnectOptions::default()
-        },
-        waves: Vec::new(),
-        observe: Duration::ZERO,
         keep_failed,
         lock_wait,
-        max_unreachable: 0,
-        rebuild: false,
-        identity: None,
+        ..l.spec(l.deploy_job(), Some(recording.clone()))
     };
     let summary = block_on(deploy(
         d,
@@ -1201,19 +1170,30 @@ fn a_step_with_parallel_1_runs_on_one_host_at_a_time_and_the_others_wait_their_t
     }
 }
 
-#[test]
-fn a_retry_of_the_same_build_rebuilds_only_on_the_host_that_failed() {
-    let l = Local::with(
-        3,
+/// `n` local hosts whose build notes each run in `builds.log` and whose last step fails where
+/// `shared/FAIL` exists (after a short pause, so that the other hosts finish first).
+fn counting_builds(n: usize) -> Local {
+    Local::with(
+        n,
         "",
         "    build:\n      - sh build.sh\n      - echo built >> ../../builds.log\n      - \
          if [ -e ../../shared/FAIL ]; then sleep 0.5; exit 1; fi\n",
-    );
-    let builds = |i: usize| {
-        std::fs::read_to_string(l.host(i).join("builds.log"))
+    )
+}
+
+impl Local {
+    /// How many builds ran on host `i` (see [`counting_builds`]).
+    fn builds(&self, i: usize) -> usize {
+        std::fs::read_to_string(self.host(i).join("builds.log"))
             .map(|t| t.lines().count())
             .unwrap_or(0)
-    };
+    }
+}
+
+#[test]
+fn a_retry_of_the_same_build_rebuilds_only_on_the_host_that_failed() {
+    let l = counting_builds(3);
+    let builds = |i: usize| l.builds(i);
     // h3's last step fails after the others have finished theirs.
     std::fs::create_dir_all(l.host(3).join("shared")).expect("shared");
     std::fs::write(l.host(3).join("shared/FAIL"), "").expect("marker");
@@ -1281,17 +1261,8 @@ fn a_retry_of_the_same_build_rebuilds_only_on_the_host_that_failed() {
 
 #[test]
 fn rebuild_builds_everywhere_and_a_changed_build_is_never_reused() {
-    let l = Local::with(
-        2,
-        "",
-        "    build:\n      - sh build.sh\n      - echo built >> ../../builds.log\n      - \
-         if [ -e ../../shared/FAIL ]; then sleep 0.5; exit 1; fi\n",
-    );
-    let builds = |i: usize| {
-        std::fs::read_to_string(l.host(i).join("builds.log"))
-            .map(|t| t.lines().count())
-            .unwrap_or(0)
-    };
+    let l = counting_builds(2);
+    let builds = |i: usize| l.builds(i);
     // h2's last step fails after h1 has finished its build.
     let fail_h2 = || {
         std::fs::create_dir_all(l.host(2).join("shared")).expect("shared");
@@ -1306,19 +1277,8 @@ fn rebuild_builds_everywhere_and_a_changed_build_is_never_reused() {
     // --rebuild: a fresh id, built everywhere.
     let recording = Arc::new(Recording::new(None));
     let d = Deploy {
-        stage: l.stage.clone(),
-        job: l.deploy_job(),
-        connect: ConnectOptions {
-            interposer: Some(recording.clone()),
-            ..ConnectOptions::default()
-        },
-        waves: Vec::new(),
-        observe: Duration::ZERO,
-        keep_failed: false,
-        lock_wait: Duration::ZERO,
-        max_unreachable: 0,
         rebuild: true,
-        identity: None,
+        ..l.spec(l.deploy_job(), Some(recording.clone()))
     };
     let summary = block_on(deploy(
         d,
