@@ -145,46 +145,13 @@ fn url_tools(compression: Compression) -> Vec<&'static str> {
 }
 
 /// The compression of the tarball an http(s) URL names (by its path's ending), or why ship
-/// will not download it, with a hint.
+/// will not download it, with a hint (see [`crate::util::check_tarball_url`]).
 pub fn check_tarball_url(url: &str) -> Result<Compression, (String, String)> {
-    let lower = url.to_ascii_lowercase();
-    let Some(rest) = lower
-        .strip_prefix("https://")
-        .or_else(|| lower.strip_prefix("http://"))
-    else {
-        return Err((
-            "not an http(s) URL".into(),
-            "write the tarball's https:// URL (an object store, a CDN, a release asset)".into(),
-        ));
-    };
-    if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err((
-            "a URL cannot hold spaces or control characters".into(),
-            "percent-encode them (%20)".into(),
-        ));
-    }
-    let path = rest.split(['?', '#']).next().unwrap_or_default();
-    if path.ends_with(".tar.gz") || path.ends_with(".tgz") {
-        Ok(Compression::Gzip)
-    } else if path.ends_with(".tar.zst") || path.ends_with(".tzst") {
-        Ok(Compression::Zstd)
-    } else if path.ends_with(".tar") {
-        Ok(Compression::None)
-    } else {
-        Err((
-            "the URL's path does not end in .tar.gz, .tgz, .tar.zst, .tzst or .tar".into(),
-            "point it at the tarball itself; ship tells the compression by the name".into(),
-        ))
-    }
-}
-
-/// A SHA-256 digest as written in an inventory or on the command line (64 hex digits, either
-/// case, an optional `sha256:` prefix), in lowercase; `None` if it is not one.
-pub fn check_sha256(text: &str) -> Option<String> {
-    let hex = text.trim();
-    let hex = hex.strip_prefix("sha256:").unwrap_or(hex);
-    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
-        .then(|| hex.to_ascii_lowercase())
+    crate::util::check_tarball_url(url).map(|p| match p {
+        crate::util::Packing::Tar => Compression::None,
+        crate::util::Packing::Gzip => Compression::Gzip,
+        crate::util::Packing::Zstd => Compression::Zstd,
+    })
 }
 
 /// The tools a host needs for this source, without packing or resolving anything.

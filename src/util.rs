@@ -110,6 +110,57 @@ pub fn git_output(args: &[&str]) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
+/// How a tarball is packed, as its name says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Packing {
+    Tar,
+    Gzip,
+    Zstd,
+}
+
+/// How the tarball an http(s) URL names is packed (by its path's ending), or why ship will not
+/// download it, with a hint.
+pub fn check_tarball_url(url: &str) -> Result<Packing, (String, String)> {
+    let lower = url.to_ascii_lowercase();
+    let Some(rest) = lower
+        .strip_prefix("https://")
+        .or_else(|| lower.strip_prefix("http://"))
+    else {
+        return Err((
+            "not an http(s) URL".into(),
+            "write the tarball's https:// URL (an object store, a CDN, a release asset)".into(),
+        ));
+    };
+    if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err((
+            "a URL cannot hold spaces or control characters".into(),
+            "percent-encode them (%20)".into(),
+        ));
+    }
+    let path = rest.split(['?', '#']).next().unwrap_or_default();
+    if path.ends_with(".tar.gz") || path.ends_with(".tgz") {
+        Ok(Packing::Gzip)
+    } else if path.ends_with(".tar.zst") || path.ends_with(".tzst") {
+        Ok(Packing::Zstd)
+    } else if path.ends_with(".tar") {
+        Ok(Packing::Tar)
+    } else {
+        Err((
+            "the URL's path does not end in .tar.gz, .tgz, .tar.zst, .tzst or .tar".into(),
+            "point it at the tarball itself; ship tells the compression by the name".into(),
+        ))
+    }
+}
+
+/// A SHA-256 digest as written in an inventory or on the command line (64 hex digits, either
+/// case, an optional `sha256:` prefix), in lowercase; `None` if it is not one.
+pub fn check_sha256(text: &str) -> Option<String> {
+    let hex = text.trim();
+    let hex = hex.strip_prefix("sha256:").unwrap_or(hex);
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| hex.to_ascii_lowercase())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

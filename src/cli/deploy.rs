@@ -135,7 +135,7 @@ fn source_overrides(
             ))
             .hint(hint));
         }
-        let Some(sha256) = crate::source::check_sha256(digest) else {
+        let Some(sha256) = crate::util::check_sha256(digest) else {
             return Err(Error::usage(format!(
                 "--sha256: `{}` is not a SHA-256 digest",
                 digest.escape_debug()

@@ -129,7 +129,7 @@ pub(super) fn source(ctx: &Doc, v: &Node, p: &str) -> Result<At<Source>> {
             only("parallel", "git", "git:")?;
             let u = get("url").unwrap_or(v);
             let url = ctx.non_empty(u, &join(p, "url"))?;
-            if let Err(why) = crate::source::check_tarball_url(&url) {
+            if let Err(why) = crate::util::check_tarball_url(&url) {
                 return Err(ctx.err_hint(u.pos, &join(p, "url"), why.0, why.1));
             }
             let Some(d) = get("sha256") else {
@@ -141,7 +141,7 @@ pub(super) fn source(ctx: &Doc, v: &Node, p: &str) -> Result<At<Source>> {
                 ));
             };
             let sha256 = ctx.non_empty(d, &join(p, "sha256"))?;
-            let Some(sha256) = crate::source::check_sha256(&sha256) else {
+            let Some(sha256) = crate::util::check_sha256(&sha256) else {
                 return Err(ctx.err_hint(
                     d.pos,
                     &join(p, "sha256"),
