@@ -161,9 +161,38 @@ pub fn check_sha256(text: &str) -> Option<String> {
         .then(|| hex.to_ascii_lowercase())
 }
 
+/// Let this process keep as many files open as the system allows it (the soft limit raised to
+/// the hard one): every host of a run is a connection, and the usual soft limit of 1,024 would
+/// stop a run of several hundred hosts. Nothing happens where it cannot be raised.
+pub fn raise_open_files_limit() {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {
+            l.rlim_cur = l.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_open_files_limit_is_raised_to_what_the_system_allows() {
+        raise_open_files_limit();
+        let mut l = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes the struct passed to it.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) }, 0);
+        assert_eq!(l.rlim_cur, l.rlim_max);
+    }
 
     #[test]
     fn release_ids_are_utc_civil_time() {

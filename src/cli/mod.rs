@@ -428,6 +428,7 @@ fn duration(text: &str) -> Result<Duration, String> {
 
 /// Parse the command line, run, and map the result to an exit code.
 pub fn main() -> ExitCode {
+    crate::util::raise_open_files_limit();
     let args: Vec<OsString> = std::env::args_os().collect();
     let cli = match Cli::try_parse_from(&args) {
         Ok(c) => c,

@@ -432,14 +432,16 @@ impl Fleet {
             fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o711)).expect("chmod");
             fs::set_permissions(&authorized, fs::Permissions::from_mode(0o644)).expect("chmod");
         }
-        // A loopback /24 of our own: pid and a per-process counter keep parallel tests apart.
+        // Loopback /24s of our own: pid and a per-process counter keep parallel tests apart.
+        // 199 hosts to a /24 (`.200` is the git server's); a bigger fleet takes the next ones.
         let pid = std::process::id();
         let k = NEXT_FLEET.fetch_add(1, Ordering::SeqCst);
-        let net = format!(
-            "127.{}.{}",
-            100 + (pid % 150),
-            ((pid / 150) * 7 + k * 31) % 250 + 1
-        );
+        let second = 100 + (pid % 150);
+        let third = ((pid / 150) * 7 + k * 31) % 250 + 1;
+        let host_address = |i: usize| {
+            let block = (third as usize - 1 + i / 199) % 250 + 1;
+            format!("127.{second}.{block}.{}", i % 199 + 1)
+        };
         let mut fleet = Fleet {
             known_hosts: dir.path().join("known_hosts"),
             client_key,
@@ -455,7 +457,7 @@ impl Fleet {
             let key = hdir.join("host_key");
             keygen(&key);
             let host_key_pub = fs::read_to_string(key.with_extension("pub")).expect("pub");
-            let address = format!("{net}.{}", i + 1);
+            let address = host_address(i);
             let config = write_sshd_config(&hdir, &address, &key, &authorized);
             let faults = hdir.join("faults");
             fs::create_dir_all(&faults).expect("faults");
