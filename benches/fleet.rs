@@ -23,7 +23,28 @@ struct Run {
     host_spread_ms: f64,
     peak_rss_kb: u64,
     cpu_s: f64,
+    /// CPU time the whole machine spent during the deploy (ship, and the hosts' sshd, shells
+    /// and steps on the same cores), in seconds.
+    machine_cpu_s: f64,
     phases: String,
+}
+
+/// The machine's busy CPU time so far (all CPUs, from /proc/stat), in seconds.
+fn machine_busy_s() -> f64 {
+    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = text.lines().find(|l| l.starts_with("cpu ")) else {
+        return 0.0;
+    };
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal: busy is all but idle and iowait.
+    let busy: f64 = v.iter().sum::<f64>() - v.get(3).unwrap_or(&0.0) - v.get(4).unwrap_or(&0.0);
+    // SAFETY: sysconf only reads a system setting.
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    busy / tick.max(1.0)
 }
 
 /// Wait for the child `pid` to exit: its exact end, and from the kernel's own accounting its
@@ -162,6 +183,7 @@ fn upload_throughput(mb: usize, runs: usize, user: &str) {
     reason = "the child is reaped by wait_for (wait4), which also reads its resource use"
 )]
 fn deploy(fleet: &Fleet) -> Run {
+    let busy0 = machine_busy_s();
     let t0 = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_ship"))
         .args(["deploy", "production", "--json"])
@@ -181,6 +203,7 @@ fn deploy(fleet: &Fleet) -> Run {
         s
     });
     let (end, peak_rss_kb, cpu_s) = wait_for(child.id());
+    let machine_cpu_s = machine_busy_s() - busy0;
     let wall = (end - t0).as_secs_f64();
     let out = reader.join().unwrap_or_default();
     let summary = out
@@ -252,6 +275,7 @@ fn deploy(fleet: &Fleet) -> Run {
         host_spread_ms: spread as f64 / 1e6,
         peak_rss_kb,
         cpu_s,
+        machine_cpu_s,
         phases,
     }
 }
@@ -435,6 +459,15 @@ fn main() {
                 "       phases (last run, ms): {}; a file created on a host: {:.0} µs",
                 r.phases,
                 creation_us(&fleet)
+            );
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+            println!(
+                "       CPU (last run): {:.2} s busy on this machine of {:.2} s its {cores} cores \
+                 had; ship {:.2} s ({:.1} ms per host), the hosts (sshd, shells, steps) the rest",
+                r.machine_cpu_s,
+                r.wall * cores,
+                r.cpu_s,
+                r.cpu_s * 1000.0 / n as f64
             );
         }
     }
