@@ -366,6 +366,54 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// `--bastion N`: N hosts reached directly, then all of them through one bastion whose sshd
+/// has OpenSSH's stock settings (`MaxStartups 10:30:100`, `MaxSessions 10`), `runs` deploys
+/// each way: the wall times side by side and the bastion's logins per deploy.
+fn bastion(n: usize, runs: usize, user: &str) {
+    let mut fleet = bench_fleet(n + 1, user);
+    let idle = fleet.process_counts();
+    let walls = |fleet: &Fleet| -> f64 {
+        let mut w: Vec<f64> = (0..runs)
+            .map(|_| {
+                settle(fleet, &idle);
+                deploy(fleet).wall
+            })
+            .collect();
+        median(&mut w)
+    };
+    let direct = walls(&fleet);
+    {
+        let b = &mut fleet.hosts[0];
+        let config = b.www.parent().expect("host dir").join("sshd_config");
+        let text = std::fs::read_to_string(&config).expect("sshd_config");
+        std::fs::write(
+            &config,
+            text.replace("MaxStartups 1000\n", "")
+                .replace("MaxSessions 100\n", ""),
+        )
+        .expect("sshd_config");
+        b.restart();
+        let mut users = vec![("jump", 2103)];
+        if user != "root" {
+            users.push((user, 2301));
+        }
+        b.add_users(&users, "");
+    }
+    let gate = fleet.hosts[0].address.clone();
+    for i in 1..=n {
+        fleet.host_settings(i, &format!("proxy_jump: jump@{gate}"));
+    }
+    let before = fleet.logins(0, "jump");
+    let through = walls(&fleet);
+    let logins = (fleet.logins(0, "jump") - before) as f64 / runs as f64;
+    println!(
+        "{n} hosts, {runs} deploys each way: direct {direct:.2} s, through one bastion with stock \
+         MaxStartups/MaxSessions {through:.2} s ({:.2}x), {logins:.1} login(s) to the bastion per \
+         deploy",
+        through / direct
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let arg = |name: &str, default: &str| support::arg(&args, name, default);
@@ -380,6 +428,15 @@ fn main() {
     support::MACHINE_ROOT_HOME.store(user == "root", std::sync::atomic::Ordering::SeqCst);
     // `--hold N`: start N hosts ready to deploy to, print where, and keep them up until Enter,
     // for profiling a deploy by hand (strace, perf) instead of measuring it.
+    if let Some(n) = args
+        .iter()
+        .position(|a| a == "--bastion")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse::<usize>().ok())
+    {
+        bastion(n, runs, &user);
+        return;
+    }
     if let Some(n) = args
         .iter()
         .position(|a| a == "--hold")
