@@ -24,6 +24,8 @@ command -v perl >/dev/null 2>&1 || missing+=(perl)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 command -v nginx >/dev/null 2>&1 || missing+=(nginx-light)
 ls /usr/sbin/php-fpm* >/dev/null 2>&1 || missing+=(php-fpm)
+command -v supervisord >/dev/null 2>&1 || missing+=(supervisor)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "installing ${missing[*]}"
