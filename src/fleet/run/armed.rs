@@ -84,9 +84,9 @@ impl Armed {
         self.process.close_stdin().await
     }
 
-    /// Forget answers older than [`CLOCK_FRESH`] at `now` (µs).
-    pub(super) fn keep_fresh(&mut self, now: i64) {
-        let oldest = now - CLOCK_FRESH.as_micros() as i64;
+    /// Forget answers older than `fresh` at `now` (µs).
+    pub(super) fn keep_fresh(&mut self, now: i64, fresh: Duration) {
+        let oldest = now - fresh.as_micros() as i64;
         self.samples.retain(|s| s.received >= oldest);
     }
 
@@ -183,15 +183,38 @@ pub(super) async fn disarm(ids: &[usize], hosts: &mut [HostRun]) {
 /// round trips, so small error bounds)...
 pub(super) const CLOCK_QUESTIONS: usize = 3;
 pub(super) const CLOCK_CONCURRENCY: usize = 8;
-/// How often a host armed early is asked for its clock while it waits for the rest.
+/// How often a host armed early is asked for its clock while it waits for the rest, in a
+/// fleet of up to `CLOCK_RATE / 2` hosts.
 pub(super) const CLOCK_PERIOD: Duration = Duration::from_millis(500);
-/// Answers older than this are not used for the switch: clocks drift apart (by a few µs per
-/// second between NTP-disciplined hosts, by up to 0.5 ms per second while NTP slews one).
+/// The most clock questions a second asked of the whole fleet while it waits: each costs the
+/// host's sshd and the controller a little CPU, and 1,000 hosts asked twice a second took a
+/// fifth of the controller's CPU in a deploy.
+pub(super) const CLOCK_RATE: u32 = 500;
+/// Answers older than this are not used for the switch (in a fleet of up to `CLOCK_RATE / 2`
+/// hosts): clocks drift apart (by a few µs per second between NTP-disciplined hosts, by up to
+/// 0.5 ms per second while NTP slews one).
 pub(super) const CLOCK_FRESH: Duration = Duration::from_secs(2);
+
+/// How often each of `hosts` armed early is asked for its clock: [`CLOCK_PERIOD`], or less
+/// often so the fleet is asked at most [`CLOCK_RATE`] times a second.
+pub(super) fn clock_period(hosts: usize) -> Duration {
+    CLOCK_PERIOD.max(Duration::from_secs(1) * hosts as u32 / CLOCK_RATE)
+}
+
+/// How old an answer may be and still be used for the switch: [`CLOCK_FRESH`], or two and a
+/// half periods where the period is longer (5 s at 1,000 hosts: up to 2.5 ms of drift while NTP
+/// slews a clock at its fastest, a few µs otherwise).
+pub(super) fn clock_fresh(hosts: usize) -> Duration {
+    CLOCK_FRESH.max(clock_period(hosts) * 5 / 2)
+}
+
 /// After its rename, a scheduled host waits this long per scheduled host before it reports, at
-/// most `SETTLE_MOST` (see [`remote::armed_switch`]).
-pub(super) const SETTLE_PER_HOST: Duration = Duration::from_micros(100);
-pub(super) const SETTLE_MOST: Duration = Duration::from_millis(20);
+/// most `SETTLE_MOST` (see [`remote::armed_switch`]): its report, and the end of its command,
+/// would compete for the CPU with the renames of hosts that share it (a fleet of test hosts on
+/// one machine; 1,000 processes woken at one instant on 2 cores need 20–40 ms to run, and
+/// their exits took as long again when they came in between).
+pub(super) const SETTLE_PER_HOST: Duration = Duration::from_micros(200);
+pub(super) const SETTLE_MOST: Duration = Duration::from_millis(500);
 /// The switch is scheduled at least this far ahead, and at most this far.
 pub(super) const LEAD_FLOOR: Duration = Duration::from_millis(3);
 pub(super) const LEAD_CEILING: Duration = Duration::from_millis(250);

@@ -23,6 +23,7 @@ pub(super) async fn prepare(
     let unprepared = std::sync::atomic::AtomicUsize::new(ids.len());
     let clock_turns = Semaphore::new(CLOCK_CONCURRENCY);
     let together = ids.len() > 1;
+    let fleet = ids.len();
     let results = join_all(ids.iter().map(|&i| {
         let h = &hosts[i];
         let conn = h.connection();
@@ -84,7 +85,8 @@ pub(super) async fn prepare(
                         }
                     };
                     if let Err(e) =
-                        keep_time(a, clock_turns, host.config.timeouts.switch, waiting).await
+                        keep_time(a, clock_turns, host.config.timeouts.switch, fleet, waiting)
+                            .await
                     {
                         r = Err(transport_failure(
                             ctx,
@@ -135,13 +137,14 @@ impl Drop for Countdown<'_> {
 
 /// While a host that is armed early waits for the rest of the fleet, keep its clock measured:
 /// [`CLOCK_QUESTIONS`] questions at once (holding a permit of `clock_turns`), then one every
-/// [`CLOCK_PERIOD`] until `waiting` ends. So when the switch comes, the host has fresh answers
+/// [`clock_period`] until `waiting` ends. So when the switch comes, the host has fresh answers
 /// and it need not be asked again a clock_turns hosts at a time (a round trip per question that grows
 /// with the fleet), but only once with every host at once.
 pub(super) async fn keep_time(
     a: &mut Armed,
     clock_turns: &Semaphore,
     t: Duration,
+    fleet: usize,
     waiting: impl std::future::Future<Output = ()>,
 ) -> Result<(), TransportError> {
     a.ask_clock_times(CLOCK_QUESTIONS, Some(clock_turns), t)
@@ -150,8 +153,8 @@ pub(super) async fn keep_time(
     loop {
         tokio::select! {
             _ = &mut waiting => return Ok(()),
-            _ = tokio::time::sleep(CLOCK_PERIOD) => {
-                a.keep_fresh(clock::now_us());
+            _ = tokio::time::sleep(clock_period(fleet)) => {
+                a.keep_fresh(clock::now_us(), clock_fresh(fleet));
                 a.ask_clock_times(1, None, t).await?;
             }
         }

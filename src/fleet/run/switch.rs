@@ -28,7 +28,7 @@ pub(super) async fn switch(ids: &[usize], hosts: &mut [HostRun], ctx: &RunCtx) -
         .into_iter()
         .map(|a| {
             a.map(|mut a| {
-                a.keep_fresh(now);
+                a.keep_fresh(now, clock_fresh(ids.len()));
                 a
             })
         })
