@@ -356,10 +356,16 @@ pub async fn lock_release(g: &Global, stage: &str, yes: bool) -> Result<u8> {
             locked.len()
         );
         let _ = std::io::stderr().flush();
-        let mut answer = String::new();
-        if std::io::stdin().lock().read_line(&mut answer).is_err()
-            || !matches!(answer.trim(), "y" | "Y" | "yes")
-        {
+        // Read on a thread of its own: the connections stay served (keepalives) meanwhile.
+        let answer = tokio::task::spawn_blocking(|| {
+            let mut answer = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut answer)
+                .map(|_| answer)
+        })
+        .await;
+        if !matches!(answer, Ok(Ok(a)) if matches!(a.trim(), "y" | "Y" | "yes")) {
             eprintln!("nothing was changed");
             return Ok(exit::FAILED);
         }

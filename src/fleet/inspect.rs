@@ -241,7 +241,8 @@ where
         async move {
             let conn = {
                 let _permit = gate.acquire().await;
-                Connection::open(host, options)
+                // Boxed, as at a deploy's connect: only the handshakes in flight hold its state.
+                Box::pin(Connection::open(host, options))
                     .await
                     .map_err(|e| e.to_string())
             };

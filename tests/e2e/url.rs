@@ -205,3 +205,90 @@ fn a_bad_url_or_digest_is_refused_before_any_host_is_contacted() {
     let h = fleet.host(0);
     assert!(h.releases().is_empty() && h.current().is_none() && !h.locked());
 }
+
+#[test]
+fn a_host_without_curl_downloads_with_wget_and_one_with_neither_fails_saying_so() {
+    let fleet = Fleet::start(2);
+    let files = fleet.dir().join("files");
+    fs::create_dir_all(&files).expect("files");
+    let (_, hex) = tarball(&files, "app-2.0.0.tar.gz");
+    let (_server, port) = serve_files(&files);
+    fleet.inventory("", "");
+    // web-2 has no curl: only its namespace sees /dev/null (not executable) in curl's place.
+    let hide = |h: usize, program: &str| {
+        let out = fleet.host(h).run_on_host(&format!(
+            "p=$(command -v {program}) && mount --bind /dev/null \"$p\" && ! command -v {program}"
+        ));
+        assert!(out.status.success(), "hide {program}: {out:?}");
+    };
+    hide(1, "curl");
+    let url = format!("http://127.0.0.1:{port}/app-2.0.0.tar.gz");
+    let run = fleet.ship(&[
+        "deploy",
+        "production",
+        "--artifact-url",
+        &url,
+        "--sha256",
+        &hex,
+    ]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let id = fleet.host(0).current_id().expect("current");
+    assert_fleet_on(&fleet, &id);
+    for h in &fleet.hosts {
+        assert_eq!(
+            fs::read_to_string(h.path("current/REVISION"))
+                .expect("REVISION")
+                .trim(),
+            format!("sha256:{hex}"),
+            "{}",
+            h.name
+        );
+    }
+    // Through wget too: a wrong digest and a 404 fail that host's prepare, nothing switches.
+    let wrong = "0".repeat(64);
+    let missing = format!("http://127.0.0.1:{port}/missing.tar.gz");
+    for (url, digest, says) in [
+        (
+            &url,
+            &wrong,
+            format!("the download's SHA-256 is {hex}, not {wrong}"),
+        ),
+        (&missing, &hex, "failed (exit status 8)".to_owned()),
+    ] {
+        let run = fleet.ship(&[
+            "deploy",
+            "production",
+            "--artifact-url",
+            url,
+            "--sha256",
+            digest,
+        ]);
+        assert_eq!(run.code, 1, "{url}: {}", run.all());
+        let all = run.all();
+        assert!(all.contains("web-2"), "{all}");
+        assert!(all.contains(&says), "{url}: expected {says:?} in {all}");
+        assert!(all.contains("aborted: no host was switched"), "{all}");
+        assert_fleet_on(&fleet, &id);
+        for h in &fleet.hosts {
+            assert_eq!(h.releases(), vec![id.clone()], "{}: {url}", h.name);
+        }
+    }
+    // Neither program: the host says so, with the fix.
+    hide(1, "wget");
+    let run = fleet.ship(&[
+        "deploy",
+        "production",
+        "--artifact-url",
+        &url,
+        "--sha256",
+        &hex,
+    ]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    let all = run.all();
+    assert!(
+        all.contains("neither curl nor wget is installed on this host (hint: install curl)"),
+        "{all}"
+    );
+    assert!(all.contains("aborted: no host was switched"), "{all}");
+    assert_fleet_on(&fleet, &id);
+}

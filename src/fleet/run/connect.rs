@@ -40,7 +40,9 @@ pub(super) async fn connect(
             }
             let conn = {
                 let _permit = gate.acquire().await;
-                match Connection::open(&host, &options).await {
+                // Boxed: the handshake's state (15 KB) exists only for the handshakes in
+                // flight, not inline in every host's future from the start (15 MB at 1,000).
+                match Box::pin(Connection::open(&host, &options)).await {
                     Ok(c) => Arc::new(c),
                     Err(e) => {
                         return (

@@ -85,8 +85,7 @@ pub(super) async fn prepare(
                         }
                     };
                     if let Err(e) =
-                        keep_time(a, clock_turns, host.config.timeouts.switch, fleet, waiting)
-                            .await
+                        keep_time(a, clock_turns, host.config.timeouts.switch, fleet, waiting).await
                     {
                         r = Err(transport_failure(
                             ctx,
