@@ -4,6 +4,7 @@
 #   bench/run.sh --hosts 1,5,20,50,100 --runs 5
 #   bench/run.sh --hold 20           # 20 hosts up until Enter, to profile a deploy by hand
 #   bench/run.sh --bastion 200       # 200 hosts direct, then through one stock-sshd bastion
+#   bench/run.sh --bastion 20 --artifact-mb 16   # the same with a 16 MiB artifact to each host
 #   bench/run.sh --journaled ...     # the hosts' files on a fresh journaled ext4 (a loop-mounted
 #                                    # image), as on a server, whatever this machine's disk is
 # Needs root (sshd in mount namespaces) and openssh-server, like scripts/test.sh.

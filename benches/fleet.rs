@@ -110,10 +110,8 @@ fn noise(n: usize) -> Vec<u8> {
 
 /// Upload throughput on one connection: the same packed artifact (the bytes ship sends) piped
 /// through OpenSSH's client into `tar -xz` on the host, and ship's own upload step.
-fn upload_throughput(mb: usize, runs: usize, user: &str) {
-    let fleet = Fleet::start(1);
-    fleet.inventory("", "");
-    as_user(&fleet, user);
+/// The example app with `mb` MiB of incompressible data in it, made the fleet's source.
+fn big_app(fleet: &Fleet, mb: usize) -> std::path::PathBuf {
     let app = fleet.dir().join("big-app");
     std::fs::create_dir_all(app.join("public")).expect("app");
     for f in ["build.sh", "public/index.html"] {
@@ -121,6 +119,14 @@ fn upload_throughput(mb: usize, runs: usize, user: &str) {
     }
     std::fs::write(app.join("public/big.bin"), noise(mb << 20)).expect("big file");
     fleet.set_source(&format!("{{ artifact: {} }}", app.display()));
+    app
+}
+
+fn upload_throughput(mb: usize, runs: usize, user: &str) {
+    let fleet = Fleet::start(1);
+    fleet.inventory("", "");
+    as_user(&fleet, user);
+    let app = big_app(&fleet, mb);
     let payload = ship::source::pack_dir(&app).expect("pack");
     let file = fleet.dir().join("artifact.tar.gz");
     std::fs::write(&file, &payload).expect("artifact");
@@ -369,8 +375,11 @@ fn median(v: &mut [f64]) -> f64 {
 /// `--bastion N`: N hosts reached directly, then all of them through one bastion whose sshd
 /// has OpenSSH's stock settings (`MaxStartups 10:30:100`, `MaxSessions 10`), `runs` deploys
 /// each way: the wall times side by side and the bastion's logins per deploy.
-fn bastion(n: usize, runs: usize, user: &str) {
+fn bastion(n: usize, runs: usize, user: &str, artifact_mb: usize) {
     let mut fleet = bench_fleet(n + 1, user);
+    if artifact_mb > 0 {
+        big_app(&fleet, artifact_mb);
+    }
     let idle = fleet.process_counts();
     let walls = |fleet: &Fleet| -> f64 {
         let mut w: Vec<f64> = (0..runs)
@@ -406,10 +415,15 @@ fn bastion(n: usize, runs: usize, user: &str) {
     let before = fleet.logins(0, "jump");
     let through = walls(&fleet);
     let logins = (fleet.logins(0, "jump") - before) as f64 / runs as f64;
+    let artifact = if artifact_mb > 0 {
+        format!(", an artifact with {artifact_mb} MiB of incompressible data")
+    } else {
+        String::new()
+    };
     println!(
-        "{n} hosts, {runs} deploys each way: direct {direct:.2} s, through one bastion with stock \
-         MaxStartups/MaxSessions {through:.2} s ({:.2}x), {logins:.1} login(s) to the bastion per \
-         deploy",
+        "{n} hosts{artifact}, {runs} deploys each way: direct {direct:.2} s, through one bastion \
+         with stock MaxStartups/MaxSessions {through:.2} s ({:.2}x), {logins:.1} login(s) to the \
+         bastion per deploy",
         through / direct
     );
 }
@@ -434,7 +448,8 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|s| s.parse::<usize>().ok())
     {
-        bastion(n, runs, &user);
+        let mb = arg("--artifact-mb", "0").parse().unwrap_or(0);
+        bastion(n, runs, &user, mb);
         return;
     }
     if let Some(n) = args
