@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::support::{Fleet, serve_files};
+use crate::support::{Fleet, Run, serve_files};
 
 /// The example app packed as `name` in `dir`, and its SHA-256.
 fn tarball(dir: &Path, name: &str) -> (PathBuf, String) {
@@ -50,6 +50,48 @@ fn assert_fleet_on(fleet: &Fleet, current: &str) {
     }
 }
 
+/// Every host's current release is the tarball with digest `hex`, unpacked.
+fn assert_revision(fleet: &Fleet, hex: &str) {
+    for h in &fleet.hosts {
+        assert_eq!(
+            fs::read_to_string(h.path("current/REVISION"))
+                .expect("REVISION")
+                .trim(),
+            format!("sha256:{hex}"),
+            "{}",
+            h.name
+        );
+        assert!(h.path("current/build.sh").is_file(), "{}: unpacked", h.name);
+    }
+}
+
+/// `ship deploy production --artifact-url URL --sha256 DIGEST` and `extra`.
+fn deploy_from(fleet: &Fleet, url: &str, digest: &str, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "deploy",
+        "production",
+        "--artifact-url",
+        url,
+        "--sha256",
+        digest,
+    ];
+    args.extend(extra);
+    fleet.ship(&args)
+}
+
+/// The run failed saying `says`, switched no host, and left every host on `id` with no other
+/// release and nothing of the download.
+fn assert_failed_on(fleet: &Fleet, run: &Run, id: &str, url: &str, says: &str) {
+    assert_eq!(run.code, 1, "{url}: {}", run.all());
+    let all = run.all();
+    assert!(all.contains(says), "{url}: expected {says:?} in {all}");
+    assert!(all.contains("aborted: no host was switched"), "{all}");
+    assert_fleet_on(fleet, id);
+    for h in &fleet.hosts {
+        assert_eq!(h.releases(), vec![id.to_owned()], "{}: {url}", h.name);
+    }
+}
+
 #[test]
 fn each_host_downloads_the_tarball_checks_its_digest_and_unpacks_it() {
     let fleet = Fleet::start(3);
@@ -66,17 +108,7 @@ fn each_host_downloads_the_tarball_checks_its_digest_and_unpacks_it() {
     assert_eq!(run.code, 0, "{}", run.all());
     let id = fleet.host(0).current_id().expect("current");
     assert_fleet_on(&fleet, &id);
-    for h in &fleet.hosts {
-        assert_eq!(
-            fs::read_to_string(h.path("current/REVISION"))
-                .expect("REVISION")
-                .trim(),
-            format!("sha256:{hex}"),
-            "{}",
-            h.name
-        );
-        assert!(h.path("current/build.sh").is_file(), "{}: unpacked", h.name);
-    }
+    assert_revision(&fleet, &hex);
     let all = run.all();
     assert!(all.contains("download … ok"), "{all}");
     assert!(
@@ -127,25 +159,10 @@ fn each_host_downloads_the_tarball_checks_its_digest_and_unpacks_it() {
         ),
     ];
     for (url, digest, extra, says) in cases {
-        let mut args = vec![
-            "deploy",
-            "production",
-            "--artifact-url",
-            &url,
-            "--sha256",
-            &digest,
-        ];
-        args.extend(extra);
-        let run = fleet.ship(&args);
-        assert_eq!(run.code, 1, "{url}: {}", run.all());
+        let run = deploy_from(&fleet, &url, &digest, &extra);
         let all = run.all();
         assert!(all.contains("FAILED at prepare (download)"), "{url}: {all}");
-        assert!(all.contains(&says), "{url}: expected {says:?} in {all}");
-        assert!(all.contains("aborted: no host was switched"), "{all}");
-        assert_fleet_on(&fleet, &id);
-        for h in &fleet.hosts {
-            assert_eq!(h.releases(), vec![id.clone()], "{}: {url}", h.name);
-        }
+        assert_failed_on(&fleet, &run, &id, &url, &says);
     }
 }
 
@@ -223,72 +240,27 @@ fn a_host_without_curl_downloads_with_wget_and_one_with_neither_fails_saying_so(
     };
     hide(1, "curl");
     let url = format!("http://127.0.0.1:{port}/app-2.0.0.tar.gz");
-    let run = fleet.ship(&[
-        "deploy",
-        "production",
-        "--artifact-url",
-        &url,
-        "--sha256",
-        &hex,
-    ]);
+    let run = deploy_from(&fleet, &url, &hex, &[]);
     assert_eq!(run.code, 0, "{}", run.all());
     let id = fleet.host(0).current_id().expect("current");
     assert_fleet_on(&fleet, &id);
-    for h in &fleet.hosts {
-        assert_eq!(
-            fs::read_to_string(h.path("current/REVISION"))
-                .expect("REVISION")
-                .trim(),
-            format!("sha256:{hex}"),
-            "{}",
-            h.name
-        );
-    }
-    // Through wget too: a wrong digest and a 404 fail that host's prepare, nothing switches.
+    assert_revision(&fleet, &hex);
+    // Through wget too: a wrong digest and a 404 (wget's exit status 8; curl's is 22) fail
+    // that host's prepare, nothing switches.
     let wrong = "0".repeat(64);
     let missing = format!("http://127.0.0.1:{port}/missing.tar.gz");
+    let wrong_says = format!("the download's SHA-256 is {hex}, not {wrong}");
     for (url, digest, says) in [
-        (
-            &url,
-            &wrong,
-            format!("the download's SHA-256 is {hex}, not {wrong}"),
-        ),
-        (&missing, &hex, "failed (exit status 8)".to_owned()),
+        (&url, &wrong, wrong_says.as_str()),
+        (&missing, &hex, "failed (exit status 8)"),
     ] {
-        let run = fleet.ship(&[
-            "deploy",
-            "production",
-            "--artifact-url",
-            url,
-            "--sha256",
-            digest,
-        ]);
-        assert_eq!(run.code, 1, "{url}: {}", run.all());
-        let all = run.all();
-        assert!(all.contains("web-2"), "{all}");
-        assert!(all.contains(&says), "{url}: expected {says:?} in {all}");
-        assert!(all.contains("aborted: no host was switched"), "{all}");
-        assert_fleet_on(&fleet, &id);
-        for h in &fleet.hosts {
-            assert_eq!(h.releases(), vec![id.clone()], "{}: {url}", h.name);
-        }
+        let run = deploy_from(&fleet, url, digest, &[]);
+        assert!(run.all().contains("web-2"), "{}", run.all());
+        assert_failed_on(&fleet, &run, &id, url, says);
     }
     // Neither program: the host says so, with the fix.
     hide(1, "wget");
-    let run = fleet.ship(&[
-        "deploy",
-        "production",
-        "--artifact-url",
-        &url,
-        "--sha256",
-        &hex,
-    ]);
-    assert_eq!(run.code, 1, "{}", run.all());
-    let all = run.all();
-    assert!(
-        all.contains("neither curl nor wget is installed on this host (hint: install curl)"),
-        "{all}"
-    );
-    assert!(all.contains("aborted: no host was switched"), "{all}");
-    assert_fleet_on(&fleet, &id);
+    let run = deploy_from(&fleet, &url, &hex, &[]);
+    let says = "neither curl nor wget is installed on this host (hint: install curl)";
+    assert_failed_on(&fleet, &run, &id, &url, says);
 }
