@@ -758,4 +758,53 @@ mod tests {
             distinct.len()
         );
     }
+
+    #[test]
+    fn the_read_ahead_hands_over_every_byte_in_order_then_the_end() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            // 10,000 bytes in writes of odd sizes, then the end of the stream.
+            let sent: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+            let writer = {
+                let sent = sent.clone();
+                tokio::spawn(async move {
+                    let (mut s, _) = listener.accept().await.expect("accept");
+                    for chunk in sent.chunks(777) {
+                        s.write_all(chunk).await.expect("write");
+                    }
+                })
+            };
+            let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let mut r = QuickAck::new(tcp);
+            // Reads as russh makes them (a small first block, then the rest), and some bigger
+            // than the read-ahead, which go to the socket directly.
+            let mut got = Vec::new();
+            for (i, size) in [4usize, 16, 1, 300, 5000, 2048, 3]
+                .iter()
+                .cycle()
+                .enumerate()
+            {
+                let want = (*size).min(sent.len() - got.len());
+                if want == 0 {
+                    break;
+                }
+                let mut buf = vec![0; want];
+                r.read_exact(&mut buf).await.expect("read");
+                got.extend_from_slice(&buf);
+                assert!(i < 1000);
+            }
+            assert_eq!(got, sent);
+            writer.await.expect("writer");
+            let mut rest = Vec::new();
+            assert_eq!(r.read_to_end(&mut rest).await.expect("end"), 0);
+        });
+    }
 }
