@@ -831,3 +831,46 @@ fn hosts_behind_one_bastion_share_one_login_to_it_and_its_loss_fails_them_all() 
         assert_eq!(h.current_id().as_deref(), Some(a.as_str()), "{}", h.name);
     }
 }
+
+#[test]
+fn a_jump_host_that_refuses_tcp_forwarding_fails_its_hosts_at_connect_saying_so() {
+    let mut fleet = Fleet::start(3);
+    fleet.inventory("", "");
+    let run = fleet.deploy();
+    assert_eq!(run.code, 0, "{}", run.all());
+    let a = fleet.host(0).current_id().expect("current");
+    {
+        // The bastion's sshd allows logins but no TCP channels (first keyword wins: put first).
+        let bastion = &mut fleet.hosts[0];
+        let config = bastion.www.parent().expect("host dir").join("sshd_config");
+        let text = fs::read_to_string(&config).expect("sshd_config");
+        fs::write(&config, format!("AllowTcpForwarding no\n{text}")).expect("sshd_config");
+        bastion.restart();
+        bastion.add_users(&[("jump", JUMP_UID)], "");
+    }
+    let bastion = fleet.host(0).address.clone();
+    for i in 1..3 {
+        fleet.host_settings(i, &format!("proxy_jump: jump@{bastion}"));
+    }
+    let run = fleet.deploy();
+    assert_eq!(run.code, 1, "{}", run.all());
+    let all = run.all();
+    for h in &fleet.hosts[1..] {
+        assert!(
+            all.contains(&format!(
+                "[{}] FAILED at connect: through the jump host {bastion}: cannot connect to {}:22: \
+                 the jump host could not open a connection to it",
+                h.name, h.address
+            )),
+            "{}: {all}",
+            h.name
+        );
+    }
+    assert!(all.contains("allows TCP forwarding"), "{all}");
+    assert!(all.contains("aborted: no host was switched"), "{all}");
+    for h in &fleet.hosts {
+        assert_eq!(h.current_id().as_deref(), Some(a.as_str()), "{}", h.name);
+        assert_eq!(h.releases(), vec![a.clone()], "{}", h.name);
+        assert!(!h.locked(), "{}", h.name);
+    }
+}
