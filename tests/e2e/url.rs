@@ -135,8 +135,9 @@ fn each_host_downloads_the_tarball_checks_its_digest_and_unpacks_it() {
     }
     assert!(!all.contains("s3cr3tSig0123"), "{all}");
 
-    // The same tarball under another digest, a missing file, a download that stalls: that
-    // host's prepare fails, nothing switches, nothing is left behind.
+    // The same tarball under another digest, a missing file, a server that is not there, a
+    // download that stalls: that host's prepare fails, nothing switches, nothing is left
+    // behind.
     let wrong = "0".repeat(64);
     let cases = [
         (
@@ -150,6 +151,13 @@ fn each_host_downloads_the_tarball_checks_its_digest_and_unpacks_it() {
             hex.clone(),
             vec![],
             "404".to_owned(),
+        ),
+        // Nothing listens there: curl cannot connect (its exit status 7).
+        (
+            "http://127.0.0.1:1/app-1.2.3.tar.gz".to_owned(),
+            hex.clone(),
+            vec![],
+            "failed (exit status 7)".to_owned(),
         ),
         (
             format!("http://127.0.0.1:{port}/stall.tar.gz"),
