@@ -736,6 +736,27 @@ fn release_id_moves_forward_only_when_taken() {
 }
 
 #[test]
+fn clock_questions_slow_down_past_250_hosts_and_their_answers_stay_usable_as_long() {
+    // Up to 250 hosts: every half second each, answers kept 2 s.
+    for n in [2, 20, 250] {
+        assert_eq!(clock_period(n), Duration::from_millis(500), "{n}");
+        assert_eq!(clock_fresh(n), Duration::from_secs(2), "{n}");
+    }
+    // Beyond, at most CLOCK_RATE questions a second across the fleet, and an answer outlives
+    // two periods (so a host always has one at the switch).
+    for n in [251, 500, 1000, 5000] {
+        let period = clock_period(n);
+        assert!(
+            n as f64 / period.as_secs_f64() <= f64::from(CLOCK_RATE) + 1e-9,
+            "{n}"
+        );
+        assert!(clock_fresh(n) > period * 2, "{n}");
+    }
+    assert_eq!(clock_period(1000), Duration::from_secs(2));
+    assert_eq!(clock_fresh(1000), Duration::from_secs(5));
+}
+
+#[test]
 fn stamps_from_gnu_and_busybox_date() {
     assert_eq!(
         switch_stamp("ship-switch-ready\n1795319788123456789\n"),
