@@ -337,11 +337,19 @@ pub fn append(path: &Path, host: &str, port: u16, key: &PublicKey) -> std::io::R
         .create(true)
         .append(true)
         .open(path)?;
-    writeln!(f, "{name} {}", encoded.trim())?;
+    let line = format!("{name} {}\n", encoded.trim());
+    f.write_all(line.as_bytes())?;
     drop(f);
     let after = stamp(path)?;
+    // The file is the table's plus this line, and nothing else (another process appending
+    // at the same moment would make it longer): the table takes the line; otherwise it is
+    // read again at the next lookup.
+    let only_ours = match (before, after) {
+        (Some(b), Some(a)) => (a.0, a.1, a.5) == (b.0, b.1, b.5 + line.len() as u64),
+        _ => false,
+    };
     match tables.get_mut(path) {
-        Some((seen, table)) if *seen == before => {
+        Some((seen, table)) if *seen == before && only_ours => {
             // `<type> <base64> [comment]`, as written above.
             let b64 = encoded.split_whitespace().nth(1).unwrap_or_default();
             table.count += 1;
