@@ -1,8 +1,9 @@
 //! How events are shown: live rows on a terminal, plain prefixed lines elsewhere (CI logs), or
 //! JSON lines. And the final summary.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -151,23 +152,91 @@ impl Reporter for Plain {
     }
 }
 
-/// A row per host with its phase, step and elapsed time, on a terminal.
+/// A row per host with its phase, step and elapsed time, on a terminal. A fleet taller than the
+/// terminal gets rows for as many hosts as fit, and one line that counts the others by what
+/// they are doing (the fleet line above counts every host; the summary lists each).
 pub struct Live {
     multi: MultiProgress,
+    /// The rows shown, by host.
     bars: HashMap<String, ProgressBar>,
     /// The fleet line above the rows: what runs where, how far the fleet is.
     header: ProgressBar,
+    /// How many hosts the run has, shown or not.
+    total: usize,
+    /// The line under the rows for the hosts without one, and where each of them stands.
+    rest: Option<(ProgressBar, Mutex<Rest>)>,
     /// (what is being done, hosts prepared, hosts switched), for the header.
     fleet: Mutex<(String, usize, usize)>,
     verbosity: Verbosity,
     failures: Mutex<Vec<String>>,
     said: Said,
+    /// Set when the view is finished: the one thread that animates the rows stops.
+    stop: Arc<AtomicBool>,
 }
+
+/// Where the hosts without a row stand: each host's state, and how many are in each.
+#[derive(Default)]
+struct Rest {
+    state: HashMap<String, String>,
+    count: BTreeMap<String, usize>,
+}
+
+impl Rest {
+    fn set(&mut self, host: &str, state: &str) {
+        let Some(old) = self.state.get_mut(host) else {
+            return;
+        };
+        if let Some(n) = self.count.get_mut(old.as_str()) {
+            *n -= 1;
+            if *n == 0 {
+                self.count.remove(old.as_str());
+            }
+        }
+        *self.count.entry(state.to_owned()).or_default() += 1;
+        *old = state.to_owned();
+    }
+
+    fn line(&self) -> String {
+        let states: Vec<String> = self.count.iter().map(|(s, n)| format!("{n} {s}")).collect();
+        format!(
+            "… {} more host(s): {}",
+            self.state.len(),
+            states.join(" · ")
+        )
+    }
+}
+
+/// The rows of the terminal on stderr (24 when it cannot be told).
+fn terminal_rows() -> usize {
+    // SAFETY: TIOCGWINSZ fills the winsize given; fd 2 is only read.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::ioctl(2, libc::TIOCGWINSZ, &mut ws) } == 0;
+    if ok && ws.ws_row > 0 {
+        usize::from(ws.ws_row)
+    } else {
+        24
+    }
+}
+
+/// How often the rows' spinners turn.
+const SPIN: Duration = Duration::from_millis(120);
 
 impl Live {
     pub fn new(hosts: &[String], verbosity: Verbosity) -> Self {
+        // The fleet line, the host rows, the line for the rest, and a line to spare.
+        Self::with_rows(hosts, verbosity, terminal_rows().saturating_sub(3).max(1))
+    }
+
+    /// A view with a row for at most `rows` hosts.
+    fn with_rows(hosts: &[String], verbosity: Verbosity, rows: usize) -> Self {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-        let width = hosts.iter().map(|h| h.len()).max().unwrap_or(4);
+        let (shown, hidden) = if hosts.len() > rows {
+            // One of the rows goes to the line that counts the rest.
+            hosts.split_at(rows.saturating_sub(1))
+        } else {
+            (hosts, &[][..])
+        };
+        let width = shown.iter().map(|h| h.len()).max().unwrap_or(4);
         // NO_COLOR (https://no-color.org): no styling at all.
         let bold = if std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()) {
             ""
@@ -187,32 +256,76 @@ impl Live {
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
         );
         header.set_message(format!("{} host(s)", hosts.len()));
-        header.enable_steady_tick(Duration::from_millis(500));
-        let bars = hosts
+        let bars: HashMap<String, ProgressBar> = shown
             .iter()
             .map(|h| {
                 let bar = multi.add(ProgressBar::new_spinner());
                 bar.set_style(style.clone());
                 bar.set_prefix(h.clone());
                 bar.set_message("waiting");
-                bar.enable_steady_tick(Duration::from_millis(120));
                 (h.clone(), bar)
             })
             .collect();
+        let rest = (!hidden.is_empty()).then(|| {
+            let bar = multi.add(ProgressBar::new_spinner());
+            bar.set_style(
+                ProgressStyle::with_template("{wide_msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            let rest = Rest {
+                state: hidden
+                    .iter()
+                    .map(|h| (h.clone(), "waiting".to_owned()))
+                    .collect(),
+                count: BTreeMap::from([("waiting".to_owned(), hidden.len())]),
+            };
+            bar.set_message(rest.line());
+            (bar, Mutex::new(rest))
+        });
+        // One thread turns every spinner (indicatif's steady tick is a thread per row).
+        let stop = Arc::new(AtomicBool::new(false));
+        {
+            let mut all: Vec<ProgressBar> = vec![header.clone()];
+            all.extend(bars.values().cloned());
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    for b in &all {
+                        b.tick();
+                    }
+                    std::thread::sleep(SPIN);
+                }
+            });
+        }
         Live {
             multi,
             bars,
             header,
+            total: hosts.len(),
+            rest,
             fleet: Mutex::new((String::new(), 0, 0)),
             verbosity,
             failures: Mutex::new(Vec::new()),
             said: Said::default(),
+            stop,
         }
     }
 
     fn set(&self, host: &str, msg: String) {
         if let Some(b) = self.bars.get(host) {
             b.set_message(msg);
+        } else if let Some((bar, rest)) = &self.rest
+            && let Ok(mut r) = rest.lock()
+        {
+            r.set(host, &msg);
+            bar.set_message(r.line());
+        }
+    }
+
+    /// A host's step: on its row; the line for the rest counts hosts by phase, not by step.
+    fn set_step(&self, host: &str, step: &str) {
+        if let Some(b) = self.bars.get(host) {
+            b.set_message(step.to_owned());
         }
     }
 
@@ -220,7 +333,7 @@ impl Live {
     fn fleet_line(&self, update: impl FnOnce(&mut (String, usize, usize))) {
         if let Ok(mut f) = self.fleet.lock() {
             update(&mut f);
-            let n = self.bars.len();
+            let n = self.total;
             self.header.set_message(format!(
                 "{} · {}/{n} prepared · {}/{n} switched",
                 f.0, f.1, f.2
@@ -230,11 +343,21 @@ impl Live {
 
     /// Stop the rows and print failures kept for the end.
     pub fn finish(&self) {
+        self.stop.store(true, Ordering::Relaxed);
         self.header.finish();
         for b in self.bars.values() {
             b.finish();
         }
+        if let Some((bar, _)) = &self.rest {
+            bar.finish();
+        }
         let _ = self.multi.clear();
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
@@ -257,11 +380,11 @@ impl Reporter for Live {
                 self.set(host, phase.to_string());
                 // Past the barrier, every host is prepared.
                 if matches!(phase, Phase::RunOnce | Phase::Switch) {
-                    let n = self.bars.len();
+                    let n = self.total;
                     self.fleet_line(|f| f.1 = n);
                 }
             }
-            Event::StepStarted { host, step } => self.set(host, step.clone()),
+            Event::StepStarted { host, step } => self.set_step(host, step),
             Event::Prepared { .. } => self.fleet_line(|f| f.1 += 1),
             Event::Line { host, line, .. } if self.verbosity == Verbosity::Verbose => {
                 let _ = self.multi.println(format!("[{host}] | {line}"));
@@ -316,12 +439,19 @@ impl Reporter for Live {
 pub struct Board {
     inner: Arc<dyn Reporter>,
     states: Mutex<Vec<(String, String)>>,
+    /// Each host's place in `states` (a scan per event was quadratic in the fleet).
+    index: HashMap<String, usize>,
 }
 
 impl Board {
     pub fn new(hosts: &[String], inner: Arc<dyn Reporter>) -> Self {
         Board {
             inner,
+            index: hosts
+                .iter()
+                .enumerate()
+                .map(|(i, h)| (h.clone(), i))
+                .collect(),
             states: Mutex::new(
                 hosts
                     .iter()
@@ -332,8 +462,9 @@ impl Board {
     }
 
     fn set(&self, host: &str, state: String) {
-        if let Ok(mut v) = self.states.lock()
-            && let Some(slot) = v.iter_mut().find(|(h, _)| h == host)
+        if let Some(&i) = self.index.get(host)
+            && let Ok(mut v) = self.states.lock()
+            && let Some(slot) = v.get_mut(i)
         {
             slot.1 = state;
         }

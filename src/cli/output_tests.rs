@@ -188,3 +188,45 @@ fn a_cause_every_host_shares_is_said_in_full_once_as_it_happens() {
         ["[web-3] FAILED at prepare (build: npm ci): exited with status 1"]
     );
 }
+
+#[test]
+fn a_fleet_taller_than_the_terminal_gets_the_rows_that_fit_and_a_count_of_the_rest() {
+    let hosts: Vec<String> = (1..=10).map(|i| format!("web-{i}")).collect();
+    let live = Live::with_rows(&hosts, Verbosity::Normal, 4);
+    // Three rows and the line for the other seven.
+    assert_eq!(live.bars.len(), 3);
+    assert!(live.bars.contains_key("web-1") && live.bars.contains_key("web-3"));
+    let rest = |live: &Live| {
+        let (_, r) = live.rest.as_ref().expect("a line for the rest");
+        r.lock().expect("rest").line()
+    };
+    assert_eq!(rest(&live), "… 7 more host(s): 7 waiting");
+    for h in &hosts {
+        live.report(&Event::Phase {
+            host: h.clone(),
+            phase: Phase::Prepare,
+        });
+        // Steps count under their phase on the line for the rest.
+        live.report(&Event::StepStarted {
+            host: h.clone(),
+            step: "npm ci".into(),
+        });
+    }
+    assert_eq!(rest(&live), "… 7 more host(s): 7 prepare");
+    for h in &hosts[6..] {
+        live.report(&Event::Switched {
+            host: h.clone(),
+            at_unix_ns: None,
+        });
+    }
+    assert_eq!(rest(&live), "… 7 more host(s): 3 prepare · 4 switched");
+    // The fleet line counts every host, shown or not.
+    assert_eq!(live.total, 10);
+    live.finish();
+
+    // A fleet that fits has a row per host and no such line.
+    let live = Live::with_rows(&hosts, Verbosity::Normal, 10);
+    assert_eq!(live.bars.len(), 10);
+    assert!(live.rest.is_none());
+    live.finish();
+}

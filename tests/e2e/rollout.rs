@@ -975,6 +975,7 @@ fn under_github_actions_failures_become_annotations_and_the_summary_goes_to_the_
 /// terminal emulator, so the test sees the screen a user would.
 pub(crate) struct Screen {
     parser: std::sync::Arc<std::sync::Mutex<vt100::Parser>>,
+    rows: u16,
     pub(crate) child: std::process::Child,
     /// What is written here is typed at the terminal.
     pub(crate) keyboard: Option<std::process::ChildStdin>,
@@ -982,12 +983,17 @@ pub(crate) struct Screen {
 
 impl Screen {
     pub(crate) fn start(fleet: &Fleet, args: &str, no_color: bool) -> Screen {
+        Self::start_rows(fleet, args, no_color, 40)
+    }
+
+    /// The same on a terminal `rows` rows high.
+    pub(crate) fn start_rows(fleet: &Fleet, args: &str, no_color: bool, rows: u16) -> Screen {
         use std::io::Read;
         let ship = env!("CARGO_BIN_EXE_ship");
         let mut cmd = std::process::Command::new("script");
         cmd.args([
             "-qfec",
-            &format!("stty cols 120 rows 40; exec {ship} {args}"),
+            &format!("stty cols 120 rows {rows}; exec {ship} {args}"),
             "/dev/null",
         ])
         .current_dir(fleet.dir())
@@ -1004,7 +1010,7 @@ impl Screen {
         let mut child = cmd.spawn().expect("script");
         let keyboard = child.stdin.take();
         let mut out = child.stdout.take().expect("stdout");
-        let parser = std::sync::Arc::new(std::sync::Mutex::new(vt100::Parser::new(40, 120, 0)));
+        let parser = std::sync::Arc::new(std::sync::Mutex::new(vt100::Parser::new(rows, 120, 0)));
         let feed = parser.clone();
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
@@ -1019,6 +1025,7 @@ impl Screen {
         });
         Screen {
             parser,
+            rows,
             child,
             keyboard,
         }
@@ -1044,7 +1051,7 @@ impl Screen {
     fn any_bold(&self) -> bool {
         self.parser.lock().is_ok_and(|p| {
             let s = p.screen();
-            (0..40).any(|r| (0..120).any(|c| s.cell(r, c).is_some_and(|x| x.bold())))
+            (0..self.rows).any(|r| (0..120).any(|c| s.cell(r, c).is_some_and(|x| x.bold())))
         })
     }
 }
@@ -1912,4 +1919,42 @@ fn check_warns_when_nginx_hands_php_the_path_through_current() {
     );
     // A warning, not a failure: the check passes otherwise.
     assert_eq!(run.code, 0, "{}", run.all());
+}
+
+#[test]
+fn a_fleet_taller_than_the_terminal_shows_the_rows_that_fit_and_counts_the_rest() {
+    let fleet = Fleet::start(8);
+    fleet.inventory("  env:\n    BUILD_SECONDS: 3\n", "");
+    // 8 rows: the fleet line, 4 host rows, the line for the other 4, a row to spare.
+    let screen = Screen::start_rows(&fleet, "deploy production", true, 8);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let during = loop {
+        let text = screen.contents();
+        if text.contains("… 4 more host(s): 4 prepare")
+            && text
+                .lines()
+                .filter(|l| l.contains("build: sh build.sh"))
+                .count()
+                == 4
+        {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "4 rows building and a line for the other 4; the screen:\n{text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    // The fleet line counts all 8; the first 4 hosts have rows, the others none.
+    assert!(during.contains("/8 prepared · 0/8 switched"), "{during}");
+    for h in &fleet.hosts[..4] {
+        assert!(during.lines().any(|l| l.starts_with(&h.name)), "{during}");
+    }
+    for h in &fleet.hosts[4..] {
+        assert!(!during.lines().any(|l| l.starts_with(&h.name)), "{during}");
+    }
+    let mut child = screen.child;
+    assert!(child.wait().expect("ship ends").success());
+    let id = fleet.host(0).current_id().expect("current");
+    fleet.assert_all_on(&id);
 }
