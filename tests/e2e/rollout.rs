@@ -517,8 +517,8 @@ fn check_passes_a_healthy_fleet_and_names_what_is_wrong_on_a_broken_host() {
         run.stdout
     );
     // Nothing that matters was made: no releases, no current, no lock, no scratch left.
+    fleet.assert_untouched();
     for h in &fleet.hosts {
-        assert!(h.releases().is_empty() && h.current().is_none() && !h.locked());
         let scratch: Vec<_> = fs::read_dir(h.path(".ship"))
             .expect(".ship")
             .flatten()
@@ -1448,13 +1448,7 @@ fn check_reads_what_the_steps_need_and_what_this_machine_must_have() {
         "{}",
         run.stdout
     );
-    for h in &fleet.hosts {
-        assert!(
-            h.releases().is_empty() && h.current().is_none() && !h.locked(),
-            "{}",
-            h.name
-        );
-    }
+    fleet.assert_untouched();
 }
 
 #[test]
@@ -1705,13 +1699,7 @@ fn step_timeout_on_the_command_line_stops_a_long_step() {
         "{}",
         run.all()
     );
-    for h in &fleet.hosts {
-        assert!(
-            h.releases().is_empty() && h.current().is_none() && !h.locked(),
-            "{}",
-            h.name
-        );
-    }
+    fleet.assert_untouched();
 }
 
 #[test]

@@ -689,13 +689,7 @@ fn an_encrypted_key_is_asked_for_on_a_terminal_and_refused_clearly_without_one()
         "{}",
         run.all()
     );
-    for h in &fleet.hosts {
-        assert!(
-            h.releases().is_empty() && h.current().is_none() && !h.locked(),
-            "{}",
-            h.name
-        );
-    }
+    fleet.assert_untouched();
 
     // On a terminal: asked once, before anything else is drawn; a wrong answer is asked again.
     let mut screen = crate::rollout::Screen::start(&fleet, "deploy production", true);
@@ -757,11 +751,7 @@ fn the_ssh_agent_authenticates_when_no_identity_file_is_set() {
         run.all()
     );
     // Refused at login: every host as it was, no lock.
-    for h in &fleet.hosts {
-        assert_eq!(h.current_id().as_deref(), Some(id.as_str()), "{}", h.name);
-        assert_eq!(h.releases(), vec![id.clone()], "{}", h.name);
-        assert!(!h.locked(), "{}", h.name);
-    }
+    fleet.assert_all_on(&id);
 }
 
 /// Eight hosts behind one bastion with OpenSSH's stock `MaxStartups` and `MaxSessions`: one

@@ -33,11 +33,11 @@ fn tarball(dir: &Path, name: &str) -> (PathBuf, String) {
     (path, hex)
 }
 
-/// Every host is on `current` and holds no lock; nothing of a download is left in `.ship/`.
+/// Every host is on `current` with no other release and holds no lock; nothing of a download
+/// is left in `.ship/`.
 fn assert_fleet_on(fleet: &Fleet, current: &str) {
+    fleet.assert_all_on(current);
     for h in &fleet.hosts {
-        assert_eq!(h.current_id().as_deref(), Some(current), "{}", h.name);
-        assert!(!h.locked(), "{}: lock", h.name);
         let left: Vec<String> = fs::read_dir(h.path(".ship"))
             .map(|d| {
                 d.filter_map(|e| e.ok())
@@ -87,9 +87,6 @@ fn assert_failed_on(fleet: &Fleet, run: &Run, id: &str, url: &str, says: &str) {
     assert!(all.contains(says), "{url}: expected {says:?} in {all}");
     assert!(all.contains("aborted: no host was switched"), "{all}");
     assert_fleet_on(fleet, id);
-    for h in &fleet.hosts {
-        assert_eq!(h.releases(), vec![id.to_owned()], "{}: {url}", h.name);
-    }
 }
 
 #[test]
@@ -227,8 +224,7 @@ fn a_bad_url_or_digest_is_refused_before_any_host_is_contacted() {
         "{}",
         run.stderr
     );
-    let h = fleet.host(0);
-    assert!(h.releases().is_empty() && h.current().is_none() && !h.locked());
+    fleet.assert_untouched();
 }
 
 #[test]

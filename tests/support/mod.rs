@@ -595,6 +595,17 @@ impl Fleet {
         }
     }
 
+    /// No host has a release, a `current` or a lock: a run that stopped before changing any.
+    pub fn assert_untouched(&self) {
+        for h in &self.hosts {
+            assert!(
+                h.releases().is_empty() && h.current().is_none() && !h.locked(),
+                "{}",
+                h.name
+            );
+        }
+    }
+
     /// Every host is on `release`, has no other release, and holds no lock.
     pub fn assert_all_on(&self, release: &str) {
         for h in &self.hosts {

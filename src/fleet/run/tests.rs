@@ -128,14 +128,22 @@ impl Local {
         waves: Vec<Vec<usize>>,
         cancel: Option<CancellationToken>,
     ) -> Run {
+        self.run_with(job, faults, cancel, |d| Deploy { waves, ..d })
+    }
+
+    /// A run of `job` with the defaults as `with` changes them, through `faults` (if any),
+    /// every command recorded.
+    fn run_with(
+        &self,
+        job: Job,
+        faults: Option<Arc<dyn Interposer>>,
+        cancel: Option<CancellationToken>,
+        with: impl FnOnce(Deploy) -> Deploy,
+    ) -> Run {
         let recording = Arc::new(Recording::new(faults));
-        let d = Deploy {
-            waves,
-            ..self.spec(job, Some(recording.clone()))
-        };
-        let events = Arc::new(Recorder::default());
+        let d = with(self.spec(job, Some(recording.clone())));
         let cancel = cancel.unwrap_or_default();
-        let summary = block_on(deploy(d, events.clone(), cancel));
+        let summary = block_on(deploy(d, Arc::new(Recorder::default()), cancel));
         Run {
             summary,
             sent: recording.commands(),
@@ -1007,20 +1015,10 @@ fn waves_switch_one_after_the_other_and_a_failure_in_any_switches_every_switched
 fn unreachable_hosts_within_the_budget_are_left_out_and_the_rest_deploy_as_the_fleet() {
     let (l, a) = Local::deployed(3, "");
     let budget = |n: usize, faults: Option<Arc<dyn Interposer>>| {
-        let recording = Arc::new(Recording::new(faults));
-        let d = Deploy {
+        l.run_with(l.deploy_job(), faults, None, |d| Deploy {
             max_unreachable: n,
-            ..l.spec(l.deploy_job(), Some(recording.clone()))
-        };
-        let summary = block_on(deploy(
-            d,
-            Arc::new(Recorder::default()),
-            CancellationToken::new(),
-        ));
-        Run {
-            summary,
-            sent: recording.commands(),
-        }
+            ..d
+        })
     };
     // Over the budget (0): the run stops at connect, as always.
     let (_, faults) = Faults::default().refuse("h3").into_arc();
@@ -1063,21 +1061,11 @@ fn deploy_with(
     keep_failed: bool,
     faults: Option<Arc<dyn Interposer>>,
 ) -> Run {
-    let recording = Arc::new(Recording::new(faults));
-    let d = Deploy {
+    l.run_with(l.deploy_job(), faults, None, |d| Deploy {
         keep_failed,
         lock_wait,
-        ..l.spec(l.deploy_job(), Some(recording.clone()))
-    };
-    let summary = block_on(deploy(
-        d,
-        Arc::new(Recorder::default()),
-        CancellationToken::new(),
-    ));
-    Run {
-        summary,
-        sent: recording.commands(),
-    }
+        ..d
+    })
 }
 
 #[test]
