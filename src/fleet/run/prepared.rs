@@ -52,6 +52,15 @@ pub(super) fn build_key(c: &HostConfig, source: &Prepared) -> String {
     format!("build-{}", &digest[..24])
 }
 
+/// Whether `h` holds release `id` whole and marked prepared with the build key `key`.
+fn holds(h: &HostRun, id: &str, key: &str) -> bool {
+    h.preflight
+        .prepared
+        .iter()
+        .any(|(p, k)| p == id && k == key)
+        && h.preflight.has_complete(id)
+}
+
 /// Whether this deploy can take up releases a failed deploy of the same build left prepared:
 /// the newest id that some hosts have prepared with this build's key, that is newer than every
 /// host's current release, and that every other host can build (it has no release of that
@@ -74,8 +83,8 @@ pub(super) fn reusable(hosts: &mut [HostRun], d: &Deploy) -> Option<String> {
             h.preflight
                 .prepared
                 .iter()
-                .filter(move |(id, key)| key == k && h.preflight.has_complete(id))
                 .map(|(id, _)| id.as_str())
+                .filter(move |id| holds(h, id, k))
         })
         .collect();
     candidates.sort();
@@ -87,22 +96,13 @@ pub(super) fn reusable(hosts: &mut [HostRun], d: &Deploy) -> Option<String> {
             if h.preflight.current_release().is_some_and(|c| c >= *id) {
                 return false;
             }
-            let prepared = h
-                .preflight
-                .prepared
-                .iter()
-                .any(|(p, key)| p == id && key == k);
-            prepared || !h.preflight.releases.iter().any(|r| r == id)
+            // It reuses the release, or builds it under a name it does not have yet.
+            holds(h, id, k) || !h.preflight.releases.iter().any(|r| r == id)
         })
     })?;
     let chosen = chosen.to_owned();
     for (h, k) in hosts.iter_mut().zip(&keys) {
-        h.reuse = h
-            .preflight
-            .prepared
-            .iter()
-            .any(|(p, key)| *p == chosen && key == k)
-            && h.preflight.has_complete(&chosen);
+        h.reuse = holds(h, &chosen, k);
     }
     Some(chosen)
 }
