@@ -101,17 +101,15 @@ fn artifact(path: &Path) -> Result<Prepared, SourceError> {
         reason,
     };
     let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
-    let name = path.to_string_lossy().to_lowercase();
-    let read = || std::fs::read(path).map_err(|e| err(e.to_string()));
+    let packing = crate::util::packing_of(&path.to_string_lossy());
     let (bytes, compression) = if meta.is_dir() {
         let packed = pack_dir(path).map_err(|e| err(format!("cannot pack the directory: {e}")))?;
         (packed, Compression::Gzip)
-    } else if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
-        (read()?, Compression::Gzip)
-    } else if name.ends_with(".tar.zst") || name.ends_with(".tzst") {
-        (read()?, Compression::Zstd)
-    } else if name.ends_with(".tar") {
-        (read()?, Compression::None)
+    } else if let Some(p) = packing {
+        (
+            std::fs::read(path).map_err(|e| err(e.to_string()))?,
+            compression(p),
+        )
     } else {
         return Err(err(
             "not a directory, .tar.gz, .tgz, .tar.zst, .tzst or .tar \
@@ -147,11 +145,16 @@ fn url_tools(compression: Compression) -> Vec<&'static str> {
 /// The compression of the tarball an http(s) URL names (by its path's ending), or why ship
 /// will not download it, with a hint (see [`crate::util::check_tarball_url`]).
 pub fn check_tarball_url(url: &str) -> Result<Compression, (String, String)> {
-    crate::util::check_tarball_url(url).map(|p| match p {
+    crate::util::check_tarball_url(url).map(compression)
+}
+
+/// How a host unpacks a tarball packed so.
+fn compression(p: crate::util::Packing) -> Compression {
+    match p {
         crate::util::Packing::Tar => Compression::None,
         crate::util::Packing::Gzip => Compression::Gzip,
         crate::util::Packing::Zstd => Compression::Zstd,
-    })
+    }
 }
 
 /// The tools a host needs for this source, without packing or resolving anything.
@@ -159,16 +162,10 @@ pub fn tools_for(source: &Source) -> Vec<&'static str> {
     match source {
         Source::Git { .. } => vec!["git", "tar"],
         Source::Url { url, .. } => url_tools(check_tarball_url(url).unwrap_or(Compression::Gzip)),
-        Source::Artifact { path } => {
-            let name = path.to_string_lossy().to_lowercase();
-            if name.ends_with(".tar.zst") || name.ends_with(".tzst") {
-                unpack_tools(Compression::Zstd)
-            } else if name.ends_with(".tar") {
-                unpack_tools(Compression::None)
-            } else {
-                unpack_tools(Compression::Gzip)
-            }
-        }
+        // A directory is packed with gzip.
+        Source::Artifact { path } => unpack_tools(
+            crate::util::packing_of(&path.to_string_lossy()).map_or(Compression::Gzip, compression),
+        ),
     }
 }
 

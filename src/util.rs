@@ -138,17 +138,26 @@ pub fn check_tarball_url(url: &str) -> Result<Packing, (String, String)> {
         ));
     }
     let path = rest.split(['?', '#']).next().unwrap_or_default();
-    if path.ends_with(".tar.gz") || path.ends_with(".tgz") {
-        Ok(Packing::Gzip)
-    } else if path.ends_with(".tar.zst") || path.ends_with(".tzst") {
-        Ok(Packing::Zstd)
-    } else if path.ends_with(".tar") {
-        Ok(Packing::Tar)
-    } else {
-        Err((
+    packing_of(path).ok_or_else(|| {
+        (
             "the URL's path does not end in .tar.gz, .tgz, .tar.zst, .tzst or .tar".into(),
             "point it at the tarball itself; ship tells the compression by the name".into(),
-        ))
+        )
+    })
+}
+
+/// How a tarball is packed, by the ending of its name or path (in any case); `None` when the
+/// name is not a tarball's.
+pub fn packing_of(name: &str) -> Option<Packing> {
+    let name = name.to_ascii_lowercase();
+    if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
+        Some(Packing::Gzip)
+    } else if name.ends_with(".tar.zst") || name.ends_with(".tzst") {
+        Some(Packing::Zstd)
+    } else if name.ends_with(".tar") {
+        Some(Packing::Tar)
+    } else {
+        None
     }
 }
 

@@ -405,14 +405,12 @@ pub fn unpacked_kb(stage: &Stage) -> Option<u64> {
     let bytes = if path.is_dir() {
         dir_size(path)
     } else {
-        let name = path.to_string_lossy().to_lowercase();
+        let packing = crate::util::packing_of(&path.to_string_lossy());
         let f = std::fs::File::open(path).ok()?;
-        if name.ends_with(".tar") {
-            tar_size(f)?
-        } else if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
-            tar_size(flate2::read::GzDecoder::new(f))?
-        } else {
-            return None;
+        match packing? {
+            crate::util::Packing::Tar => tar_size(f)?,
+            crate::util::Packing::Gzip => tar_size(flate2::read::GzDecoder::new(f))?,
+            crate::util::Packing::Zstd => return None,
         }
     };
     Some(bytes.div_ceil(1024))
